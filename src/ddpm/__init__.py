@@ -1,0 +1,9 @@
+"""Denoising diffusion probabilistic models from first principles.
+
+Modules, in the order data flows: `schedule` (betas and derived terms), `diffusion` (forward
+process, posterior, parameterisations, loss), `unet` (the networks), `data` (datasets and the
+training stream), `train` (the loop, EMA, checkpoints), `samplers` (DDPM, DDIM, DPM-Solver++),
+`generate` (checkpoint -> pictures), `cli` (the `ddpm` command).
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,121 @@
+"""From a checkpoint to pictures: load the model, sample in batches with per-image seeds,
+and record the denoising process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ddpm.checkpoint import CheckpointError, load_checkpoint
+from ddpm.diffusion import eps_model
+from ddpm.images import process_strip, save_gif
+from ddpm.samplers import sample, sample_generators
+from ddpm.schedule import NoiseSchedule, make_schedule
+from ddpm.unet import ConfigError, build_model
+
+
+@dataclass
+class Loaded:
+    """A trained model ready to sample: the network, its schedule and what it predicts."""
+
+    model: nn.Module
+    schedule: NoiseSchedule
+    prediction: str
+    shape: tuple[int, int, int]  # (C, H, W) of the training images
+    step: int
+
+    @property
+    def eps(self) -> Callable[[Tensor, Tensor], Tensor]:
+        return eps_model(self.model, self.schedule, self.prediction)  # type: ignore[arg-type]
+
+
+def load_model(
+    path: str | os.PathLike, device: torch.device | str = "cpu", raw_weights: bool = False
+) -> Loaded:
+    """Load a checkpoint's EMA weights (or the raw weights) into a fresh model, in eval mode."""
+    ckpt = load_checkpoint(path)
+    try:
+        model = build_model(ckpt["arch"], ckpt["model_config"])
+        model.load_state_dict(ckpt["model" if raw_weights else "ema"])
+        cfg = ckpt["train_config"]
+        schedule = make_schedule(cfg["schedule"], cfg["T"], cfg["beta_start"], cfg["beta_end"])
+        shape = tuple(ckpt["shape"]) if "shape" in ckpt else None
+    except (KeyError, RuntimeError, ConfigError, TypeError) as e:
+        raise CheckpointError(f"{path}: checkpoint is incomplete or inconsistent ({e})") from None
+    if shape is None:
+        raise CheckpointError(f"{path}: checkpoint does not record the image shape")
+    device = torch.device(device)
+    return Loaded(
+        model.to(device).eval(), schedule.to(device), cfg["prediction"], shape, int(ckpt["step"])
+    )
+
+
+def generate(
+    loaded: Loaded,
+    n: int,
+    seed: int = 0,
+    sampler: str = "ddim",
+    steps: int | None = 50,
+    eta: float = 0.0,
+    variance: str = "small",
+    clip: bool = False,
+    batch_size: int = 256,
+    first_index: int = 0,
+    on_batch: Callable[[int, Tensor], None] | None = None,
+) -> Tensor:
+    """n images (n, C, H, W) in [-1, 1]; image i is a function of (seed, first_index + i) only.
+
+    `on_batch(start, x)` is called after each batch (to write files as they come).
+    """
+    device = next(loaded.model.parameters()).device
+    out = []
+    for start in range(0, n, batch_size):
+        idx = range(first_index + start, first_index + min(start + batch_size, n))
+        gens = sample_generators(seed, idx, device)
+        x_T = torch.stack([torch.randn(loaded.shape, generator=g, device=device) for g in gens])
+        x = sample(sampler, loaded.eps, loaded.schedule, x_T, steps, eta, variance, clip, gens)  # type: ignore[arg-type]
+        if on_batch is not None:
+            on_batch(start, x)
+        out.append(x.cpu())
+    return torch.cat(out)
+
+
+def denoising_process(
+    loaded: Loaded,
+    n: int = 8,
+    seed: int = 0,
+    sampler: str = "ddpm",
+    steps: int | None = None,
+    frames: int = 10,
+    clip: bool = False,
+) -> list[Tensor]:
+    """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0."""
+    device = next(loaded.model.parameters()).device
+    gens = sample_generators(seed, range(n), device)
+    x_T = torch.stack([torch.randn(loaded.shape, generator=g, device=device) for g in gens])
+    total = loaded.schedule.T if sampler == "ddpm" else int(steps or 50)
+    keep = {round(k * (total - 1) / max(frames - 1, 1)) for k in range(frames - 1)}
+    snaps: list[Tensor] = []
+
+    def record(i: int, t: int, x_t: Tensor, x0: Tensor) -> None:
+        if i in keep:
+            snaps.append(x_t.cpu())
+
+    x = sample(
+        sampler, loaded.eps, loaded.schedule, x_T, steps, clip=clip, generator=gens, callback=record
+    )
+    return [*snaps, x.cpu()]
+
+
+def save_process(
+    frames: list[Tensor], png: str | os.PathLike, gif: str | os.PathLike | None
+) -> None:
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    process_strip(frames).save(png)
+    if gif is not None:
+        save_gif(frames, gif)

@@ -1,0 +1,210 @@
+"""Samplers: pure functions of (model, schedule, x_T, ...) that return x_0.
+
+`model(x_t, t)` predicts the noise eps; x_T and the result are (B, C, H, W); t is int64 (B,).
+`generator` is one torch.Generator for the whole batch, or a list with one per sample so
+that image i depends only on its own generator (and not on the batch it was drawn in).
+`callback(i, t, x_t, x0_pred)`, if given, sees every step (for pictures of the chain).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ddpm.diffusion import extract, predict_eps_from_x0, predict_x0_from_eps, q_posterior
+from ddpm.schedule import NoiseSchedule
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+Callback = Callable[[int, int, Tensor, Tensor], None]
+EpsModel = Callable[[Tensor, Tensor], Tensor]
+SAMPLERS = ("ddpm", "ddim", "dpm-solver")
+
+
+def randn_like(x: Tensor, generator: Generators) -> Tensor:
+    """Standard normal noise shaped like x, drawn per sample when given a list of generators."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if len(generator) != x.shape[0]:
+        raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
+    return torch.stack(
+        [torch.randn(x.shape[1:], generator=g, device=x.device, dtype=x.dtype) for g in generator]
+    )
+
+
+def sample_generators(seed: int, indices: Sequence[int], device: torch.device | str = "cpu"):
+    """One generator per image index, seeded from (seed, index) alone (as EDM's generate.py)."""
+    gens = []
+    for i in indices:
+        g = torch.Generator(device=device)
+        g.manual_seed((seed * 1_000_003 + i) % (2**63))
+        gens.append(g)
+    return gens
+
+
+def predict_x0(
+    model: EpsModel, schedule: NoiseSchedule, x_t: Tensor, t: Tensor, clip: bool
+) -> tuple[Tensor, Tensor]:
+    """Run the model once; return (eps, x0_pred), x0 clipped to [-1, 1] and eps made consistent."""
+    eps = model(x_t, t).to(x_t.dtype)
+    x_0 = predict_x0_from_eps(schedule, x_t, t, eps)
+    if clip:
+        x_0 = x_0.clamp(-1, 1)
+        eps = predict_eps_from_x0(schedule, x_t, t, x_0)
+    return eps, x_0
+
+
+def _check_steps(steps: int, T: int) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+        raise ValueError(f"steps must be an integer in [1, {T}], got {steps!r}")
+
+
+def ddim_timesteps(T: int, steps: int) -> list[int]:
+    """DDIM's uniform timesteps t_i = i * (T // steps), i = steps-1 .. 0 (Song et al. §C.2)."""
+    _check_steps(steps, T)
+    stride = T // steps
+    return [i * stride for i in range(steps - 1, -1, -1)]
+
+
+@torch.no_grad()
+def ddpm_sample(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    variance: Literal["small", "large"] = "small",
+    clip: bool = False,
+    generator: Generators = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Ancestral sampling, Ho et al. 2020 Algorithm 2.
+
+    x_{t-1} = μ̃(x_t, x̂_0) + σ_t z, with σ_t² = β̃_t ("small", the posterior variance, the
+    lower bound on the reverse variance) or β_t ("large", the upper bound), and no noise at
+    the last step. μ̃ from the posterior equals (x_t - β_t/√(1-ᾱ_t) eps)/√α_t when not clipped.
+    """
+    if variance not in ("small", "large"):
+        raise ValueError(f"variance must be 'small' or 'large', got {variance!r}")
+    var = schedule.posterior_variance if variance == "small" else schedule.betas
+    x = x_T
+    B = x.shape[0]
+    for t in range(schedule.T - 1, -1, -1):
+        tt = torch.full((B,), t, device=x.device, dtype=torch.long)
+        _, x_0 = predict_x0(model, schedule, x, tt, clip)
+        mean, _, _ = q_posterior(schedule, x_0, x, tt)
+        if callback is not None:
+            callback(schedule.T - 1 - t, t, x, x_0)
+        if t > 0:
+            x = mean + extract(var, tt, x).sqrt() * randn_like(x, generator)
+        else:
+            x = mean
+    return x
+
+
+@torch.no_grad()
+def ddim_sample(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    steps: int,
+    eta: float = 0.0,
+    clip: bool = False,
+    generator: Generators = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """DDIM, Song et al. 2021 eq. 12, on the uniform timesteps of `ddim_timesteps`.
+
+    x_{t'} = √ᾱ_{t'} x̂_0 + √(1 - ᾱ_{t'} - σ²) eps + σ z, with
+    σ = eta · √((1 - ᾱ_{t'})/(1 - ᾱ_t)) · √(1 - ᾱ_t/ᾱ_{t'}); ᾱ = 1 after the last step.
+    eta = 0 is deterministic; eta = 1 with all T steps is DDPM with the "small" variance.
+    """
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    ts = ddim_timesteps(schedule.T, steps)
+    abar = schedule.alphas_cumprod
+    x = x_T
+    B = x.shape[0]
+    for i, t in enumerate(ts):
+        tt = torch.full((B,), t, device=x.device, dtype=torch.long)
+        eps, x_0 = predict_x0(model, schedule, x, tt, clip)
+        if callback is not None:
+            callback(i, t, x, x_0)
+        a_t = float(abar[t])
+        a_prev = float(abar[ts[i + 1]]) if i + 1 < len(ts) else 1.0
+        sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+        x = math.sqrt(a_prev) * x_0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
+        if sigma > 0:
+            x = x + sigma * randn_like(x, generator)
+    return x
+
+
+@torch.no_grad()
+def dpm_solver_sample(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    steps: int,
+    clip: bool = False,
+    generator: Generators = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """DPM-Solver++(2M), Lu et al. 2022 Algorithm 2: a deterministic second-order multistep
+    solver of the diffusion ODE in the data-prediction form, on DDIM's timesteps.
+
+    With α = √ᾱ, σ = √(1-ᾱ), λ = log(α/σ) and h = λ_i - λ_{i-1}:
+    x_i = (σ_i/σ_{i-1}) x_{i-1} - α_i (e^{-h} - 1) D, where D is x̂_0 on the first and last
+    steps (the last goes to ᾱ = 1, where it reduces to x̂_0) and otherwise
+    (1 + 1/(2r)) x̂_0 - 1/(2r) x̂_0_prev with r = h_prev / h.
+    """
+    del generator  # deterministic: the argument exists so every sampler shares a signature
+    ts = ddim_timesteps(schedule.T, steps)
+    abar = schedule.alphas_cumprod
+    x = x_T
+    B = x.shape[0]
+    x0_prev, h_prev = None, None
+    for i, t in enumerate(ts):
+        tt = torch.full((B,), t, device=x.device, dtype=torch.long)
+        _, x_0 = predict_x0(model, schedule, x, tt, clip)
+        if callback is not None:
+            callback(i, t, x, x_0)
+        if i + 1 == len(ts):
+            x = x_0  # α = 1, σ = 0: the ODE's end point is the data prediction itself
+            break
+        a_t, a_next = float(abar[t]), float(abar[ts[i + 1]])
+        lam_t = 0.5 * math.log(a_t / (1 - a_t))
+        lam_next = 0.5 * math.log(a_next / (1 - a_next))
+        h = lam_next - lam_t
+        if x0_prev is None:
+            D = x_0
+        else:
+            r = h_prev / h
+            D = (1 + 1 / (2 * r)) * x_0 - (1 / (2 * r)) * x0_prev
+        x = math.sqrt((1 - a_next) / (1 - a_t)) * x - math.sqrt(a_next) * math.expm1(-h) * D
+        x0_prev, h_prev = x_0, h
+    return x
+
+
+def sample(
+    sampler: str,
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    steps: int | None = None,
+    eta: float = 0.0,
+    variance: Literal["small", "large"] = "small",
+    clip: bool = False,
+    generator: Generators = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Dispatch by name: "ddpm" (all T steps), "ddim" or "dpm-solver" (`steps` steps)."""
+    if sampler == "ddpm":
+        return ddpm_sample(model, schedule, x_T, variance, clip, generator, callback)
+    if steps is None:
+        raise ValueError(f"the {sampler} sampler needs a number of steps")
+    if sampler == "ddim":
+        return ddim_sample(model, schedule, x_T, steps, eta, clip, generator, callback)
+    if sampler == "dpm-solver":
+        return dpm_solver_sample(model, schedule, x_T, steps, clip, generator, callback)
+    raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")

@@ -1,0 +1,20 @@
+import pytest
+import torch
+
+from ddpm.data import ImageDataset
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def blobs() -> ImageDataset:
+    """A tiny 'dataset': 64 grayscale 8x8 images of a bright square at one of four places."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.zeros(64, 1, 8, 8, dtype=torch.uint8)
+    for i in range(64):
+        r, c = divmod(int(torch.randint(0, 4, (1,), generator=g)), 2)
+        images[i, 0, r * 4 : r * 4 + 4, c * 4 : c * 4 + 4] = 255
+    return ImageDataset(images, source="blobs")

@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from ddpm import diffusion as D
+from ddpm.schedule import make_schedule
+
+
+@pytest.fixture
+def schedule():
+    return make_schedule("linear", 1000)
+
+
+def test_q_sample_moments(schedule):
+    """x_t given x_0 has mean sqrt(abar) x_0 and variance 1 - abar (Ho et al. eq. 4)."""
+    t_val = 300
+    n = 200_000
+    x_0 = torch.full((n, 1, 1, 1), 0.7)
+    t = torch.full((n,), t_val)
+    x_t = D.q_sample(schedule, x_0, t, torch.randn_like(x_0))
+    abar = float(schedule.alphas_cumprod[t_val])
+    assert float(x_t.mean()) == pytest.approx(abar**0.5 * 0.7, abs=0.01)
+    assert float(x_t.var()) == pytest.approx(1 - abar, rel=0.02)
+
+
+def test_posterior_against_bayes_rule_closed_form(schedule):
+    """q(x_{t-1}|x_t,x_0) ∝ q(x_t|x_{t-1}) q(x_{t-1}|x_0): a product of Gaussians in x_{t-1}."""
+    torch.manual_seed(1)
+    x_0, x_t = torch.randn(5, 2, 3, 3).double(), torch.randn(5, 2, 3, 3).double()
+    t = torch.tensor([1, 10, 100, 500, 999])
+    mean, var, _ = D.q_posterior(schedule, x_0, x_t, t)
+    for i, ti in enumerate(t.tolist()):
+        a, b = schedule.alphas[ti], schedule.betas[ti]
+        abar_prev = schedule.alphas_cumprod_prev[ti]
+        # likelihood in x_{t-1}: N(x_t; sqrt(a) x_{t-1}, b) -> precision a/b, "mean" x_t/sqrt(a)
+        prec = a / b + 1 / (1 - abar_prev)
+        m = (a.sqrt() / b * x_t[i] + abar_prev.sqrt() / (1 - abar_prev) * x_0[i]) / prec
+        torch.testing.assert_close(mean[i], m)
+        torch.testing.assert_close(var[i].flatten()[0], 1 / prec)
+
+
+def test_parameterisations_round_trip(schedule):
+    torch.manual_seed(2)
+    x_0, eps = torch.randn(8, 3, 4, 4).double(), torch.randn(8, 3, 4, 4).double()
+    t = torch.randint(0, 1000, (8,))
+    x_t = D.q_sample(schedule, x_0, t, eps)
+    torch.testing.assert_close(D.predict_x0_from_eps(schedule, x_t, t, eps), x_0)
+    torch.testing.assert_close(D.predict_eps_from_x0(schedule, x_t, t, x_0), eps)
+    v = D.v_target(schedule, x_0, t, eps)
+    torch.testing.assert_close(D.predict_x0_from_v(schedule, x_t, t, v), x_0)
+    torch.testing.assert_close(D.predict_eps_from_v(schedule, x_t, t, v), eps)
+    for pred, out in (("eps", eps), ("x0", x_0), ("v", v)):
+        torch.testing.assert_close(D.to_eps(schedule, pred, x_t, t, out), eps)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+@pytest.mark.parametrize("loss_type", ["l2", "l1"])
+def test_loss_is_zero_for_an_oracle_and_positive_otherwise(schedule, prediction, loss_type):
+    x_0, eps = torch.randn(4, 1, 4, 4), torch.randn(4, 1, 4, 4)
+    t = torch.tensor([0, 10, 500, 999])
+    target = {"eps": eps, "x0": x_0, "v": D.v_target(schedule, x_0, t, eps)}[prediction]
+    oracle = lambda x_t, tt: target  # noqa: E731
+    assert float(D.diffusion_loss(oracle, schedule, x_0, t, eps, prediction, loss_type)) < 1e-10
+    zero = lambda x_t, tt: torch.zeros_like(x_t)  # noqa: E731
+    loss = D.diffusion_loss(zero, schedule, x_0, t, eps, prediction, loss_type)
+    expected = target.abs().mean() if loss_type == "l1" else target.square().mean()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_min_snr_weights_cap_the_x0_weight_at_gamma(schedule):
+    t = torch.tensor([0, 100, 500, 999])
+    snr = D.snr(schedule, t)
+    w_eps = D.loss_weights(schedule, t, "eps", 5.0)
+    # weighting the eps loss by w is weighting the x0 loss by w * snr = min(snr, 5)
+    torch.testing.assert_close(w_eps * snr, snr.clamp(max=5.0))
+    assert D.loss_weights(schedule, t, "eps", None) is None

@@ -1,0 +1,147 @@
+import pytest
+import torch
+
+from ddpm import checkpoint as C
+from ddpm.generate import load_model
+from ddpm.train import EMA, TrainConfig, train
+from ddpm.unet import PRESETS, ConfigError, ModelSpec
+
+
+@pytest.fixture(autouse=True)
+def tiny_preset(monkeypatch):
+    monkeypatch.setitem(
+        PRESETS,
+        "tiny",
+        ModelSpec(
+            "unet",
+            dict(
+                base_channels=16,
+                channel_mults=(1, 2),
+                num_res_blocks=1,
+                attention_levels=(1,),
+                norm_groups=8,
+                dropout=0.0,
+            ),
+            (8, 8),
+        ),
+    )
+
+
+def tiny_config(tmp_path, **kw) -> TrainConfig:
+    base = dict(
+        preset="tiny",
+        T=100,
+        steps=20,
+        batch_size=16,
+        lr=2e-3,
+        warmup=5,
+        log_every=5,
+        sample_every=1000,
+        checkpoint_every=10,
+        sample_steps=5,
+        num_samples=4,
+        out=str(tmp_path / "run"),
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_a_few_hundred_steps_make_the_loss_fall(tmp_path, blobs, prediction):
+    cfg = tiny_config(tmp_path, steps=300, log_every=25, prediction=prediction)
+    result = train(cfg, data=blobs, progress=False)
+    losses = [loss for _, loss in result.losses]
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert (tmp_path / "run" / "log.csv").exists() and (tmp_path / "run" / "loss.png").exists()
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, blobs):
+    result = train(tiny_config(tmp_path), data=blobs, progress=False)
+    ckpt = C.load_checkpoint(result.last_checkpoint)
+    assert ckpt["step"] == 20
+    loaded = load_model(result.last_checkpoint)
+    raw = load_model(result.last_checkpoint, raw_weights=True)
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([0, 50, 99])
+    # a second load gives the same function, and EMA differs from the raw weights
+    again = load_model(result.last_checkpoint)
+    assert torch.equal(loaded.model(x, t), again.model(x, t))
+    assert not torch.equal(loaded.model(x, t), raw.model(x, t))
+    # the file loads under weights_only=True: plain data only
+    torch.load(result.last_checkpoint, weights_only=True)
+
+
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, blobs):
+    full = train(tiny_config(tmp_path / "a"), data=blobs, progress=False)
+    cfg = tiny_config(tmp_path / "b")
+    part = train(cfg, data=blobs, progress=False, stop_after=7)
+    assert part.stopped_early and part.step == 7
+    resumed = train(cfg, data=blobs, progress=False, resume="auto")
+    assert resumed.step == 20
+    a = C.load_checkpoint(full.last_checkpoint)
+    b = C.load_checkpoint(resumed.last_checkpoint)
+    for key in ("model", "ema"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    assert [l for s, l in full.losses if s > 10] == [l for s, l in resumed.losses if s > 10]
+
+
+def test_resume_with_another_shape_is_refused(tmp_path, blobs):
+    cfg = tiny_config(tmp_path, steps=5)
+    train(cfg, data=blobs, progress=False)
+    from ddpm.data import ImageDataset
+
+    bigger = ImageDataset(torch.zeros(32, 1, 16, 16, dtype=torch.uint8))
+    with pytest.raises(C.CheckpointError, match="shape"):
+        train(tiny_config(tmp_path, steps=10), data=bigger, progress=False, resume="auto")
+
+
+def test_nan_steps_are_skipped_and_counted(tmp_path, blobs):
+    cfg = tiny_config(tmp_path, steps=10, checkpoint_every=100)
+    clean = train(tiny_config(tmp_path / "clean", steps=10), data=blobs, progress=False)
+    result = train(cfg, data=blobs, progress=False, inject_nan_at={3, 4})
+    assert result.nonfinite_total == 2
+    ckpt = C.load_checkpoint(result.last_checkpoint)
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert all(torch.isfinite(v).all() for v in ckpt["ema"].values())
+    assert clean.nonfinite_total == 0
+
+
+def test_too_many_nans_in_a_row_stop_with_the_last_checkpoint_intact(tmp_path, blobs):
+    from ddpm.train import NonFiniteError
+
+    cfg = tiny_config(tmp_path, steps=40, max_nonfinite=5, checkpoint_every=10)
+    with pytest.raises(NonFiniteError, match="consecutive"):
+        train(cfg, data=blobs, progress=False, inject_nan_at=set(range(12, 40)))
+    found = C.list_checkpoints(tmp_path / "run")
+    assert found[-1].name == "ckpt-0000010.pt"
+    ckpt = C.load_checkpoint(found[-1])
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_ema_follows_parameters_by_position():
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model, 0.5)
+    for p, e in zip(model.parameters(), ema.model.parameters()):
+        torch.testing.assert_close(e, p - 0.5)
+    ema.update(model, torch.tensor(0.0))  # a skipped step leaves the average alone
+    for p, e in zip(model.parameters(), ema.model.parameters()):
+        torch.testing.assert_close(e, p - 0.5)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("steps", 0),
+        ("batch_size", -1),
+        ("schedule", "x"),
+        ("preset", "nope"),
+        ("lr", 0.0),
+        ("channels", 2),
+    ],
+)
+def test_config_names_the_bad_field(field, value):
+    with pytest.raises(ConfigError, match=field if field != "preset" else "unknown preset"):
+        TrainConfig(**{field: value})

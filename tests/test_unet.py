@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from ddpm.unet import (
+    PRESETS,
+    ConfigError,
+    TutorialUNet,
+    TutorialUNetConfig,
+    UNet,
+    UNetConfig,
+    build_model,
+    count_parameters,
+    preset,
+)
+
+TINY = dict(
+    base_channels=16,
+    channel_mults=(1, 2),
+    num_res_blocks=1,
+    attention_levels=(1,),
+    norm_groups=8,
+    dropout=0.0,
+)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("hw", [(16, 16), (8, 24)])
+def test_unet_output_shape(channels, hw):
+    model = UNet(UNetConfig(in_channels=channels, **TINY))
+    x = torch.randn(2, channels, *hw)
+    assert model(x, torch.tensor([0, 999])).shape == x.shape
+
+
+def test_unet_learn_sigma_doubles_channels_and_class_conditioning():
+    model = UNet(UNetConfig(in_channels=3, learn_sigma=True, num_classes=10, **TINY))
+    out = model(torch.randn(2, 3, 8, 8), torch.tensor([1, 2]), torch.tensor([3, 4]))
+    assert out.shape == (2, 6, 8, 8)
+
+
+def test_tutorial_unet_shapes():
+    model = TutorialUNet(TutorialUNetConfig(in_channels=1, channels=(8, 16, 32)))
+    x = torch.randn(2, 1, 12, 20)
+    assert model(x, torch.tensor([3, 7])).shape == x.shape
+
+
+def test_preset_parameter_counts_match_the_papers():
+    counts = {
+        n: count_parameters(build_model(s.arch, s.config))
+        for n, s in PRESETS.items()
+        if n in ("ddpm-cifar10", "tutorial")
+    }
+    assert abs(counts["ddpm-cifar10"] - 35.7e6) / 35.7e6 < 0.01  # Ho et al. 2020, Table 1 note
+    assert counts["tutorial"] == 62_438_883  # the tutorial prints "Num params: 62438883"
+
+
+def test_time_embedding_changes_the_output():
+    model = UNet(UNetConfig(in_channels=1, **TINY))
+    for p in model.parameters():  # zero-initialised output layers would hide the dependence
+        torch.nn.init.normal_(p, std=0.05)
+    x = torch.randn(1, 1, 8, 8)
+    assert not torch.allclose(model(x, torch.tensor([0])), model(x, torch.tensor([500])))
+
+
+def test_bad_configs_are_named():
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset("huge")
+    with pytest.raises(ConfigError, match="attention_levels"):
+        UNetConfig(channel_mults=(1, 2), attention_levels=(5,))
+    with pytest.raises(ConfigError, match="norm_groups"):
+        UNetConfig(base_channels=20, norm_groups=32)
+    with pytest.raises(ValueError, match="divisible"):
+        UNet(UNetConfig(in_channels=1, **TINY))(torch.randn(1, 1, 7, 8), torch.tensor([0]))
