@@ -295,6 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
         return args.run(args)
+    except ConfigError as e:  # a flag combination the parser could not check on its own
+        print(f"ddpm {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except USER_ERRORS as e:
         print(f"ddpm {args.command}: error: {e}", file=sys.stderr)
         return 1

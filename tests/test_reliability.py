@@ -1,0 +1,189 @@
+"""Crash safety, clean stops and hostile input (issue 6)."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from ddpm import checkpoint as C
+from ddpm.cli import main
+from ddpm.data import DataError, load_dataset
+
+WRITER = textwrap.dedent(
+    """
+    import sys, torch
+    from ddpm.checkpoint import atomic_save, FORMAT
+    path = sys.argv[1]
+    big = torch.randn(6_000_000)  # 24 MB: each write takes long enough to be interrupted
+    step = 0
+    while True:
+        step += 1
+        atomic_save({"format": FORMAT, "step": step, "w": big + step}, path)
+        print(step, flush=True)
+    """
+)
+
+
+def test_kill_9_while_writing_leaves_a_loadable_checkpoint(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    for delay in (0.05, 0.13, 0.29):
+        proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE)
+        proc.stdout.readline()  # the first checkpoint is complete
+        time.sleep(delay)  # then kill at some point in a later write
+        proc.kill()
+        proc.wait()
+        ckpt = C.load_checkpoint(path)
+        assert ckpt["step"] >= 1
+        assert torch.equal(ckpt["w"][:10] - ckpt["step"], ckpt["w"][:10] - ckpt["step"])
+        # the saved tensor is whole: w - step is the same random vector every time
+        assert ckpt["w"].numel() == 6_000_000
+
+
+def _image_folder(root, n=12, size=(10, 10)):
+    root.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(n):
+        arr = (torch.rand(*size, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(arr).save(root / f"{i}.png")
+    return root
+
+
+def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
+    data = _image_folder(tmp_path / "imgs")
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "ddpm.cli",
+        "train",
+        "--data",
+        str(data),
+        "--preset",
+        "small",
+        "--image-size",
+        "8",
+        "--batch-size",
+        "4",
+        "--steps",
+        "100000",
+        "--T",
+        "50",
+        "--checkpoint-every",
+        "5",
+        "--sample-every",
+        "100000",
+        "--log-every",
+        "5",
+        "--out",
+        str(run),
+        "--quiet",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not C.list_checkpoints(run) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "--resume" in out
+    last = C.list_checkpoints(run)[-1]
+    step = C.load_checkpoint(last)["step"]
+    assert last.name == f"ckpt-{step:07d}.pt"
+
+
+# --- hostile flags and files ------------------------------------------------------------------
+
+BAD_NUMBERS = st.one_of(
+    st.sampled_from(["0", "-1", "nan", "inf", "-inf", "", "1e", "abc", "0x", "--", "1.5.2"]),
+    st.integers(max_value=0).map(str),
+    st.text(alphabet="abcxyz!@#%^&*()[]{} ", min_size=1, max_size=8),
+)
+INT_FLAGS = [
+    "--steps",
+    "--batch-size",
+    "--T",
+    "--log-every",
+    "--sample-every",
+    "--checkpoint-every",
+    "--num-samples",
+    "--keep-checkpoints",
+]
+FLOAT_FLAGS = ["--lr", "--grad-clip", "--min-snr-gamma"]
+CHOICE_FLAGS = ["--preset", "--schedule", "--prediction", "--loss", "--resize", "--lr-decay"]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(flag=st.sampled_from(INT_FLAGS + FLOAT_FLAGS), value=BAD_NUMBERS)
+def test_invalid_numeric_flags_exit_2_naming_the_flag(capsys, flag, value):
+    if flag in FLOAT_FLAGS:
+        try:
+            ok = float(value) > 0 and float(value) != float("inf")
+        except ValueError:
+            ok = False
+        if ok:
+            return
+    with pytest.raises(SystemExit) as e:
+        sys.exit(main(["train", f"{flag}={value}"]))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]
+    field = flag.lstrip("-").replace("-", "_")
+    assert "Traceback" not in err and (f"argument {flag}" in last or f"error: {field} " in last)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(flag=st.sampled_from(CHOICE_FLAGS), value=st.text(min_size=1, max_size=12))
+def test_invalid_choices_exit_2_listing_the_allowed_values(capsys, flag, value):
+    from ddpm.cli import build_parser
+
+    action = next(
+        a
+        for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+        if flag in a.option_strings
+    )
+    if value in action.choices:
+        return
+    with pytest.raises(SystemExit) as e:
+        main(["train", f"{flag}={value}"])
+    assert e.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert f"argument {flag}: invalid choice" in last and "choose from" in last
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(blob=st.binary(min_size=0, max_size=2048))
+def test_random_bytes_as_a_checkpoint_give_a_clear_error(tmp_path, blob):
+    path = tmp_path / "random.pt"
+    path.write_bytes(blob)
+    with pytest.raises(C.CheckpointError, match="random.pt"):
+        C.load_checkpoint(path)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(blob=st.binary(min_size=0, max_size=2048), ext=st.sampled_from([".png", ".jpg", ".zip"]))
+def test_random_bytes_as_images_or_zips_give_a_clear_error(tmp_path, blob, ext):
+    folder = tmp_path / f"d{os.urandom(4).hex()}"
+    folder.mkdir()
+    (folder / f"x{ext}").write_bytes(blob)
+    target = folder / f"x{ext}" if ext == ".zip" else folder
+    with pytest.raises(DataError, match=str(folder.name)):
+        load_dataset(str(target), (8, 8), 3, strict=False)
