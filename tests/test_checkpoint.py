@@ -45,6 +45,7 @@ def test_missing_and_foreign_checkpoints(tmp_path):
 def test_atomic_save_replaces_and_prune_keeps_newest(tmp_path):
     for step in (1, 2, 3):
         C.atomic_save({"format": C.FORMAT, "step": step}, tmp_path / f"ckpt-{step:07d}.pt")
+    (tmp_path / ".ckpt-0000004.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # a crash
     C.prune_checkpoints(tmp_path, keep=2)
     assert [p.name for p in C.list_checkpoints(tmp_path)] == ["ckpt-0000002.pt", "ckpt-0000003.pt"]
     assert not list(tmp_path.glob("*.tmp"))

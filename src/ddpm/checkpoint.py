@@ -84,6 +84,9 @@ def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
 
 
 def prune_checkpoints(folder: str | os.PathLike, keep: int) -> None:
-    """Delete all but the newest `keep` step checkpoints (best.pt is never touched)."""
+    """Delete all but the newest `keep` step checkpoints (best.pt is never touched), and the
+    temporary files of writes that a crash interrupted."""
     for p in list_checkpoints(folder)[:-keep] if keep > 0 else []:
+        p.unlink(missing_ok=True)
+    for p in Path(folder).glob(".ckpt-*.pt.*.tmp"):
         p.unlink(missing_ok=True)
