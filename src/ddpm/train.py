@@ -15,7 +15,7 @@ import dataclasses
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -432,12 +432,16 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     inject_nan_at: set[int] | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Run (or resume) training to cfg.steps. `stop_after` stops early at that step (as a
-    signal would) and `inject_nan_at` poisons the loss at those steps: both exist for tests."""
+    """Run (or resume) training to cfg.steps. `announce` receives a summary of the run.
+    `stop_after` stops early at that step (as a signal would) and `inject_nan_at` poisons the
+    loss at those steps: both exist for tests."""
     from tqdm import tqdm
 
     device, data, arch, model_cfg, state = setup(cfg, data, resume)
+    if announce is not None:
+        announce(describe(cfg, data, state.model) + f"\ndevice: {device}, out: {cfg.out}")
     schedule = build_schedule(cfg).to(device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
