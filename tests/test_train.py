@@ -145,3 +145,10 @@ def test_ema_follows_parameters_by_position():
 def test_config_names_the_bad_field(field, value):
     with pytest.raises(ConfigError, match=field if field != "preset" else "unknown preset"):
         TrainConfig(**{field: value})
+
+
+def test_a_time_budget_ends_the_run_with_a_checkpoint(tmp_path, blobs):
+    cfg = tiny_config(tmp_path, steps=100_000, max_minutes=0.002, checkpoint_every=100_000)
+    result = train(cfg, data=blobs, progress=False)
+    assert not result.stopped_early and 0 < result.step < 100_000
+    assert C.load_checkpoint(result.last_checkpoint)["step"] == result.step

