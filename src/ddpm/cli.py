@@ -79,10 +79,32 @@ def device_name(text: str) -> str:
 def add_train_args(p: argparse.ArgumentParser) -> None:
     d = {f.name: f.default for f in dataclasses.fields(_train_config_cls())}
     g = p.add_argument_group("data")
-    g.add_argument("--data", help="folder or .zip of images; default: the bundled MNIST digits")
+    g.add_argument(
+        "--data",
+        help="a folder or .zip of images (class sub-folders give labels), stanford-cars:PATH, "
+        "cifar10:PATH (python batches, or class folders / zip), or mnist (the default: the "
+        "bundled digits)",
+    )
+    g.add_argument(
+        "--split",
+        choices=("train", "test", "both"),
+        help="which split of stanford-cars (default: every split present) or cifar10 "
+        "(default: train)",
+    )
     g.add_argument("--image-size", type=image_size, help="N or HxW (default: the preset's)")
-    g.add_argument("--channels", type=int, choices=(1, 3), help="default: the data's own")
-    g.add_argument("--resize", choices=("center-crop", "squash"), default=d["resize"])
+    g.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        help="default: the data's own (1 when every image is grayscale)",
+    )
+    g.add_argument(
+        "--resize",
+        choices=("center-crop", "squash", "bbox"),
+        default=d["resize"],
+        help="center-crop keeps the aspect ratio, squash stretches the whole image, bbox "
+        "frames each car's annotated box (stanford-cars)",
+    )
     g.add_argument(
         "--flip",
         dest="hflip",
@@ -95,6 +117,25 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         dest="strict_data",
         action="store_true",
         help="stop at the first unreadable image instead of skipping it",
+    )
+    g.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decode batch by batch in worker processes instead of once into memory "
+        "(default: only when the decoded images exceed --cache-limit-gb)",
+    )
+    g.add_argument("--cache-limit-gb", type=positive_float, default=d["cache_limit_gb"])
+    g.add_argument(
+        "--data-workers",
+        type=nonneg_int,
+        help="decoding processes (default: the CPUs, at most 16; 0: stream in this process)",
+    )
+    g.add_argument(
+        "--data-on-device",
+        action=argparse.BooleanOptionalAction,
+        default=d["data_on_device"],
+        help="keep the decoded images on the GPU, where batches are gathered and flipped",
     )
     g = p.add_argument_group("model and diffusion")
     g.add_argument("--preset", choices=tuple(PRESETS), default=d["preset"])
@@ -119,6 +160,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-decay", choices=("constant", "cosine"), default=d["lr_decay"])
     g.add_argument("--weight-decay", type=nonneg_float, default=d["weight_decay"])
     g.add_argument("--grad-clip", type=positive_float, default=d["grad_clip"])
+    g.add_argument("--max-nonfinite", type=positive_int, default=d["max_nonfinite"],
+                   help="stop after this many steps in a row with a NaN/inf loss or gradient")
     g.add_argument("--ema-decay", type=decay_float, default=d["ema_decay"])
     g.add_argument("--seed", type=seed_int, default=d["seed"])
     g.add_argument("--device", type=device_name, default=d["device"])
