@@ -171,3 +171,55 @@ def test_console_script_prints_no_traceback(tmp_path):
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "missing.zip" in proc.stderr
+
+
+def test_architecture_flags_override_the_preset(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("L", (8, 8), color=i * 60).save(folder / f"{i}.png")
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(folder),
+                "--image-size",
+                "8",
+                "--channels",
+                "1",
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--T",
+                "10",
+                "--out",
+                str(run),
+                "--quiet",
+                "--base-channels",
+                "8",
+                "--channel-mults",
+                "1,2",
+                "--num-res-blocks",
+                "1",
+                "--attention-levels",
+                "1",
+            ]
+        )
+        == 0
+    )
+    from ddpm.checkpoint import list_checkpoints, load_checkpoint
+
+    cfg = load_checkpoint(list_checkpoints(run)[-1])["model_config"]
+    assert cfg["base_channels"] == 8 and cfg["channel_mults"] == [1, 2]
+    assert cfg["attention_levels"] == [1] and cfg["in_channels"] == 1
+
+
+def test_bad_architecture_flag_values(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--channel-mults", "1,x"])
+    assert e.value.code == 2 and "--channel-mults" in error_line(capsys)
+    assert main(["train", "--attention-levels", "9", "--steps", "1"]) == 2
+    assert "attention_levels" in error_line(capsys)

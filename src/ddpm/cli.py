@@ -51,6 +51,19 @@ decay_float = _number(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
 seed_int = _number(int, "an integer in [0, 2^63)", lambda v: 0 <= v < 2**63)
 
 
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, got {text!r}")
+    return values
+
+
+ARCH_FLAGS = ("base_channels", "channel_mults", "num_res_blocks", "attention_levels")
+
+
 def image_size(text: str) -> str:
     try:
         parse_size(text)
@@ -140,6 +153,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and diffusion")
     g.add_argument("--preset", choices=tuple(PRESETS), default=d["preset"])
     g.add_argument("--dropout", type=decay_float)
+    g.add_argument("--base-channels", type=positive_int, help="override the preset's width")
+    g.add_argument("--channel-mults", type=int_list, help="e.g. 1,2,2,2: one per level")
+    g.add_argument("--num-res-blocks", type=positive_int, help="residual blocks per level")
+    g.add_argument("--attention-levels", type=int_list,
+                   help="levels with self-attention, 0 = full resolution (e.g. 1 or 2,3)")
     g.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"])
     g.add_argument("--T", "--timesteps", dest="T", type=positive_int, default=d["T"])
     g.add_argument("--beta-start", type=unit_float)
@@ -212,7 +230,10 @@ def run_train(args: argparse.Namespace) -> int:
     from ddpm.train import NonFiniteError, TrainConfig, train
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    overrides = {k: getattr(args, k) for k in ARCH_FLAGS if getattr(args, k) is not None}
+    cfg = TrainConfig(
+        **{k: v for k, v in vars(args).items() if k in fields}, model_overrides=overrides
+    )
     try:
         result = train(cfg, resume=args.resume, progress=not args.quiet, announce=print)
     except NonFiniteError as e:
