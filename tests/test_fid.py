@@ -248,12 +248,12 @@ def test_inception_features_have_the_right_shape_and_are_deterministic():
     net = load_inception(SHARED_NET if SHARED_NET.is_file() else None)
     assert not net.training
     g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (8, 3, 32, 32), generator=g, dtype=torch.uint8)
-    f = features(net, images)
-    assert f.shape == (8, 2048) and f.dtype == torch.float32
+    images = torch.randint(0, 256, (4, 3, 32, 32), generator=g, dtype=torch.uint8)
+    f = features(net, images)  # 8 images through the net in all: CPU Inception is slow
+    assert f.shape == (4, 2048) and f.dtype == torch.float32
     assert bool((f >= 0).all()) and float(f.std()) > 0  # pool features after ReLU
-    again = features(net, images[:3])  # the same images again, in another batch
-    torch.testing.assert_close(again, f[:3], rtol=1e-4, atol=1e-5)
+    again = features(net, images[:2])  # the same images again, in another batch
+    torch.testing.assert_close(again, f[:2], rtol=1e-4, atol=1e-5)
     gray = images[:1, :1]
     torch.testing.assert_close(
         features(net, gray), features(net, gray.expand(-1, 3, -1, -1)), rtol=0, atol=0
