@@ -265,9 +265,8 @@ def cifar10(path: Path, split: str | None) -> Source:
     meta = read("batches.meta")
     classes = None
     if meta is not None:
-        classes = [
-            str(c) for c in load_cifar_pickle(meta, f"cifar10:{path}").get("label_names", [])
-        ]
+        names = load_cifar_pickle(meta, f"cifar10:{path}").get("label_names", [])
+        classes = [c.decode() if isinstance(c, bytes) else str(c) for c in names]
     return Source(
         f"CIFAR-10 {split} at {path}",
         arrays=np.concatenate(arrays),
