@@ -183,10 +183,17 @@ def _warn_list(what: str, names: list[str], stacklevel: int = 3) -> None:
     warnings.warn(what.format(n=len(names)) + f": {shown}", stacklevel=stacklevel)
 
 
-def _report(where: str, bad: list[tuple[str, str]], small: list[str], size, strict: bool):
-    """One warning for the unreadable files (or an error under strict), one for the small."""
-    if bad and strict:
+def _report(
+    where: str, bad: list[tuple[str, str]], small: list[str], size, strict: bool, n_ok: int
+) -> None:
+    """One warning for the unreadable files (or an error under strict, or when none is
+    readable), and one for the images smaller than `size`."""
+    if bad and (strict or not n_ok):
         name, reason = bad[0]
+        if not n_ok and not strict:
+            raise DataError(
+                f"{where}: none of the {len(bad)} image files could be read ({name}: {reason})"
+            )
         raise DataError(f"{where}: {name} is not a readable image ({reason})")
     if bad:
         _warn_list(f"{where}: skipped {{n}} unreadable image file(s)", [n for n, _ in bad], 4)
@@ -239,10 +246,8 @@ def decode_entries(
     chunks, workers = _chunks(entries, workers)
     fn = partial(decode_chunk, channels=channels, size=size, resize=resize)
     _map_chunks(fn, chunks, workers, each)
-    _report(where, bad, small, size, strict)
     kept = keep.nonzero().flatten().tolist()
-    if not kept:
-        raise DataError(f"{where}: none of the {N} image files could be read")
+    _report(where, bad, small, size, strict, len(kept))
     if len(kept) < N:
         images = images[keep]
     if channels is None and all_gray:
@@ -270,10 +275,8 @@ def probe_entries(
     )
     bad = [(e.name, p.reason) for e, p in zip(entries, probes) if not p.ok]
     small = [e.name for e, p in zip(entries, probes) if p.ok and p.upscaled]
-    _report(where, bad, small, size, strict)
     kept = [i for i, p in enumerate(probes) if p.ok]
-    if not kept:
-        raise DataError(f"{where}: none of the {len(entries)} image files could be read")
+    _report(where, bad, small, size, strict, len(kept))
     if channels is None:
         channels = 1 if all(probes[i].gray for i in kept) else 3
     return kept, channels
@@ -490,7 +493,8 @@ def _streamed(
             if not bool(ok.any()):
                 raise DataError(f"{data.source}: no image of a batch could be read: {names}")
             first = int(ok.nonzero()[0])
-            x[~ok], idx[~ok] = x[first], idx[first]  # keep the batch size and determinism
+            idx = idx.clone()  # a view of the epoch's permutation: leave that alone
+            x[~ok], idx[~ok] = x[first].clone(), idx[first].clone()  # same size, deterministic
             if not warned:
                 _warn_list(f"{data.source}: {{n}} unreadable image(s) replaced in a batch", names)
                 warned = True
