@@ -390,14 +390,25 @@ def _write_json(path: Path | None, record: dict) -> None:
         path.write_text(json.dumps(record, indent=2) + "\n")
 
 
+def _add_split_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--split",
+        choices=("train", "test", "both"),
+        help="which split of stanford-cars:PATH or cifar10:PATH",
+    )
+
+
 def add_fid_stats_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help="folder or .zip of images, or mnist (the bundled digits)")
+    p.add_argument(
+        "data", help="any --data form: folder or .zip of images, cifar10:PATH, mnist, ..."
+    )
     p.add_argument("-o", "--out", type=Path, required=True, help="statistics file (.npz)")
     p.add_argument(
         "--image-size",
         type=image_size,
         help="resize to N or HxW first (default: the images' own size, e.g. 32 for CIFAR-10)",
     )
+    _add_split_arg(p)
     _add_inception_args(p)
 
 
@@ -408,7 +419,7 @@ def run_fid_stats(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     size = parse_size(args.image_size) if args.image_size else None
-    data = load_fid_images(args.data, size)
+    data = load_fid_images(args.data, size, split=args.split)
     net = load_inception(args.inception, _device(args.device))
     stats = images_stats(net, data.images, args.fid_batch_size, progress=not args.quiet)
     save_stats(stats, args.out)
@@ -425,6 +436,7 @@ def add_fid_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("b", help="folder or .zip of images, or a statistics .npz")
     p.add_argument("--image-size", type=image_size, help="resize images to N or HxW first")
     p.add_argument("--json", type=Path, help="also write the result as JSON")
+    _add_split_arg(p)
     _add_inception_args(p)
 
 
@@ -436,7 +448,7 @@ def run_fid(args: argparse.Namespace) -> int:
     needs_net = not (args.a.endswith(".npz") and args.b.endswith(".npz"))
     net = load_inception(args.inception, _device(args.device)) if needs_net else None
     a, b = (
-        source_stats(s, net, args.fid_batch_size, size, progress=not args.quiet)
+        source_stats(s, net, args.fid_batch_size, size, not args.quiet, args.split)
         for s in (args.a, args.b)
     )
     fid = fid_from_stats(a, b)
@@ -450,7 +462,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--fid-stats", type=Path, help="reference statistics .npz: report FID")
     p.add_argument("--nll", action="store_true", help="report bits/dim on --data")
-    p.add_argument("--data", help="held-out images for --nll (folder, .zip or mnist)")
+    p.add_argument("--data", help="held-out images for --nll (any --data form)")
+    _add_split_arg(p)
     p.add_argument(
         "--n",
         type=positive_int,
@@ -519,7 +532,7 @@ def run_eval(args: argparse.Namespace) -> int:
         from ddpm.data import load_dataset
 
         C, H, W = loaded.shape
-        data = load_dataset(args.data, (H, W), C)  # at the model's size and channels
+        data = load_dataset(args.data, (H, W), C, split=args.split, stream=False)
         images = select_images(data, args.n or 1000, args.seed)
         r = model_nll(
             loaded, images, args.variance, args.clip, args.seed, args.batch_size, not args.quiet

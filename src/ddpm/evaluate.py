@@ -10,12 +10,12 @@ drives models. Statistics files are the `.npz` format of the shared CIFAR-10 sta
 from __future__ import annotations
 
 import importlib.util
+import io
 import math
 import os
 import tempfile
 import time
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ddpm.data import BUNDLED, IMAGE_EXTENSIONS, ImageDataset, load_dataset, to_uint8
+from ddpm import datasets
+from ddpm.data import BUNDLED, DataError, ImageDataset, load_dataset, to_uint8
 from ddpm.fid import (
     FEATURE_DIM,
     PREPROCESSING,
@@ -36,6 +37,7 @@ from ddpm.fid import (
     fid_from_stats,
 )
 from ddpm.generate import Loaded, generate
+from ddpm.imagefiles import DECODE_ERRORS, read_bytes
 from ddpm.likelihood import VARIANCES, bits_per_dim
 from ddpm.schedule import NoiseSchedule
 
@@ -182,34 +184,23 @@ def load_stats(path: str | os.PathLike, feature_dim: int | None = None) -> FIDSt
 # --- statistics of images ---------------------------------------------------------------------
 
 
-def native_size(spec: str | None) -> tuple[int, int] | None:
-    """(H, W) of the first image of a folder or zip (None for the bundled digits)."""
+def native_size(spec: str | None, split: str | None = None) -> tuple[int, int] | None:
+    """(H, W) of the first picture of `--data` (None for the bundled digits, which the
+    loader keeps at their own 28x28, or when nothing can be read: the loader says why)."""
     if spec is None or spec == BUNDLED:
         return None
-    root = Path(spec)
     try:
-        if root.is_dir():
-            first = next(
-                iter(sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)),
-                None,
-            )
-            if first is None:
-                return None
-            with Image.open(first) as img:
-                return img.height, img.width
-        if zipfile.is_zipfile(root):
-            with zipfile.ZipFile(root) as zf:
-                names = sorted(
-                    n
-                    for n in zf.namelist()
-                    if not n.endswith("/") and Path(n).suffix.lower() in IMAGE_EXTENSIONS
-                )
-                if not names:
-                    return None
-                with zf.open(names[0]) as f, Image.open(f) as img:
+        src = datasets.resolve(spec, split)
+        if src.arrays is not None:  # decoded already (the CIFAR-10 batches): (N, H, W, 3)
+            return int(src.arrays.shape[1]), int(src.arrays.shape[2])
+        for entry in src.entries or []:
+            try:
+                with Image.open(io.BytesIO(read_bytes(entry))) as img:
                     return img.height, img.width
-    except OSError:
-        return None  # load_dataset reports the problem with the file's name
+            except DECODE_ERRORS:
+                continue
+    except DataError:
+        return None
     return None
 
 
@@ -217,12 +208,16 @@ def load_fid_images(
     spec: str | None,
     image_size: tuple[int, int] | None = None,
     resize: str = "center-crop",
+    split: str | None = None,
 ) -> ImageDataset:
-    """Images for FID as uint8 RGB (or the bundled gray digits), at their own size by default
-    (the size of the first image; others are resized to it) or at `image_size`."""
-    size = image_size or native_size(spec)
+    """Images for FID as uint8 RGB (the bundled digits: gray), decoded into memory at their
+    own size by default (that of the first picture; others are resized to it, cropping the
+    middle) or at `image_size`."""
+    size = image_size or native_size(spec, split)
     channels = None if spec is None or spec == BUNDLED else 3
-    return load_dataset(spec, size, channels, resize)
+    data = load_dataset(spec, size, channels, resize, split=split, stream=False)
+    assert isinstance(data, ImageDataset)
+    return data
 
 
 def images_stats(
@@ -251,13 +246,14 @@ def source_stats(
     batch_size: int = 250,
     image_size: tuple[int, int] | None = None,
     progress: bool = False,
+    split: str | None = None,
 ) -> FIDStats:
-    """Statistics of a `.npz` statistics file, or of a folder / zip of images (needs `net`)."""
+    """Statistics of a `.npz` statistics file, or of any `--data` images (needs `net`)."""
     if str(spec).endswith(".npz"):
         return load_stats(spec)
     if net is None:
         raise FIDError(f"{spec}: images need the Inception network to make statistics")
-    data = load_fid_images(spec, image_size)
+    data = load_fid_images(spec, image_size, split=split)
     return images_stats(net, data.images, batch_size, progress)
 
 
