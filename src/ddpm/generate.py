@@ -3,6 +3,7 @@ and record the denoising process."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from ddpm.diffusion import eps_model
 from ddpm.images import process_strip, save_gif
 from ddpm.samplers import sample, sample_generators
 from ddpm.schedule import NoiseSchedule, make_schedule
+from ddpm.speed import autocast_call, compile_model, use_channels_last
 from ddpm.unet import ConfigError, build_model
 
 
@@ -28,10 +30,33 @@ class Loaded:
     prediction: str
     shape: tuple[int, int, int]  # (C, H, W) of the training images
     step: int
+    bf16: bool = False  # run the network under bf16 autocast (CUDA only; see `speed_up`)
 
     @property
     def eps(self) -> Callable[[Tensor, Tensor], Tensor]:
-        return eps_model(self.model, self.schedule, self.prediction)  # type: ignore[arg-type]
+        device = next(self.model.parameters()).device
+        net = autocast_call(self.model, device, self.bf16)
+        return eps_model(net, self.schedule, self.prediction)  # type: ignore[arg-type]
+
+
+def speed_up(
+    loaded: Loaded,
+    bf16: bool = True,
+    channels_last: bool = True,
+    compile: bool = False,
+    compile_mode: str = "default",
+) -> Loaded:
+    """The GPU speed features for sampling (`ddpm.speed`); bf16 and channels-last apply on CUDA
+    only. The model is changed in place; the returned Loaded runs it under autocast if bf16.
+
+    The sampler state x_t stays float32: only the network runs in bf16.
+    """
+    device = next(loaded.model.parameters()).device
+    if channels_last and device.type == "cuda":
+        use_channels_last(loaded.model)
+    if compile:
+        compile_model(loaded.model, device, compile_mode)
+    return dataclasses.replace(loaded, bf16=bf16 and device.type == "cuda")
 
 
 def load_model(

@@ -123,7 +123,7 @@ def ddim_sample(
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     ts = ddim_timesteps(schedule.T, steps)
-    abar = schedule.alphas_cumprod
+    abar = schedule.alphas_cumprod.tolist()  # host floats: one read, no sync per step
     x = x_T
     B = x.shape[0]
     for i, t in enumerate(ts):
@@ -160,7 +160,7 @@ def dpm_solver_sample(
     """
     del generator  # deterministic: the argument exists so every sampler shares a signature
     ts = ddim_timesteps(schedule.T, steps)
-    abar = schedule.alphas_cumprod
+    abar = schedule.alphas_cumprod.tolist()  # host floats: one read, no sync per step
     x = x_T
     B = x.shape[0]
     x0_prev, h_prev = None, None

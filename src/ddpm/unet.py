@@ -121,11 +121,16 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, C // self.num_heads, H * W)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, H*W, C/heads)
-        h = F.scaled_dot_product_attention(q, k, v)
-        h = h.transpose(-1, -2).reshape(B, C, H, W)
-        return x + self.proj(h)
+        heads, d = self.num_heads, C // self.num_heads
+        # Work on tokens (B, H*W, C): the 1x1 convs are linear maps, and q, k, v come out with
+        # a unit-stride head dimension, which the fused (flash) attention kernels require. For
+        # a channels-last x the token view is free and the result is channels-last again.
+        tokens = self.norm(x).permute(0, 2, 3, 1).reshape(B, H * W, C)
+        qkv = F.linear(tokens, self.qkv.weight.flatten(1), self.qkv.bias)  # (B, H*W, 3C)
+        q, k, v = qkv.view(B, H * W, 3, heads, d).permute(2, 0, 3, 1, 4)  # (B, heads, H*W, d)
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, H * W, C)
+        h = F.linear(h, self.proj.weight.flatten(1), self.proj.bias)
+        return x + h.view(B, H, W, C).permute(0, 3, 1, 2)
 
 
 class Downsample(nn.Module):
