@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import mmap
 import multiprocessing
 import os
 import sys
@@ -20,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from ddpm.imagefiles import (
     IMAGE_EXTENSIONS,
     RESIZE_MODES,
     DataError,
+    Decoded,
     Entry,
     convert_array,
     decode_chunk,
@@ -152,17 +154,19 @@ def default_workers() -> int:
     return max(1, min(n, 16))
 
 
-def _map_chunks(
-    fn: Callable[[list[Entry]], T], chunks: list[list[Entry]], workers: int, each: Callable
-) -> None:
+def _forks() -> bool:
+    # fork: workers start in milliseconds, inherit the shared output buffer, and only run
+    # PIL/numpy (never torch or CUDA). Elsewhere (macOS, Windows) the default start method.
+    return sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _map_chunks(fn: Callable[[Any], T], chunks: list, workers: int, each: Callable) -> None:
     """Call `each(k, fn(chunks[k]))` in order, computing fn in `workers` processes."""
     if workers <= 1 or len(chunks) <= 1:
         for k, c in enumerate(chunks):
             each(k, fn(c))
         return
-    # fork: workers start in milliseconds and only run PIL/numpy (never torch or CUDA).
-    fork = sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if fork else None)
+    ctx = multiprocessing.get_context("fork" if _forks() else None)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*fork.*", DeprecationWarning)
         ex = ProcessPoolExecutor(min(workers, len(chunks)), mp_context=ctx)
@@ -202,6 +206,30 @@ def _report(
         _warn_list(f"{where}: {{n}} image(s) smaller than {H}x{W} were upscaled", small, 4)
 
 
+# The output of `decode_entries` while it runs, as numpy: decoding processes forked from this
+# one write their pictures straight into it (shared memory) instead of sending them back
+# through a pipe, which was the bottleneck (8k img/s of 64x64 with 16 processes, vs 45k).
+_shared_out: np.ndarray | None = None
+
+
+def _shared_uint8(shape: tuple[int, ...]) -> Tensor:
+    """A uint8 tensor in anonymous shared memory: processes forked later write into it."""
+    nbytes = int(np.prod(shape))
+    buf = mmap.mmap(-1, max(nbytes, 1))
+    return torch.frombuffer(buf, dtype=torch.uint8, count=nbytes).view(shape)
+
+
+def _decode_into(chunk: tuple[int, list[Entry]], channels, size, resize) -> Decoded:
+    """decode_chunk, writing the pictures into `_shared_out` when this process has it."""
+    start, entries = chunk
+    d = decode_chunk(entries, channels, size, resize)
+    if _shared_out is not None and d.ok:
+        for j, i in enumerate(d.ok):
+            _shared_out[start + i] = d.images[j]  # a gray (1, H, W) fills all channels
+        d.images = d.images[:0]  # keeps the channel count
+    return d
+
+
 def decode_entries(
     entries: list[Entry],
     size: tuple[int, int],
@@ -215,9 +243,13 @@ def decode_entries(
 
     `channels` None: 1 when every picture is gray, else 3 (grays replicated).
     """
+    global _shared_out
     H, W = size
     N = len(entries)
-    images = torch.empty((N, channels or 3, H, W), dtype=torch.uint8)
+    chunks, workers = _chunks(entries, workers)
+    shape = (N, channels or 3, H, W)
+    shared = workers > 1 and _forks()
+    images = _shared_uint8(shape) if shared else torch.empty(shape, dtype=torch.uint8)
     keep = torch.zeros(N, dtype=torch.bool)
     bad: list[tuple[str, str]] = []
     small: list[str] = []
@@ -236,16 +268,16 @@ def decode_entries(
         if not d.ok:
             return
         all_gray &= d.images.shape[1] == 1
-        got = torch.from_numpy(d.images)
-        if len(d.ok) == d.ok[-1] - d.ok[0] + 1:
-            images[start + d.ok[0] : start + d.ok[-1] + 1] = got
-        else:
-            images[torch.tensor(d.ok) + start] = got
+        if len(d.images):  # sent back rather than written in place (spawned processes)
+            images[torch.tensor(d.ok) + start] = torch.from_numpy(d.images)
         keep[torch.tensor(d.ok) + start] = True
 
-    chunks, workers = _chunks(entries, workers)
-    fn = partial(decode_chunk, channels=channels, size=size, resize=resize)
-    _map_chunks(fn, chunks, workers, each)
+    fn = partial(_decode_into, channels=channels, size=size, resize=resize)
+    _shared_out = images.numpy()
+    try:
+        _map_chunks(fn, [(k * CHUNK, c) for k, c in enumerate(chunks)], workers, each)
+    finally:
+        _shared_out = None
     kept = keep.nonzero().flatten().tolist()
     _report(where, bad, small, size, strict, len(kept))
     if len(kept) < N:
