@@ -225,6 +225,7 @@ def images_stats(
     images: Tensor,
     batch_size: int = 250,
     progress: bool = False,
+    tf32: bool = False,
 ) -> FIDStats:
     """FIDStats of uint8 images (N, C, H, W), streamed through the net in batches."""
     if images.shape[0] < 2:
@@ -236,7 +237,7 @@ def images_stats(
     for start in tqdm(
         range(0, images.shape[0], batch_size), disable=not progress, unit="batch", desc="features"
     ):
-        acc.update(features(net, images[start : start + batch_size], device))
+        acc.update(features(net, images[start : start + batch_size], device, tf32))
     return acc.stats()
 
 

@@ -79,9 +79,13 @@ def exact_float32() -> Iterator[None]:
 
 
 @torch.no_grad()
-def features(net: FeatureNet, images: Tensor, device: torch.device | str = "cpu") -> Tensor:
-    """Pool features float32 (B, 2048) on `device` of uint8 images (B, C, H, W) (one batch)."""
-    with exact_float32():
+def features(
+    net: FeatureNet, images: Tensor, device: torch.device | str = "cpu", tf32: bool = False
+) -> Tensor:
+    """Pool features float32 (B, 2048) on `device` of uint8 images (B, C, H, W) (one batch).
+
+    TF32 is off unless `tf32` (only to measure what it changes)."""
+    with contextlib.nullcontext() if tf32 else exact_float32():
         out = net(preprocess(images.to(device)))
     if out.ndim != 2 or out.shape[0] != images.shape[0]:
         raise FIDError(f"the feature network returned shape {tuple(out.shape)}, expected (B, D)")
