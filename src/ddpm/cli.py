@@ -482,7 +482,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
         "--variance",
         choices=("small", "large"),
         default="small",
-        help="fixed reverse variance in the bound: posterior (small) or beta_t (large)",
+        help="fixed reverse variance, in the bound and the ddpm sampler: posterior (small) "
+        "or beta_t (large)",
     )
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=256, help="model batch")
@@ -520,7 +521,7 @@ def run_eval(args: argparse.Namespace) -> int:
     }
     if reference is not None:
         settings = SamplerSettings(
-            args.sampler, args.steps, args.eta, args.clip, args.seed, args.batch_size
+            args.sampler, args.steps, args.eta, args.clip, args.seed, args.batch_size, args.variance
         )
         r = model_fid(loaded, reference, net, args.n or 10000, settings, not args.quiet)
         print(

@@ -271,9 +271,10 @@ class SamplerSettings:
     clip: bool = True
     seed: int = 0
     batch_size: int = 256
+    variance: str = "small"  # the DDPM sampler's reverse variance
 
     def describe(self) -> str:
-        steps = "" if self.sampler == "ddpm" else f" {self.steps} steps"
+        steps = f" variance {self.variance}" if self.sampler == "ddpm" else f" {self.steps} steps"
         eta = f", eta {self.eta:g}" if self.sampler == "ddim" else ""
         return f"{self.sampler}{steps}{eta}, clip {'on' if self.clip else 'off'}, seed {self.seed}"
 
@@ -305,7 +306,7 @@ def model_stats(
         settings.sampler,
         settings.steps,
         settings.eta,
-        "small",
+        settings.variance,
         settings.clip,
         settings.batch_size,
         on_batch=on_batch,
