@@ -202,13 +202,16 @@ def kernel_profile(fn: Callable[[], Any], steps: int = 5, top: int = 12) -> dict
             fn()
         sync()
         wall = time.perf_counter() - t0
-    kernels: dict[str, float] = {}
+    kernels: dict[str, float] = {}  # GPU kernels by name
+    launchers: dict[str, float] = {}  # host ops by the GPU time of the kernels they launched
     for e in prof.key_averages():
         us = getattr(e, "self_device_time_total", None)
         if us is None:
             us = getattr(e, "self_cuda_time_total", 0.0)
-        if us > 0 and e.key not in kernels:
-            kernels[e.key] = us / 1e6 / steps
+        if us <= 0:
+            continue
+        on_gpu = e.device_type != torch.autograd.DeviceType.CPU
+        (kernels if on_gpu else launchers)[e.key] = us / 1e6 / steps
     busy = sum(kernels.values())
     cats: dict[str, float] = {}
     for k, s in kernels.items():
@@ -220,6 +223,9 @@ def kernel_profile(fn: Callable[[], Any], steps: int = 5, top: int = 12) -> dict
         "categories_ms": {k: 1e3 * v for k, v in sorted(cats.items(), key=lambda kv: -kv[1])},
         "top_kernels_ms": [
             (k[:90], 1e3 * v) for k, v in sorted(kernels.items(), key=lambda kv: -kv[1])[:top]
+        ],
+        "top_launchers_ms": [
+            (k[:90], 1e3 * v) for k, v in sorted(launchers.items(), key=lambda kv: -kv[1])[:top]
         ],
     }
 
@@ -234,6 +240,9 @@ def print_profile(label: str, prof: dict[str, Any]) -> None:
         print(f"  {k:34s} {v:8.2f} ms  {share:5.1%}")
     print("  top kernels:")
     for k, v in prof["top_kernels_ms"]:
+        print(f"    {v:7.3f} ms  {k}")
+    print("  host ops by the GPU time of their kernels:")
+    for k, v in prof["top_launchers_ms"]:
         print(f"    {v:7.3f} ms  {k}")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -144,6 +145,7 @@ def main() -> None:
     p.add_argument("--peer", default=",".join(PEER))
     p.add_argument("--json", default=out_path("sample_throughput.json"))
     args = p.parse_args()
+    warnings.filterwarnings("ignore", message=".*(lru_cache|Profiler clears events).*")
     env = environment()
     print(env)
     samplers = args.samplers.split(",")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,7 @@ class Variant:
     bf16: bool
     channels_last: bool
     compile_mode: str | None  # None: eager
+    cudnn_benchmark: bool = False  # let cuDNN time its convolution algorithms
 
 
 VARIANTS: dict[str, Variant] = {
@@ -71,6 +73,8 @@ VARIANTS: dict[str, Variant] = {
     "bf16+compile": Variant(True, False, "default"),
     "bf16+CL+compile": Variant(True, True, "default"),
     "bf16+CL+graphs": Variant(True, True, "reduce-overhead"),
+    "bf16+CL+graphs+bench": Variant(True, True, "reduce-overhead", True),
+    "bf16+CL+compile+bench": Variant(True, True, "default", True),
 }
 
 
@@ -153,6 +157,7 @@ def measure(
     res = CASES[case][1]
     free_memory()
     reset_compiler()
+    torch.backends.cudnn.benchmark = variant.cudnn_benchmark
     model, call = build(who, case)
     randomise_zero_weights(model).to(device).train()
     row: dict[str, Any] = dict(
@@ -237,6 +242,7 @@ def main() -> None:
     p.add_argument("--full-step", action="store_true", help="also time ddpm.train.train_step")
     p.add_argument("--json", default=out_path("train_throughput.json"))
     args = p.parse_args()
+    warnings.filterwarnings("ignore", message=".*(lru_cache|Profiler clears events).*")
 
     env = environment()
     peak = matmul_peak_tflops() if DEVICE.type == "cuda" else float("nan")

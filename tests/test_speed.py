@@ -151,7 +151,10 @@ def count_syncs(fn) -> int:
             fn()
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message).lower() for w in caught)
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
+    for message in syncs:
+        print("sync:", message[:300])
+    return len(syncs)
 
 
 @pytest.mark.gpu
@@ -169,7 +172,8 @@ def test_training_steps_make_no_host_sync(channels_last):
     )  # fmt: skip
     schedule = make_schedule("linear", 100).to(device)
     x = torch.randn(4, 3, 8, 8, device=device)
-    train_step(state, schedule, cfg, x, None, True)  # first step: optimizer state, cuDNN plans
+    for _ in range(3):  # first steps: optimizer state, cuDNN plans, lazy handles
+        train_step(state, schedule, cfg, x, None, True)
     assert count_syncs(lambda: [train_step(state, schedule, cfg, x, None, True) for _ in "ab"]) == 0
 
 
