@@ -488,6 +488,11 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=256, help="model batch")
     p.add_argument("--raw-weights", action="store_true", help="use the raw, not the EMA, weights")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="sample for FID under bf16 autocast (CUDA; faster); the bound is always float32",
+    )
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     _add_inception_args(p)
 
@@ -501,7 +506,7 @@ def run_eval(args: argparse.Namespace) -> int:
         model_nll,
         select_images,
     )
-    from ddpm.generate import load_model
+    from ddpm.generate import load_model, speed_up
 
     if args.fid_stats is None and not args.nll:
         raise ConfigError("nothing to evaluate: give --fid-stats S (FID) and/or --nll --data D")
@@ -509,8 +514,17 @@ def run_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--nll needs --data: the held-out images to score")
     device = _device(args.device)
     reference = load_stats(args.fid_stats) if args.fid_stats is not None else None
+    loaded = load_model(args.checkpoint, "cpu", args.raw_weights)
+    nll_data = None
+    if args.nll:  # decoded before CUDA starts: the loader forks worker processes
+        from ddpm.data import load_dataset
+
+        C, H, W = loaded.shape
+        nll_data = load_dataset(args.data, (H, W), C, split=args.split, stream=False)
     net = load_inception(args.inception, device) if reference is not None else None
-    loaded = load_model(args.checkpoint, device, args.raw_weights)
+    loaded = dataclasses.replace(
+        loaded, model=loaded.model.to(device), schedule=loaded.schedule.to(device)
+    )
     if args.sampler != "ddpm" and args.steps > loaded.schedule.T:
         raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
     weights = "raw" if args.raw_weights else "EMA"
@@ -523,24 +537,22 @@ def run_eval(args: argparse.Namespace) -> int:
         settings = SamplerSettings(
             args.sampler, args.steps, args.eta, args.clip, args.seed, args.batch_size, args.variance
         )
-        r = model_fid(loaded, reference, net, args.n or 10000, settings, not args.quiet)
+        sampling = speed_up(loaded, bf16=True) if args.bf16 else loaded
+        r = model_fid(sampling, reference, net, args.n or 10000, settings, not args.quiet)
+        bf16 = ", bf16" if args.bf16 else ""
         print(
-            f"FID {r.fid:.3f}: {r.n} samples, {settings.describe()}, {weights} weights at step "
-            f"{loaded.step}, vs {args.fid_stats} ({r.seconds:.0f} s)"
+            f"FID {r.fid:.3f}: {r.n} samples, {settings.describe()}{bf16}, {weights} weights at "
+            f"step {loaded.step}, vs {args.fid_stats} ({r.seconds:.0f} s)"
         )
-        record["fid"] = {**r.as_dict(), "stats": str(args.fid_stats)}
-    if args.nll:
-        from ddpm.data import load_dataset
-
-        C, H, W = loaded.shape
-        data = load_dataset(args.data, (H, W), C, split=args.split, stream=False)
-        images = select_images(data, args.n or 1000, args.seed)
+        record["fid"] = {**r.as_dict(), "bf16": args.bf16, "stats": str(args.fid_stats)}
+    if nll_data is not None:
+        images = select_images(nll_data, args.n or 1000, args.seed)
         r = model_nll(
             loaded, images, args.variance, args.clip, args.seed, args.batch_size, not args.quiet
         )
         print(
             f"NLL {r.bpd:.4f} ± {r.stderr:.4f} bits/dim (standard error): {r.n} images of "
-            f"{data.source}, bound over T={r.T} steps, variance {r.variance}, clip "
+            f"{nll_data.source}, bound over T={r.T} steps, variance {r.variance}, clip "
             f"{'on' if r.clip else 'off'}, {weights} weights at step {loaded.step} "
             f"({r.seconds:.0f} s)"
         )

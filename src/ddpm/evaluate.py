@@ -423,8 +423,9 @@ class TrainingFID:
     """FID of the EMA weights against fixed reference statistics, for the training loop.
 
     The statistics and the network are loaded once, at construction, so a bad file stops a
-    run before it trains. Samples use the same seeds every time, so successive values differ
-    only because the model did.
+    run before it trains; the network waits on the CPU until the first check (so that no
+    CUDA context exists yet when the data loader forks its workers). Samples use the same
+    seeds every time, so successive values differ only because the model did.
     """
 
     def __init__(
@@ -436,7 +437,8 @@ class TrainingFID:
         settings: SamplerSettings | None = None,
     ):
         self.reference = load_stats(stats_path)
-        self.net = load_inception(inception, device)
+        self.net = load_inception(inception, "cpu")
+        self.device = torch.device(device)
         self.n = n
         self.settings = settings or SamplerSettings()
 
@@ -449,6 +451,7 @@ class TrainingFID:
         shape: tuple[int, int, int],
         step: int = 0,
     ) -> float:
+        self.net = self.net.to(self.device)
         was_training = model.training
         model.eval()
         try:
