@@ -78,11 +78,13 @@ def list_images(root: Path) -> list[Entry]:
     if not root.exists():
         raise DataError(f"{root}: no such file or folder")
     if root.is_dir():
-        names = sorted(
-            p.relative_to(root).as_posix()
-            for p in root.rglob("*")
-            if is_image_name(p.relative_to(root).as_posix()) and p.is_file()
-        )
+        names = []
+        # os.walk: directory entries carry their type, so this costs no stat() per file
+        for folder, _, files in os.walk(root):
+            rel = Path(folder).relative_to(root).as_posix()
+            prefix = "" if rel == "." else rel + "/"
+            names += [prefix + f for f in files if is_image_name(prefix + f)]
+        names.sort()
         entries = [Entry(n, str(root / n)) for n in names]
     else:
         if root.suffix.lower() != ".zip":
