@@ -105,14 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {device} ({card}), torch {torch.__version__}, batch {batch}, workers {workers}")
 
     timings: list[tuple[str, float, str]] = []
-    t0 = time.perf_counter()
-    net = load_inception(args.inception, device)
-    sync(device)
-    timings.append(("load Inception", time.perf_counter() - t0, args.inception))
     shared_train = load_stats(args.train_stats)
     shared_test = load_stats(args.test_stats)
-
-    ours: dict[str, FIDStats] = {}
+    decoded = {}  # decoded before CUDA starts: the loader forks worker processes
     for name, path in (("train", args.train_zip), ("test", args.test_zip)):
         t0 = time.perf_counter()
         images, source = load_images(path, args.limit, workers)
@@ -121,6 +116,16 @@ def main(argv: list[str] | None = None) -> int:
         timings.append(
             (f"decode {name}", dt, f"{n} images {tuple(images.shape[1:])}, {n / dt:,.0f} img/s")
         )
+        decoded[name] = images
+        print(f"{name}: {source}")
+    t0 = time.perf_counter()
+    net = load_inception(args.inception, device)
+    sync(device)
+    timings.append(("load Inception", time.perf_counter() - t0, args.inception))
+
+    ours: dict[str, FIDStats] = {}
+    for name, images in decoded.items():
+        n = images.shape[0]
         if device.type == "cuda":  # one warm-up batch: cuDNN picks its algorithms
             images_stats(net, images[: min(batch, n)], batch)
             sync(device)
@@ -131,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         timings.append((f"features + stats {name}", dt, f"{n / dt:,.0f} img/s, float32, no TF32"))
         path_npz = save_stats(stats, out / f"ours-{name}.npz")
         ours[name] = load_stats(path_npz)  # exactly what `ddpm fid-stats` leaves on disk
-        print(f"{name}: {source}")
         if name == "test" and args.also_tf32 and device.type == "cuda":
             t0 = time.perf_counter()
             ours["test-tf32"] = images_stats(net, images, batch, tf32=True)
