@@ -197,6 +197,13 @@ def test_stanford_cars_missing_split_and_missing_photos(tmp_path, capsys):
         load_dataset(f"stanford-cars:{tmp_path}", (8, 8), split="test")
 
 
+def test_split_is_only_for_datasets_that_have_them(tmp_path):
+    write_images(tmp_path / "f", ["a.png"], (8, 8))
+    for spec in (str(tmp_path / "f"), None):
+        with pytest.raises(DataError, match="--split applies to"):
+            load_dataset(spec, (8, 8), split="test")
+
+
 def test_bbox_needs_boxes(tmp_path, capsys):
     write_images(tmp_path / "f", ["a.png"], (8, 8))
     code, err = run_cli(capsys, ["train", "--data", str(tmp_path / "f"), "--resize", "bbox"])

@@ -156,8 +156,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--base-channels", type=positive_int, help="override the preset's width")
     g.add_argument("--channel-mults", type=int_list, help="e.g. 1,2,2,2: one per level")
     g.add_argument("--num-res-blocks", type=positive_int, help="residual blocks per level")
-    g.add_argument("--attention-levels", type=int_list,
-                   help="levels with self-attention, 0 = full resolution (e.g. 1 or 2,3)")
+    g.add_argument(
+        "--attention-levels",
+        type=int_list,
+        help="levels with self-attention, 0 = full resolution (e.g. 1 or 2,3)",
+    )
     g.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"])
     g.add_argument("--T", "--timesteps", dest="T", type=positive_int, default=d["T"])
     g.add_argument("--beta-start", type=unit_float)
@@ -178,8 +181,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-decay", choices=("constant", "cosine"), default=d["lr_decay"])
     g.add_argument("--weight-decay", type=nonneg_float, default=d["weight_decay"])
     g.add_argument("--grad-clip", type=positive_float, default=d["grad_clip"])
-    g.add_argument("--max-nonfinite", type=positive_int, default=d["max_nonfinite"],
-                   help="stop after this many steps in a row with a NaN/inf loss or gradient")
+    g.add_argument(
+        "--max-nonfinite",
+        type=positive_int,
+        default=d["max_nonfinite"],
+        help="stop after this many steps in a row with a NaN/inf loss or gradient",
+    )
     g.add_argument("--ema-decay", type=decay_float, default=d["ema_decay"])
     g.add_argument("--seed", type=seed_int, default=d["seed"])
     g.add_argument("--device", type=device_name, default=d["device"])

@@ -402,6 +402,8 @@ def load_dataset(
     if spec is None or spec == BUNDLED:
         if resize == "bbox":
             raise DataError("resize mode bbox needs bounding boxes (stanford-cars:PATH)")
+        if split is not None:
+            raise DataError("--split applies to stanford-cars:PATH and cifar10:PATH, not mnist")
         return _load_mnist(image_size, channels)
     size = image_size or (64, 64)
     workers = default_workers() if workers is None else max(1, workers)

@@ -56,6 +56,8 @@ def resolve(spec: str, split: str | None = None) -> Source:
             f"{spec}: unknown dataset kind {kind!r}; expected stanford-cars:PATH, cifar10:PATH, "
             "mnist, or a folder or .zip of images"
         )
+    if split is not None:
+        raise DataError(f"--split applies to stanford-cars:PATH and cifar10:PATH, not to {spec}")
     return image_folder(Path(spec))
 
 
