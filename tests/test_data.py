@@ -72,6 +72,16 @@ def test_a_folder_is_read_recursively_and_a_zip_gives_the_same(tmp_path):
     assert np.array_equal(a.images[0].permute(1, 2, 0).numpy(), ref)
 
 
+def test_a_zip_rewritten_in_place_is_read_afresh(tmp_path):
+    write_images(tmp_path / "a", ["x.png"], (8, 8), seed=1)
+    write_images(tmp_path / "b", ["x.png", "y.png"], (8, 8), seed=2)
+    z = tmp_path / "d.zip"
+    first = load_dataset(str(zip_folder(tmp_path / "a", z)), (8, 8))
+    second = load_dataset(str(zip_folder(tmp_path / "b", z)), (8, 8))
+    assert len(first) == 1 and len(second) == 2
+    assert torch.equal(second.images, load_dataset(str(tmp_path / "b"), (8, 8)).images)
+
+
 def test_class_sub_folders_give_labels(tmp_path):
     folder = png_folder(tmp_path)
     data = load_dataset(str(folder), (8, 8))

@@ -35,6 +35,7 @@ from ddpm.imagefiles import (
     DataError,
     Decoded,
     Entry,
+    close_files,
     convert_array,
     decode_chunk,
     probe_chunk,
@@ -407,6 +408,7 @@ def load_dataset(
         return _load_mnist(image_size, channels)
     size = image_size or (64, 64)
     workers = default_workers() if workers is None else max(1, workers)
+    close_files()
     src = datasets.resolve(spec, split)
     if resize == "bbox" and not src.has_boxes:
         raise DataError(f"{spec}: resize mode bbox needs bounding boxes (stanford-cars:PATH)")

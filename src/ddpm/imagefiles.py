@@ -124,6 +124,14 @@ def _cached(path: str, opener: Callable[[str], Any]) -> Any:
     return _open[key]
 
 
+def close_files() -> None:
+    """Forget this process's open archives (a zip rewritten since must be opened afresh)."""
+    for (pid, _), f in list(_open.items()):
+        if pid == os.getpid():
+            f.close()
+    _open.clear()
+
+
 def _zip(path: str) -> zipfile.ZipFile:
     return _cached(path, zipfile.ZipFile)
 
