@@ -402,6 +402,17 @@ def test_train_streaming_with_workers(tmp_path, tiny_preset):
     assert _trained_shape(tmp_path / "run") == ((3, 8, 8), 3)
 
 
+def test_train_on_gray_images_above_the_cache_limit(tmp_path, tiny_preset, capsys):
+    folder = tmp_path / "gray"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(folder / f"{i}.png")
+    argv = train_argv(str(folder), tmp_path / "run", "--cache-limit-gb", "1e-9")
+    assert main([*argv, "--data-workers", "0", "--no-data-on-device"]) == 0
+    assert _trained_shape(tmp_path / "run") == ((1, 8, 8), 3)  # the data's own 1 channel
+    assert "(streamed by worker processes), 6 images 1x8x8" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_train_on_the_real_cifar10_zip(tmp_path, tiny_preset):
     if not REAL_CIFAR_ZIP.is_file():

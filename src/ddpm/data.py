@@ -430,9 +430,8 @@ def load_dataset(
     if src.class_names is not None and entries and all(e.label >= 0 for e in entries):
         labels = torch.tensor([e.label for e in entries], dtype=torch.int64)
     if stream:
-        return StreamingDataset(
-            entries, size, c, resize, labels, src.class_names, src.description, strict
-        )
+        where = f"{src.description} (streamed by worker processes)"
+        return StreamingDataset(entries, size, c, resize, labels, src.class_names, where, strict)
     return ImageDataset(images, labels, src.class_names, src.description)
 
 
