@@ -22,7 +22,8 @@ WRITER = textwrap.dedent(
     import sys, torch
     from ddpm.checkpoint import atomic_save, FORMAT
     path = sys.argv[1]
-    big = torch.randn(6_000_000, generator=torch.Generator().manual_seed(0))  # 24 MB: each write takes long enough to be interrupted
+    # 24 MB: each write takes long enough to be interrupted
+    big = torch.randn(6_000_000, generator=torch.Generator().manual_seed(0))
     step = 0
     while True:
         step += 1

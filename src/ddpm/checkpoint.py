@@ -59,10 +59,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             warnings.simplefilter("ignore")  # torch's notes on unusual pickle protocols
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        found = [ln.strip() for ln in str(e).splitlines() if "unsupported global" in ln.lower()]
+        if not found:  # garbage rather than a crafted file
+            raise CheckpointError(f"{path}: not a readable checkpoint (corrupt pickle)") from None
         raise CheckpointError(
-            f"{path}: refused to load: the file holds objects other than plain data "
-            f"(weights_only load failed: {first})"
+            f"{path}: refused to load: the file holds objects other than plain data, which "
+            f"would run code when unpickled ({found[0]})"
         ) from None
     except Exception as e:  # a corrupt file can fail anywhere inside the unpickler
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None

@@ -616,7 +616,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name, value in vars(args).items():
+        if isinstance(value, list) and not value:  # argparse turns `--flag=--` into []
+            parser.error(f"argument --{name.replace('_', '-')}: expected a value, got '--'")
     warnings.showwarning = _show_warning
     try:
         return args.run(args)
