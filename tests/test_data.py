@@ -92,6 +92,13 @@ def test_class_sub_folders_give_labels(tmp_path):
     assert load_dataset(str(flat), (8, 8)).labels is None
 
 
+def test_the_default_size_is_the_datas_own(tmp_path):
+    write_images(tmp_path / "f", ["a.png", "b.png"], (10, 12))
+    assert load_dataset(str(tmp_path / "f")).image_size == (10, 12)
+    write_cifar_batches(tmp_path / "c", per_batch=2)
+    assert load_dataset(f"cifar10:{tmp_path / 'c'}").image_size == (32, 32)
+
+
 def test_center_crop_keeps_the_middle_and_squash_keeps_everything(tmp_path):
     arr = np.zeros((10, 30), dtype=np.uint8)
     arr[:, 10:20] = 255  # black | white | black, each 10 wide

@@ -38,6 +38,7 @@ from ddpm.imagefiles import (
     close_files,
     convert_array,
     decode_chunk,
+    native_size,
     probe_chunk,
     read_bytes,
     resize_image,
@@ -389,8 +390,9 @@ def load_dataset(
 ) -> Dataset:
     """Load the data named by `--data` (None or "mnist": the bundled digits).
 
-    image_size: (H, W), default 64x64 (the digits: their own 28x28). channels: 1, 3 or None
-    (the data's own: 1 when every picture is gray). resize: center-crop, squash or bbox.
+    image_size: (H, W); None: the data's own (the first image's size; the digits' 28x28).
+    channels: 1, 3 or None (the data's own: 1 when every picture is gray).
+    resize: center-crop, squash or bbox.
     split: train, test or both (Stanford Cars, CIFAR-10). stream: True gives a
     `StreamingDataset` (decoded batch by batch by worker processes) instead of decoding into
     memory; None streams when the decoded uint8 would exceed `cache_limit_gb`.
@@ -406,15 +408,15 @@ def load_dataset(
         if split is not None:
             raise DataError("--split applies to stanford-cars:PATH and cifar10:PATH, not mnist")
         return _load_mnist(image_size, channels)
-    size = image_size or (64, 64)
     workers = default_workers() if workers is None else max(1, workers)
     close_files()
     src = datasets.resolve(spec, split)
     if resize == "bbox" and not src.has_boxes:
         raise DataError(f"{spec}: resize mode bbox needs bounding boxes (stanford-cars:PATH)")
     if src.arrays is not None:
-        return _load_arrays(src, size, channels, resize)
+        return _load_arrays(src, image_size or src.arrays.shape[1:3], channels, resize)
     entries = src.entries or []
+    size = image_size or native_size(entries) or (64, 64)
     nbytes = len(entries) * (channels or 3) * size[0] * size[1]
     if stream is None:
         stream = nbytes > cache_limit_gb * 1e9

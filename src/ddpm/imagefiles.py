@@ -352,6 +352,17 @@ def decode_chunk(
     return Decoded(out, ok, errors, upscaled)
 
 
+def native_size(entries: list[Entry], tries: int = 10) -> tuple[int, int] | None:
+    """(H, W) of the first of `entries` whose header opens (None if none of `tries` do)."""
+    for e in entries[:tries]:
+        try:
+            with Image.open(io.BytesIO(read_bytes(e))) as img:
+                return img.height, img.width
+        except DECODE_ERRORS:
+            continue
+    return None
+
+
 @dataclass
 class Probe:
     """A file's header: enough to decide channels, spot non-images and small images."""
