@@ -160,14 +160,8 @@ def stanford_cars(path: Path, split: str | None) -> Source:
         entries = [replace(e, label=-1) for e in entries]
     elif any(not 0 <= e.label < len(class_names) for e in entries):
         raise DataError(f"stanford-cars:{path}: a class id is outside 1..{len(class_names)}")
-    return Source(
-        f"Stanford Cars ({'+'.join(wanted)}) at {path}",
-        entries,
-        None,
-        None,
-        class_names,
-        has_boxes=True,
-    )
+    description = f"Stanford Cars ({'+'.join(wanted)}) at {path}"
+    return Source(description, entries, class_names=class_names, has_boxes=True)
 
 
 # --- CIFAR-10 -----------------------------------------------------------------------------------
