@@ -232,8 +232,8 @@ def _train_config_cls():
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ddpm.generate import denoising_process, generate, load_model, save_process
-    from ddpm.images import save_grid
+    from ddpm.generate import denoising_process, load_model, save_process
+    from ddpm.images import enlarge
     from ddpm.train import NonFiniteError, TrainConfig, train
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -254,15 +254,9 @@ def run_train(args: argparse.Namespace) -> int:
         return 130
     out = result.out
     loaded = load_model(result.last_checkpoint, device=_device(cfg.device))
-    x = generate(
-        loaded,
-        cfg.num_samples,
-        cfg.seed,
-        cfg.sample_sampler,
-        min(cfg.sample_steps, cfg.T),
-        clip=cfg.sample_clip,
-    )
-    save_grid(x, out / "samples.png", scale=2 if max(loaded.shape[1:]) <= 32 else 1)
+    # the loop's grid of the last step is the same picture, already sampled: enlarge it
+    last_grid = out / "samples" / f"step-{result.step:07d}.png"
+    enlarge(last_grid, out / "samples.png", scale=2 if max(loaded.shape[1:]) <= 32 else 1)
     save_process(
         denoising_process(loaded, n=8, seed=cfg.seed, clip=cfg.sample_clip),
         out / "process.png",

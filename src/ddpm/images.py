@@ -47,6 +47,12 @@ def save_grid(x: Tensor, path: str | os.PathLike, nrow: int | None = None, scale
     img.save(path)
 
 
+def enlarge(src: str | os.PathLike, dst: str | os.PathLike, scale: int = 2) -> None:
+    """Copy a picture, enlarged `scale` times with nearest-neighbour pixels."""
+    with Image.open(src) as img:
+        img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST).save(dst)
+
+
 def save_images(x: Tensor, folder: str | os.PathLike, start: int = 0) -> list[Path]:
     """Save each image of (B, C, H, W) in [-1, 1] as `folder/{start + i:06d}.png`."""
     folder = Path(folder)

@@ -57,7 +57,7 @@ class TrainConfig:
     prediction: str = "eps"
     loss: str = "l2"
     min_snr_gamma: float | None = None
-    steps: int = 800  # about 4 minutes on a 2-core CPU with the defaults
+    steps: int = 700  # about 4 minutes on a 2-core CPU with the defaults
     batch_size: int = 64
     lr: float = 1e-3  # high for a small model and a short run (Ho et al.: 2e-4 for CIFAR-10)
     warmup: int = 100  # linear warm-up steps (Ho et al.: 5000 for a 800k-step run)
@@ -70,8 +70,8 @@ class TrainConfig:
     seed: int = 0
     out: str = "runs/default"
     log_every: int = 50
-    sample_every: int = 400
-    checkpoint_every: int = 400
+    sample_every: int = 350
+    checkpoint_every: int = 350
     keep_checkpoints: int = 2
     sample_sampler: str = "ddim"
     sample_steps: int = 50
