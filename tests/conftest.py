@@ -2,11 +2,28 @@ import pytest
 import torch
 
 from ddpm.data import ImageDataset
+from ddpm.unet import PRESETS, ModelSpec
+
+# A 2-level U-Net that trains in milliseconds on 8x8 images.
+TINY_UNET = dict(
+    base_channels=16,
+    channel_mults=(1, 2),
+    num_res_blocks=1,
+    attention_levels=(1,),
+    norm_groups=8,
+    dropout=0.0,
+)
 
 
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_preset(monkeypatch):
+    """Register the preset "tiny" (TINY_UNET at 8x8) for the duration of a test."""
+    monkeypatch.setitem(PRESETS, "tiny", ModelSpec("unet", dict(TINY_UNET), (8, 8)))
 
 
 @pytest.fixture

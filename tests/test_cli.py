@@ -6,27 +6,8 @@ import torch
 from PIL import Image
 
 from ddpm.cli import main
-from ddpm.unet import PRESETS, ModelSpec
 
-
-@pytest.fixture(autouse=True)
-def tiny_preset(monkeypatch):
-    monkeypatch.setitem(
-        PRESETS,
-        "tiny",
-        ModelSpec(
-            "unet",
-            dict(
-                base_channels=16,
-                channel_mults=(1, 2),
-                num_res_blocks=1,
-                attention_levels=(1,),
-                norm_groups=8,
-                dropout=0.0,
-            ),
-            (8, 8),
-        ),
-    )
+pytestmark = pytest.mark.usefixtures("tiny_preset")
 
 
 def error_line(capsys) -> str:

@@ -25,27 +25,6 @@ from ddpm.cli import main
 from ddpm.data import DataError, ImageDataset, StreamingDataset, batches, load_dataset
 from ddpm.datasets import read_cars_annotations
 from ddpm.imagefiles import crop_window, to_mode
-from ddpm.unet import PRESETS, ModelSpec
-
-
-@pytest.fixture
-def tiny_preset(monkeypatch):
-    monkeypatch.setitem(
-        PRESETS,
-        "tiny",
-        ModelSpec(
-            "unet",
-            dict(
-                base_channels=8,
-                channel_mults=(1, 2),
-                num_res_blocks=1,
-                attention_levels=(),
-                norm_groups=4,
-                dropout=0.0,
-            ),
-            (8, 8),
-        ),
-    )
 
 
 def png_folder(tmp_path, n=12, size=(10, 12)):

@@ -20,7 +20,6 @@ from ddpm import evaluate
 from ddpm.cli import main
 from ddpm.evaluate import load_stats, model_nll, select_images
 from ddpm.generate import load_model
-from ddpm.unet import PRESETS, ModelSpec
 
 
 class FakeInception(nn.Module):
@@ -44,24 +43,7 @@ def fake_inception(monkeypatch):
     )
 
 
-@pytest.fixture(autouse=True)
-def tiny_preset(monkeypatch):
-    monkeypatch.setitem(
-        PRESETS,
-        "tiny",
-        ModelSpec(
-            "unet",
-            dict(
-                base_channels=16,
-                channel_mults=(1, 2),
-                num_res_blocks=1,
-                attention_levels=(1,),
-                norm_groups=8,
-                dropout=0.0,
-            ),
-            (8, 8),
-        ),
-    )
+pytestmark = pytest.mark.usefixtures("tiny_preset")
 
 
 def image_folder(path, n, seed, size=(8, 8)):

@@ -188,3 +188,16 @@ def test_random_bytes_as_images_or_zips_give_a_clear_error(tmp_path, blob, ext):
     target = folder / f"x{ext}" if ext == ".zip" else folder
     with pytest.raises(DataError, match=str(folder.name)):
         load_dataset(str(target), (8, 8), 3, strict=False)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(blob=st.binary(min_size=0, max_size=2048), zip_header=st.booleans())
+def test_random_bytes_as_a_stats_file_give_a_clear_error(tmp_path, blob, zip_header):
+    from ddpm.evaluate import load_stats
+
+    path = tmp_path / "stats.npz"
+    path.write_bytes((b"PK\x03\x04" if zip_header else b"") + blob)  # .npz files are zips
+    with pytest.raises(DataError, match="stats.npz"):
+        load_stats(path)

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import TINY_UNET
 from ddpm import speed
 from ddpm.generate import Loaded, generate, speed_up
 from ddpm.samplers import ddim_sample, ddpm_sample
@@ -21,14 +22,7 @@ from ddpm.schedule import make_schedule
 from ddpm.train import EMA, TrainConfig, TrainState, make_optimizer, train_step
 from ddpm.unet import Attention, ConfigError, TutorialUNet, TutorialUNetConfig, UNet, UNetConfig
 
-TINY = dict(
-    base_channels=16,
-    channel_mults=(1, 2),
-    num_res_blocks=1,
-    attention_levels=(1,),
-    norm_groups=8,
-    dropout=0.0,
-)
+TINY = TINY_UNET
 
 
 def tiny_unet(seed: int = 0, **overrides) -> UNet:

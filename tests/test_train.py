@@ -4,27 +4,9 @@ import torch
 from ddpm import checkpoint as C
 from ddpm.generate import load_model
 from ddpm.train import EMA, TrainConfig, train
-from ddpm.unet import PRESETS, ConfigError, ModelSpec
+from ddpm.unet import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def tiny_preset(monkeypatch):
-    monkeypatch.setitem(
-        PRESETS,
-        "tiny",
-        ModelSpec(
-            "unet",
-            dict(
-                base_channels=16,
-                channel_mults=(1, 2),
-                num_res_blocks=1,
-                attention_levels=(1,),
-                norm_groups=8,
-                dropout=0.0,
-            ),
-            (8, 8),
-        ),
-    )
+pytestmark = pytest.mark.usefixtures("tiny_preset")
 
 
 def tiny_config(tmp_path, **kw) -> TrainConfig:

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from conftest import TINY_UNET
 from ddpm.unet import (
     PRESETS,
     ConfigError,
@@ -13,14 +14,7 @@ from ddpm.unet import (
     preset,
 )
 
-TINY = dict(
-    base_channels=16,
-    channel_mults=(1, 2),
-    num_res_blocks=1,
-    attention_levels=(1,),
-    norm_groups=8,
-    dropout=0.0,
-)
+TINY = TINY_UNET
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -565,43 +565,56 @@ def run_eval(args: argparse.Namespace) -> int:
 # --- entry point --------------------------------------------------------------------------------
 
 
+# name, help, description, argument adders, what runs it
+COMMANDS = (
+    (
+        "train",
+        "train a model",
+        "Train a diffusion model.",
+        (add_train_args, add_train_eval_args),
+        run_train,
+    ),
+    (
+        "sample",
+        "sample from a checkpoint",
+        "Draw samples from a trained checkpoint.",
+        (add_sample_args,),
+        run_sample,
+    ),
+    (
+        "fid-stats",
+        "Inception statistics of a dataset, for FID",
+        "Compute FID reference statistics (mu, sigma) of a folder or .zip of images.",
+        (add_fid_stats_args,),
+        run_fid_stats,
+    ),
+    (
+        "fid",
+        "FID between two image sets or statistics files",
+        "FID between two folders / .zip files of images / statistics .npz files.",
+        (add_fid_args,),
+        run_fid,
+    ),
+    (
+        "eval",
+        "FID and bits/dim of a checkpoint",
+        "Evaluate a checkpoint: FID of its samples, bits/dim on held-out data.",
+        (add_eval_args,),
+        run_eval,
+    ),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ddpm", description="Denoising diffusion models from first principles."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train a model", description="Train a diffusion model.")
-    add_train_args(p)
-    add_train_eval_args(p)
-    p.set_defaults(run=run_train)
-    p = sub.add_parser(
-        "sample",
-        help="sample from a checkpoint",
-        description="Draw samples from a trained checkpoint.",
-    )
-    add_sample_args(p)
-    p.set_defaults(run=run_sample)
-    p = sub.add_parser(
-        "fid-stats",
-        help="Inception statistics of a dataset, for FID",
-        description="Compute FID reference statistics (mu, sigma) of a folder or .zip of images.",
-    )
-    add_fid_stats_args(p)
-    p.set_defaults(run=run_fid_stats)
-    p = sub.add_parser(
-        "fid",
-        help="FID between two image sets or statistics files",
-        description="FID between two folders / .zip files of images / statistics .npz files.",
-    )
-    add_fid_args(p)
-    p.set_defaults(run=run_fid)
-    p = sub.add_parser(
-        "eval",
-        help="FID and bits/dim of a checkpoint",
-        description="Evaluate a checkpoint: FID of its samples, bits/dim on held-out data.",
-    )
-    add_eval_args(p)
-    p.set_defaults(run=run_eval)
+    for name, help_, description, add_args, run in COMMANDS:
+        p = sub.add_parser(name, help=help_, description=description)
+        for add in add_args:
+            add(p)
+        p.set_defaults(run=run)
     return parser
 
 

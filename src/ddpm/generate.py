@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ddpm.checkpoint import CheckpointError, load_checkpoint
 from ddpm.diffusion import eps_model
 from ddpm.images import process_strip, save_gif
-from ddpm.samplers import sample, sample_generators
+from ddpm.samplers import per_sample_noise, sample, sample_generators
 from ddpm.schedule import NoiseSchedule, make_schedule
 from ddpm.speed import autocast_call, compile_model, use_channels_last
 from ddpm.unet import ConfigError, build_model
@@ -102,7 +102,7 @@ def generate(
     for start in range(0, n, batch_size):
         idx = range(first_index + start, first_index + min(start + batch_size, n))
         gens = sample_generators(seed, idx, device)
-        x_T = torch.stack([torch.randn(loaded.shape, generator=g, device=device) for g in gens])
+        x_T = per_sample_noise(loaded.shape, gens, device)
         x = sample(sampler, loaded.eps, loaded.schedule, x_T, steps, eta, variance, clip, gens)  # type: ignore[arg-type]
         if on_batch is not None:
             on_batch(start, x)
@@ -122,7 +122,7 @@ def denoising_process(
     """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0."""
     device = next(loaded.model.parameters()).device
     gens = sample_generators(seed, range(n), device)
-    x_T = torch.stack([torch.randn(loaded.shape, generator=g, device=device) for g in gens])
+    x_T = per_sample_noise(loaded.shape, gens, device)
     total = loaded.schedule.T if sampler == "ddpm" else int(steps or 50)
     keep = {round(k * (total - 1) / max(frames - 1, 1)) for k in range(frames - 1)}
     snaps: list[Tensor] = []

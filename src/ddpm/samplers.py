@@ -30,8 +30,18 @@ def randn_like(x: Tensor, generator: Generators) -> Tensor:
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     if len(generator) != x.shape[0]:
         raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
+    return per_sample_noise(x.shape[1:], generator, x.device, x.dtype)
+
+
+def per_sample_noise(
+    shape: Sequence[int],
+    generators: Sequence[torch.Generator],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """(len(generators), *shape) standard normal noise; row i is drawn from generators[i] alone."""
     return torch.stack(
-        [torch.randn(x.shape[1:], generator=g, device=x.device, dtype=x.dtype) for g in generator]
+        [torch.randn(shape, generator=g, device=device, dtype=dtype) for g in generators]
     )
 
 

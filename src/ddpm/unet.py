@@ -19,6 +19,13 @@ class ConfigError(ValueError):
     """A model or training configuration has an invalid field; the message names it."""
 
 
+def check_size(x: Tensor, factor: int) -> None:
+    """Both sides of (B, C, H, W) must survive `factor`-fold downsampling exactly."""
+    H, W = x.shape[-2:]
+    if H % factor or W % factor:
+        raise ValueError(f"image size {H}x{W} is not divisible by 2^levels = {factor}")
+
+
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     """Sinusoidal embedding of the timesteps (Vaswani et al. 2017, as used by Ho et al.): (B, dim).
 
@@ -219,10 +226,7 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        B, C, H, W = x.shape
-        f = self.config.downsample_factor
-        if H % f or W % f:
-            raise ValueError(f"image size {H}x{W} is not divisible by 2^levels = {f}")
+        check_size(x, self.config.downsample_factor)
         emb = self.time_mlp(timestep_embedding(t, self.config.base_channels).to(x.dtype))
         if self.class_emb is not None and y is not None:
             emb = emb + self.class_emb(y)
@@ -313,10 +317,7 @@ class TutorialUNet(nn.Module):
         self.output = nn.Conv2d(chans[0], config.in_channels, 1)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        B, C, H, W = x.shape
-        f = self.config.downsample_factor
-        if H % f or W % f:
-            raise ValueError(f"image size {H}x{W} is not divisible by 2^levels = {f}")
+        check_size(x, self.config.downsample_factor)
         emb = self.time_mlp(timestep_embedding(t, self.config.time_dim).to(x.dtype))
         h = self.conv0(x)
         skips = []
