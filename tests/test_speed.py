@@ -34,7 +34,7 @@ def tiny_unet(seed: int = 0, **overrides) -> UNet:
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
+    return float((a.detach().double() - b.detach().double()).norm() / b.detach().double().norm())
 
 
 @pytest.mark.parametrize("heads", [1, 2])
