@@ -21,6 +21,7 @@ from ddpm.data import DataError, parse_size
 from ddpm.diffusion import LOSS_TYPES, PREDICTIONS
 from ddpm.samplers import SAMPLERS
 from ddpm.schedule import SCHEDULES, ScheduleError
+from ddpm.speed import COMPILE_MODES
 from ddpm.unet import PRESETS, ConfigError
 
 USER_ERRORS = (ConfigError, ScheduleError, DataError, CheckpointError)
@@ -199,7 +200,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument(
         "--compile-mode",
-        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        choices=COMPILE_MODES,
         default=d["compile_mode"],
         help="torch.compile mode (reduce-overhead: CUDA graphs)",
     )

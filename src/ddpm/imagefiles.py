@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 RESIZE_MODES = ("center-crop", "squash", "bbox")
@@ -38,6 +38,13 @@ DECODE_ERRORS = (
     zipfile.BadZipFile,
     Image.DecompressionBombError,
 )
+
+
+def decode_error_reason(err: BaseException) -> str:
+    """A short reason for a file that did not decode (PIL names its in-memory buffer)."""
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image format Pillow recognises"
+    return str(err) or type(err).__name__
 
 
 class DataError(Exception):
@@ -338,7 +345,7 @@ def decode_chunk(
         try:
             arr, up = decode(read_bytes(e), channels, size, resize, e.box)
         except DECODE_ERRORS as err:
-            errors.append((i, str(err) or type(err).__name__))
+            errors.append((i, decode_error_reason(err)))
             continue
         arrays.append(arr)
         ok.append(i)
@@ -385,5 +392,5 @@ def probe_chunk(entries: list[Entry], size: tuple[int, int], resize: str) -> lis
                 small = window[2] - window[0] < W - 1e-6 or window[3] - window[1] < H - 1e-6
                 out.append(Probe(True, gray=is_gray(img), upscaled=small))
         except DECODE_ERRORS as err:
-            out.append(Probe(False, str(err) or type(err).__name__))
+            out.append(Probe(False, decode_error_reason(err)))
     return out
