@@ -75,6 +75,7 @@ VARIANTS: dict[str, Variant] = {
     "bf16+CL+graphs": Variant(True, True, "reduce-overhead"),
     "bf16+CL+graphs+bench": Variant(True, True, "reduce-overhead", True),
     "bf16+CL+compile+bench": Variant(True, True, "default", True),
+    "bf16+CL+autotune+bench": Variant(True, True, "max-autotune", True),
 }
 
 
