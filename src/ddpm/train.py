@@ -566,7 +566,6 @@ def train(
     stopped = False
     t_last, step_last = time.perf_counter(), state.step
     deadline = None if cfg.max_minutes is None else t_last + 60 * cfg.max_minutes
-    out_of_time = False
     bar = tqdm(
         total=cfg.steps, initial=state.step, disable=not progress, unit="step", dynamic_ncols=True
     )
@@ -585,8 +584,12 @@ def train(
             worst_run = torch.maximum(worst_run, run)
             step = state.step
             bar.update(1)
+            stop_now = stop.signal is not None or (stop_after is not None and step >= stop_after)
+            # a spent time budget ends the run as its last step would (a stop request does not)
+            out_of_time = deadline is not None and time.perf_counter() > deadline
+            last = step == cfg.steps or (out_of_time and not stop_now)
 
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if step % cfg.log_every == 0 or last:
                 n_ok, total, worst = int(ok_count), float(loss_sum), int(worst_run)
                 skipped = (step - step_last) - n_ok
                 state.nonfinite_total += skipped
@@ -613,25 +616,19 @@ def train(
                 loss_sum.zero_(), ok_count.zero_(), worst_run.zero_()
                 t_last, step_last = time.perf_counter(), step
 
-            if step % cfg.sample_every == 0 or step == cfg.steps:
+            if step % cfg.sample_every == 0 or last:
                 sample_grid(state, schedule, cfg, shape, out / "samples" / f"step-{step:07d}.png")
                 state.model.train()
-            if evaluator is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            if evaluator is not None and (step % cfg.eval_every == 0 or last):
                 fid = evaluate_fid(evaluator, state, schedule, cfg, arch, model_cfg, log)
                 fids.append((step, fid))
                 bar.write(f"step {step}: FID {fid:.2f} ({cfg.eval_n} samples)")
-            out_of_time = deadline is not None and time.perf_counter() > deadline
-            stop_now = stop.signal is not None or (stop_after is not None and step >= stop_after)
-            if out_of_time and not stop_now:  # a time budget ends the run like its last step
-                last_ckpt = save_checkpoint(state, cfg, arch, model_cfg)
-                if step % cfg.sample_every != 0:
-                    grid = out / "samples" / f"step-{step:07d}.png"
-                    sample_grid(state, schedule, cfg, shape, grid)
-                break
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop_now:
+            if step % cfg.checkpoint_every == 0 or last or stop_now:
                 last_ckpt = save_checkpoint(state, cfg, arch, model_cfg)
             if stop_now:
                 stopped = True
+                break
+            if last:
                 break
     bar.close()
     log.plot(out / "loss.png")
