@@ -1,0 +1,123 @@
+"""`ddpm eval`: FID of a checkpoint's samples and its bits/dim on held-out data."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from ddpm.cli.args import (
+    add_inception_args,
+    add_split_arg,
+    nonneg_float,
+    positive_int,
+    resolve_device,
+    seed_int,
+    write_json,
+)
+from ddpm.samplers import SAMPLERS
+from ddpm.unet import ConfigError
+
+
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--fid-stats", type=Path, help="reference statistics .npz: report FID")
+    p.add_argument("--nll", action="store_true", help="report bits/dim on --data")
+    p.add_argument("--data", help="held-out images for --nll (any --data form)")
+    add_split_arg(p)
+    p.add_argument(
+        "--n",
+        type=positive_int,
+        help="FID samples (default 10000) / --nll test images (default 1000)",
+    )
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim")
+    p.add_argument("--steps", type=positive_int, default=50, help="DDIM / DPM-Solver steps")
+    p.add_argument("--eta", type=nonneg_float, default=0.0, help="DDIM noise (0: deterministic)")
+    p.add_argument(
+        "--clip",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="clip x_0 predictions to [-1, 1] when sampling and in the bound (default: on)",
+    )
+    p.add_argument(
+        "--variance",
+        choices=("small", "large"),
+        default="small",
+        help="fixed reverse variance, in the bound and the ddpm sampler: posterior (small) "
+        "or beta_t (large)",
+    )
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=256, help="model batch")
+    p.add_argument("--raw-weights", action="store_true", help="use the raw, not the EMA, weights")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="sample for FID under bf16 autocast (CUDA; faster); the bound is always float32",
+    )
+    p.add_argument("--json", type=Path, help="also write the results as JSON")
+    add_inception_args(p)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ddpm.evaluate import (
+        SamplerSettings,
+        load_inception,
+        load_stats,
+        model_fid,
+        model_nll,
+        select_images,
+    )
+    from ddpm.generate import load_model, speed_up
+
+    if args.fid_stats is None and not args.nll:
+        raise ConfigError("nothing to evaluate: give --fid-stats S (FID) and/or --nll --data D")
+    if args.nll and args.data is None:
+        raise ConfigError("--nll needs --data: the held-out images to score")
+    device = resolve_device(args.device)
+    reference = load_stats(args.fid_stats) if args.fid_stats is not None else None
+    loaded = load_model(args.checkpoint, "cpu", args.raw_weights)
+    nll_data = None
+    if args.nll:  # decoded before CUDA starts: the loader forks worker processes
+        from ddpm.data import load_dataset
+
+        C, H, W = loaded.shape
+        nll_data = load_dataset(args.data, (H, W), C, split=args.split, stream=False)
+    net = load_inception(args.inception, device) if reference is not None else None
+    loaded = dataclasses.replace(
+        loaded, model=loaded.model.to(device), schedule=loaded.schedule.to(device)
+    )
+    if args.sampler != "ddpm" and args.steps > loaded.schedule.T:
+        raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
+    weights = "raw" if args.raw_weights else "EMA"
+    record: dict[str, Any] = {
+        "checkpoint": str(args.checkpoint),
+        "step": loaded.step,
+        "weights": weights.lower(),
+    }
+    if reference is not None:
+        settings = SamplerSettings(
+            args.sampler, args.steps, args.eta, args.clip, args.seed, args.batch_size, args.variance
+        )
+        sampling = speed_up(loaded, bf16=True) if args.bf16 else loaded
+        r = model_fid(sampling, reference, net, args.n or 10000, settings, not args.quiet)
+        bf16 = ", bf16" if args.bf16 else ""
+        print(
+            f"FID {r.fid:.3f}: {r.n} samples, {settings.describe()}{bf16}, {weights} weights at "
+            f"step {loaded.step}, vs {args.fid_stats} ({r.seconds:.0f} s)"
+        )
+        record["fid"] = {**r.as_dict(), "bf16": args.bf16, "stats": str(args.fid_stats)}
+    if nll_data is not None:
+        images = select_images(nll_data, args.n or 1000, args.seed)
+        r = model_nll(
+            loaded, images, args.variance, args.clip, args.seed, args.batch_size, not args.quiet
+        )
+        print(
+            f"NLL {r.bpd:.4f} ± {r.stderr:.4f} bits/dim (standard error): {r.n} images of "
+            f"{nll_data.source}, bound over T={r.T} steps, variance {r.variance}, clip "
+            f"{'on' if r.clip else 'off'}, {weights} weights at step {loaded.step} "
+            f"({r.seconds:.0f} s)"
+        )
+        record["nll"] = {**r.as_dict(), "data": str(args.data)}
+    write_json(args.json, record)
+    return 0

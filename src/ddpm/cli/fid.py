@@ -1,0 +1,75 @@
+"""`ddpm fid-stats` and `ddpm fid`: Inception statistics of image sets, and FID between two."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ddpm.cli.args import (
+    add_inception_args,
+    add_split_arg,
+    image_size,
+    resolve_device,
+    write_json,
+)
+from ddpm.data import parse_size
+
+
+def add_fid_stats_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "data", help="any --data form: folder or .zip of images, cifar10:PATH, mnist, ..."
+    )
+    p.add_argument("-o", "--out", type=Path, required=True, help="statistics file (.npz)")
+    p.add_argument(
+        "--image-size",
+        type=image_size,
+        help="resize to N or HxW first (default: the images' own size, e.g. 32 for CIFAR-10)",
+    )
+    add_split_arg(p)
+    add_inception_args(p)
+
+
+def run_fid_stats(args: argparse.Namespace) -> int:
+    import time
+
+    from ddpm.evaluate import images_stats, load_fid_images, load_inception, save_stats
+
+    t0 = time.perf_counter()
+    size = parse_size(args.image_size) if args.image_size else None
+    data = load_fid_images(args.data, size, split=args.split)
+    net = load_inception(args.inception, resolve_device(args.device))
+    stats = images_stats(net, data.images, args.fid_batch_size, progress=not args.quiet)
+    save_stats(stats, args.out)
+    H, W = data.image_size
+    print(
+        f"wrote {args.out}: Inception statistics of {stats.n} images ({H}x{W}) from "
+        f"{data.source} in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+def add_fid_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", help="folder or .zip of images, or a statistics .npz")
+    p.add_argument("b", help="folder or .zip of images, or a statistics .npz")
+    p.add_argument("--image-size", type=image_size, help="resize images to N or HxW first")
+    p.add_argument("--json", type=Path, help="also write the result as JSON")
+    add_split_arg(p)
+    add_inception_args(p)
+
+
+def run_fid(args: argparse.Namespace) -> int:
+    from ddpm.evaluate import load_inception, source_stats
+    from ddpm.fid import fid_from_stats
+
+    size = parse_size(args.image_size) if args.image_size else None
+    needs_net = not (args.a.endswith(".npz") and args.b.endswith(".npz"))
+    net = load_inception(args.inception, resolve_device(args.device)) if needs_net else None
+    a, b = (
+        source_stats(s, net, args.fid_batch_size, size, not args.quiet, args.split)
+        for s in (args.a, args.b)
+    )
+    fid = fid_from_stats(a, b)
+    count = lambda s: "?" if s.n is None else str(s.n)  # noqa: E731
+    print(f"FID {fid:.4f} ({args.a}: {count(a)} images, {args.b}: {count(b)} images)")
+    write_json(args.json, {"fid": fid, "a": args.a, "b": args.b, "n_a": a.n, "n_b": b.n})
+    return 0

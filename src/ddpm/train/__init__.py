@@ -1,0 +1,49 @@
+"""Training: Ho et al. 2020 Algorithm 1 and the practice around it, in named parts.
+
+- `config`: `TrainConfig` (stored in every checkpoint) and the schedules derived from it;
+- `state`: the model, EMA, optimizer and generators, built from a config and checkpointed;
+- `step`: one optimisation step (`train_step`) with the non-finite guard;
+- `log`: the CSV log and the run's summary;
+- `loop`: `train`, which runs the steps and does the periodic work (grids, FID, checkpoints).
+"""
+
+from ddpm.train.config import TrainConfig, build_schedule, ema_decay_at, lr_at, resolve_device
+from ddpm.train.log import Log, describe
+from ddpm.train.loop import NonFiniteError, StopRequested, TrainResult, sample_grid, train
+from ddpm.train.state import (
+    EMA,
+    TrainState,
+    checkpoint_dict,
+    find_resume,
+    make_model,
+    make_optimizer,
+    restore,
+    save_checkpoint,
+    setup,
+)
+from ddpm.train.step import train_step
+
+__all__ = [
+    "EMA",
+    "Log",
+    "NonFiniteError",
+    "StopRequested",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "build_schedule",
+    "checkpoint_dict",
+    "describe",
+    "ema_decay_at",
+    "find_resume",
+    "lr_at",
+    "make_model",
+    "make_optimizer",
+    "resolve_device",
+    "restore",
+    "sample_grid",
+    "save_checkpoint",
+    "setup",
+    "train",
+    "train_step",
+]

@@ -1,0 +1,230 @@
+"""The training loop: `train` runs `train_step` until the last step or a stop request, and does
+the periodic work around it (loss log, sample grids, FID, checkpoints). Nothing in the hot loop
+reads a value back from the GPU except every `log_every` steps.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddpm import checkpoint as ckpt_io
+from ddpm.data import ImageDataset, batches
+from ddpm.diffusion import eps_model
+from ddpm.images import save_grid
+from ddpm.samplers import per_sample_noise, sample, sample_generators
+from ddpm.schedule import NoiseSchedule
+from ddpm.speed import compile_model, mark_step
+from ddpm.train.config import TrainConfig, build_schedule, lr_at, resolve_device
+from ddpm.train.log import Log, describe
+from ddpm.train.state import TrainState, checkpoint_dict, save_checkpoint, setup
+from ddpm.train.step import train_step
+
+
+@torch.no_grad()
+def sample_grid(state: TrainState, schedule: NoiseSchedule, cfg: TrainConfig, shape, path: Path):
+    """A grid of `num_samples` images from the EMA weights, the same seeds every time."""
+    model = state.ema.model
+    device = next(model.parameters()).device
+    gens = sample_generators(cfg.seed, range(cfg.num_samples), device)
+    x_T = per_sample_noise(shape, gens, device)
+    net = eps_model(model, schedule, cfg.prediction)  # type: ignore[arg-type]
+    steps = min(cfg.sample_steps, schedule.T)
+    x = sample(cfg.sample_sampler, net, schedule, x_T, steps, clip=cfg.sample_clip, generator=gens)
+    save_grid(x, path)
+
+
+class StopRequested:
+    """SIGINT/SIGTERM set a flag; the loop finishes its step, checkpoints and exits."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequested:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def make_fid_evaluator(cfg: TrainConfig):
+    """The FID check of `--eval-every` (ddpm.evaluate.TrainingFID), loaded before training so
+    that a bad statistics or network file stops the run at once."""
+    from ddpm.evaluate import SamplerSettings, TrainingFID
+
+    settings = SamplerSettings(
+        cfg.sample_sampler, min(cfg.sample_steps, cfg.T), clip=cfg.sample_clip, seed=cfg.seed
+    )
+    assert cfg.fid_stats is not None
+    return TrainingFID(
+        cfg.fid_stats, cfg.eval_n, resolve_device(cfg.device), cfg.inception, settings
+    )
+
+
+def evaluate_fid(
+    evaluator,
+    state: TrainState,
+    schedule: NoiseSchedule,
+    cfg: TrainConfig,
+    arch: str,
+    model_cfg: dict,
+    log: Log,
+) -> float:
+    """FID of the EMA weights, logged beside the loss; best.pt is written when it improves."""
+    fid = evaluator(state.ema.model, schedule, cfg.prediction, state.shape, state.step)
+    log.set(state.step, fid=f"{fid:.4f}")
+    if state.best_metric is None or fid < state.best_metric:
+        state.best_metric = fid
+        best = Path(cfg.out) / "best.pt"
+        ckpt_io.atomic_save(checkpoint_dict(state, cfg, arch, model_cfg), best)
+    return fid
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    out: Path
+    last_checkpoint: Path | None
+    stopped_early: bool
+    losses: list[tuple[int, float]]
+    nonfinite_total: int
+    fids: list[tuple[int, float]] = field(default_factory=list)  # (step, FID) of --eval-every
+
+
+def train(
+    cfg: TrainConfig,
+    data: ImageDataset | None = None,
+    resume: str | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    inject_nan_at: set[int] | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Run (or resume) training to cfg.steps. `announce` receives a summary of the run.
+    `stop_after` stops early at that step (as a signal would) and `inject_nan_at` poisons the
+    loss at those steps: both exist for tests."""
+    from tqdm import tqdm
+
+    evaluator = make_fid_evaluator(cfg) if cfg.eval_every is not None else None
+    fids: list[tuple[int, float]] = []
+    device, data, arch, model_cfg, state = setup(cfg, data, resume)
+    if announce is not None:
+        announce(describe(cfg, data, state.model) + f"\ndevice: {device}, out: {cfg.out}")
+    schedule = build_schedule(cfg).to(device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # in place: parameter names (and the EMA's pairing) stay the same
+    compiled = cfg.compile and compile_model(state.model, device, cfg.compile_mode)
+    graph_mode = cfg.compile_mode if compiled else None
+    autocast = cfg.bf16 and device.type == "cuda"
+    hflip = cfg.hflip if cfg.hflip is not None else cfg.data is not None
+    stream: Iterator = batches(
+        data,
+        cfg.batch_size,
+        cfg.seed,
+        state.step,
+        device,
+        hflip,
+        workers=cfg.data_workers,
+        cache_on_device=cfg.data_on_device,
+    )
+    shape = state.shape
+    log = Log(out / "log.csv", resume is not None)
+    losses: list[tuple[int, float]] = []
+    loss_sum = torch.zeros((), device=device)
+    ok_count = torch.zeros((), device=device)
+    run = torch.zeros((), device=device)  # current streak of skipped steps
+    worst_run = torch.zeros((), device=device)
+    last_ckpt: Path | None = None
+    stopped = False
+    t_last, step_last = time.perf_counter(), state.step
+    deadline = None if cfg.max_minutes is None else t_last + 60 * cfg.max_minutes
+    bar = tqdm(
+        total=cfg.steps, initial=state.step, disable=not progress, unit="step", dynamic_ncols=True
+    )
+
+    state.model.train()
+    with StopRequested() as stop:
+        while state.step < cfg.steps:
+            x_0, y = next(stream)
+            if inject_nan_at and state.step in inject_nan_at:
+                x_0 = x_0 * float("nan")
+            mark_step(graph_mode)  # CUDA-graph trees: a new step begins (no-op otherwise)
+            loss, ok = train_step(state, schedule, cfg, x_0, y, autocast)
+            loss_sum += torch.where(ok, loss.float(), 0.0)
+            ok_count += ok
+            run = (run + 1) * (~ok)
+            worst_run = torch.maximum(worst_run, run)
+            step = state.step
+            bar.update(1)
+            stop_now = stop.signal is not None or (stop_after is not None and step >= stop_after)
+            # a spent time budget ends the run as its last step would (a stop request does not)
+            out_of_time = deadline is not None and time.perf_counter() > deadline
+            last = step == cfg.steps or (out_of_time and not stop_now)
+
+            if step % cfg.log_every == 0 or last:
+                n_ok, total, worst = int(ok_count), float(loss_sum), int(worst_run)
+                skipped = (step - step_last) - n_ok
+                state.nonfinite_total += skipped
+                dt = time.perf_counter() - t_last
+                mean = total / n_ok if n_ok else float("nan")
+                img_s = (step - step_last) * cfg.batch_size / max(dt, 1e-9)
+                log.add(
+                    step,
+                    loss=f"{mean:.6g}",
+                    lr=f"{lr_at(cfg, step - 1):.3g}",
+                    img_per_s=f"{img_s:.1f}",
+                    nonfinite=state.nonfinite_total,
+                    seconds=f"{dt:.2f}",
+                )
+                losses.append((step, mean))
+                bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{img_s:.0f}")
+                if worst >= cfg.max_nonfinite:
+                    bar.close()
+                    raise NonFiniteError(
+                        f"{worst} consecutive steps had a non-finite loss or gradient (by step "
+                        f"{step}); stopped. The last good checkpoint is "
+                        f"{last_ckpt or 'not written yet'}. Try a lower --lr or --no-bf16."
+                    )
+                loss_sum.zero_(), ok_count.zero_(), worst_run.zero_()
+                t_last, step_last = time.perf_counter(), step
+
+            if step % cfg.sample_every == 0 or last:
+                sample_grid(state, schedule, cfg, shape, out / "samples" / f"step-{step:07d}.png")
+                state.model.train()
+            if evaluator is not None and (step % cfg.eval_every == 0 or last):
+                fid = evaluate_fid(evaluator, state, schedule, cfg, arch, model_cfg, log)
+                fids.append((step, fid))
+                bar.write(f"step {step}: FID {fid:.2f} ({cfg.eval_n} samples)")
+            if step % cfg.checkpoint_every == 0 or last or stop_now:
+                last_ckpt = save_checkpoint(state, cfg, arch, model_cfg)
+            if stop_now:
+                stopped = True
+                break
+            if last:
+                break
+    bar.close()
+    log.plot(out / "loss.png")
+    return TrainResult(state.step, out, last_ckpt, stopped, losses, state.nonfinite_total, fids)

@@ -1,0 +1,188 @@
+"""The training state (model, EMA, optimizer, noise generator, step), how it is built from a
+config, and how it is written to and restored from a checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ddpm import checkpoint as ckpt_io
+from ddpm.data import Dataset, ImageDataset, load_dataset, parse_size
+from ddpm.speed import use_channels_last
+from ddpm.train.config import TrainConfig, resolve_device
+from ddpm.unet import ConfigError, build_model, config_dict, preset
+
+
+class EMA:
+    """An exponential moving average of a model's parameters, updated with fused foreach ops.
+
+    Parameters are matched by position, not by name, so compiling the model (which can
+    rename parameters) never silently detaches the average. Buffers (BatchNorm statistics)
+    are copied.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, weight: Tensor | float) -> None:
+        """ema += weight * (param - ema); `weight` = 1 - decay, 0 to skip (as a tensor: no sync)."""
+        ema = list(self.model.parameters())
+        params = [p.detach() for p in model.parameters()]
+        diffs = torch._foreach_sub(params, ema)
+        torch._foreach_mul_(diffs, weight)
+        torch._foreach_add_(ema, diffs)
+        for b_ema, b in zip(self.model.buffers(), model.buffers()):
+            b_ema.copy_(b)
+
+
+@dataclass
+class TrainState:
+    """What changes as training runs; with the config, all that a checkpoint must hold."""
+
+    model: nn.Module
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    noise_gen: torch.Generator  # draws t and eps
+    shape: tuple[int, int, int]  # (C, H, W) of the training images
+    step: int = 0
+    nonfinite_total: int = 0
+    best_metric: float | None = None
+
+
+def make_model(cfg: TrainConfig, data: ImageDataset) -> tuple[str, dict[str, Any], nn.Module]:
+    spec = preset(cfg.preset)
+    overrides = {"in_channels": data.channels, **cfg.model_overrides}
+    if cfg.dropout is not None:
+        if spec.arch != "unet":
+            raise ConfigError(f"preset {cfg.preset} has no dropout")
+        overrides["dropout"] = cfg.dropout
+    spec = preset(cfg.preset, **overrides)
+    model = build_model(spec.arch, spec.config)
+    H, W = data.image_size
+    f = model.config.downsample_factor
+    if H % f or W % f:
+        raise ConfigError(
+            f"image size {H}x{W} does not fit preset {cfg.preset}: both sides must be "
+            f"divisible by {f} (2 to the number of downsampling levels)"
+        )
+    return spec.arch, config_dict(model), model
+
+
+def load_training_data(cfg: TrainConfig) -> Dataset:
+    size = parse_size(cfg.image_size) if cfg.image_size else None
+    if size is None:
+        size = preset(cfg.preset).image_size
+    return load_dataset(
+        cfg.data,
+        size,
+        cfg.channels,
+        cfg.resize,
+        cfg.strict_data,
+        split=cfg.split,
+        stream=cfg.stream,
+        workers=cfg.data_workers,
+        cache_limit_gb=cfg.cache_limit_gb,
+    )
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.AdamW:
+    # fused=True honours `found_inf`, which lets a non-finite step be skipped on the device.
+    return torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
+    )
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+def checkpoint_dict(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: dict) -> dict:
+    rng = {"torch": torch.get_rng_state(), "noise": state.noise_gen.get_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "format": ckpt_io.FORMAT,
+        "step": state.step,
+        "shape": list(state.shape),
+        "arch": arch,
+        "model_config": model_cfg,
+        "train_config": dataclasses.asdict(cfg),
+        "model": state.model.state_dict(),
+        "ema": state.ema.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "rng": rng,
+        "nonfinite_total": state.nonfinite_total,
+        "best_metric": state.best_metric,
+    }
+
+
+def save_checkpoint(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: dict) -> Path:
+    out = Path(cfg.out)
+    path = out / f"ckpt-{state.step:07d}.pt"
+    ckpt_io.atomic_save(checkpoint_dict(state, cfg, arch, model_cfg), path)
+    ckpt_io.prune_checkpoints(out, cfg.keep_checkpoints)
+    return path
+
+
+def restore(state: TrainState, ckpt: dict, arch: str, model_cfg: dict, path: Path) -> None:
+    """Load a checkpoint's weights, optimizer, step and RNG states into `state`."""
+    if ckpt["arch"] != arch or ckpt["model_config"] != model_cfg:
+        raise ckpt_io.CheckpointError(
+            f"{path}: the checkpoint's model ({ckpt['arch']}, {ckpt['model_config']}) differs "
+            f"from this run's ({arch}, {model_cfg}); resume with the same preset and data shape"
+        )
+    if tuple(ckpt["shape"]) != tuple(state.shape):
+        raise ckpt_io.CheckpointError(
+            f"{path}: the checkpoint was trained on images of shape {tuple(ckpt['shape'])} "
+            f"(C, H, W), this run's data is {tuple(state.shape)}; use the same --image-size "
+            "and --channels to resume"
+        )
+    state.model.load_state_dict(ckpt["model"])
+    state.ema.model.load_state_dict(ckpt["ema"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.step = int(ckpt["step"])
+    state.nonfinite_total = int(ckpt.get("nonfinite_total", 0))
+    state.best_metric = ckpt.get("best_metric")
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    state.noise_gen.set_state(ckpt["rng"]["noise"])
+    if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+
+
+def find_resume(resume: str, out: str) -> Path:
+    """`--resume auto` (or a folder) means the newest checkpoint in the run's folder."""
+    p = Path(out if resume == "auto" else resume)
+    if p.is_dir():
+        found = ckpt_io.list_checkpoints(p)
+        if not found:
+            raise ckpt_io.CheckpointError(f"{p}: no checkpoints (ckpt-*.pt) to resume from")
+        return found[-1]
+    return p
+
+
+def setup(cfg: TrainConfig, data: ImageDataset | None = None, resume: str | None = None):
+    """Build data, model, EMA, optimizer and schedule; restore a checkpoint if resuming."""
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    data = data if data is not None else load_training_data(cfg)
+    arch, model_cfg, model = make_model(cfg, data)
+    model.to(device)
+    if cfg.channels_last and device.type == "cuda":
+        use_channels_last(model)  # before the EMA copy, so that both share one layout
+    state = TrainState(
+        model=model,
+        ema=EMA(model),
+        optimizer=make_optimizer(cfg, model, device),
+        noise_gen=torch.Generator(device=device).manual_seed(cfg.seed),
+        shape=(data.channels, *data.image_size),
+    )
+    if resume is not None:
+        path = find_resume(resume, cfg.out)
+        restore(state, ckpt_io.load_checkpoint(path), arch, model_cfg, path)
+    return device, data, arch, model_cfg, state
