@@ -157,3 +157,41 @@ def stanford_cars_tree(
     if test_labels:
         write_cars_annotations(base / "cars_test_annos_withlabels.mat", made["test"])
     return made
+
+
+def stanford_cars_zip(
+    root: Path,
+    n_train: int = 6,
+    classes=("AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Acura TL Sedan 2012"),
+    size=(24, 32),
+) -> tuple[Path, list[dict]]:
+    """The layout of the real photos: root/stanford_cars/cars_train_128x96.zip holding
+    cars_train/00001.jpg ... (downscaled frames), and root/stanford_cars_devkit/ beside it.
+    Picture i is a flat colour whose red channel is 40 * (class index + 1)."""
+    devkit = root / "stanford_cars_devkit"
+    devkit.mkdir(parents=True)
+    write_cars_meta(devkit / "cars_meta.mat", list(classes))
+    rows = []
+    (root / "stanford_cars").mkdir()
+    archive = root / "stanford_cars" / "cars_train_128x96.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(n_train):
+            c = i % len(classes)
+            fname = f"{i + 1:05d}.jpg"
+            arr = np.zeros((*size, 3), dtype=np.uint8)
+            arr[..., 0] = 40 * (c + 1)
+            zf.writestr(f"cars_train/{fname}", _encode(Image.fromarray(arr), "JPEG"))
+            # boxes in the (unavailable) original photos' pixels, larger than these frames
+            rows.append(
+                dict(
+                    bbox_x1=30,
+                    bbox_y1=40,
+                    bbox_x2=300,
+                    bbox_y2=200,
+                    **{"class": c + 1},
+                    fname=fname,
+                )
+            )
+    write_cars_annotations(devkit / "cars_train_annos.mat", rows)
+    write_cars_annotations(devkit / "cars_test_annos.mat", rows[:2], with_class=False)
+    return archive, rows

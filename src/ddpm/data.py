@@ -412,7 +412,7 @@ def load_dataset(
     close_files()
     src = datasets.resolve(spec, split)
     if resize == "bbox" and not src.has_boxes:
-        raise DataError(f"{spec}: resize mode bbox needs bounding boxes (stanford-cars:PATH)")
+        raise DataError(f"{spec}: {src.no_boxes}")
     if src.arrays is not None:
         return _load_arrays(src, image_size or src.arrays.shape[1:3], channels, resize)
     entries = src.entries or []

@@ -34,6 +34,7 @@ class Source:
     labels: np.ndarray | None = None  # int64 (N,) for `arrays`
     class_names: list[str] | None = None
     has_boxes: bool = False
+    no_boxes: str = "resize mode bbox needs bounding boxes (stanford-cars:PATH)"  # why not
 
 
 def resolve(spec: str, split: str | None = None) -> Source:
@@ -109,10 +110,91 @@ def read_cars_annotations(path: Path, folder: Path, prefix: str) -> list[Entry]:
     return entries
 
 
+DEVKIT_NAMES = ("devkit", "stanford_cars_devkit")
+
+
+def find_devkit(archive: Path) -> Path | None:
+    """The devkit folder beside a zip of photos: `devkit/` or `stanford_cars_devkit/` next to the
+    zip or next to the folder that holds it (as `data/stanford_cars/x.zip` and
+    `data/stanford_cars_devkit/`)."""
+    for folder in (archive.parent, archive.parent.parent):
+        for name in DEVKIT_NAMES:
+            if (folder / name / "cars_meta.mat").is_file():
+                return folder / name
+    return None
+
+
+def stanford_cars_zip(archive: Path, split: str | None) -> Source:
+    """Stanford Cars photos in a zip (`cars_train/00001.jpg` ...) with the devkit beside it.
+
+    Labels come from the devkit's annotations by file name. The devkit's boxes are in the
+    original photos' pixels, so they are not used: the zips hold downscaled frames (or crops
+    made already), which `--resize squash` or `center-crop` take as they are.
+    """
+    devkit = find_devkit(archive)
+    if devkit is None:
+        looked = ", ".join(
+            str(f / n) for f in (archive.parent, archive.parent.parent) for n in DEVKIT_NAMES
+        )
+        raise DataError(
+            f"stanford-cars:{archive}: no devkit beside the zip (cars_meta.mat and "
+            f"cars_train_annos.mat); looked in {looked}"
+        )
+    class_names = [str(c) for c in np.atleast_1d(_loadmat(devkit / "cars_meta.mat")["class_names"])]
+    members = list_images(archive)
+    by_split: dict[str, list[Entry]] = {}
+    for e in members:
+        top = e.name.split("/", 1)[0] if "/" in e.name else ""
+        s = {"cars_train": "train", "cars_test": "test"}.get(top)
+        if s is None:
+            raise DataError(
+                f"stanford-cars:{archive}: {e.name} is not under cars_train/ or cars_test/ "
+                "(the devkit's file names)"
+            )
+        by_split.setdefault(s, []).append(e)
+    wanted = (
+        sorted(by_split) if split is None else ["train", "test"] if split == "both" else [split]
+    )
+    entries: list[Entry] = []
+    for s in wanted:
+        if s not in by_split:
+            raise DataError(f"stanford-cars:{archive}: no cars_{s}/ photos in the zip")
+        annos = devkit / f"cars_{s}_annos.mat"
+        if not annos.is_file():
+            raise DataError(f"stanford-cars:{archive}: the devkit has no {annos.name}")
+        label = {
+            Path(a.name).name: a.label for a in read_cars_annotations(annos, devkit, f"cars_{s}")
+        }
+        for e in by_split[s]:
+            fname = Path(e.name).name
+            if fname not in label:
+                raise DataError(f"stanford-cars:{archive}: {e.name} has no entry in {annos.name}")
+            entries.append(replace(e, label=label[fname]))
+    if any(e.label < 0 for e in entries):
+        entries = [replace(e, label=-1) for e in entries]
+    elif any(not 0 <= e.label < len(class_names) for e in entries):
+        raise DataError(f"stanford-cars:{archive}: a class id is outside 1..{len(class_names)}")
+    description = f"Stanford Cars ({'+'.join(wanted)}) in {archive}"
+    no_boxes = (
+        "resize mode bbox needs the photos at their original size: the devkit's boxes are in "
+        "original pixels and this zip holds downscaled frames (a zip of box crops, such as "
+        "cars_train_bbox_crops_s64.zip, is the cropped version)"
+    )
+    return Source(description, entries, class_names=class_names, no_boxes=no_boxes)
+
+
 def stanford_cars(path: Path, split: str | None) -> Source:
-    """The Stanford Cars photos of `split` (None: every split whose folder is there)."""
+    """The Stanford Cars photos of `split` (None: every split whose folder is there).
+
+    PATH is torchvision's layout (CARS_TREE), or a zip of `cars_train/NNNNN.jpg` photos with the
+    devkit beside it (`stanford_cars_zip`).
+    """
     if not path.exists():
-        raise DataError(f"stanford-cars:{path}: no such folder")
+        raise DataError(f"stanford-cars:{path}: no such folder or zip")
+    if path.is_file():
+        if path.suffix.lower() != ".zip":
+            raise DataError(f"stanford-cars:{path}: expected a folder or a .zip of photos")
+        return stanford_cars_zip(path, split)
     base = path / "stanford_cars" if (path / "stanford_cars" / "devkit").is_dir() else path
     devkit = base / "devkit"
     meta = devkit / "cars_meta.mat"
