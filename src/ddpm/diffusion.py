@@ -107,23 +107,46 @@ def snr(schedule: NoiseSchedule, t: Tensor) -> Tensor:
     return abar / (1 - abar)
 
 
-def loss_weights(
-    schedule: NoiseSchedule, t: Tensor, prediction: Prediction, min_snr_gamma: float | None
-) -> Tensor | None:
-    """Per-sample weights (B,) for min-SNR-γ (Hang et al. 2023), or None for uniform weights.
+LOSS_WEIGHTS: tuple[str, ...] = ("none", "min-snr", "edm")
 
-    The paper's weight min(SNR, γ) is for an x_0 loss; expressed for the target actually
-    regressed it becomes min(SNR, γ)/SNR for eps and min(SNR, γ)/(SNR + 1) for v.
+
+def loss_weights(
+    schedule: NoiseSchedule,
+    t: Tensor,
+    prediction: Prediction,
+    min_snr_gamma: float | None = None,
+    weighting: str | None = None,
+    sigma_data: float = 0.5,
+) -> Tensor | None:
+    """Per-sample weights (B,) of the regressed target's loss, or None for weights of one.
+
+    Every loss on eps, x_0 or v is a weighted loss on x_0: |x̂_0 - x_0|² = c² |target error|²
+    with c² = 1/SNR for eps, 1/(SNR + 1) for v and 1 for x_0 (SNR = ᾱ/(1-ᾱ) = 1/σ²). A
+    weighting w(t) of the x_0 error is therefore w(t) c² on the target:
+      - "min-snr": w = min(SNR, γ) (Hang et al. 2023, eq. 12): min(SNR, γ)/SNR for eps;
+      - "edm": w = λ(σ) = (σ² + σ_d²)/(σ σ_d)² (Karras et al. 2022, Table 1), i.e.
+        1 + σ²/σ_d² for eps: the same optimum as EDM's preconditioned loss.
+    `min_snr_gamma` alone (the older form) means "min-snr".
     """
-    if min_snr_gamma is None:
-        return None
+    if weighting is None or weighting == "none":
+        if min_snr_gamma is None:
+            return None
+        weighting = "min-snr"
     s = snr(schedule, t)
-    clipped = s.clamp(max=min_snr_gamma)
+    if weighting == "min-snr":
+        if min_snr_gamma is None:
+            raise ValueError("min-snr weighting needs min_snr_gamma")
+        w_x0 = s.clamp(max=min_snr_gamma)
+    elif weighting == "edm":
+        sigma2 = 1 / s
+        w_x0 = (sigma2 + sigma_data**2) / (sigma2 * sigma_data**2)
+    else:
+        raise ValueError(f"unknown loss weighting {weighting!r}; expected one of {LOSS_WEIGHTS}")
     if prediction == "eps":
-        return clipped / s
+        return w_x0 / s
     if prediction == "v":
-        return clipped / (s + 1)
-    return clipped
+        return w_x0 / (s + 1)
+    return w_x0
 
 
 def diffusion_loss(
@@ -135,11 +158,15 @@ def diffusion_loss(
     prediction: Prediction = "eps",
     loss_type: str = "l2",
     min_snr_gamma: float | None = None,
+    weighting: str | None = None,
+    sigma_data: float = 0.5,
+    weights: Tensor | None = None,
 ) -> Tensor:
     """The simple loss of Ho et al. (Alg. 1, eq. 14): E ||target - model(x_t, t)||², a scalar.
 
     `prediction` picks the regression target (eps, x_0 or v), `loss_type` L2 or L1 (the
-    reference tutorial used L1), `min_snr_gamma` reweights the timesteps.
+    reference tutorial used L1), `weighting` (with `min_snr_gamma`, `sigma_data`) reweights the
+    timesteps (`loss_weights`), and `weights` (B,) multiplies in importance weights.
     """
     x_t = q_sample(schedule, x_0, t, eps)
     out = model(x_t, t)
@@ -158,7 +185,8 @@ def diffusion_loss(
         per_sample = diff.abs().flatten(1).mean(1)
     else:
         raise ValueError(f"unknown loss type {loss_type!r}; expected one of {LOSS_TYPES}")
-    weights = loss_weights(schedule, t, prediction, min_snr_gamma)
-    if weights is not None:
-        per_sample = per_sample * weights.to(per_sample.dtype)
+    w = loss_weights(schedule, t, prediction, min_snr_gamma, weighting, sigma_data)
+    for factor in (w, weights):
+        if factor is not None:
+            per_sample = per_sample * factor.to(per_sample.dtype)
     return per_sample.mean()

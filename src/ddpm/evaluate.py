@@ -272,9 +272,13 @@ class SamplerSettings:
     seed: int = 0
     batch_size: int = 256
     variance: str = "small"  # the DDPM sampler's reverse variance
+    spacing: str | None = None  # timesteps of the few-step samplers (None: each one's default)
 
     def describe(self) -> str:
-        steps = f" variance {self.variance}" if self.sampler == "ddpm" else f" {self.steps} steps"
+        if self.sampler == "ddpm":
+            steps = f" variance {self.variance}"
+        else:
+            steps = f" {self.steps} steps" + (f" ({self.spacing})" if self.spacing else "")
         eta = f", eta {self.eta:g}" if self.sampler == "ddim" else ""
         return f"{self.sampler}{steps}{eta}, clip {'on' if self.clip else 'off'}, seed {self.seed}"
 
@@ -310,6 +314,7 @@ def model_stats(
         settings.clip,
         settings.batch_size,
         on_batch=on_batch,
+        spacing=settings.spacing,
     )
     bar.close()
     return acc.stats()

@@ -31,6 +31,7 @@ class Loaded:
     shape: tuple[int, int, int]  # (C, H, W) of the training images
     step: int
     bf16: bool = False  # run the network under bf16 autocast (CUDA only; see `speed_up`)
+    fixed_batch: bool = False  # compiled for one batch size: pad a short last batch to it
 
     @property
     def eps(self) -> Callable[[Tensor, Tensor], Tensor]:
@@ -54,19 +55,32 @@ def speed_up(
     device = next(loaded.model.parameters()).device
     if channels_last and device.type == "cuda":
         use_channels_last(loaded.model)
-    if compile:
-        compile_model(loaded.model, device, compile_mode)
-    return dataclasses.replace(loaded, bf16=bf16 and device.type == "cuda")
+    compiled = compile and compile_model(loaded.model, device, compile_mode)
+    return dataclasses.replace(loaded, bf16=bf16 and device.type == "cuda", fixed_batch=compiled)
 
 
 def load_model(
-    path: str | os.PathLike, device: torch.device | str = "cpu", raw_weights: bool = False
+    path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    raw_weights: bool = False,
+    ema: str | None = None,
 ) -> Loaded:
-    """Load a checkpoint's EMA weights (or the raw weights) into a fresh model, in eval mode."""
+    """Load a checkpoint's EMA weights (or the raw weights, or the extra power-function EMA
+    named `ema`, such as "0.05") into a fresh model, in eval mode."""
     ckpt = load_checkpoint(path)
+    if raw_weights and ema is not None:
+        raise ConfigError("choose the raw weights or an EMA, not both")
     try:
         model = build_model(ckpt["arch"], ckpt["model_config"])
-        model.load_state_dict(ckpt["model" if raw_weights else "ema"])
+        if ema is not None:
+            emas = ckpt.get("emas", {})
+            if ema not in emas:
+                have = ", ".join(emas) or "none"
+                raise CheckpointError(f"{path}: no EMA {ema!r} (its extra EMAs: {have})")
+            weights = emas[ema]
+        else:
+            weights = ckpt["model" if raw_weights else "ema"]
+        model.load_state_dict(weights)
         cfg = ckpt["train_config"]
         schedule = make_schedule(cfg["schedule"], cfg["T"], cfg["beta_start"], cfg["beta_end"])
         shape = tuple(ckpt["shape"]) if "shape" in ckpt else None
@@ -92,6 +106,7 @@ def generate(
     batch_size: int = 256,
     first_index: int = 0,
     on_batch: Callable[[int, Tensor], None] | None = None,
+    spacing: str | None = None,
 ) -> Tensor:
     """n images (n, C, H, W) in [-1, 1]; image i is a function of (seed, first_index + i) only.
 
@@ -100,10 +115,26 @@ def generate(
     device = next(loaded.model.parameters()).device
     out = []
     for start in range(0, n, batch_size):
-        idx = range(first_index + start, first_index + min(start + batch_size, n))
+        stop = min(start + batch_size, n)
+        # a compiled network would recompile for a short last batch: draw a full one (images
+        # past n come from their own seeds and are dropped, so the kept ones do not change)
+        full = start + batch_size if loaded.fixed_batch and n > batch_size else stop
+        idx = range(first_index + start, first_index + full)
         gens = sample_generators(seed, idx, device)
         x_T = per_sample_noise(loaded.shape, gens, device)
-        x = sample(sampler, loaded.eps, loaded.schedule, x_T, steps, eta, variance, clip, gens)  # type: ignore[arg-type]
+        x = sample(
+            sampler,
+            loaded.eps,
+            loaded.schedule,
+            x_T,
+            steps,
+            eta,
+            variance,  # type: ignore[arg-type]
+            clip,
+            gens,
+            spacing=spacing,
+        )
+        x = x[: stop - start]
         if on_batch is not None:
             on_batch(start, x)
         out.append(x.cpu())

@@ -21,7 +21,7 @@ from ddpm.schedule import NoiseSchedule
 Generators = torch.Generator | Sequence[torch.Generator] | None
 Callback = Callable[[int, int, Tensor, Tensor], None]
 EpsModel = Callable[[Tensor, Tensor], Tensor]
-SAMPLERS = ("ddpm", "ddim", "dpm-solver")
+SAMPLERS = ("ddpm", "ddim", "dpm-solver", "heun")
 
 
 def randn_like(x: Tensor, generator: Generators) -> Tensor:
@@ -72,11 +72,43 @@ def _check_steps(steps: int, T: int) -> None:
         raise ValueError(f"steps must be an integer in [1, {T}], got {steps!r}")
 
 
-def ddim_timesteps(T: int, steps: int) -> list[int]:
-    """DDIM's uniform timesteps t_i = i * (T // steps), i = steps-1 .. 0 (Song et al. §C.2)."""
+SPACINGS = ("leading", "trailing", "karras")
+
+
+def ddim_timesteps(T: int, steps: int, spacing: str = "leading") -> list[int]:
+    """`steps` decreasing timesteps in [0, T) for the few-step samplers.
+
+    - leading: DDIM's t_i = i * (T // steps), i = steps-1 .. 0 (Song et al. 2021, §C.2); the
+      first step starts below T-1 (at 980 of 1000 for 50 steps).
+    - trailing: t_i = round(T - i T/steps) - 1, which starts at T-1, where x_T was drawn (Lin et
+      al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Table 2).
+    - karras: the noise levels σ_i = (σ_max^(1/ρ) + i/(steps-1) (σ_min^(1/ρ) - σ_max^(1/ρ)))^ρ
+      with ρ = 7 (Karras et al. 2022, eq. 5), between the schedule's first and last σ_t, each
+      rounded to the nearest timestep; denser near the data. Needs the schedule (use
+      `timesteps_for`); repeated steps after rounding are dropped.
+    """
     _check_steps(steps, T)
-    stride = T // steps
-    return [i * stride for i in range(steps - 1, -1, -1)]
+    if spacing == "leading":
+        stride = T // steps
+        return [i * stride for i in range(steps - 1, -1, -1)]
+    if spacing == "trailing":
+        return [round(T - i * T / steps) - 1 for i in range(steps)]
+    raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+
+
+def timesteps_for(schedule: NoiseSchedule, steps: int, spacing: str = "leading") -> list[int]:
+    """`ddim_timesteps`, and the Karras spacing that needs the schedule's noise levels."""
+    if spacing != "karras":
+        return ddim_timesteps(schedule.T, steps, spacing)
+    _check_steps(steps, schedule.T)
+    abar = schedule.alphas_cumprod.cpu().double()
+    log_sigma = 0.5 * (torch.log1p(-abar) - torch.log(abar))  # increasing in t
+    rho = 7.0
+    hi, lo = float(log_sigma[-1].exp()) ** (1 / rho), float(log_sigma[0].exp()) ** (1 / rho)
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+    target = torch.log((hi + ramp * (lo - hi)) ** rho)
+    nearest = (log_sigma[None, :] - target[:, None]).abs().argmin(1).tolist()
+    return sorted(set(nearest), reverse=True)
 
 
 @torch.no_grad()
@@ -123,8 +155,9 @@ def ddim_sample(
     clip: bool = False,
     generator: Generators = None,
     callback: Callback | None = None,
+    spacing: str = "leading",
 ) -> Tensor:
-    """DDIM, Song et al. 2021 eq. 12, on the uniform timesteps of `ddim_timesteps`.
+    """DDIM, Song et al. 2021 eq. 12, on the timesteps of `timesteps_for` (`spacing`).
 
     x_{t'} = √ᾱ_{t'} x̂_0 + √(1 - ᾱ_{t'} - σ²) eps + σ z, with
     σ = eta · √((1 - ᾱ_{t'})/(1 - ᾱ_t)) · √(1 - ᾱ_t/ᾱ_{t'}); ᾱ = 1 after the last step.
@@ -132,7 +165,7 @@ def ddim_sample(
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    ts = ddim_timesteps(schedule.T, steps)
+    ts = timesteps_for(schedule, steps, spacing)
     abar = schedule.alphas_cumprod.tolist()  # host floats: one read, no sync per step
     x = x_T
     B = x.shape[0]
@@ -159,9 +192,10 @@ def dpm_solver_sample(
     clip: bool = False,
     generator: Generators = None,
     callback: Callback | None = None,
+    spacing: str = "leading",
 ) -> Tensor:
     """DPM-Solver++(2M), Lu et al. 2022 Algorithm 2: a deterministic second-order multistep
-    solver of the diffusion ODE in the data-prediction form, on DDIM's timesteps.
+    solver of the diffusion ODE in the data-prediction form, on `timesteps_for`'s timesteps.
 
     With α = √ᾱ, σ = √(1-ᾱ), λ = log(α/σ) and h = λ_i - λ_{i-1}:
     x_i = (σ_i/σ_{i-1}) x_{i-1} - α_i (e^{-h} - 1) D, where D is x̂_0 on the first and last
@@ -169,7 +203,7 @@ def dpm_solver_sample(
     (1 + 1/(2r)) x̂_0 - 1/(2r) x̂_0_prev with r = h_prev / h.
     """
     del generator  # deterministic: the argument exists so every sampler shares a signature
-    ts = ddim_timesteps(schedule.T, steps)
+    ts = timesteps_for(schedule, steps, spacing)
     abar = schedule.alphas_cumprod.tolist()  # host floats: one read, no sync per step
     x = x_T
     B = x.shape[0]
@@ -196,6 +230,60 @@ def dpm_solver_sample(
     return x
 
 
+@torch.no_grad()
+def heun_sample(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    steps: int,
+    clip: bool = False,
+    generator: Generators = None,
+    callback: Callback | None = None,
+    spacing: str = "karras",
+) -> Tensor:
+    """Heun's second-order method on the probability-flow ODE, Karras et al. 2022 Algorithm 1,
+    on `timesteps_for`'s timesteps (Karras spacing by default): 2 * steps - 1 network calls.
+
+    In the variance-exploding view x̃ = x_t/√ᾱ_t with noise level σ = √((1-ᾱ)/ᾱ), the ODE is
+    dx̃/dσ = eps(x_t, t): an Euler step is exactly DDIM (eta 0); Heun averages the slope at both
+    ends. The last step goes to σ = 0 and is an Euler step (it lands on x̂_0).
+    """
+    del generator  # deterministic
+    ts = timesteps_for(schedule, steps, spacing)
+    abar = schedule.alphas_cumprod.tolist()  # host floats: one read, no sync per step
+    B = x_T.shape[0]
+
+    def slope(x_tilde: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        tt = torch.full((B,), t, device=x_T.device, dtype=torch.long)
+        a = abar[t]
+        return predict_x0(model, schedule, math.sqrt(a) * x_tilde, tt, clip)
+
+    def sigma(t: int) -> float:
+        return math.sqrt((1 - abar[t]) / abar[t])
+
+    x = x_T / math.sqrt(abar[ts[0]])
+    for i, t in enumerate(ts):
+        d, x_0 = slope(x, t)
+        if callback is not None:
+            callback(i, t, math.sqrt(abar[t]) * x, x_0)
+        if i + 1 == len(ts):
+            return x_0  # σ -> 0: the Euler step from σ_t lands on x̂_0
+        t_next = ts[i + 1]
+        h = sigma(t_next) - sigma(t)
+        x_euler = x + h * d
+        d_next, _ = slope(x_euler, t_next)
+        x = x + h * (d + d_next) / 2
+    raise AssertionError("unreachable")
+
+
+def network_evaluations(sampler: str, steps: int | None, T: int) -> int:
+    """How many times a sampler calls the network: its cost (NFE)."""
+    if sampler == "ddpm":
+        return T
+    assert steps is not None
+    return 2 * steps - 1 if sampler == "heun" else steps
+
+
 def sample(
     sampler: str,
     model: EpsModel,
@@ -207,14 +295,21 @@ def sample(
     clip: bool = False,
     generator: Generators = None,
     callback: Callback | None = None,
+    spacing: str | None = None,
 ) -> Tensor:
-    """Dispatch by name: "ddpm" (all T steps), "ddim" or "dpm-solver" (`steps` steps)."""
+    """Dispatch by name: "ddpm" (all T steps), "ddim", "dpm-solver" or "heun" (`steps` steps
+    on `spacing`'s timesteps; None: leading for ddim and dpm-solver, karras for heun)."""
     if sampler == "ddpm":
         return ddpm_sample(model, schedule, x_T, variance, clip, generator, callback)
     if steps is None:
         raise ValueError(f"the {sampler} sampler needs a number of steps")
     if sampler == "ddim":
-        return ddim_sample(model, schedule, x_T, steps, eta, clip, generator, callback)
+        sp = spacing or "leading"
+        return ddim_sample(model, schedule, x_T, steps, eta, clip, generator, callback, sp)
     if sampler == "dpm-solver":
-        return dpm_solver_sample(model, schedule, x_T, steps, clip, generator, callback)
+        sp = spacing or "leading"
+        return dpm_solver_sample(model, schedule, x_T, steps, clip, generator, callback, sp)
+    if sampler == "heun":
+        sp = spacing or "karras"
+        return heun_sample(model, schedule, x_T, steps, clip, generator, callback, sp)
     raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")

@@ -69,11 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ddpm", description="Denoising diffusion models from first principles."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.commands = {}  # type: ignore[attr-defined]
     for name, help_, description, add_args, run in COMMANDS:
         p = sub.add_parser(name, help=help_, description=description)
         for add in add_args:
             add(p)
         p.set_defaults(run=run)
+        parser.commands[name] = p  # type: ignore[attr-defined]
     return parser
 
 
@@ -82,7 +84,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    train_cmd.apply_recipe(parser.commands["train"], argv)  # type: ignore[attr-defined]
     args = parser.parse_args(argv)
     for name, value in vars(args).items():
         if isinstance(value, list) and not value:  # argparse turns `--flag=--` into []

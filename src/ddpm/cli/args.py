@@ -37,6 +37,21 @@ decay_float = _number(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
 seed_int = _number(int, "an integer in [0, 2^63)", lambda v: 0 <= v < 2**63)
 
 
+sigma_rel = _number(float, "a number in (0, 0.288)", lambda v: 0 < v < 12**-0.5)
+
+
+def float_list(item: Callable[[str], float]) -> Callable[[str], tuple[float, ...]]:
+    """Comma-separated values, each checked by `item` (e.g. `1,2,4,8`)."""
+
+    def parse(text: str) -> tuple[float, ...]:
+        parts = [v.strip() for v in text.split(",") if v.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+        return tuple(item(v) for v in parts)
+
+    return parse
+
+
 def int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -105,3 +120,51 @@ def add_split_arg(p: argparse.ArgumentParser) -> None:
         choices=("train", "test", "both"),
         help="which split of stanford-cars:PATH or cifar10:PATH",
     )
+
+
+def add_weights_args(p: argparse.ArgumentParser) -> None:
+    """Which weights of a checkpoint to sample with."""
+    p.add_argument("--raw-weights", action="store_true", help="use the raw, not the EMA, weights")
+    p.add_argument(
+        "--ema",
+        type=ema_name,
+        help="use the extra power-function EMA of this σ_rel (trained with --ema-extra)",
+    )
+
+
+def ema_name(text: str) -> str:
+    """`0.050` -> `0.05`: the key an extra EMA has in a checkpoint."""
+    return f"{sigma_rel(text):g}"
+
+
+def add_speed_args(p: argparse.ArgumentParser) -> None:
+    """The sampling fast path: on by default with CUDA, ignored on the CPU."""
+    g = p.add_argument_group("speed (CUDA only; on by default there)")
+    g.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the network under bf16 autocast (the sampler's state stays float32)",
+    )
+    g.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="NHWC memory layout",
+    )
+    g.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the network (default: on with CUDA, off on the CPU; falls back "
+        "to eager with a warning where it cannot compile)",
+    )
+
+
+def fast_path(loaded, args: argparse.Namespace):
+    """`loaded` with the speed flags applied (see ddpm.generate.speed_up)."""
+    from ddpm.generate import speed_up
+
+    device = next(loaded.model.parameters()).device
+    compile_ = device.type == "cuda" if args.compile is None else args.compile
+    return speed_up(loaded, args.bf16, args.channels_last, compile_)

@@ -9,14 +9,17 @@ from typing import Any
 
 from ddpm.cli.args import (
     add_inception_args,
+    add_speed_args,
     add_split_arg,
+    add_weights_args,
+    fast_path,
     nonneg_float,
     positive_int,
     resolve_device,
     seed_int,
     write_json,
 )
-from ddpm.samplers import SAMPLERS
+from ddpm.samplers import SAMPLERS, SPACINGS
 from ddpm.unet import ConfigError
 
 
@@ -35,6 +38,12 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=50, help="DDIM / DPM-Solver steps")
     p.add_argument("--eta", type=nonneg_float, default=0.0, help="DDIM noise (0: deterministic)")
     p.add_argument(
+        "--spacing",
+        choices=SPACINGS,
+        help="timesteps of ddim / dpm-solver / heun: leading (DDIM's), trailing (start at T) or "
+        "karras (EDM's ρ=7 noise levels); default: karras for heun, leading otherwise",
+    )
+    p.add_argument(
         "--clip",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -49,12 +58,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=256, help="model batch")
-    p.add_argument("--raw-weights", action="store_true", help="use the raw, not the EMA, weights")
-    p.add_argument(
-        "--bf16",
-        action="store_true",
-        help="sample for FID under bf16 autocast (CUDA; faster); the bound is always float32",
-    )
+    add_weights_args(p)
+    add_speed_args(p)  # for FID's sampling; the bound is always computed in float32
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     add_inception_args(p)
 
@@ -68,7 +73,7 @@ def run_eval(args: argparse.Namespace) -> int:
         model_nll,
         select_images,
     )
-    from ddpm.generate import load_model, speed_up
+    from ddpm.generate import load_model
 
     if args.fid_stats is None and not args.nll:
         raise ConfigError("nothing to evaluate: give --fid-stats S (FID) and/or --nll --data D")
@@ -76,7 +81,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--nll needs --data: the held-out images to score")
     device = resolve_device(args.device)
     reference = load_stats(args.fid_stats) if args.fid_stats is not None else None
-    loaded = load_model(args.checkpoint, "cpu", args.raw_weights)
+    loaded = load_model(args.checkpoint, "cpu", args.raw_weights, args.ema)
     nll_data = None
     if args.nll:  # decoded before CUDA starts: the loader forks worker processes
         from ddpm.data import load_dataset
@@ -89,7 +94,7 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     if args.sampler != "ddpm" and args.steps > loaded.schedule.T:
         raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
-    weights = "raw" if args.raw_weights else "EMA"
+    weights = "raw" if args.raw_weights else f"EMA {args.ema}" if args.ema else "EMA"
     record: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
         "step": loaded.step,
@@ -97,16 +102,23 @@ def run_eval(args: argparse.Namespace) -> int:
     }
     if reference is not None:
         settings = SamplerSettings(
-            args.sampler, args.steps, args.eta, args.clip, args.seed, args.batch_size, args.variance
+            args.sampler,
+            args.steps,
+            args.eta,
+            args.clip,
+            args.seed,
+            args.batch_size,
+            args.variance,
+            args.spacing,
         )
-        sampling = speed_up(loaded, bf16=True) if args.bf16 else loaded
+        sampling = fast_path(loaded, args)
         r = model_fid(sampling, reference, net, args.n or 10000, settings, not args.quiet)
-        bf16 = ", bf16" if args.bf16 else ""
+        bf16 = ", bf16" if sampling.bf16 else ""
         print(
             f"FID {r.fid:.3f}: {r.n} samples, {settings.describe()}{bf16}, {weights} weights at "
             f"step {loaded.step}, vs {args.fid_stats} ({r.seconds:.0f} s)"
         )
-        record["fid"] = {**r.as_dict(), "bf16": args.bf16, "stats": str(args.fid_stats)}
+        record["fid"] = {**r.as_dict(), "bf16": sampling.bf16, "stats": str(args.fid_stats)}
     if nll_data is not None:
         images = select_images(nll_data, args.n or 1000, args.seed)
         r = model_nll(

@@ -5,8 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ddpm.cli.args import device_name, nonneg_float, positive_int, resolve_device, seed_int
-from ddpm.samplers import SAMPLERS
+from ddpm.cli.args import (
+    add_speed_args,
+    add_weights_args,
+    device_name,
+    fast_path,
+    nonneg_float,
+    positive_int,
+    resolve_device,
+    seed_int,
+)
+from ddpm.samplers import SAMPLERS, SPACINGS
 from ddpm.unet import ConfigError
 
 
@@ -16,6 +25,12 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=SAMPLERS, default="ddim")
     p.add_argument("--steps", type=positive_int, default=50, help="DDIM / DPM-Solver steps")
     p.add_argument("--eta", type=nonneg_float, default=0.0, help="DDIM noise (0: deterministic)")
+    p.add_argument(
+        "--spacing",
+        choices=SPACINGS,
+        help="timesteps of ddim / dpm-solver / heun: leading (DDIM's), trailing (start at T) or "
+        "karras (EDM's ρ=7 noise levels); default: karras for heun, leading otherwise",
+    )
     p.add_argument(
         "--variance",
         choices=("small", "large"),
@@ -34,20 +49,17 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folder", type=Path, help="also write each image as a PNG here")
     p.add_argument("--process", type=Path, help="picture of the denoising chain (PNG)")
     p.add_argument("--gif", type=Path, help="GIF of the denoising chain")
-    p.add_argument("--raw-weights", action="store_true", help="use the raw, not the EMA, weights")
+    add_weights_args(p)
     p.add_argument("--device", type=device_name, default="auto")
-    g = p.add_argument_group("speed (CUDA)")
-    g.add_argument("--bf16", action="store_true", help="run the network in bf16 autocast")
-    g.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
-    g.add_argument("--compile", action="store_true", help="torch.compile the network")
+    add_speed_args(p)
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from ddpm.generate import denoising_process, generate, load_model, save_process, speed_up
+    from ddpm.generate import denoising_process, generate, load_model, save_process
     from ddpm.images import save_grid, save_images
 
-    loaded = load_model(args.checkpoint, resolve_device(args.device), args.raw_weights)
-    loaded = speed_up(loaded, args.bf16, args.channels_last, args.compile)
+    loaded = load_model(args.checkpoint, resolve_device(args.device), args.raw_weights, args.ema)
+    loaded = fast_path(loaded, args)
     if args.sampler != "ddpm" and args.steps > loaded.schedule.T:
         raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
 
@@ -66,6 +78,7 @@ def run_sample(args: argparse.Namespace) -> int:
         args.clip,
         args.batch_size,
         on_batch=write,
+        spacing=args.spacing,
     )
     save_grid(x, args.out)
     print(f"wrote {args.n} samples to {args.out}" + (f" and {args.folder}/" if args.folder else ""))

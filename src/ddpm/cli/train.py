@@ -10,6 +10,7 @@ from ddpm.cli.args import (
     ARCH_FLAGS,
     decay_float,
     device_name,
+    float_list,
     image_size,
     int_list,
     nonneg_float,
@@ -18,11 +19,14 @@ from ddpm.cli.args import (
     positive_int,
     resolve_device,
     seed_int,
+    sigma_rel,
     unit_float,
 )
-from ddpm.diffusion import LOSS_TYPES, PREDICTIONS
+from ddpm.diffusion import LOSS_TYPES, LOSS_WEIGHTS, PREDICTIONS
 from ddpm.schedule import SCHEDULES
 from ddpm.speed import COMPILE_MODES
+from ddpm.timesteps import TIMESTEP_SAMPLERS
+from ddpm.train.recipes import RECIPES, recipe_settings
 from ddpm.unet import PRESETS
 
 
@@ -104,9 +108,41 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beta-end", type=unit_float)
     g.add_argument("--prediction", choices=PREDICTIONS, default=d["prediction"])
     g.add_argument("--loss", choices=LOSS_TYPES, default=d["loss"])
-    g.add_argument("--min-snr-gamma", type=positive_float)
+    g.add_argument("--min-snr-gamma", type=positive_float, help="γ of --loss-weight min-snr")
+    g.add_argument(
+        "--loss-weight",
+        choices=LOSS_WEIGHTS,
+        default=d["loss_weight"],
+        help="reweight the timesteps: min-snr (Hang et al. 2023, needs --min-snr-gamma) or edm "
+        "(Karras et al. 2022's λ(σ), with --sigma-data)",
+    )
+    g.add_argument(
+        "--sigma-data",
+        type=positive_float,
+        default=d["sigma_data"],
+        help="the data's standard deviation for --loss-weight edm",
+    )
+    g.add_argument(
+        "--t-sampling",
+        choices=TIMESTEP_SAMPLERS,
+        default=d["t_sampling"],
+        help="how training draws t: uniform (Ho et al.) or lognormal (EDM's ln σ ~ N(mean, std²))",
+    )
+    g.add_argument("--t-mean", type=float, default=d["t_mean"], help="mean of ln σ (lognormal)")
+    g.add_argument("--t-std", type=positive_float, default=d["t_std"], help="std of ln σ")
     g = p.add_argument_group("optimisation")
+    g.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        help="start from a named set of settings (flags given here still win): "
+        + "; ".join(f"{k}: {v.description.split(':')[0]}" for k, v in RECIPES.items()),
+    )
     g.add_argument("--steps", type=positive_int, default=d["steps"])
+    g.add_argument(
+        "--epochs",
+        type=positive_float,
+        help="train for this many passes over the data (instead of --steps)",
+    )
     g.add_argument(
         "--max-minutes",
         type=positive_float,
@@ -117,14 +153,30 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup", type=nonneg_int, default=d["warmup"])
     g.add_argument("--lr-decay", choices=("constant", "cosine"), default=d["lr_decay"])
     g.add_argument("--weight-decay", type=nonneg_float, default=d["weight_decay"])
-    g.add_argument("--grad-clip", type=positive_float, default=d["grad_clip"])
+    g.add_argument(
+        "--grad-clip",
+        type=nonneg_float,
+        default=d["grad_clip"],
+        help="clip the gradient's global norm at this (0: no clipping)",
+    )
     g.add_argument(
         "--max-nonfinite",
         type=positive_int,
         default=d["max_nonfinite"],
         help="stop after this many steps in a row with a NaN/inf loss or gradient",
     )
-    g.add_argument("--ema-decay", type=decay_float, default=d["ema_decay"])
+    g.add_argument("--ema-decay", type=decay_float, default=d["ema_decay"], help="0: no averaging")
+    g.add_argument(
+        "--ema-sigma-rel",
+        type=sigma_rel,
+        help="use EDM2's power-function EMA of this relative length instead (e.g. 0.1)",
+    )
+    g.add_argument(
+        "--ema-extra",
+        type=float_list(sigma_rel),
+        default=d["ema_extra"],
+        help="more power-function EMAs to keep, comma-separated σ_rel (sample one with --ema)",
+    )
     g.add_argument("--seed", type=seed_int, default=d["seed"])
     g.add_argument("--device", type=device_name, default=d["device"])
     g.add_argument(
@@ -158,8 +210,26 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sample-every", type=positive_int, default=d["sample_every"])
     g.add_argument("--checkpoint-every", type=positive_int, default=d["checkpoint_every"])
     g.add_argument("--keep-checkpoints", type=positive_int, default=d["keep_checkpoints"])
+    g.add_argument(
+        "--snapshot-minutes",
+        type=float_list(positive_float),
+        default=d["snapshot_minutes"],
+        help="also write snapshot-<m>min.pt (weights for sampling) at these training minutes",
+    )
     g.add_argument("--num-samples", type=positive_int, default=d["num_samples"])
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def apply_recipe(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    """`ddpm train --recipe NAME`: the recipe's settings become the defaults of `p`, so that
+    every flag given on the command line still wins. An unknown name is left to the parser."""
+    if not argv or argv[0] != "train":
+        return
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe")
+    known, _ = pre.parse_known_args(argv[1:])
+    if known.recipe in RECIPES:
+        p.set_defaults(**recipe_settings(known.recipe))
 
 
 def _train_config_cls():
@@ -168,16 +238,23 @@ def _train_config_cls():
     return TrainConfig
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from ddpm.generate import denoising_process, load_model, save_process
-    from ddpm.images import enlarge
-    from ddpm.train import NonFiniteError, TrainConfig, train
+def config_from_args(args: argparse.Namespace):
+    """The TrainConfig that the parsed flags (and a --recipe's defaults) describe."""
+    from ddpm.train import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     overrides = {k: getattr(args, k) for k in ARCH_FLAGS if getattr(args, k) is not None}
-    cfg = TrainConfig(
+    return TrainConfig(
         **{k: v for k, v in vars(args).items() if k in fields}, model_overrides=overrides
     )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ddpm.generate import denoising_process, load_model, save_process
+    from ddpm.images import enlarge
+    from ddpm.train import NonFiniteError, train
+
+    cfg = config_from_args(args)
     try:
         result = train(cfg, resume=args.resume, progress=not args.quiet, announce=print)
     except NonFiniteError as e:

@@ -3,6 +3,7 @@ derived from it (learning rate, EMA decay, noise schedule)."""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,10 +12,11 @@ import torch
 
 from ddpm.data import RESIZE_MODES, parse_size
 from ddpm.datasets import SPLITS
-from ddpm.diffusion import LOSS_TYPES, PREDICTIONS
+from ddpm.diffusion import LOSS_TYPES, LOSS_WEIGHTS, PREDICTIONS
 from ddpm.samplers import SAMPLERS
 from ddpm.schedule import SCHEDULES, NoiseSchedule, make_schedule
 from ddpm.speed import COMPILE_MODES
+from ddpm.timesteps import TIMESTEP_SAMPLERS
 from ddpm.unet import ConfigError, preset
 
 
@@ -41,15 +43,23 @@ class TrainConfig:
     prediction: str = "eps"
     loss: str = "l2"
     min_snr_gamma: float | None = None
+    loss_weight: str = "none"  # or min-snr (needs min_snr_gamma) or edm: see loss_weights
+    sigma_data: float = 0.5  # the data's standard deviation, for loss_weight edm (EDM: 0.5)
+    t_sampling: str = "uniform"  # or lognormal: ln σ ~ N(t_mean, t_std²) (EDM); ddpm.timesteps
+    t_mean: float = -1.2
+    t_std: float = 1.2
     steps: int = 600  # about 4 minutes on a 2-core CPU with the defaults
+    epochs: float | None = None  # if set: steps = epochs passes over the data (overrides steps)
     batch_size: int = 64
     lr: float = 1e-3  # high for a small model and a short run (Ho et al.: 2e-4 for CIFAR-10)
     warmup: int = 100  # linear warm-up steps (Ho et al.: 5000 for a 800k-step run)
     lr_decay: str = "constant"  # or "cosine" to 0 at `steps`
     weight_decay: float = 0.0
-    grad_clip: float = 1.0  # Ho et al. clip the global norm at 1
+    grad_clip: float = 1.0  # Ho et al. clip the global norm at 1; 0: no clipping
     ema_decay: float = 0.9999  # upper bound; early on the decay follows 1 - (1 + step)^-ema_power
     ema_power: float = 0.75
+    ema_sigma_rel: float | None = None  # if set: the EMA is EDM2's power function of this length
+    ema_extra: tuple[float, ...] = ()  # more power-function EMAs (σ_rel), kept in checkpoints
     dropout: float | None = None  # None: the preset's
     seed: int = 0
     out: str = "runs/default"
@@ -68,6 +78,7 @@ class TrainConfig:
     channels_last: bool = False  # NHWC weights and activations on CUDA (ignored on the CPU)
     max_nonfinite: int = 20  # stop after this many non-finite steps in a row
     max_minutes: float | None = None  # stop (with a checkpoint) after this much wall-clock time
+    snapshot_minutes: tuple[float, ...] = ()  # also write snapshot-<m>min.pt at these minutes
     eval_every: int | None = None  # FID of the EMA weights every N steps (needs fid_stats)
     eval_n: int = 2000  # samples per FID during training: fast, but biased high vs 10k/50k
     fid_stats: str | None = None  # reference statistics .npz (`ddpm fid-stats`)
@@ -95,6 +106,14 @@ class TrainConfig:
             ("prediction", self.prediction in PREDICTIONS, f"one of {', '.join(PREDICTIONS)}"),
             ("loss", self.loss in LOSS_TYPES, f"one of {', '.join(LOSS_TYPES)}"),
             ("lr_decay", self.lr_decay in ("constant", "cosine"), "constant or cosine"),
+            ("loss_weight", self.loss_weight in LOSS_WEIGHTS, f"one of {', '.join(LOSS_WEIGHTS)}"),
+            (
+                "t_sampling",
+                self.t_sampling in TIMESTEP_SAMPLERS,
+                f"one of {', '.join(TIMESTEP_SAMPLERS)}",
+            ),
+            ("t_std", self.t_std > 0, "a positive number"),
+            ("sigma_data", self.sigma_data > 0, "a positive number"),
             ("resize", self.resize in RESIZE_MODES, f"one of {', '.join(RESIZE_MODES)}"),
             ("split", self.split in (None, *SPLITS), f"one of {', '.join(SPLITS)}"),
             ("cache_limit_gb", self.cache_limit_gb > 0, "a positive number"),
@@ -113,11 +132,23 @@ class TrainConfig:
             ("lr", self.lr > 0, "a positive number"),
             ("warmup", self.warmup >= 0, "a non-negative integer"),
             ("weight_decay", self.weight_decay >= 0, "a non-negative number"),
-            ("grad_clip", self.grad_clip > 0, "a positive number"),
+            ("grad_clip", self.grad_clip >= 0, "a non-negative number (0: no clipping)"),
             ("ema_decay", 0 <= self.ema_decay < 1, "a number in [0, 1)"),
             ("keep_checkpoints", self.keep_checkpoints >= 1, "a positive integer"),
             ("min_snr_gamma", self.min_snr_gamma is None or self.min_snr_gamma > 0, "positive"),
             ("max_minutes", self.max_minutes is None or self.max_minutes > 0, "positive"),
+            ("epochs", self.epochs is None or self.epochs > 0, "positive"),
+            (
+                "ema_sigma_rel",
+                self.ema_sigma_rel is None or 0 < self.ema_sigma_rel < MAX_SIGMA_REL,
+                f"a number in (0, {MAX_SIGMA_REL:.3f})",
+            ),
+            (
+                "ema_extra",
+                all(0 < s < MAX_SIGMA_REL for s in self.ema_extra),
+                f"numbers in (0, {MAX_SIGMA_REL:.3f})",
+            ),
+            ("snapshot_minutes", all(m > 0 for m in self.snapshot_minutes), "positive numbers"),
             (
                 "device",
                 self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
@@ -135,6 +166,12 @@ class TrainConfig:
                 raise ConfigError("eval_every needs fid_stats: the reference statistics .npz")
         if isinstance(self.eval_n, bool) or not isinstance(self.eval_n, int) or self.eval_n < 2:
             raise ConfigError(f"eval_n must be an integer >= 2, got {self.eval_n!r}")
+        if self.loss_weight == "min-snr" and self.min_snr_gamma is None:
+            raise ConfigError("loss_weight min-snr needs min_snr_gamma (e.g. 5)")
+        if self.loss_weight not in ("none", "min-snr") and self.min_snr_gamma is not None:
+            raise ConfigError(f"min_snr_gamma is for loss_weight min-snr, not {self.loss_weight}")
+        self.ema_extra = tuple(self.ema_extra)
+        self.snapshot_minutes = tuple(self.snapshot_minutes)
         if self.image_size is not None:
             parse_size(self.image_size)
         preset(self.preset)  # raises on an unknown preset
@@ -153,16 +190,52 @@ def build_schedule(cfg: TrainConfig) -> NoiseSchedule:
     return make_schedule(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end)
 
 
-def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up to cfg.lr, then constant or cosine decay to zero at cfg.steps."""
+def lr_at(cfg: TrainConfig, step: int, time_fraction: float = 0.0) -> float:
+    """Linear warm-up to cfg.lr, then constant or cosine decay to zero at the end of the run:
+    at cfg.steps, or at cfg.max_minutes when `time_fraction` (the share of the time budget
+    spent) gets there first."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     if cfg.lr_decay == "cosine":
-        progress = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+        progress = max((step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1), time_fraction)
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return cfg.lr
 
 
+# --- EMA lengths ------------------------------------------------------------------------------
+
+MAX_SIGMA_REL = 12**-0.5  # the power-function EMA's σ_rel at γ = 0 (a plain running mean)
+
+
 def ema_decay_at(cfg: TrainConfig, step: int) -> float:
-    """EMA decay with warm-up, min(decay, 1 - (1 + step)^-power) (diffusers' EMAModel)."""
+    """The decay of the run's EMA at 0-based `step`: EDM2's power function when
+    cfg.ema_sigma_rel is set, else min(decay, 1 - (1 + step)^-power) (diffusers' EMAModel)."""
+    if cfg.ema_sigma_rel is not None:
+        return power_ema_beta(cfg.ema_sigma_rel, step + 1)
     return min(cfg.ema_decay, 1 - (1 + step) ** -cfg.ema_power)
+
+
+@functools.lru_cache(maxsize=64)
+def power_ema_exponent(sigma_rel: float) -> float:
+    """γ of the power-function EMA with relative standard deviation σ_rel (Karras et al. 2024,
+    EDM2, eq. 3): σ_rel² = (γ + 1) / ((γ + 2)² (γ + 3)), solved for γ > 0 by bisection (the
+    right side falls monotonically from 1/12 at γ = 0)."""
+    if not 0 < sigma_rel < MAX_SIGMA_REL:
+        raise ValueError(f"sigma_rel must lie in (0, {MAX_SIGMA_REL:.4f}), got {sigma_rel}")
+
+    def var(g: float) -> float:
+        return (g + 1) / ((g + 2) ** 2 * (g + 3))
+
+    lo, hi = 0.0, 1.0
+    while var(hi) > sigma_rel**2:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if var(mid) > sigma_rel**2 else (lo, mid)
+    return (lo + hi) / 2
+
+
+def power_ema_beta(sigma_rel: float, t: int) -> float:
+    """EDM2's decay after update t = 1, 2, ...: β_t = (1 - 1/t)^(γ + 1). The average weights
+    step s by ∝ s^γ at any t, so its length stays a fixed share σ_rel of the run so far."""
+    return (1 - 1 / t) ** (power_ema_exponent(sigma_rel) + 1)

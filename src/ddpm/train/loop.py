@@ -5,7 +5,9 @@ reads a value back from the GPU except every `log_every` steps.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,9 +23,10 @@ from ddpm.images import save_grid
 from ddpm.samplers import per_sample_noise, sample, sample_generators
 from ddpm.schedule import NoiseSchedule
 from ddpm.speed import compile_model, mark_step
+from ddpm.timesteps import make_timestep_sampler
 from ddpm.train.config import TrainConfig, build_schedule, lr_at, resolve_device
 from ddpm.train.log import Log, describe
-from ddpm.train.state import TrainState, checkpoint_dict, save_checkpoint, setup
+from ddpm.train.state import TrainState, checkpoint_dict, save_checkpoint, setup, snapshot_dict
 from ddpm.train.step import train_step
 
 
@@ -98,6 +101,36 @@ def evaluate_fid(
     return fid
 
 
+class Snapshots:
+    """Sampling-only checkpoints (`snapshot-<m>min.pt`: weights and EMAs, no optimizer) at given
+    minutes of training wall-clock, for a curve of quality against training time from one run.
+    The copy to host memory happens in the loop; the file is written by a background thread."""
+
+    def __init__(self, out: Path, minutes: tuple[float, ...], t_start: float):
+        self.out, self.t_start = out, t_start
+        self.pending = sorted(minutes)
+        self.threads: list[threading.Thread] = []
+
+    def maybe_write(
+        self, now: float, state: TrainState, cfg: TrainConfig, arch: str, model_cfg: dict
+    ) -> None:
+        if not self.pending or now - self.t_start < 60 * self.pending[0]:
+            return
+        minutes = self.pending.pop(0)
+        while self.pending and now - self.t_start >= 60 * self.pending[0]:
+            self.pending.pop(0)  # a slow step can pass several marks: the first one is kept
+        data = snapshot_dict(state, cfg, arch, model_cfg)
+        data["minutes"] = (now - self.t_start) / 60
+        path = self.out / f"snapshot-{minutes:g}min.pt"
+        thread = threading.Thread(target=ckpt_io.atomic_save, args=(data, path), daemon=False)
+        thread.start()
+        self.threads.append(thread)
+
+    def wait(self) -> None:
+        for t in self.threads:
+            t.join()
+
+
 class NonFiniteError(RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient."""
 
@@ -130,9 +163,13 @@ def train(
     evaluator = make_fid_evaluator(cfg) if cfg.eval_every is not None else None
     fids: list[tuple[int, float]] = []
     device, data, arch, model_cfg, state = setup(cfg, data, resume)
+    if cfg.epochs is not None:  # whole passes over the data, as many steps as that takes
+        per_epoch = max(len(data) // cfg.batch_size, 1)
+        cfg = dataclasses.replace(cfg, steps=max(1, round(cfg.epochs * per_epoch)))
     if announce is not None:
         announce(describe(cfg, data, state.model) + f"\ndevice: {device}, out: {cfg.out}")
     schedule = build_schedule(cfg).to(device)
+    state.timesteps = make_timestep_sampler(cfg.t_sampling, schedule, cfg.t_mean, cfg.t_std)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     # in place: parameter names (and the EMA's pairing) stay the same
@@ -160,7 +197,9 @@ def train(
     last_ckpt: Path | None = None
     stopped = False
     t_last, step_last = time.perf_counter(), state.step
-    deadline = None if cfg.max_minutes is None else t_last + 60 * cfg.max_minutes
+    t_start = t_last  # the budget and snapshot clocks start here: data decoding excluded
+    deadline = None if cfg.max_minutes is None else t_start + 60 * cfg.max_minutes
+    snapshots = Snapshots(out, cfg.snapshot_minutes, t_start)
     bar = tqdm(
         total=cfg.steps, initial=state.step, disable=not progress, unit="step", dynamic_ncols=True
     )
@@ -180,8 +219,12 @@ def train(
             step = state.step
             bar.update(1)
             stop_now = stop.signal is not None or (stop_after is not None and step >= stop_after)
+            now = time.perf_counter()
+            if deadline is not None:
+                state.time_fraction = (now - t_start) / (deadline - t_start)
             # a spent time budget ends the run as its last step would (a stop request does not)
-            out_of_time = deadline is not None and time.perf_counter() > deadline
+            out_of_time = deadline is not None and now > deadline
+            snapshots.maybe_write(now, state, cfg, arch, model_cfg)
             last = step == cfg.steps or (out_of_time and not stop_now)
 
             if step % cfg.log_every == 0 or last:
@@ -194,7 +237,7 @@ def train(
                 log.add(
                     step,
                     loss=f"{mean:.6g}",
-                    lr=f"{lr_at(cfg, step - 1):.3g}",
+                    lr=f"{lr_at(cfg, step - 1, state.time_fraction):.3g}",
                     img_per_s=f"{img_s:.1f}",
                     nonfinite=state.nonfinite_total,
                     seconds=f"{dt:.2f}",
@@ -226,5 +269,6 @@ def train(
             if last:
                 break
     bar.close()
+    snapshots.wait()
     log.plot(out / "loss.png")
     return TrainResult(state.step, out, last_ckpt, stopped, losses, state.nonfinite_total, fids)

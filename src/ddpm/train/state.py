@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,14 @@ class TrainState:
     step: int = 0
     nonfinite_total: int = 0
     best_metric: float | None = None
+    extra_emas: dict[float, EMA] = field(default_factory=dict)  # σ_rel -> power-function EMA
+    time_fraction: float = 0.0  # share of cfg.max_minutes spent (for a time-based lr decay)
+    timesteps: Any = None  # how t is drawn (ddpm.timesteps); None: uniform
+
+
+def ema_key(sigma_rel: float) -> str:
+    """How a power-function EMA is named in checkpoints and on the command line: `0.05`."""
+    return f"{sigma_rel:g}"
 
 
 def make_model(cfg: TrainConfig, data: ImageDataset) -> tuple[str, dict[str, Any], nn.Module]:
@@ -115,11 +123,26 @@ def checkpoint_dict(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: d
         "train_config": dataclasses.asdict(cfg),
         "model": state.model.state_dict(),
         "ema": state.ema.model.state_dict(),
+        "emas": {ema_key(k): e.model.state_dict() for k, e in state.extra_emas.items()},
         "optimizer": state.optimizer.state_dict(),
         "rng": rng,
         "nonfinite_total": state.nonfinite_total,
         "best_metric": state.best_metric,
     }
+
+
+def snapshot_dict(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: dict) -> dict:
+    """A checkpoint for sampling only, copied to host memory: the weights and every EMA, without
+    the optimizer and RNG state (it cannot be resumed from; `load_model` reads it)."""
+    d = checkpoint_dict(state, cfg, arch, model_cfg)
+    del d["optimizer"], d["rng"]
+
+    def cpu(v: Any) -> Any:
+        if isinstance(v, Tensor):
+            return v.detach().to("cpu", copy=True)
+        return {k: cpu(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    return cpu(d)
 
 
 def save_checkpoint(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: dict) -> Path:
@@ -145,6 +168,10 @@ def restore(state: TrainState, ckpt: dict, arch: str, model_cfg: dict, path: Pat
         )
     state.model.load_state_dict(ckpt["model"])
     state.ema.model.load_state_dict(ckpt["ema"])
+    saved = ckpt.get("emas", {})
+    for sigma_rel, ema in state.extra_emas.items():  # an EMA new to this run starts here
+        if ema_key(sigma_rel) in saved:
+            ema.model.load_state_dict(saved[ema_key(sigma_rel)])
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.step = int(ckpt["step"])
     state.nonfinite_total = int(ckpt.get("nonfinite_total", 0))
@@ -181,6 +208,7 @@ def setup(cfg: TrainConfig, data: ImageDataset | None = None, resume: str | None
         optimizer=make_optimizer(cfg, model, device),
         noise_gen=torch.Generator(device=device).manual_seed(cfg.seed),
         shape=(data.channels, *data.image_size),
+        extra_emas={s: EMA(model) for s in cfg.ema_extra},
     )
     if resume is not None:
         path = find_resume(resume, cfg.out)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from ddpm.diffusion import diffusion_loss
 from ddpm.schedule import NoiseSchedule
-from ddpm.train.config import TrainConfig, ema_decay_at, lr_at
+from ddpm.train.config import TrainConfig, ema_decay_at, lr_at, power_ema_beta
 from ddpm.train.state import TrainState
 
 
@@ -25,23 +27,49 @@ def train_step(
     optimizer moments nor the EMA (`ok` is False).
     """
     model, opt = state.model, state.optimizer
-    B = x_0.shape[0]
-    g = state.noise_gen
-    t = torch.randint(0, schedule.T, (B,), device=x_0.device, generator=g)
-    eps = torch.randn(x_0.shape, device=x_0.device, generator=g)
+    t, eps, weights = draw_noise(state, schedule, x_0)
     for group in opt.param_groups:
-        group["lr"] = lr_at(cfg, state.step)
+        group["lr"] = lr_at(cfg, state.step, state.time_fraction)
     net = model if y is None else (lambda x, tt: model(x, tt, y))
     with torch.autocast(x_0.device.type, dtype=torch.bfloat16, enabled=autocast):
         loss = diffusion_loss(
-            net, schedule, x_0, t, eps, cfg.prediction, cfg.loss, cfg.min_snr_gamma
+            net,
+            schedule,
+            x_0,
+            t,
+            eps,
+            cfg.prediction,
+            cfg.loss,
+            cfg.min_snr_gamma,
+            cfg.loss_weight,
+            cfg.sigma_data,
+            weights,
         )
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
+    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf  # the norm feeds the guard
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=True)
     ok = torch.isfinite(loss) & torch.isfinite(grad_norm)
     opt.found_inf = (~ok).float()  # read by the fused AdamW kernel: skip when 1
     opt.step()
-    state.ema.update(model, ok.float() * (1 - ema_decay_at(cfg, state.step)))
+    ok_f = ok.float()
+    state.ema.update(model, ok_f * (1 - ema_decay_at(cfg, state.step)))
+    for sigma_rel, ema in state.extra_emas.items():
+        ema.update(model, ok_f * (1 - power_ema_beta(sigma_rel, state.step + 1)))
     state.step += 1
     return loss.detach(), ok
+
+
+def draw_noise(
+    state: TrainState, schedule: NoiseSchedule, x_0: Tensor
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The step's randomness from the run's generator: t (B,) from the run's timestep sampler
+    (uniform when it has none), eps shaped like x_0, and the sampler's importance weights."""
+    g = state.noise_gen
+    B = x_0.shape[0]
+    if state.timesteps is None:
+        t, weights = torch.randint(0, schedule.T, (B,), device=x_0.device, generator=g), None
+    else:
+        t, weights = state.timesteps.sample(B, g, x_0.device)
+    eps = torch.randn(x_0.shape, device=x_0.device, generator=g)
+    return t, eps, weights

@@ -1,0 +1,185 @@
+"""The training-quality levers of issue 9 and the recipes: timestep distributions, loss
+weightings, power-function EMAs, time snapshots, epochs, and `--recipe`."""
+
+import math
+
+import pytest
+import torch
+
+from ddpm import diffusion as D
+from ddpm.cli import build_parser
+from ddpm.cli.train import apply_recipe, config_from_args
+from ddpm.data import ImageDataset
+from ddpm.generate import load_model
+from ddpm.schedule import make_schedule
+from ddpm.timesteps import LogNormalTimesteps, UniformTimesteps, log_sigmas
+from ddpm.train import EMA, TrainConfig, train
+from ddpm.train.config import power_ema_beta, power_ema_exponent
+from ddpm.train.recipes import RECIPES
+
+
+@pytest.fixture(scope="module")
+def schedule():
+    return make_schedule("linear", 1000)
+
+
+def test_uniform_timesteps_draw_what_randint_drew(schedule):
+    """The default sampler keeps the random stream of earlier runs (exact resumes, old seeds)."""
+    t, w = UniformTimesteps(schedule).sample(64, torch.Generator().manual_seed(3), "cpu")
+    assert w is None
+    assert torch.equal(t, torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(3)))
+
+
+def test_lognormal_timesteps_have_the_asked_moments_of_log_sigma(schedule):
+    sampler = LogNormalTimesteps(schedule, mean=-1.2, std=1.2)
+    assert sampler.probs.sum().item() == pytest.approx(1.0, abs=1e-6)
+    t, w = sampler.sample(200_000, torch.Generator().manual_seed(0), "cpu")
+    assert w is None and t.min() >= 0 and t.max() < 1000
+    ls = log_sigmas(schedule)[t]
+    # rounding to the grid (spacing << std in the bulk) barely moves the moments
+    assert ls.mean().item() == pytest.approx(-1.2, abs=0.03)
+    assert ls.std().item() == pytest.approx(1.2, abs=0.03)
+    # and almost nothing is spent near pure noise, where uniform t spends 40%
+    assert (ls > math.log(10)).float().mean().item() < 0.01
+
+
+def test_weightings_are_the_same_x0_weight_for_every_target(schedule):
+    """A weighting is defined on the x_0 error; whatever the regressed target, its weight over
+    the target->x_0 error factor (1/SNR for eps, 1/(SNR+1) for v, 1 for x0) is the same."""
+    t = torch.arange(0, 1000, 37)
+    snr = D.snr(schedule, t)
+    factor = {"eps": 1 / snr, "v": 1 / (snr + 1), "x0": torch.ones_like(snr)}
+    for weighting, gamma in (("edm", None), ("min-snr", 5.0)):
+        w_x0 = {p: D.loss_weights(schedule, t, p, gamma, weighting) / factor[p] for p in factor}
+        assert torch.allclose(w_x0["eps"], w_x0["v"]) and torch.allclose(w_x0["eps"], w_x0["x0"])
+    sigma2 = 1 / snr
+    edm_eps = D.loss_weights(schedule, t, "eps", None, "edm", sigma_data=0.5)
+    assert torch.allclose(edm_eps, 1 + sigma2 / 0.25)  # Karras et al.'s λ(σ) σ²
+    assert D.loss_weights(schedule, t, "eps", None, "none") is None
+
+
+def test_power_ema_exponent_solves_edm2s_equation():
+    for sigma_rel in (0.05, 0.1, 0.2):
+        g = power_ema_exponent(sigma_rel)
+        assert (g + 1) / ((g + 2) ** 2 * (g + 3)) == pytest.approx(sigma_rel**2, rel=1e-9)
+    assert power_ema_exponent(0.05) > power_ema_exponent(0.1) > power_ema_exponent(0.2) > 0
+    with pytest.raises(ValueError):
+        power_ema_exponent(0.3)
+
+
+@pytest.mark.parametrize("sigma_rel", [0.05, 0.15])
+def test_a_power_ema_averages_a_fixed_share_of_the_run(sigma_rel):
+    """Run the recursion on impulses: the weights the average gives to steps 1..t have a
+    standard deviation of σ_rel * t, at any t: the EMA's effective length grows with the run."""
+    for T in (2_000, 20_000):
+        w = torch.zeros(T, dtype=torch.float64)
+        for s in range(1, T + 1):  # ema = beta ema + (1 - beta) x_s, with x_s = onehot(s)
+            b = power_ema_beta(sigma_rel, s)
+            w[: s - 1] *= b
+            w[s - 1] = 1 - b
+        steps = torch.arange(1, T + 1, dtype=torch.float64)
+        mean = (w * steps).sum() / w.sum()
+        std = ((w * (steps - mean) ** 2).sum() / w.sum()).sqrt()
+        assert w.sum().item() == pytest.approx(1.0, abs=1e-9)
+        assert std.item() / T == pytest.approx(sigma_rel, rel=0.02)
+
+
+def test_ema_with_weight_one_copies_and_zero_keeps():
+    net = torch.nn.Linear(3, 2)
+    ema = EMA(net)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update(net, torch.tensor(0.0))
+    assert not torch.equal(ema.model.weight, net.weight)
+    ema.update(net, torch.tensor(1.0))
+    assert torch.equal(ema.model.weight, net.weight)
+
+
+def tiny_cfg(tmp_path, **kw):
+    base = dict(
+        preset="tiny",
+        image_size="8",
+        steps=6,
+        batch_size=8,
+        log_every=3,
+        sample_every=100,
+        checkpoint_every=100,
+        num_samples=4,
+        sample_steps=2,
+        out=str(tmp_path / "run"),
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def test_snapshots_extra_emas_and_epochs(tmp_path, tiny_preset):
+    images = torch.randint(0, 256, (40, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    data = ImageDataset(images.to(torch.uint8), source="random")
+    cfg = tiny_cfg(
+        tmp_path,
+        steps=1000,
+        epochs=2,
+        t_sampling="lognormal",
+        loss_weight="edm",
+        ema_sigma_rel=0.1,
+        ema_extra=(0.05, 0.2),
+        snapshot_minutes=(1e-6,),
+    )
+    result = train(cfg, data=data, progress=False)
+    assert result.step == 2 * (40 // 8)  # two passes over the data
+    snap = tmp_path / "run" / "snapshot-1e-06min.pt"
+    assert snap.is_file()
+    for ema in (None, "0.05", "0.2"):
+        loaded = load_model(snap, ema=ema)
+        assert loaded.shape == (1, 8, 8)
+    a, b = (load_model(result.last_checkpoint, ema=e).model for e in ("0.05", "0.2"))
+    assert not torch.equal(a.conv_out.weight, b.conv_out.weight)  # different lengths
+    from ddpm.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="no EMA '0.1'.*0.05, 0.2"):
+        load_model(result.last_checkpoint, ema="0.1")
+
+
+def parse_train(argv):
+    parser = build_parser()
+    apply_recipe(parser.commands["train"], argv)
+    return config_from_args(parser.parse_args(argv))
+
+
+def test_recipe_tutorial_sets_exactly_the_tutorials_values():
+    cfg = parse_train(["train", "--recipe", "tutorial", "--data", "stanford-cars:x.zip"])
+    expected = dict(
+        preset="tutorial",
+        schedule="linear",
+        T=300,
+        beta_start=1e-4,
+        beta_end=0.02,
+        loss="l1",
+        prediction="eps",
+        lr=1e-3,
+        warmup=0,
+        lr_decay="constant",
+        weight_decay=0.0,  # AdamW without decay is Adam
+        grad_clip=0.0,
+        ema_decay=0.0,
+        batch_size=128,
+        epochs=100.0,
+        image_size="64",
+        resize="squash",
+        hflip=True,
+        sample_sampler="ddpm",
+    )
+    assert {k: getattr(cfg, k) for k in expected} == expected
+    assert cfg.data == "stanford-cars:x.zip"
+
+
+def test_flags_given_beside_a_recipe_win():
+    cfg = parse_train(["train", "--recipe", "cifar10-8min", "--lr", "3e-4", "--max-minutes", "2"])
+    assert cfg.lr == 3e-4 and cfg.max_minutes == 2.0
+    assert cfg.preset == RECIPES["cifar10-8min"].settings["preset"]
+    plain = parse_train(["train"])
+    assert plain.lr == TrainConfig().lr and plain.preset == TrainConfig().preset
+
+
+def test_every_recipe_makes_a_valid_config():
+    for name in RECIPES:
+        parse_train(["train", "--recipe", name])
