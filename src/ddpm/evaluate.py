@@ -248,13 +248,14 @@ def source_stats(
     image_size: tuple[int, int] | None = None,
     progress: bool = False,
     split: str | None = None,
+    resize: str = "center-crop",
 ) -> FIDStats:
     """Statistics of a `.npz` statistics file, or of any `--data` images (needs `net`)."""
     if str(spec).endswith(".npz"):
         return load_stats(spec)
     if net is None:
         raise FIDError(f"{spec}: images need the Inception network to make statistics")
-    data = load_fid_images(spec, image_size, split=split)
+    data = load_fid_images(spec, image_size, resize, split=split)
     return images_stats(net, data.images, batch_size, progress)
 
 

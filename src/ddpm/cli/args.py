@@ -114,6 +114,16 @@ def write_json(path: Path | None, record: dict) -> None:
         path.write_text(json.dumps(record, indent=2) + "\n")
 
 
+def add_resize_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--resize",
+        choices=("center-crop", "squash"),
+        default="center-crop",
+        help="how --image-size is reached: center-crop keeps the aspect ratio, squash stretches "
+        "the whole picture (use what the model was trained with)",
+    )
+
+
 def add_split_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--split",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ddpm.cli.args import (
     add_inception_args,
+    add_resize_arg,
     add_split_arg,
     image_size,
     resolve_device,
@@ -25,6 +26,7 @@ def add_fid_stats_args(p: argparse.ArgumentParser) -> None:
         type=image_size,
         help="resize to N or HxW first (default: the images' own size, e.g. 32 for CIFAR-10)",
     )
+    add_resize_arg(p)
     add_split_arg(p)
     add_inception_args(p)
 
@@ -36,7 +38,7 @@ def run_fid_stats(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     size = parse_size(args.image_size) if args.image_size else None
-    data = load_fid_images(args.data, size, split=args.split)
+    data = load_fid_images(args.data, size, args.resize, split=args.split)
     net = load_inception(args.inception, resolve_device(args.device))
     stats = images_stats(net, data.images, args.fid_batch_size, progress=not args.quiet)
     save_stats(stats, args.out)
@@ -53,6 +55,7 @@ def add_fid_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("b", help="folder or .zip of images, or a statistics .npz")
     p.add_argument("--image-size", type=image_size, help="resize images to N or HxW first")
     p.add_argument("--json", type=Path, help="also write the result as JSON")
+    add_resize_arg(p)
     add_split_arg(p)
     add_inception_args(p)
 
@@ -65,7 +68,7 @@ def run_fid(args: argparse.Namespace) -> int:
     needs_net = not (args.a.endswith(".npz") and args.b.endswith(".npz"))
     net = load_inception(args.inception, resolve_device(args.device)) if needs_net else None
     a, b = (
-        source_stats(s, net, args.fid_batch_size, size, not args.quiet, args.split)
+        source_stats(s, net, args.fid_batch_size, size, not args.quiet, args.split, args.resize)
         for s in (args.a, args.b)
     )
     fid = fid_from_stats(a, b)

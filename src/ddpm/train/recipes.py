@@ -78,6 +78,30 @@ RECIPES: dict[str, Recipe] = {
             **FAST,
         },
     ),
+    "cars64-fast": Recipe(
+        "A 9.0M U-Net (the cars64-fast preset) for 64x64 pictures in a few minutes on one "
+        "GPU: the cifar10-8min choices at a quarter of the cost per image, with a higher "
+        "learning rate for the smaller network. Give the time with --max-minutes.",
+        {
+            "preset": "cars64-fast",
+            "image_size": "64",
+            "dropout": 0.0,
+            "batch_size": 128,
+            "lr": 1e-3,
+            "warmup": 100,
+            "lr_decay": "constant",
+            "t_sampling": "lognormal",
+            "loss_weight": "edm",
+            "ema_sigma_rel": 0.1,
+            "ema_extra": (0.05, 0.2),
+            "steps": 10_000_000,
+            "max_minutes": 5.0,
+            "log_every": 100,
+            "sample_every": 100_000,
+            "checkpoint_every": 100_000,
+            **FAST,
+        },
+    ),
 }
 
 
