@@ -12,11 +12,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ddpm.checkpoint import CheckpointError, load_checkpoint
+from ddpm.checkpoint import CheckpointError
 from ddpm.diffusion import eps_model
 from ddpm.images import process_strip, save_gif
+from ddpm.interchange import read_model
 from ddpm.samplers import per_sample_noise, sample, sample_generators
-from ddpm.schedule import NoiseSchedule, make_schedule
+from ddpm.schedule import NoiseSchedule, ScheduleError
 from ddpm.speed import autocast_call, compile_model, use_channels_last
 from ddpm.unet import ConfigError, build_model
 
@@ -32,6 +33,7 @@ class Loaded:
     step: int
     bf16: bool = False  # run the network under bf16 autocast (CUDA only; see `speed_up`)
     fixed_batch: bool = False  # compiled for one batch size: pad a short last batch to it
+    origin: str = "checkpoint"  # or "safetensors", "diffusers" (`ddpm.interchange.read_model`)
 
     @property
     def eps(self) -> Callable[[Tensor, Tensor], Tensor]:
@@ -65,32 +67,26 @@ def load_model(
     raw_weights: bool = False,
     ema: str | None = None,
 ) -> Loaded:
-    """Load a checkpoint's EMA weights (or the raw weights, or the extra power-function EMA
-    named `ema`, such as "0.05") into a fresh model, in eval mode."""
-    ckpt = load_checkpoint(path)
-    if raw_weights and ema is not None:
-        raise ConfigError("choose the raw weights or an EMA, not both")
+    """Load a model into a fresh network, in eval mode: a checkpoint's EMA weights (or the raw
+    weights, or the extra power-function EMA named `ema`, such as "0.05"), a safetensors
+    export or a diffusers UNet2DModel folder (`ddpm.interchange.read_model`)."""
+    mf = read_model(path, raw_weights, ema)
     try:
-        model = build_model(ckpt["arch"], ckpt["model_config"])
-        if ema is not None:
-            emas = ckpt.get("emas", {})
-            if ema not in emas:
-                have = ", ".join(emas) or "none"
-                raise CheckpointError(f"{path}: no EMA {ema!r} (its extra EMAs: {have})")
-            weights = emas[ema]
-        else:
-            weights = ckpt["model" if raw_weights else "ema"]
-        model.load_state_dict(weights)
-        cfg = ckpt["train_config"]
-        schedule = make_schedule(cfg["schedule"], cfg["T"], cfg["beta_start"], cfg["beta_end"])
-        shape = tuple(ckpt["shape"]) if "shape" in ckpt else None
-    except (KeyError, RuntimeError, ConfigError, TypeError) as e:
+        model = build_model(mf.arch, mf.model_config)
+        model.load_state_dict(mf.state_dict)
+        schedule = mf.noise_schedule()
+    except (KeyError, RuntimeError, ConfigError, TypeError, ScheduleError) as e:
         raise CheckpointError(f"{path}: checkpoint is incomplete or inconsistent ({e})") from None
-    if shape is None:
+    if mf.shape is None:
         raise CheckpointError(f"{path}: checkpoint does not record the image shape")
     device = torch.device(device)
     return Loaded(
-        model.to(device).eval(), schedule.to(device), cfg["prediction"], shape, int(ckpt["step"])
+        model.to(device).eval(),
+        schedule.to(device),
+        mf.prediction,
+        mf.shape,
+        mf.step or 0,
+        origin=mf.origin,
     )
 
 

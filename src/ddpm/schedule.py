@@ -102,6 +102,17 @@ def _cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
     return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
 
 
+def beta_range(
+    T: int, beta_start: float | None = None, beta_end: float | None = None
+) -> tuple[float, float]:
+    """(β_start, β_end) of a linear/quadratic/sigmoid schedule: the given values, or Ho et al.'s
+    1e-4 .. 0.02 scaled by 1000/T (capped at 0.999, as the cosine betas, for very short chains)."""
+    scale = 1000.0 / T
+    start = min(1e-4 * scale, 0.999) if beta_start is None else beta_start
+    end = min(0.02 * scale, 0.999) if beta_end is None else beta_end
+    return start, end
+
+
 def make_schedule(
     name: str,
     T: int,
@@ -127,10 +138,7 @@ def make_schedule(
             raise ScheduleError("the cosine schedule takes no beta_start/beta_end")
         betas = _cosine_betas(T)
     else:
-        scale = 1000.0 / T
-        # the scaled defaults are capped at 0.999 (as the cosine betas) for very short chains
-        start = min(1e-4 * scale, 0.999) if beta_start is None else beta_start
-        end = min(0.02 * scale, 0.999) if beta_end is None else beta_end
+        start, end = beta_range(T, beta_start, beta_end)
         if not 0 < start <= end <= 1:
             raise ScheduleError(f"need 0 < beta_start <= beta_end <= 1, got {start} and {end}")
         if name == "linear":

@@ -26,14 +26,18 @@ def check_size(x: Tensor, factor: int) -> None:
         raise ValueError(f"image size {H}x{W} is not divisible by 2^levels = {factor}")
 
 
-def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+def timestep_embedding(
+    t: Tensor, dim: int, max_period: float = 10000.0, freq_shift: int = 1
+) -> Tensor:
     """Sinusoidal embedding of the timesteps (Vaswani et al. 2017, as used by Ho et al.): (B, dim).
 
-    Frequencies run geometrically from 1 to 1/max_period; the first half is sin, the second cos.
+    Frequency k of the `half = dim // 2` is max_period^(-k / (half - freq_shift)): with the
+    default shift 1 they run from 1 to exactly 1/max_period (Ho et al.'s code); shift 0 is
+    diffusers' UNet2DModel default. The first half is sin, the second cos.
     """
     half = dim // 2
     freqs = torch.exp(
-        -math.log(max_period) * torch.arange(half, device=t.device) / max(half - 1, 1)
+        -math.log(max_period) * torch.arange(half, device=t.device) / max(half - freq_shift, 1)
     )
     args = t.float()[:, None] * freqs[None, :]
     emb = torch.cat([args.sin(), args.cos()], dim=1)
@@ -57,6 +61,11 @@ class UNetConfig:
     norm_groups: int = 32
     num_classes: int | None = None  # class-conditional when set (slot for label guidance)
     learn_sigma: bool = False  # doubles the output channels (eps and the variance interpolation)
+    # Three details in which published weights differ (google/ddpm-cifar10-32, Ho et al.'s TF
+    # code, diffusers' defaults); the defaults are this project's own choices.
+    norm_eps: float = 1e-5  # GroupNorm epsilon (Ho et al.'s TF code and google/ddpm-*: 1e-6)
+    downsample_padding: int = 1  # 1: pad every side; 0: right and bottom only (TF's "SAME")
+    freq_shift: int = 1  # time-embedding frequencies (`timestep_embedding`; diffusers' default 0)
 
     def __post_init__(self) -> None:
         self.channel_mults = tuple(self.channel_mults)
@@ -80,6 +89,12 @@ class UNetConfig:
             )
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if not self.norm_eps > 0:
+            raise ConfigError(f"norm_eps must be positive, got {self.norm_eps}")
+        if self.downsample_padding not in (0, 1):
+            raise ConfigError(f"downsample_padding must be 0 or 1, got {self.downsample_padding}")
+        if self.freq_shift not in (0, 1):
+            raise ConfigError(f"freq_shift must be 0 or 1, got {self.freq_shift}")
 
     @property
     def downsample_factor(self) -> int:
@@ -93,12 +108,14 @@ class UNetConfig:
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, plus the projected time embedding, GroupNorm-SiLU-dropout-conv, skip."""
 
-    def __init__(self, c_in: int, c_out: int, t_dim: int, dropout: float, groups: int):
+    def __init__(
+        self, c_in: int, c_out: int, t_dim: int, dropout: float, groups: int, eps: float = 1e-5
+    ):
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, c_in)
+        self.norm1 = nn.GroupNorm(groups, c_in, eps)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.time_proj = nn.Linear(t_dim, c_out)
-        self.norm2 = nn.GroupNorm(groups, c_out)
+        self.norm2 = nn.GroupNorm(groups, c_out, eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (as Ho et al.)
@@ -115,12 +132,12 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     """Self-attention over the H*W positions, with a residual connection."""
 
-    def __init__(self, channels: int, num_heads: int, groups: int):
+    def __init__(self, channels: int, num_heads: int, groups: int, eps: float = 1e-5):
         super().__init__()
         if channels % num_heads:
             raise ConfigError(f"{channels} channels do not split into {num_heads} heads")
         self.num_heads = num_heads
-        self.norm = nn.GroupNorm(groups, channels)
+        self.norm = nn.GroupNorm(groups, channels, eps)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
         nn.init.zeros_(self.proj.weight)
@@ -141,11 +158,17 @@ class Attention(nn.Module):
 
 
 class Downsample(nn.Module):
-    def __init__(self, channels: int):
+    """A stride-2 3x3 conv. `padding` 1 pads every side; 0 pads one row and column at the
+    bottom and right, which is what TensorFlow's "SAME" does here (Ho et al.'s code)."""
+
+    def __init__(self, channels: int, padding: int = 1):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.padding = padding
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=padding)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.padding == 0:
+            x = F.pad(x, (0, 1, 0, 1))
         return self.conv(x)
 
 
@@ -179,7 +202,12 @@ class UNet(nn.Module):
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = config
-        ch, groups, p = config.base_channels, config.norm_groups, config.dropout
+        ch, groups, p, eps = (
+            config.base_channels,
+            config.norm_groups,
+            config.dropout,
+            config.norm_eps,
+        )
         t_dim = 4 * ch
         self.time_mlp = nn.Sequential(nn.Linear(ch, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
         self.class_emb = (
@@ -195,39 +223,44 @@ class UNet(nn.Module):
         for level, width in enumerate(widths):
             blocks, attns = [], []
             for _ in range(config.num_res_blocks):
-                blocks.append(ResBlock(c, width, t_dim, p, groups))
-                attns.append(Attention(width, config.num_heads, groups))
+                blocks.append(ResBlock(c, width, t_dim, p, groups, eps))
+                attns.append(Attention(width, config.num_heads, groups, eps))
                 c = width
                 skip_channels.append(c)
             self.down.append(Level(blocks, attns if level in config.attention_levels else None))
             last = level == len(widths) - 1
-            self.downsamplers.append(nn.Identity() if last else Downsample(c))
+            self.downsamplers.append(
+                nn.Identity() if last else Downsample(c, config.downsample_padding)
+            )
             if not last:
                 skip_channels.append(c)
 
-        self.mid_block1 = ResBlock(c, c, t_dim, p, groups)
-        self.mid_attn = Attention(c, config.num_heads, groups)
-        self.mid_block2 = ResBlock(c, c, t_dim, p, groups)
+        self.mid_block1 = ResBlock(c, c, t_dim, p, groups, eps)
+        self.mid_attn = Attention(c, config.num_heads, groups, eps)
+        self.mid_block2 = ResBlock(c, c, t_dim, p, groups, eps)
 
         self.up = nn.ModuleList()
         self.upsamplers = nn.ModuleList()
         for level, width in reversed(list(enumerate(widths))):
             blocks, attns = [], []
             for _ in range(config.num_res_blocks + 1):
-                blocks.append(ResBlock(c + skip_channels.pop(), width, t_dim, p, groups))
-                attns.append(Attention(width, config.num_heads, groups))
+                blocks.append(ResBlock(c + skip_channels.pop(), width, t_dim, p, groups, eps))
+                attns.append(Attention(width, config.num_heads, groups, eps))
                 c = width
             self.up.append(Level(blocks, attns if level in config.attention_levels else None))
             self.upsamplers.append(Upsample(c) if level > 0 else nn.Identity())
 
-        self.norm_out = nn.GroupNorm(groups, c)
+        self.norm_out = nn.GroupNorm(groups, c, eps)
         self.conv_out = nn.Conv2d(c, config.out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         check_size(x, self.config.downsample_factor)
-        emb = self.time_mlp(timestep_embedding(t, self.config.base_channels).to(x.dtype))
+        cfg = self.config
+        emb = self.time_mlp(
+            timestep_embedding(t, cfg.base_channels, freq_shift=cfg.freq_shift).to(x.dtype)
+        )
         if self.class_emb is not None and y is not None:
             emb = emb + self.class_emb(y)
 
@@ -421,10 +454,19 @@ def preset(name: str, **overrides: Any) -> ModelSpec:
     return ModelSpec(spec.arch, {**spec.config, **overrides}, spec.image_size)
 
 
+def _plain(cfg: Any) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
 def config_dict(model: nn.Module) -> dict[str, Any]:
     """The plain-data config of a built model (for checkpoints)."""
-    cfg = asdict(model.config)  # type: ignore[arg-type]
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+    return _plain(model.config)
+
+
+def full_config(arch: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config with every field, the absent ones at their defaults: what a checkpoint
+    written before a field existed means (compare these, not the stored dicts)."""
+    return _plain(model_config(arch, config))
 
 
 def count_parameters(model: nn.Module) -> int:

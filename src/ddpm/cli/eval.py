@@ -24,7 +24,12 @@ from ddpm.unet import ConfigError
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="a checkpoint (.pt), a safetensors export, or a diffusers UNet2DModel folder",
+    )
     p.add_argument("--fid-stats", type=Path, help="reference statistics .npz: report FID")
     p.add_argument("--nll", action="store_true", help="report bits/dim on --data")
     p.add_argument("--data", help="held-out images for --nll (any --data form)")
@@ -100,6 +105,13 @@ def run_eval(args: argparse.Namespace) -> int:
         "step": loaded.step,
         "weights": weights.lower(),
     }
+    which = f"{weights} weights at step {loaded.step}"
+    if loaded.origin == "diffusers":  # a folder records neither the step nor which weights
+        which = "the diffusers folder's weights"
+        record.update(step=None, weights="diffusers")
+    elif loaded.origin == "safetensors":
+        which = f"exported weights of step {loaded.step}"
+        record.update(weights="exported")
     if reference is not None:
         settings = SamplerSettings(
             args.sampler,
@@ -115,8 +127,8 @@ def run_eval(args: argparse.Namespace) -> int:
         r = model_fid(sampling, reference, net, args.n or 10000, settings, not args.quiet)
         bf16 = ", bf16" if sampling.bf16 else ""
         print(
-            f"FID {r.fid:.3f}: {r.n} samples, {settings.describe()}{bf16}, {weights} weights at "
-            f"step {loaded.step}, vs {args.fid_stats} ({r.seconds:.0f} s)"
+            f"FID {r.fid:.3f}: {r.n} samples, {settings.describe()}{bf16}, {which}, "
+            f"vs {args.fid_stats} ({r.seconds:.0f} s)"
         )
         record["fid"] = {**r.as_dict(), "bf16": sampling.bf16, "stats": str(args.fid_stats)}
     if nll_data is not None:
@@ -127,8 +139,7 @@ def run_eval(args: argparse.Namespace) -> int:
         print(
             f"NLL {r.bpd:.4f} ± {r.stderr:.4f} bits/dim (standard error): {r.n} images of "
             f"{nll_data.source}, bound over T={r.T} steps, variance {r.variance}, clip "
-            f"{'on' if r.clip else 'off'}, {weights} weights at step {loaded.step} "
-            f"({r.seconds:.0f} s)"
+            f"{'on' if r.clip else 'off'}, {which} ({r.seconds:.0f} s)"
         )
         record["nll"] = {**r.as_dict(), "data": str(args.data)}
     write_json(args.json, record)

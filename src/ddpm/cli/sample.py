@@ -20,7 +20,14 @@ from ddpm.unet import ConfigError
 
 
 def add_sample_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="a checkpoint (.pt), a safetensors export (`ddpm export`), or a diffusers "
+        "UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors, with its "
+        "scheduler config)",
+    )
     p.add_argument("--n", type=positive_int, default=64, help="number of images")
     p.add_argument("--sampler", choices=SAMPLERS, default="ddim")
     p.add_argument("--steps", type=positive_int, default=50, help="DDIM / DPM-Solver steps")

@@ -16,7 +16,7 @@ from ddpm import checkpoint as ckpt_io
 from ddpm.data import Dataset, ImageDataset, load_dataset, parse_size
 from ddpm.speed import use_channels_last
 from ddpm.train.config import TrainConfig, resolve_device
-from ddpm.unet import ConfigError, build_model, config_dict, preset
+from ddpm.unet import ConfigError, build_model, config_dict, full_config, preset
 
 
 class EMA:
@@ -155,7 +155,13 @@ def save_checkpoint(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: d
 
 def restore(state: TrainState, ckpt: dict, arch: str, model_cfg: dict, path: Path) -> None:
     """Load a checkpoint's weights, optimizer, step and RNG states into `state`."""
-    if ckpt["arch"] != arch or ckpt["model_config"] != model_cfg:
+    try:  # fields added since the checkpoint was written compare at their defaults
+        same = full_config(ckpt["arch"], ckpt["model_config"]) == full_config(arch, model_cfg)
+    except ConfigError as e:
+        raise ckpt_io.CheckpointError(
+            f"{path}: the checkpoint's model config is invalid ({e})"
+        ) from None
+    if ckpt["arch"] != arch or not same:
         raise ckpt_io.CheckpointError(
             f"{path}: the checkpoint's model ({ckpt['arch']}, {ckpt['model_config']}) differs "
             f"from this run's ({arch}, {model_cfg}); resume with the same preset and data shape"

@@ -1,0 +1,305 @@
+"""diffusers interchange: a UNet2DModel folder loads into our U-Net and computes the same
+function; the name table works both ways; the scheduler gives our schedule; what we cannot
+express is refused with a line naming it. diffusers itself is the oracle (a test dependency).
+"""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from ddpm.checkpoint import CheckpointError
+from ddpm.cli import main
+from ddpm.diffusers_io import (
+    diffusers_unet_config,
+    from_diffusers_state_dict,
+    schedule_from_diffusers,
+    to_diffusers_state_dict,
+    unet_config_from_diffusers,
+)
+from ddpm.generate import generate, load_model
+from ddpm.modelfile import ModelFile
+from ddpm.schedule import make_schedule
+from ddpm.unet import PRESETS, UNet, UNetConfig, build_model, count_parameters, full_config
+from test_evaluate import fake_inception  # noqa: F401  (a fixture)
+
+diffusers = pytest.importorskip("diffusers")
+diffusers.utils.logging.set_verbosity_error()
+
+# google/ddpm-cifar10-32's config.json as published (diffusers 0.0.4 wrote it): Ho et al.'s
+# network with TensorFlow's padding, GroupNorm eps 1e-6 and their time embedding.
+GOOGLE_CIFAR10 = {
+    "_class_name": "UNet2DModel",
+    "_diffusers_version": "0.0.4",
+    "act_fn": "silu",
+    "attention_head_dim": None,
+    "block_out_channels": [128, 256, 256, 256],
+    "center_input_sample": False,
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
+    "downsample_padding": 0,
+    "flip_sin_to_cos": False,
+    "freq_shift": 1,
+    "in_channels": 3,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-06,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 32,
+    "time_embedding_type": "positional",
+    "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+}
+GOOGLE_SCHEDULER = {
+    "_class_name": "DDPMScheduler",
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "beta_start": 0.0001,
+    "clip_sample": True,
+    "num_train_timesteps": 1000,
+    "trained_betas": None,
+    "variance_type": "fixed_small",
+}
+
+# Tiny UNet2DModels: as google's checkpoints (TF padding, eps 1e-6, [sin, cos], shift 1), and
+# as diffusers' defaults ([cos, sin], shift 0, two heads of 16 channels).
+TINY = dict(
+    sample_size=8,
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    norm_num_groups=8,
+)
+VARIANTS = {
+    "google": dict(
+        attention_head_dim=None,
+        norm_eps=1e-6,
+        downsample_padding=0,
+        flip_sin_to_cos=False,
+        freq_shift=1,
+    ),
+    "defaults": dict(attention_head_dim=16),
+}
+
+
+def random_unet(in_channels=3, **overrides):
+    """A UNet2DModel with every weight random (no zero-initialised layer hides a mismatch)."""
+    model = diffusers.UNet2DModel(
+        in_channels=in_channels, out_channels=in_channels, **{**TINY, **overrides}
+    )
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model.eval()
+
+
+def save_pipeline(model, path, **scheduler):
+    sched = diffusers.DDPMScheduler(**scheduler)
+    diffusers.DDPMPipeline(unet=model, scheduler=sched).save_pretrained(path)
+    return sched
+
+
+class Peer(torch.nn.Module):
+    """diffusers' network as a plain (x_t, t) -> eps module."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x_t, t):
+        return self.unet(x_t, t).sample
+
+
+def same_output(theirs, ours, in_channels=3, size=8):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(4, in_channels, size, size, generator=g)
+    t = torch.tensor([0, 17, 500, 999])
+    with torch.no_grad():
+        expected = theirs(x, t).sample
+        got = ours(x, t)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_published_cifar10_config_is_our_preset():
+    cfg, flip = unet_config_from_diffusers(GOOGLE_CIFAR10, "config.json")
+    preset = UNetConfig(**PRESETS["ddpm-cifar10"].config)
+    ours = UNetConfig(**cfg)
+    # the same network up to three numerical details, which the config carries
+    assert (ours.norm_eps, ours.downsample_padding, ours.freq_shift, flip) == (1e-6, 0, 1, False)
+    for field in ("base_channels", "channel_mults", "num_res_blocks", "attention_levels"):
+        assert getattr(ours, field) == getattr(preset, field)
+    assert ours.num_heads == preset.num_heads and ours.norm_groups == preset.norm_groups
+    with torch.device("meta"):  # counted without allocating the weights
+        theirs = diffusers.UNet2DModel(**{k: v for k, v in GOOGLE_CIFAR10.items() if k[0] != "_"})
+        assert count_parameters(UNet(ours)) == count_parameters(theirs) == 35_746_307
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_saved_pipeline_loads_and_computes_the_same_function(tmp_path, variant):
+    theirs = random_unet(**VARIANTS[variant])
+    sched = save_pipeline(theirs, tmp_path / "pipe", **GOOGLE_SCHEDULER)
+    loaded = load_model(tmp_path / "pipe")
+    assert loaded.shape == (3, 8, 8) and loaded.prediction == "eps"
+    assert loaded.origin == "diffusers"
+    same_output(theirs, loaded.model)
+    torch.testing.assert_close(
+        loaded.schedule.alphas_cumprod.float(), sched.alphas_cumprod, atol=1e-6, rtol=1e-5
+    )
+
+
+def test_a_bare_unet_folder_with_old_attention_names_loads(tmp_path):
+    """google/ddpm-* folders as first published: config.json, the weights and
+    scheduler_config.json side by side, attention named query/key/value/proj_attn."""
+    from safetensors.torch import load_file, save_file
+
+    theirs = random_unet(in_channels=1, **VARIANTS["google"])
+    theirs.save_pretrained(tmp_path)
+    weights = tmp_path / "diffusion_pytorch_model.safetensors"
+    old = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+    sd = {}
+    for k, v in load_file(weights).items():
+        for new, name in old.items():
+            k = k.replace(f".{new}.", f".{name}.")
+        sd[k] = v
+    assert any(".query." in k for k in sd)
+    save_file(sd, weights)
+    sched = {
+        **GOOGLE_SCHEDULER,
+        "beta_schedule": "squaredcos_cap_v2",
+        "prediction_type": "v_prediction",
+    }
+    (tmp_path / "scheduler_config.json").write_text(json.dumps(sched))
+    loaded = load_model(tmp_path)
+    assert loaded.prediction == "v" and loaded.shape == (1, 8, 8)
+    same_output(theirs, loaded.model, in_channels=1)
+    torch.testing.assert_close(
+        loaded.schedule.alphas_cumprod, make_schedule("cosine", 1000).alphas_cumprod
+    )
+
+
+def test_the_name_table_works_both_ways(tiny_preset):
+    ours = build_model("unet", {**PRESETS["tiny"].config, "in_channels": 3})
+    sd = ours.state_dict()
+    theirs_sd = to_diffusers_state_dict(sd)
+    config = diffusers_unet_config("unet", full_config("unet", ours.config.__dict__), (3, 8, 8))
+    theirs = diffusers.UNet2DModel(**{k: v for k, v in config.items() if k[0] != "_"})
+    theirs.load_state_dict(theirs_sd, strict=True)  # every name placed, none left over
+    back = from_diffusers_state_dict(theirs_sd)
+    assert back.keys() == sd.keys()
+    for k in sd:
+        assert torch.equal(back[k], sd[k]), k
+    for p in ours.parameters():  # and, with every weight random, the same function
+        p.data.normal_(0, 0.2)
+    theirs.load_state_dict(to_diffusers_state_dict(ours.state_dict()))
+    same_output(theirs.eval(), ours.eval())
+
+
+@pytest.mark.parametrize(
+    "name, diffusers_name",
+    [
+        ("linear", "linear"),
+        ("quadratic", "scaled_linear"),
+        ("cosine", "squaredcos_cap_v2"),
+        ("sigmoid", "sigmoid"),
+    ],
+)
+def test_scheduler_configs_give_our_schedules(name, diffusers_name):
+    sched = diffusers.DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule=diffusers_name, beta_start=1e-4, beta_end=0.02
+    )
+    spec, prediction = schedule_from_diffusers(dict(sched.config), "scheduler_config.json")
+    assert prediction == "eps" and spec["schedule"] == name and spec["T"] == 1000
+    mf = ModelFile("unet", {}, {}, (3, 8, 8), spec, "eps", None, "diffusers")
+    ours = mf.noise_schedule()
+    expected = make_schedule(
+        name, 1000, **({} if name == "cosine" else {"beta_start": 1e-4, "beta_end": 0.02})
+    )
+    torch.testing.assert_close(ours.alphas_cumprod, expected.alphas_cumprod)
+    torch.testing.assert_close(
+        ours.alphas_cumprod.float(), sched.alphas_cumprod, atol=1e-6, rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"_class_name": "UNet2DConditionModel"}, "not a UNet2DModel"),
+        ({"time_embedding_type": "fourier"}, "time_embedding_type"),
+        ({"resnet_time_scale_shift": "scale_shift"}, "resnet_time_scale_shift"),
+        ({"out_channels": 6}, "out_channels = 6"),
+        ({"num_class_embeds": 10}, "num_class_embeds"),
+        (
+            {"attention_head_dim": 8, "block_out_channels": [128, 256, 256, 512]},
+            "attention_head_dim",
+        ),
+        ({"up_block_types": ["UpBlock2D"] * 4}, "paired with up block"),
+        ({"block_out_channels": [128, 192, 256, 256]}, "multiple of the first"),
+    ],
+)
+def test_configs_we_cannot_express_are_refused(change, named):
+    with pytest.raises(CheckpointError, match=named):
+        unet_config_from_diffusers({**GOOGLE_CIFAR10, **change}, "config.json")
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    return err.splitlines()[-1]
+
+
+def test_bad_folders_give_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "ckpt-0000010.pt").write_bytes(b"x")
+    assert main(["sample", "--checkpoint", str(run)]) == 1
+    assert "name a checkpoint in it" in error_line(capsys)
+
+    random_unet().save_pretrained(tmp_path / "unet_only")  # no scheduler config anywhere
+    assert main(["sample", "--checkpoint", str(tmp_path / "unet_only")]) == 1
+    assert "no scheduler config" in error_line(capsys)
+
+    save_pipeline(random_unet(), tmp_path / "pipe", **GOOGLE_SCHEDULER)
+    cfg = tmp_path / "pipe" / "unet" / "config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "act_fn": "gelu"}))
+    assert main(["sample", "--checkpoint", str(tmp_path / "pipe")]) == 1
+    line = error_line(capsys)
+    assert "config.json: act_fn = 'gelu'" in line and "cannot express" in line
+
+    save_pipeline(random_unet(), tmp_path / "pipe2", **GOOGLE_SCHEDULER)
+    assert main(["sample", "--checkpoint", str(tmp_path / "pipe2"), "--raw-weights"]) == 2
+    assert "--raw-weights applies to training checkpoints only" in error_line(capsys)
+
+
+def test_ddpm_sample_runs_on_a_diffusers_folder(tmp_path, capsys):
+    theirs = random_unet(**VARIANTS["google"])
+    save_pipeline(theirs, tmp_path / "pipe", num_train_timesteps=50, beta_end=0.2)
+    out = tmp_path / "grid.png"
+    argv = ["sample", "--checkpoint", str(tmp_path / "pipe"), "--n", "3", "--steps", "5"]
+    assert main([*argv, "--out", str(out), "--folder", str(tmp_path / "pngs")]) == 0
+    assert out.is_file() and len(list((tmp_path / "pngs").glob("*.png"))) == 3
+    # the same images as our sampler run on diffusers' network directly
+    loaded = load_model(tmp_path / "pipe")
+    x = generate(loaded, 3, steps=5, clip=True)
+    peer = dataclasses.replace(loaded, model=Peer(theirs))
+    torch.testing.assert_close(generate(peer, 3, steps=5, clip=True), x, atol=1e-4, rtol=0)
+
+
+@pytest.mark.usefixtures("fake_inception")
+def test_ddpm_eval_scores_a_diffusers_folder(tmp_path, capsys):
+    from test_evaluate import image_folder
+
+    data = image_folder(tmp_path / "data", 6, 0)
+    stats = tmp_path / "ref.npz"
+    assert main(["fid-stats", str(data), "-o", str(stats), "--quiet"]) == 0
+    save_pipeline(random_unet(), tmp_path / "pipe", num_train_timesteps=20, beta_end=0.3)
+    out = tmp_path / "eval.json"
+    argv = ["eval", "--checkpoint", str(tmp_path / "pipe"), "--fid-stats", str(stats)]
+    argv += ["--n", "4", "--steps", "5", "--json", str(out), "--quiet", "--nll"]
+    assert main([*argv, "--data", str(data)]) == 0
+    text = capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert record["weights"] == "diffusers" and record["step"] is None
+    assert record["fid"]["n"] == 4 and record["nll"]["T"] == 20
+    assert text.count("the diffusers folder's weights") == 2
