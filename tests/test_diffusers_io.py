@@ -6,6 +6,7 @@ express is refused with a line naming it. diffusers itself is the oracle (a test
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,7 +22,15 @@ from ddpm.diffusers_io import (
 from ddpm.generate import generate, load_model
 from ddpm.modelfile import ModelFile
 from ddpm.schedule import make_schedule
-from ddpm.unet import PRESETS, UNet, UNetConfig, build_model, count_parameters, full_config
+from ddpm.unet import (
+    PRESETS,
+    ConfigError,
+    UNet,
+    UNetConfig,
+    build_model,
+    count_parameters,
+    full_config,
+)
 from test_evaluate import fake_inception  # noqa: F401  (a fixture)
 
 diffusers = pytest.importorskip("diffusers")
@@ -303,3 +312,92 @@ def test_ddpm_eval_scores_a_diffusers_folder(tmp_path, capsys):
     assert record["weights"] == "diffusers" and record["step"] is None
     assert record["fid"]["n"] == 4 and record["nll"]["T"] == 20
     assert text.count("the diffusers folder's weights") == 2
+
+
+@pytest.fixture
+def checkpoint(tmp_path, blobs, tiny_preset):
+    from ddpm.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        preset="tiny",
+        T=40,
+        steps=3,
+        batch_size=8,
+        sample_every=100,
+        checkpoint_every=100,
+        sample_steps=2,
+        num_samples=2,
+        prediction="v",
+        schedule="cosine",
+        out=str(tmp_path / "run"),
+    )
+    return train(cfg, data=blobs, progress=False).last_checkpoint
+
+
+def randomised(path):
+    """The checkpoint with every EMA weight random: zero-initialised layers hide nothing."""
+    from ddpm import checkpoint as C
+
+    ckpt = C.load_checkpoint(path)
+    g = torch.Generator().manual_seed(3)
+    for v in ckpt["ema"].values():
+        v.copy_(torch.randn(v.shape, generator=g) * 0.2)
+    C.atomic_save(ckpt, path)
+    return path
+
+
+def test_export_to_diffusers_then_ddpm_pipeline_computes_our_function(tmp_path, checkpoint, capsys):
+    ckpt = randomised(checkpoint)
+    out = tmp_path / "exported"
+    assert main(["export", str(ckpt), "--format", "diffusers", "--out", str(out)]) == 0
+    assert "wrote EMA weights of step 3" in capsys.readouterr().out
+    pipe = diffusers.DDPMPipeline.from_pretrained(out)
+    ours = load_model(ckpt)
+    same_output(pipe.unet.eval(), ours.model, in_channels=1)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    torch.testing.assert_close(
+        pipe.scheduler.alphas_cumprod, ours.schedule.alphas_cumprod.float(), atol=1e-6, rtol=1e-5
+    )
+    images = pipe(
+        batch_size=2,
+        num_inference_steps=3,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
+    assert images.shape == (2, 8, 8, 1) and np.isfinite(images).all()
+    # and back: the folder loads as the checkpoint did
+    back = load_model(out)
+    assert (back.prediction, back.shape) == ("v", (1, 8, 8))
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([0, 39])
+    with torch.no_grad():
+        torch.testing.assert_close(back.model(x, t), ours.model(x, t), atol=1e-5, rtol=1e-5)
+
+
+def test_a_diffusers_folder_exports_to_safetensors(tmp_path):
+    theirs = random_unet(**VARIANTS["defaults"])
+    save_pipeline(theirs, tmp_path / "pipe", **GOOGLE_SCHEDULER)
+    assert main(["export", str(tmp_path / "pipe"), "--out", str(tmp_path / "m.safetensors")]) == 0
+    same_output(theirs, load_model(tmp_path / "m.safetensors").model)
+
+
+def test_what_diffusers_cannot_express_is_refused_before_writing(tmp_path, checkpoint, capsys):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["export", str(checkpoint), "--format", "diffusers", "--out", str(out)]) == 2
+    assert "exists and is not an empty folder" in error_line(capsys)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+    tiny = {**PRESETS["tiny"].config, "in_channels": 3}
+    for change, named in [
+        ({"learn_sigma": True}, "learned-variance"),
+        ({"num_classes": 10}, "class-conditional"),
+        ({"channel_mults": (2, 2)}, "first multiplier must be 1"),
+        ({"num_heads": 2, "channel_mults": (1, 2), "attention_levels": (0,)}, "head width"),
+    ]:
+        with pytest.raises(ConfigError, match=named):
+            diffusers_unet_config("unet", {**tiny, **change}, (3, 8, 8))
+    with pytest.raises(ConfigError, match="SimpleUnet"):
+        diffusers_unet_config("tutorial", {}, (3, 64, 64))
+    with pytest.raises(ConfigError, match="architecture 'mlp'"):
+        diffusers_unet_config("mlp", {}, (2,))

@@ -1,11 +1,17 @@
 """Model files: checkpoints from before a config field existed, and the safetensors export."""
 
+import json
+
 import pytest
 import torch
+from PIL import Image
 
 from ddpm import checkpoint as C
+from ddpm.cli import main
 from ddpm.generate import load_model
+from ddpm.interchange import export_model
 from ddpm.train import TrainConfig, train
+from ddpm.unet import PRESETS, ModelSpec
 
 pytestmark = pytest.mark.usefixtures("tiny_preset")
 
@@ -46,3 +52,68 @@ def test_a_checkpoint_written_before_the_new_unet_fields_loads_and_resumes(tmp_p
         tiny_config(tmp_path, out=str(old.parent)), data=blobs, progress=False, resume="auto"
     )
     assert resumed.step == 4
+
+
+def trained(tmp_path, blobs, **kw):
+    return train(tiny_config(tmp_path, **kw), data=blobs, progress=False).last_checkpoint
+
+
+def same_function(a, b, channels=1, atol=0.0):
+    x, t = torch.randn(3, channels, 8, 8), torch.tensor([0, 17, 49])
+    with torch.no_grad():
+        torch.testing.assert_close(a(x, t), b(x, t), atol=atol, rtol=atol)
+
+
+def test_the_safetensors_export_round_trips(tmp_path, blobs, capsys):
+    from safetensors import safe_open
+
+    ckpt = trained(tmp_path, blobs, prediction="v")
+    out = tmp_path / "model.safetensors"
+    assert main(["export", str(ckpt), "--out", str(out)]) == 0
+    assert "wrote EMA weights of step 4" in capsys.readouterr().out
+    with safe_open(str(out), framework="pt") as f:
+        header = json.loads(f.metadata()["ddpm"])
+    assert header["arch"] == "unet" and header["prediction"] == "v" and header["step"] == 4
+    assert header["schedule"] == {
+        "schedule": "linear",
+        "T": 50,
+        "beta_start": None,
+        "beta_end": None,
+    }
+    exported, original = load_model(out), load_model(ckpt)
+    assert exported.origin == "safetensors" and exported.shape == original.shape
+    same_function(exported.model, original.model)
+    torch.testing.assert_close(exported.schedule.alphas_cumprod, original.schedule.alphas_cumprod)
+    # and `ddpm sample` takes it as it takes the checkpoint: the same images
+    for src, png in ((out, "a.png"), (ckpt, "b.png")):
+        argv = ["sample", "--checkpoint", str(src), "--n", "2", "--steps", "3"]
+        assert main([*argv, "--out", str(tmp_path / png)]) == 0
+    a, b = (Image.open(tmp_path / p) for p in ("a.png", "b.png"))
+    assert list(a.getdata()) == list(b.getdata())
+
+    raw = tmp_path / "raw.safetensors"
+    assert main(["export", str(ckpt), "--out", str(raw), "--raw-weights"]) == 0
+    same_function(load_model(raw).model, load_model(ckpt, raw_weights=True).model)
+
+
+def test_the_tutorial_network_exports_to_safetensors_with_its_batchnorm_buffers(tmp_path, blobs):
+    spec = ModelSpec("tutorial", {"channels": (8, 16), "time_dim": 8}, (8, 8))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(PRESETS, "tut", spec)
+        ckpt = trained(tmp_path, blobs, preset="tut")
+    out = tmp_path / "tut.safetensors"
+    export_model(ckpt, "safetensors", out)
+    exported, original = load_model(out), load_model(ckpt)
+    assert any("running_mean" in k for k in exported.model.state_dict())
+    same_function(exported.model, original.model)
+
+
+def test_a_non_safetensors_or_foreign_file_is_refused_with_one_line(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    assert main(["sample", "--checkpoint", str(foreign)]) == 1
+    assert "without a ddpm-from-scratch description" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")]) == 1
+    assert "no such checkpoint file" in capsys.readouterr().err

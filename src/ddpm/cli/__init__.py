@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from ddpm.checkpoint import CheckpointError
 from ddpm.cli import eval as eval_cmd
+from ddpm.cli import export as export_cmd
 from ddpm.cli import fid as fid_cmd
 from ddpm.cli import sample as sample_cmd
 from ddpm.cli import train as train_cmd
@@ -60,6 +61,14 @@ COMMANDS = (
         "Evaluate a checkpoint: FID of its samples, bits/dim on held-out data.",
         (eval_cmd.add_eval_args,),
         eval_cmd.run_eval,
+    ),
+    (
+        "export",
+        "a checkpoint as safetensors or a diffusers folder",
+        "Export a checkpoint's EMA weights: a safetensors file with a JSON description "
+        "(loadable by `ddpm sample`), or a diffusers DDPMPipeline folder.",
+        (export_cmd.add_export_args,),
+        export_cmd.run_export,
     ),
 )
 
