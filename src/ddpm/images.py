@@ -1,4 +1,4 @@
-"""Pictures: sample grids, the denoising strip and GIF, and a loss curve, with Pillow only."""
+"""Pictures: sample grids, the denoising strip and GIF, with Pillow only (curves: `ddpm.plots`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch import Tensor
 
 from ddpm.data import to_uint8
@@ -86,30 +85,3 @@ def save_gif(
         images.append(img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST))
     durations = [ms] * (len(images) - 1) + [2000]
     images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
-
-
-def loss_curve(steps: Sequence[int], losses: Sequence[float], path: str | os.PathLike) -> None:
-    """A plain line plot of the training loss (log scale), drawn with Pillow."""
-    W, H, m = 640, 360, 50
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
-    pts = [(s, v) for s, v in zip(steps, losses) if v > 0 and math.isfinite(v)]
-    d.rectangle((m, 10, W - 10, H - m), outline="black")
-    if len(pts) >= 2:
-        s0, s1 = pts[0][0], pts[-1][0]
-        lv = np.log10([v for _, v in pts])
-        lo, hi = float(lv.min()), float(lv.max())
-        hi = hi if hi > lo else lo + 1e-6
-
-        def xy(s: float, l: float) -> tuple[float, float]:
-            x = m + (s - s0) / max(s1 - s0, 1) * (W - 10 - m)
-            y = H - m - (l - lo) / (hi - lo) * (H - m - 10)
-            return x, y
-
-        d.line([xy(s, l) for (s, _), l in zip(pts, lv)], fill=(31, 119, 180), width=2)
-        d.text((m + 4, 14), f"loss {10**hi:.4g}", fill="black")
-        d.text((m + 4, H - m - 14), f"loss {10**lo:.4g}", fill="black")
-        d.text((m, H - m + 6), f"step {s0}", fill="black")
-        d.text((W - 110, H - m + 6), f"step {s1}", fill="black")
-    d.text((W // 2 - 60, H - 20), "training loss (log scale)", fill="black")
-    img.save(path)

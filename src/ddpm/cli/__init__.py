@@ -1,4 +1,4 @@
-"""`ddpm train | sample`: parse flags, call the library, turn its errors into one line.
+"""`ddpm train | sample | ...`: parse flags, call the library, turn its errors into one line.
 
 Every flag is checked by its argparse type, so a bad value is reported as
 `ddpm train: error: argument --steps: expected a positive integer, got '0'` with exit code 2.
@@ -17,6 +17,7 @@ from ddpm.cli import eval as eval_cmd
 from ddpm.cli import export as export_cmd
 from ddpm.cli import fid as fid_cmd
 from ddpm.cli import sample as sample_cmd
+from ddpm.cli import show as show_cmd
 from ddpm.cli import train as train_cmd
 from ddpm.data import DataError
 from ddpm.schedule import ScheduleError
@@ -69,6 +70,14 @@ COMMANDS = (
         "(loadable by `ddpm sample`), or a diffusers DDPMPipeline folder.",
         (export_cmd.add_export_args,),
         export_cmd.run_export,
+    ),
+    (
+        "show",
+        "the tutorial's pictures: data, forward, schedules, reverse, curves",
+        "Draw one of the tutorial's pictures: the data, the forward process on real images, "
+        "the noise schedules, the reverse process of a model, a run's loss and FID curves.",
+        (show_cmd.add_show_args,),
+        show_cmd.run_show,
     ),
 )
 

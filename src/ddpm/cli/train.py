@@ -218,6 +218,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--num-samples", type=positive_int, default=d["num_samples"])
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log loss, learning rate, img/s, skipped steps, FID, sample grids and these "
+        "settings to OUT/tensorboard (pip install 'ddpm-from-scratch[tensorboard]')",
+    )
 
 
 def apply_recipe(p: argparse.ArgumentParser, argv: list[str]) -> None:

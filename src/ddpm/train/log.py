@@ -6,19 +6,22 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from ddpm.data import ImageDataset
-from ddpm.images import loss_curve
+from ddpm.plots import plot, training_curve
 from ddpm.train.config import TrainConfig
+from ddpm.train.tensorboard import TensorBoard
 from ddpm.unet import count_parameters
 
 
 class Log:
-    """Loss and throughput to a CSV file (and the progress bar), read every `log_every` steps."""
+    """Loss and throughput to a CSV file (and the progress bar), read every `log_every` steps;
+    with `tensorboard`, the same values and the sample grids go to its event files too."""
 
-    def __init__(self, path: Path, resume: bool):
+    def __init__(self, path: Path, resume: bool, tensorboard: TensorBoard | None = None):
         self.path = path
+        self.tensorboard = tensorboard
         self.rows: list[dict[str, Any]] = []
         if resume and path.exists():
             with path.open() as f:
@@ -30,6 +33,8 @@ class Log:
         self.rows = [r for r in self.rows if int(r["step"]) < step]
         self.rows.append({"step": step, **values})
         self._write()
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(step, values)
 
     def set(self, step: int, **values: Any) -> None:
         """Add values (FID) to the row of `step`, or start a row for it."""
@@ -39,6 +44,17 @@ class Log:
         else:
             row.update(values)
         self._write()
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(step, values)
+
+    def grid(self, step: int, x: Tensor) -> None:
+        """A sample grid (B, C, H, W) in [-1, 1] (written as a PNG by the loop)."""
+        if self.tensorboard is not None:
+            self.tensorboard.grid(step, x)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
     def _write(self) -> None:
         with self.path.open("w", newline="") as f:
@@ -47,11 +63,11 @@ class Log:
             w.writerows(self.rows)
 
     def plot(self, path: Path) -> None:
-        pts = [
-            (int(r["step"]), float(r["loss"])) for r in self.rows if r.get("loss") not in ("", None)
-        ]
-        if pts:
-            loss_curve([s for s, _ in pts], [v for _, v in pts], path)
+        """The loss curve to `path` and, when FID was measured, the FID curve to fid.png."""
+        for key, target in (("loss", path), ("fid", path.with_name("fid.png"))):
+            panel = training_curve(self.rows, key)
+            if panel is not None:
+                plot([panel], target)
 
 
 def describe(cfg: TrainConfig, data: ImageDataset, model: nn.Module) -> str:

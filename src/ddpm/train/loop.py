@@ -9,6 +9,7 @@ import dataclasses
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +29,13 @@ from ddpm.train.config import TrainConfig, build_schedule, lr_at, resolve_device
 from ddpm.train.log import Log, describe
 from ddpm.train.state import TrainState, checkpoint_dict, save_checkpoint, setup, snapshot_dict
 from ddpm.train.step import train_step
+from ddpm.train.tensorboard import TensorBoard
 
 
 @torch.no_grad()
 def sample_grid(state: TrainState, schedule: NoiseSchedule, cfg: TrainConfig, shape, path: Path):
-    """A grid of `num_samples` images from the EMA weights, the same seeds every time."""
+    """A grid of `num_samples` images from the EMA weights, the same seeds every time; returns
+    the images (B, C, H, W) in [-1, 1]."""
     model = state.ema.model
     device = next(model.parameters()).device
     gens = sample_generators(cfg.seed, range(cfg.num_samples), device)
@@ -41,6 +44,7 @@ def sample_grid(state: TrainState, schedule: NoiseSchedule, cfg: TrainConfig, sh
     steps = min(cfg.sample_steps, schedule.T)
     x = sample(cfg.sample_sampler, net, schedule, x_T, steps, clip=cfg.sample_clip, generator=gens)
     save_grid(x, path)
+    return x
 
 
 class StopRequested:
@@ -131,6 +135,19 @@ class Snapshots:
             t.join()
 
 
+def clamp_batch_size(cfg: TrainConfig, n: int) -> TrainConfig:
+    """A batch larger than the dataset becomes the whole dataset, said once (16 images train
+    with the default batch size, as in diffusers' and lucidrains' trainers)."""
+    if cfg.batch_size <= n:
+        return cfg
+    warnings.warn(
+        f"batch size {cfg.batch_size} (--batch-size) is larger than the dataset ({n} images): "
+        f"training with batches of {n}",
+        stacklevel=3,
+    )
+    return dataclasses.replace(cfg, batch_size=n)
+
+
 class NonFiniteError(RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient."""
 
@@ -163,6 +180,7 @@ def train(
     evaluator = make_fid_evaluator(cfg) if cfg.eval_every is not None else None
     fids: list[tuple[int, float]] = []
     device, data, arch, model_cfg, state = setup(cfg, data, resume)
+    cfg = clamp_batch_size(cfg, len(data))
     if cfg.epochs is not None:  # whole passes over the data, as many steps as that takes
         per_epoch = max(len(data) // cfg.batch_size, 1)
         cfg = dataclasses.replace(cfg, steps=max(1, round(cfg.epochs * per_epoch)))
@@ -188,7 +206,8 @@ def train(
         cache_on_device=cfg.data_on_device,
     )
     shape = state.shape
-    log = Log(out / "log.csv", resume is not None)
+    tensorboard = TensorBoard.open(cfg, state.step) if cfg.tensorboard else None
+    log = Log(out / "log.csv", resume is not None, tensorboard)
     losses: list[tuple[int, float]] = []
     loss_sum = torch.zeros((), device=device)
     ok_count = torch.zeros((), device=device)
@@ -246,6 +265,7 @@ def train(
                 bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{img_s:.0f}")
                 if worst >= cfg.max_nonfinite:
                     bar.close()
+                    log.close()
                     raise NonFiniteError(
                         f"{worst} consecutive steps had a non-finite loss or gradient (by step "
                         f"{step}); stopped. The last good checkpoint is "
@@ -255,7 +275,10 @@ def train(
                 t_last, step_last = time.perf_counter(), step
 
             if step % cfg.sample_every == 0 or last:
-                sample_grid(state, schedule, cfg, shape, out / "samples" / f"step-{step:07d}.png")
+                grid = sample_grid(
+                    state, schedule, cfg, shape, out / "samples" / f"step-{step:07d}.png"
+                )
+                log.grid(step, grid)
                 state.model.train()
             if evaluator is not None and (step % cfg.eval_every == 0 or last):
                 fid = evaluate_fid(evaluator, state, schedule, cfg, arch, model_cfg, log)
@@ -270,5 +293,6 @@ def train(
                 break
     bar.close()
     snapshots.wait()
+    log.close()
     log.plot(out / "loss.png")
     return TrainResult(state.step, out, last_ckpt, stopped, losses, state.nonfinite_total, fids)

@@ -1,0 +1,164 @@
+"""`ddpm show data | forward | schedules | reverse | curves`: the tutorial's pictures, one command
+each (library: `ddpm.show`, `ddpm.plots`, `ddpm.generate.denoising_process`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ddpm.cli.args import (
+    add_split_arg,
+    device_name,
+    image_size,
+    positive_int,
+    resolve_device,
+    seed_int,
+    unit_float,
+)
+from ddpm.samplers import SAMPLERS
+from ddpm.schedule import SCHEDULES
+from ddpm.unet import ConfigError
+
+BACKEND_HELP = "matplotlib when installed (the plots extra), else Pillow (default: auto)"
+
+
+def _data_args(p: argparse.ArgumentParser, n: int) -> None:
+    p.add_argument("--data", help="any `ddpm train --data` form (default: the bundled digits)")
+    add_split_arg(p)
+    p.add_argument("--image-size", type=image_size, help="N or HxW (default: the data's own)")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="default: the data's own")
+    p.add_argument("--resize", choices=("center-crop", "squash", "bbox"), default="center-crop")
+    p.add_argument("--n", type=positive_int, default=n, help=f"images (default {n})")
+    p.add_argument("--seed", type=seed_int, default=0, help="which images, and the noise")
+
+
+def add_show_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="what", required=True, metavar="PICTURE")
+    d = sub.add_parser("data", help="a grid of training images", description="A grid of images.")
+    _data_args(d, 32)
+    d.add_argument("--out", type=Path, default=Path("data.png"))
+
+    f = sub.add_parser(
+        "forward",
+        help="the forward process on real images",
+        description="Images noised by q(x_t | x_0) (Ho et al. eq. 4) at evenly spaced t: the "
+        "reference tutorial's first figure. The default schedule is the tutorial's (linear, "
+        "T = 300, beta from 1e-4 to 0.02).",
+    )
+    _data_args(f, 4)
+    f.add_argument("--columns", type=positive_int, default=10, help="values of t (default 10)")
+    f.add_argument("--schedule", choices=SCHEDULES, default="linear")
+    f.add_argument("--T", type=positive_int, default=300)
+    f.add_argument("--beta-start", type=unit_float, help="default 1e-4 (not for cosine)")
+    f.add_argument("--beta-end", type=unit_float, help="default 0.02 (not for cosine)")
+    f.add_argument("--out", type=Path, default=Path("forward.png"))
+
+    s = sub.add_parser(
+        "schedules",
+        help="alpha-bar and log SNR of every schedule",
+        description="ᾱ_t and log SNR against t/T for linear, cosine, quadratic and sigmoid at "
+        "--T steps, and the reference tutorial's linear schedule at T = 300.",
+    )
+    s.add_argument("--T", type=positive_int, default=1000)
+    s.add_argument("--out", type=Path, default=Path("schedules.png"))
+    s.add_argument(
+        "--backend", choices=("auto", "matplotlib", "pillow"), default="auto", help=BACKEND_HELP
+    )
+
+    r = sub.add_parser(
+        "reverse",
+        help="the reverse process of a trained model",
+        description="Snapshots of x_t from x_T (left) to x_0 (right), one row per sample.",
+    )
+    r.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="a checkpoint, safetensors export or diffusers folder",
+    )
+    r.add_argument("--n", type=positive_int, default=8)
+    r.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
+    r.add_argument("--steps", type=positive_int, default=50, help="DDIM / DPM-Solver steps")
+    r.add_argument("--frames", type=positive_int, default=10)
+    r.add_argument("--seed", type=seed_int, default=0)
+    r.add_argument("--clip", action=argparse.BooleanOptionalAction, default=True)
+    r.add_argument("--device", type=device_name, default="auto")
+    r.add_argument("--out", type=Path, default=Path("process.png"))
+    r.add_argument("--gif", type=Path, help="also an animated GIF")
+
+    c = sub.add_parser(
+        "curves",
+        help="a run's loss and FID curves",
+        description="The loss curve (and the FID curve, when measured) of a training run.",
+    )
+    c.add_argument(
+        "run_dir", metavar="RUN", type=Path, help="a run folder (ddpm train's --out) or its log.csv"
+    )
+    c.add_argument("--out", type=Path, help="default: RUN/curves.png")
+    c.add_argument(
+        "--backend", choices=("auto", "matplotlib", "pillow"), default="auto", help=BACKEND_HELP
+    )
+
+
+def _load(args: argparse.Namespace):
+    from ddpm.data import load_dataset, parse_size
+
+    size = parse_size(args.image_size) if args.image_size else None
+    return load_dataset(args.data, size, args.channels, args.resize, split=args.split, stream=True)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from ddpm import show
+    from ddpm.plots import plot
+
+    if args.what == "data":
+        path = show.data_picture(_load(args), args.out, args.n, args.seed)
+    elif args.what == "forward":
+        if args.schedule == "cosine" and (args.beta_start or args.beta_end):
+            raise ConfigError("--beta-start/--beta-end do not apply to --schedule cosine")
+        betas = (
+            (None, None)
+            if args.schedule == "cosine"
+            else (args.beta_start or 1e-4, args.beta_end or 0.02)
+        )
+        schedule = (args.schedule, args.T, *betas)
+        path = show.forward_picture(
+            _load(args), args.out, schedule, args.n, args.columns, args.seed
+        )
+    elif args.what == "schedules":
+        plot(show.schedule_panels(args.T), args.out, args.backend)
+        path = args.out
+    elif args.what == "reverse":
+        from ddpm.generate import denoising_process, load_model, save_process
+
+        loaded = load_model(args.checkpoint, resolve_device(args.device))
+        if args.sampler != "ddpm" and args.steps > loaded.schedule.T:
+            raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
+        frames = denoising_process(
+            loaded, args.n, args.seed, args.sampler, args.steps, args.frames, args.clip
+        )
+        save_process(frames, args.out, args.gif)
+        path = args.out
+    else:
+        path = _curves(args, plot, show.run_panels)
+    print(f"wrote {path}")
+    return 0
+
+
+def _curves(args: argparse.Namespace, plot, run_panels) -> Path:
+    import csv
+
+    from ddpm.data import DataError
+
+    log = args.run_dir / "log.csv" if args.run_dir.is_dir() else args.run_dir
+    try:
+        with log.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        panels = run_panels(rows)
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(f"{log}: not a readable training log ({type(e).__name__}: {e})") from None
+    if not panels:
+        raise DataError(f"{log}: no loss values logged yet")
+    out = args.out or log.parent / "curves.png"
+    plot(panels, out, args.backend)
+    return out

@@ -1,0 +1,284 @@
+"""Line plots people can read: axes, ticks, labels, a legend. With matplotlib when it is
+installed (the `plots` extra), else drawn with Pillow to the same layout.
+
+A figure is a row of `Panel`s, each holding `Series`. `plot(panels, path)` writes a PNG and
+returns the backend it used ("matplotlib" or "pillow"; `backend=` forces one).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+# matplotlib's default colour cycle ("tab10"), so both backends colour series alike
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+BACKENDS = ("auto", "matplotlib", "pillow")
+
+
+@dataclass
+class Series:
+    label: str
+    x: Sequence[float]
+    y: Sequence[float]
+    dashed: bool = False
+
+
+@dataclass
+class Panel:
+    title: str
+    xlabel: str
+    ylabel: str
+    series: list[Series] = field(default_factory=list)
+    logy: bool = False
+
+
+def plot(
+    panels: Sequence[Panel], path: str | os.PathLike, backend: str = "auto", dpi: int = 110
+) -> str:
+    """Draw the panels side by side into a PNG at `path`; returns the backend used."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown plot backend {backend!r}; expected one of {BACKENDS}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if backend in ("auto", "matplotlib"):
+        try:
+            _plot_matplotlib(panels, path, dpi)
+            return "matplotlib"
+        except ImportError:
+            if backend == "matplotlib":
+                raise
+    _plot_pillow(panels, path)
+    return "pillow"
+
+
+def training_curve(rows: Sequence[dict], key: str) -> Panel | None:
+    """The "loss" (log scale) or "fid" column of log.csv rows against the step, or None when
+    the column holds no value."""
+    pts = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) not in ("", None)]
+    if not pts:
+        return None
+    steps, values = [s for s, _ in pts], [v for _, v in pts]
+    if key == "loss":
+        return Panel(
+            "training loss (mean over each logging interval)",
+            "step",
+            "loss",
+            [Series("loss", steps, values)],
+            logy=True,
+        )
+    return Panel("FID of the EMA weights", "step", "FID", [Series("FID", steps, values)])
+
+
+def _finite(s: Series, logy: bool) -> list[tuple[float, float]]:
+    return [
+        (float(x), float(y))
+        for x, y in zip(s.x, s.y)
+        if math.isfinite(x) and math.isfinite(y) and (y > 0 or not logy)
+    ]
+
+
+# --- matplotlib -----------------------------------------------------------------------------
+
+
+def _plot_matplotlib(panels: Sequence[Panel], path: str | os.PathLike, dpi: int) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.2 * len(panels), 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        for i, s in enumerate(panel.series):
+            pts = _finite(s, panel.logy)
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                label=s.label,
+                color=COLORS[i % len(COLORS)],
+                linestyle="--" if s.dashed else "-",
+                linewidth=1.6,
+            )
+        if panel.logy:
+            ax.set_yscale("log")
+        ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel)
+        ax.grid(alpha=0.3)
+        if len(panel.series) > 1:
+            ax.legend(fontsize="small")
+    fig.savefig(path, dpi=dpi)
+
+
+# --- Pillow ---------------------------------------------------------------------------------
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About n round values (1, 2 or 5 times a power of ten apart) covering [lo, hi]."""
+    if not hi > lo:
+        hi = lo + (abs(lo) or 1.0)
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    return [k * step for k in range(first, last + 1)]
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Tick values for a log axis over [lo, hi] (lo > 0): powers of ten, with 2x and 5x
+    between them when the range spans few decades."""
+    a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    mults = (1,) if b - a > 3 else (1, 2, 5)
+    ticks = [m * 10.0**k for k in range(a, b + 1) for m in mults]
+    inside = [t for t in ticks if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
+    below = [t for t in ticks if t < lo]
+    above = [t for t in ticks if t > hi]
+    # one tick beyond each end so the curve sits inside labelled values
+    return ([below[-1]] if below else []) + inside + ([above[0]] if above else [])
+
+
+def _label(v: float) -> str:
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e5 or abs(v) < 1e-3:
+        return f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e")
+    return f"{v:.6g}"
+
+
+def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """DejaVu Sans when the system has it (it has ᾱ, β, ε); else Pillow's own font."""
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        pass
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1: a scalable font
+    except TypeError:
+        return ImageFont.load_default()
+
+
+# what a font without Greek letters writes instead
+ASCII = {"ᾱ": "alpha_bar", "α": "alpha", "β": "beta", "ε": "eps", "√": "sqrt", "…": "..."}
+
+
+def readable(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> str:
+    if "DejaVu" in str(getattr(font, "path", "")):
+        return text
+    for greek, latin in ASCII.items():
+        text = text.replace(greek, latin)
+    return text
+
+
+def _plot_pillow(panels: Sequence[Panel], path: str | os.PathLike) -> None:
+    W, H = 600, 440
+    img = Image.new("RGB", (W * len(panels), H), "white")
+    for k, panel in enumerate(panels):
+        _draw_panel(img, panel, k * W, W, H)
+    img.save(path)
+
+
+def _draw_panel(img: Image.Image, panel: Panel, x0: int, W: int, H: int) -> None:
+    d = ImageDraw.Draw(img)
+    big, small = font(16), font(13)
+    left, right, top, bottom = x0 + 84, x0 + W - 20, 40, H - 64
+    series = [(s, _finite(s, panel.logy)) for s in panel.series]
+    xs = [p[0] for _, pts in series for p in pts] or [0.0, 1.0]
+    ys = [p[1] for _, pts in series for p in pts] or ([1.0, 10.0] if panel.logy else [0.0, 1.0])
+    xt = nice_ticks(min(xs), max(xs))
+    if panel.logy:
+        yt = log_ticks(min(ys), max(ys) if max(ys) > min(ys) else min(ys) * 10)
+        fy = math.log10
+    else:
+        yt = nice_ticks(min(ys), max(ys))
+        fy = float
+    xlo, xhi, ylo, yhi = xt[0], xt[-1], fy(yt[0]), fy(yt[-1])
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        u = left + (x - xlo) / (xhi - xlo) * (right - left)
+        v = bottom - (fy(y) - ylo) / (yhi - ylo) * (bottom - top)
+        return u, v
+
+    grid = (225, 225, 225)
+    for t in xt:
+        u = px(t, yt[0])[0]
+        d.line([(u, top), (u, bottom)], fill=grid)
+        d.line([(u, bottom), (u, bottom + 5)], fill="black")
+        _text(d, (u, bottom + 8), _label(t), small, "mt")
+    for t in yt:
+        v = px(xt[0], t)[1]
+        d.line([(left, v), (right, v)], fill=grid)
+        d.line([(left - 5, v), (left, v)], fill="black")
+        _text(d, (left - 8, v), _label(t), small, "rm")
+    d.rectangle((left, top, right, bottom), outline="black")
+    for i, (s, pts) in enumerate(series):
+        color = COLORS[i % len(COLORS)]
+        line = [px(x, y) for x, y in pts]
+        if s.dashed:
+            _dashed(d, line, color)
+        elif len(line) > 1:
+            d.line(line, fill=color, width=2, joint="curve")
+        elif line:
+            u, v = line[0]
+            d.ellipse((u - 3, v - 3, u + 3, v + 3), fill=color)
+    _text(d, ((left + right) / 2, 12), panel.title, big, "mt")
+    _text(d, ((left + right) / 2, H - 24), panel.xlabel, big, "mm")
+    # the y label, written sideways
+    ylabel = readable(panel.ylabel, big)
+    box = d.textbbox((0, 0), ylabel, font=big)
+    label = Image.new("RGB", (box[2] - box[0] + 4, box[3] - box[1] + 6), "white")
+    ImageDraw.Draw(label).text((2 - box[0], 3 - box[1]), ylabel, fill="black", font=big)
+    label = label.rotate(90, expand=True)
+    img.paste(label, (x0 + 6, int((top + bottom) / 2 - label.height / 2)))
+    if len(series) > 1:
+        _legend(d, [s for s, _ in series], right - 10, top + 10, small)
+
+
+def _text(d: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, font, anchor: str) -> None:
+    """Text placed by its box: anchor "mt" is middle-top, "rm" right-middle, "lm", "mm"
+    (computed here, so bitmap fonts of older Pillow versions place it alike)."""
+    text = readable(text, font)
+    x0, y0, x1, y1 = d.textbbox((0, 0), text, font=font)
+    w, h = x1 - x0, y1 - y0
+    x = xy[0] - {"l": 0, "m": w / 2, "r": w}[anchor[0]] - x0
+    y = xy[1] - {"t": 0, "m": h / 2, "b": h}[anchor[1]] - y0
+    d.text((x, y), text, fill="black", font=font)
+
+
+def _dashed(d: ImageDraw.ImageDraw, line: list[tuple[float, float]], color: str) -> None:
+    """A polyline drawn 8 pixels on, 5 off, measured along its length."""
+    on, period, walked = 8.0, 13.0, 0.0
+    for (xa, ya), (xb, yb) in zip(line, line[1:]):
+        length = math.hypot(xb - xa, yb - ya)
+        pos = 0.0
+        while pos < length:
+            phase = (walked + pos) % period
+            run = (on - phase) if phase < on else (period - phase)
+            end = min(pos + run, length)
+            if phase < on:
+                f0, f1 = pos / length, end / length
+                d.line(
+                    [
+                        (xa + f0 * (xb - xa), ya + f0 * (yb - ya)),
+                        (xa + f1 * (xb - xa), ya + f1 * (yb - ya)),
+                    ],
+                    fill=color,
+                    width=2,
+                )
+            pos = end
+        walked += length
+
+
+def _legend(d: ImageDraw.ImageDraw, series: Sequence[Series], x1: int, y0: int, font) -> None:
+    widths = [d.textbbox((0, 0), readable(s.label, font), font=font)[2] for s in series]
+    w, row = max(widths) + 40, 18
+    x0 = x1 - w
+    d.rectangle((x0, y0, x1, y0 + row * len(series) + 6), fill="white", outline=(180, 180, 180))
+    for i, s in enumerate(series):
+        y = y0 + 4 + row * i + row / 2
+        color = COLORS[i % len(COLORS)]
+        if s.dashed:
+            _dashed(d, [(x0 + 6, y), (x0 + 30, y)], color)
+        else:
+            d.line([(x0 + 6, y), (x0 + 28, y)], fill=color, width=2)
+        _text(d, (x0 + 34, y), s.label, font, "lm")
