@@ -116,8 +116,11 @@ def _plot_matplotlib(panels: Sequence[Panel], path: str | os.PathLike, dpi: int)
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     """About n round values (1, 2 or 5 times a power of ten apart) covering [lo, hi]."""
-    if not hi > lo:
-        hi = lo + (abs(lo) or 1.0)
+    span, mid = hi - lo, (lo + hi) / 2
+    if not span > 1e-9 * max(abs(lo), abs(hi)) or span < 1e-300:  # (nearly) constant
+        half = max(0.1 * abs(mid), span)
+        half = half if half > 1e-300 else 1.0
+        lo, hi = mid - half, mid + half
     raw = (hi - lo) / n
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
