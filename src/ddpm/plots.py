@@ -103,7 +103,12 @@ def _plot_matplotlib(panels: Sequence[Panel], path: str | os.PathLike, dpi: int)
                 linewidth=1.6,
             )
         if panel.logy:
+            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _label(v)))
+            ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel)
         ax.grid(alpha=0.3)
         if len(panel.series) > 1:
@@ -115,15 +120,15 @@ def _plot_matplotlib(panels: Sequence[Panel], path: str | os.PathLike, dpi: int)
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """About n round values (1, 2 or 5 times a power of ten apart) covering [lo, hi]."""
+    """Round values (1, 2 or 5 times a power of ten apart, about n steps) covering [lo, hi]."""
     span, mid = hi - lo, (lo + hi) / 2
     if not span > 1e-9 * max(abs(lo), abs(hi)) or span < 1e-300:  # (nearly) constant
         half = max(0.1 * abs(mid), span)
         half = half if half > 1e-300 else 1.0
         lo, hi = mid - half, mid + half
-    raw = (hi - lo) / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    e = math.floor(math.log10((hi - lo) / n))
+    steps = [m * 10.0**k for k in (e - 1, e, e + 1) for m in (1, 2, 5)]
+    step = min(steps, key=lambda st: abs((hi - lo) / st - n))  # the count nearest n
     first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
     return [k * step for k in range(first, last + 1)]
 
@@ -173,29 +178,45 @@ def readable(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> s
     return text
 
 
-def _plot_pillow(panels: Sequence[Panel], path: str | os.PathLike) -> None:
+def _plot_pillow(panels: Sequence[Panel], path: str | os.PathLike, S: int = 2) -> None:
+    """Drawn at S times the size, then scaled down: smooth lines and text without
+    anti-aliasing in ImageDraw."""
     W, H = 600, 440
-    img = Image.new("RGB", (W * len(panels), H), "white")
+    img = Image.new("RGB", (W * len(panels) * S, H * S), "white")
     for k, panel in enumerate(panels):
-        _draw_panel(img, panel, k * W, W, H)
-    img.save(path)
+        _draw_panel(img, panel, k * W * S, W * S, H * S, S)
+    img.resize((W * len(panels), H), Image.Resampling.LANCZOS).save(path)
 
 
-def _draw_panel(img: Image.Image, panel: Panel, x0: int, W: int, H: int) -> None:
+def _axis(lo: float, hi: float, pad: float) -> tuple[float, float]:
+    """The data range widened by `pad` of its span on each side (as matplotlib's margins)."""
+    if not hi > lo:
+        half = 0.1 * abs(lo) or 1.0
+        return lo - half, hi + half
+    return lo - pad * (hi - lo), hi + pad * (hi - lo)
+
+
+def _draw_panel(img: Image.Image, panel: Panel, x0: int, W: int, H: int, S: int) -> None:
     d = ImageDraw.Draw(img)
-    big, small = font(16), font(13)
-    left, right, top, bottom = x0 + 84, x0 + W - 20, 40, H - 64
+    big, small = font(16 * S), font(13 * S)
+    left, right, top, bottom = x0 + 84 * S, x0 + W - 20 * S, 40 * S, H - 64 * S
     series = [(s, _finite(s, panel.logy)) for s in panel.series]
     xs = [p[0] for _, pts in series for p in pts] or [0.0, 1.0]
     ys = [p[1] for _, pts in series for p in pts] or ([1.0, 10.0] if panel.logy else [0.0, 1.0])
-    xt = nice_ticks(min(xs), max(xs))
+    xlo, xhi = _axis(min(xs), max(xs), 0.03)
     if panel.logy:
-        yt = log_ticks(min(ys), max(ys) if max(ys) > min(ys) else min(ys) * 10)
         fy = math.log10
+        ylo, yhi = _axis(fy(min(ys)), fy(max(ys)), 0.05)
+        yt = log_ticks(10**ylo, 10**yhi)
+        if sum(ylo <= fy(t) <= yhi for t in yt) < 2:  # less than a factor 2: round values
+            yt = nice_ticks(10**ylo, 10**yhi)
     else:
-        yt = nice_ticks(min(ys), max(ys))
         fy = float
-    xlo, xhi, ylo, yhi = xt[0], xt[-1], fy(yt[0]), fy(yt[-1])
+        ylo, yhi = _axis(min(ys), max(ys), 0.05)
+        yt = nice_ticks(ylo, yhi)
+    xt = [t for t in nice_ticks(xlo, xhi) if xlo <= t <= xhi]
+    yt = [t for t in yt if t > 0 or not panel.logy]
+    yt = [t for t in yt if ylo - 1e-9 <= fy(t) <= yhi + 1e-9]
 
     def px(x: float, y: float) -> tuple[float, float]:
         u = left + (x - xlo) / (xhi - xlo) * (right - left)
@@ -204,37 +225,37 @@ def _draw_panel(img: Image.Image, panel: Panel, x0: int, W: int, H: int) -> None
 
     grid = (225, 225, 225)
     for t in xt:
-        u = px(t, yt[0])[0]
-        d.line([(u, top), (u, bottom)], fill=grid)
-        d.line([(u, bottom), (u, bottom + 5)], fill="black")
-        _text(d, (u, bottom + 8), _label(t), small, "mt")
+        u = px(t, 10**ylo if panel.logy else ylo)[0]
+        d.line([(u, top), (u, bottom)], fill=grid, width=S)
+        d.line([(u, bottom), (u, bottom + 5 * S)], fill="black", width=S)
+        _text(d, (u, bottom + 8 * S), _label(t), small, "mt")
     for t in yt:
-        v = px(xt[0], t)[1]
-        d.line([(left, v), (right, v)], fill=grid)
-        d.line([(left - 5, v), (left, v)], fill="black")
-        _text(d, (left - 8, v), _label(t), small, "rm")
-    d.rectangle((left, top, right, bottom), outline="black")
+        v = px(xlo, t)[1]
+        d.line([(left, v), (right, v)], fill=grid, width=S)
+        d.line([(left - 5 * S, v), (left, v)], fill="black", width=S)
+        _text(d, (left - 8 * S, v), _label(t), small, "rm")
     for i, (s, pts) in enumerate(series):
         color = COLORS[i % len(COLORS)]
         line = [px(x, y) for x, y in pts]
         if s.dashed:
-            _dashed(d, line, color)
+            _dashed(d, line, color, S)
         elif len(line) > 1:
-            d.line(line, fill=color, width=2, joint="curve")
+            d.line(line, fill=color, width=2 * S, joint="curve")
         elif line:
             u, v = line[0]
-            d.ellipse((u - 3, v - 3, u + 3, v + 3), fill=color)
-    _text(d, ((left + right) / 2, 12), panel.title, big, "mt")
-    _text(d, ((left + right) / 2, H - 24), panel.xlabel, big, "mm")
+            d.ellipse((u - 3 * S, v - 3 * S, u + 3 * S, v + 3 * S), fill=color)
+    d.rectangle((left, top, right, bottom), outline="black", width=S)
+    _text(d, ((left + right) / 2, 12 * S), panel.title, big, "mt")
+    _text(d, ((left + right) / 2, H - 24 * S), panel.xlabel, big, "mm")
     # the y label, written sideways
     ylabel = readable(panel.ylabel, big)
     box = d.textbbox((0, 0), ylabel, font=big)
-    label = Image.new("RGB", (box[2] - box[0] + 4, box[3] - box[1] + 6), "white")
-    ImageDraw.Draw(label).text((2 - box[0], 3 - box[1]), ylabel, fill="black", font=big)
+    label = Image.new("RGB", (box[2] - box[0] + 4 * S, box[3] - box[1] + 6 * S), "white")
+    ImageDraw.Draw(label).text((2 * S - box[0], 3 * S - box[1]), ylabel, fill="black", font=big)
     label = label.rotate(90, expand=True)
-    img.paste(label, (x0 + 6, int((top + bottom) / 2 - label.height / 2)))
+    img.paste(label, (x0 + 6 * S, int((top + bottom) / 2 - label.height / 2)))
     if len(series) > 1:
-        _legend(d, [s for s, _ in series], right - 10, top + 10, small)
+        _legend(d, [s for s, _ in series], right - 10 * S, top + 10 * S, small, S)
 
 
 def _text(d: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, font, anchor: str) -> None:
@@ -248,40 +269,38 @@ def _text(d: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, font, anch
     d.text((x, y), text, fill="black", font=font)
 
 
-def _dashed(d: ImageDraw.ImageDraw, line: list[tuple[float, float]], color: str) -> None:
-    """A polyline drawn 8 pixels on, 5 off, measured along its length."""
-    on, period, walked = 8.0, 13.0, 0.0
+def _dashed(d: ImageDraw.ImageDraw, line: list[tuple[float, float]], color: str, S: int) -> None:
+    """A polyline drawn 8 pixels on, 5 off (times S), measured along its length."""
+    on, period, walked = 8.0 * S, 13.0 * S, 0.0
     for (xa, ya), (xb, yb) in zip(line, line[1:]):
         length = math.hypot(xb - xa, yb - ya)
         pos = 0.0
         while pos < length:
             phase = (walked + pos) % period
-            run = (on - phase) if phase < on else (period - phase)
-            end = min(pos + run, length)
+            end = min(pos + ((on - phase) if phase < on else (period - phase)), length)
             if phase < on:
                 f0, f1 = pos / length, end / length
-                d.line(
-                    [
-                        (xa + f0 * (xb - xa), ya + f0 * (yb - ya)),
-                        (xa + f1 * (xb - xa), ya + f1 * (yb - ya)),
-                    ],
-                    fill=color,
-                    width=2,
-                )
+                a = (xa + f0 * (xb - xa), ya + f0 * (yb - ya))
+                b = (xa + f1 * (xb - xa), ya + f1 * (yb - ya))
+                d.line([a, b], fill=color, width=2 * S)
             pos = end
         walked += length
 
 
-def _legend(d: ImageDraw.ImageDraw, series: Sequence[Series], x1: int, y0: int, font) -> None:
+def _legend(
+    d: ImageDraw.ImageDraw, series: Sequence[Series], x1: int, y0: int, font, S: int
+) -> None:
     widths = [d.textbbox((0, 0), readable(s.label, font), font=font)[2] for s in series]
-    w, row = max(widths) + 40, 18
+    w, row = max(widths) + 40 * S, 18 * S
     x0 = x1 - w
-    d.rectangle((x0, y0, x1, y0 + row * len(series) + 6), fill="white", outline=(180, 180, 180))
+    d.rectangle(
+        (x0, y0, x1, y0 + row * len(series) + 6 * S), fill="white", outline=(180, 180, 180), width=S
+    )
     for i, s in enumerate(series):
-        y = y0 + 4 + row * i + row / 2
+        y = y0 + 4 * S + row * i + row / 2
         color = COLORS[i % len(COLORS)]
         if s.dashed:
-            _dashed(d, [(x0 + 6, y), (x0 + 30, y)], color)
+            _dashed(d, [(x0 + 6 * S, y), (x0 + 30 * S, y)], color, S)
         else:
-            d.line([(x0 + 6, y), (x0 + 28, y)], fill=color, width=2)
-        _text(d, (x0 + 34, y), s.label, font, "lm")
+            d.line([(x0 + 6 * S, y), (x0 + 28 * S, y)], fill=color, width=2 * S)
+        _text(d, (x0 + 34 * S, y), s.label, font, "lm")

@@ -39,16 +39,18 @@ def pick_images(data: Dataset, n: int, seed: int = 0) -> Tensor:
 def forward_process(
     x_0: Tensor, schedule: NoiseSchedule, columns: int = 10, seed: int = 0
 ) -> tuple[list[int], list[Tensor]]:
-    """x_t ~ q(x_t | x_0) (Ho et al. eq. 4) at `columns` evenly spaced t from 0 to T-1.
+    """x_0, then x_t ~ q(x_t | x_0) (Ho et al. eq. 4) at `columns - 1` evenly spaced steps up
+    to t = T, in the paper's numbering (code index t - 1).
 
     x_0: (B, C, H, W) in [-1, 1]. Each image keeps one eps for every t, so a row shows one
     draw of the noise fading the image out. Returns (the t's, a (B, C, H, W) tensor per t).
     """
     g = torch.Generator().manual_seed(seed)
     eps = torch.randn(x_0.shape, generator=g)
-    ts = [round(k * (schedule.T - 1) / max(columns - 1, 1)) for k in range(columns)]
-    frames = [
-        q_sample(schedule, x_0, torch.full((x_0.shape[0],), t, dtype=torch.long), eps) for t in ts
+    ts = [round(k * schedule.T / max(columns - 1, 1)) for k in range(columns)]
+    frames = [x_0] + [
+        q_sample(schedule, x_0, torch.full((x_0.shape[0],), t - 1, dtype=torch.long), eps)
+        for t in ts[1:]
     ]
     return ts, frames
 
@@ -84,14 +86,14 @@ def forward_picture(
     seed: int = 0,
 ) -> Path:
     """The tutorial's first figure: n images of `data` noised by q(x_t | x_0) at evenly spaced
-    t (columns: t = 0 .. T-1). `schedule_args` are make_schedule's (name, T, start, end)."""
+    t (columns: x_0, then t up to T). `schedule_args` are make_schedule's (name, T, start, end)."""
     with warnings.catch_warnings():  # a short schedule is shown on purpose, not used
         warnings.simplefilter("ignore")
         schedule = make_schedule(*schedule_args)
     ts, frames = forward_process(pick_images(data, n, seed), schedule, columns, seed)
     name, T = schedule_args[0], schedule_args[1]
     title = f"forward process q(x_t | x_0), {name} schedule, T = {T}"
-    img = labelled_strip(frames, [f"t={t}" for t in ts], title)
+    img = labelled_strip(frames, ["x_0"] + [f"t={t}" for t in ts[1:]], title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
