@@ -33,7 +33,7 @@ from torch import Tensor
 from ddpm.checkpoint import CheckpointError
 from ddpm.modelfile import ModelFile
 from ddpm.schedule import beta_range
-from ddpm.unet import ConfigError, UNetConfig, full_config
+from ddpm.unet import ConfigError, UNetConfig, full_config, model_config
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 WEIGHTS_BIN = "diffusion_pytorch_model.bin"  # older folders (read with weights_only=True)
@@ -287,7 +287,8 @@ def diffusers_unet_config(arch: str, config: dict[str, Any], shape: tuple[int, .
             f"diffusers has no counterpart of {what}: only the U-Net presets (ddpm-cifar10, "
             "cars64, small) export to diffusers; use --format safetensors"
         )
-    cfg = UNetConfig(**config)
+    cfg = model_config("unet", config)
+    assert isinstance(cfg, UNetConfig)
     if cfg.learn_sigma:
         raise ConfigError(
             "a learned-variance model does not export to diffusers' DDPMPipeline here "
