@@ -26,7 +26,7 @@ def error_line(capsys) -> str:
         (["train", "--lr", "nan"], "argument --lr: expected a positive number"),
         (["train", "--image-size", "64x"], "argument --image-size"),
         (["sample", "--checkpoint", "x.pt", "--steps", "0"], "argument --steps"),
-        (["sample", "--checkpoint", "x.pt", "--sampler", "heun"], "argument --sampler"),
+        (["sample", "--checkpoint", "x.pt", "--sampler", "no-such"], "argument --sampler"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(capsys, argv, expected):
