@@ -150,3 +150,15 @@ def test_sixteen_images_train_with_the_default_batch_size(tmp_path, capsys):
     tiny = ImageDataset(torch.zeros(4, 1, 8, 8, dtype=torch.uint8))
     with pytest.raises(DataError, match="larger than the dataset"):
         next(batches(tiny, 8, 0, 0, torch.device("cpu"), False))
+
+
+def test_without_matplotlib_auto_draws_with_pillow(tmp_path, monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    panel = Panel("a", "x", "y", [Series("s", [0, 1], [0, 1])])
+    assert plot([panel], tmp_path / "p.png") == "pillow"
+    with pytest.raises(ImportError):
+        plot([panel], tmp_path / "q.png", backend="matplotlib")
