@@ -274,14 +274,18 @@ class SamplerSettings:
     batch_size: int = 256
     variance: str = "small"  # the DDPM sampler's reverse variance
     spacing: str | None = None  # timesteps of the few-step samplers (None: each one's default)
+    guidance: float = 0.0  # classifier-free guidance w of a class-conditional model
+    classes: str = "uniform"  # its classes: drawn uniformly, or as in the training data
 
-    def describe(self) -> str:
+    def describe(self, conditional: bool = False) -> str:
         if self.sampler == "ddpm":
             steps = f" variance {self.variance}"
         else:
             steps = f" {self.steps} steps" + (f" ({self.spacing})" if self.spacing else "")
         eta = f", eta {self.eta:g}" if self.sampler == "ddim" else ""
-        return f"{self.sampler}{steps}{eta}, clip {'on' if self.clip else 'off'}, seed {self.seed}"
+        cond = f", classes {self.classes}, guidance w={self.guidance:g}" if conditional else ""
+        clip = "on" if self.clip else "off"
+        return f"{self.sampler}{steps}{eta}, clip {clip}{cond}, seed {self.seed}"
 
 
 def model_stats(
@@ -291,9 +295,14 @@ def model_stats(
     settings: SamplerSettings,
     progress: bool = False,
 ) -> FIDStats:
-    """FIDStats of n samples from a model; each batch goes through the net as it is drawn."""
+    """FIDStats of n samples from a model; each batch goes through the net as it is drawn.
+    A class-conditional model samples image i's class from (seed, i), uniformly or as in
+    its training data (`settings.classes`), at guidance `settings.guidance`."""
     if n < 2:
         raise FIDError(f"FID needs at least 2 samples, got n = {n}")
+    labels = None
+    if loaded.num_classes is not None:
+        labels = loaded.draw_classes(settings.seed, range(n), settings.classes)
     from tqdm import tqdm
 
     device = _net_device(net)
@@ -316,6 +325,8 @@ def model_stats(
         settings.batch_size,
         on_batch=on_batch,
         spacing=settings.spacing,
+        class_labels=labels,
+        guidance=settings.guidance,
     )
     bar.close()
     return acc.stats()

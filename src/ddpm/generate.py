@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ddpm.checkpoint import CheckpointError
+from ddpm.conditioning import class_weights, draw_classes, guided
 from ddpm.diffusion import eps_model
 from ddpm.images import process_strip, save_gif
 from ddpm.interchange import read_model
@@ -20,6 +21,11 @@ from ddpm.samplers import per_sample_noise, sample, sample_generators
 from ddpm.schedule import NoiseSchedule, ScheduleError
 from ddpm.speed import autocast_call, compile_model, use_channels_last
 from ddpm.unet import ConfigError, build_model
+
+UNCONDITIONAL = (
+    "class labels and guidance need a class-conditional model (trained with --class-cond); "
+    "this one is unconditional"
+)
 
 
 @dataclass
@@ -34,12 +40,63 @@ class Loaded:
     bf16: bool = False  # run the network under bf16 autocast (CUDA only; see `speed_up`)
     fixed_batch: bool = False  # compiled for one batch size: pad a short last batch to it
     origin: str = "checkpoint"  # or "safetensors", "diffusers" (`ddpm.interchange.read_model`)
+    class_names: list[str] | None = None  # of a class-conditional model, by label index
+    class_counts: list[int] | None = None  # its training labels' histogram (K,)
+
+    @property
+    def num_classes(self) -> int | None:
+        """K for a class-conditional network (labels 0..K-1, K the null class), else None."""
+        return getattr(getattr(self.model, "config", None), "num_classes", None)
+
+    @property
+    def names(self) -> list[str]:
+        """The class names (the label indices as text where the checkpoint has none)."""
+        K = self.num_classes or 0
+        names = self.class_names or []
+        return list(names) if len(names) == K else [str(k) for k in range(K)]
 
     @property
     def eps(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """eps(x_t, t); for a class-conditional network the unconditional (null class) one."""
+        return self.eps_given()
+
+    def eps_given(
+        self, class_labels: Tensor | None = None, guidance: float = 0.0
+    ) -> Callable[[Tensor, Tensor], Tensor]:
+        """eps(x_t, t) for labels (B,) at classifier-free guidance w (`ddpm.conditioning`):
+        (1 + w) eps(x_t, t, y) - w eps(x_t, t, null); w = 0 is the plain conditional model."""
         device = next(self.model.parameters()).device
         net = autocast_call(self.model, device, self.bf16)
+        if class_labels is None:
+            if guidance != 0:
+                raise ConfigError("guidance needs class labels to guide towards")
+        elif self.num_classes is None:
+            raise ConfigError(UNCONDITIONAL)
+        else:
+            net = guided(net, class_labels.to(device), guidance, self.num_classes)
         return eps_model(net, self.schedule, self.prediction)  # type: ignore[arg-type]
+
+    def draw_classes(
+        self, seed: int, indices: range | list[int], distribution: str = "uniform"
+    ) -> Tensor:
+        """Labels (len(indices),) of a conditional model, image i's drawn from (seed, i):
+        uniformly, or as often as in the training data ("data")."""
+        K = self.num_classes
+        if K is None:
+            raise ConfigError("only a class-conditional model has classes to draw")
+        return draw_classes(seed, indices, class_weights(distribution, K, self.class_counts))
+
+    def check_labels(self, class_labels: Tensor, n: int) -> Tensor:
+        """Labels as int64 (n,) in 0..K (K: the null class), or a ConfigError saying why not."""
+        K = self.num_classes
+        if K is None:
+            raise ConfigError(UNCONDITIONAL)
+        y = torch.as_tensor(class_labels).to("cpu", torch.int64).reshape(-1)
+        if y.numel() != n:
+            raise ConfigError(f"got {y.numel()} class labels for {n} images")
+        if n and not (int(y.min()) >= 0 and int(y.max()) <= K):
+            raise ConfigError(f"class labels must lie in 0..{K} ({K}: the null class)")
+        return y
 
 
 def speed_up(
@@ -87,6 +144,8 @@ def load_model(
         mf.shape,
         mf.step or 0,
         origin=mf.origin,
+        class_names=mf.class_names,
+        class_counts=mf.class_counts,
     )
 
 
@@ -103,12 +162,19 @@ def generate(
     first_index: int = 0,
     on_batch: Callable[[int, Tensor], None] | None = None,
     spacing: str | None = None,
+    class_labels: Tensor | None = None,
+    guidance: float = 0.0,
 ) -> Tensor:
-    """n images (n, C, H, W) in [-1, 1]; image i is a function of (seed, first_index + i) only.
+    """n images (n, C, H, W) in [-1, 1]; image i is a function of (seed, first_index + i) only
+    (and, for a class-conditional model, of its class).
 
     `on_batch(start, x)` is called after each batch (to write files as they come).
+    `class_labels` (n,) are the classes of a conditional model (None: drawn uniformly, image
+    i's from (seed, first_index + i)); `guidance` is classifier-free guidance's w (0: plain
+    conditional; each step then runs the network once on 2B images).
     """
     device = next(loaded.model.parameters()).device
+    labels = _labels(loaded, n, seed, first_index, class_labels, guidance)
     out = []
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
@@ -118,9 +184,12 @@ def generate(
         idx = range(first_index + start, first_index + full)
         gens = sample_generators(seed, idx, device)
         x_T = per_sample_noise(loaded.shape, gens, device)
+        y = labels[start:full] if labels is not None else None
+        if y is not None and len(y) < full - start:  # padding: dropped, so any label will do
+            y = torch.cat([y, y[:1].expand(full - start - len(y))])
         x = sample(
             sampler,
-            loaded.eps,
+            loaded.eps_given(y, guidance),
             loaded.schedule,
             x_T,
             steps,
@@ -137,6 +206,25 @@ def generate(
     return torch.cat(out)
 
 
+def _labels(
+    loaded: Loaded,
+    n: int,
+    seed: int,
+    first_index: int,
+    class_labels: Tensor | None,
+    guidance: float,
+) -> Tensor | None:
+    """The checked labels (n,) of `generate` (drawn when None), or None for an unconditional
+    model (which takes no labels and no guidance)."""
+    if loaded.num_classes is None:
+        if class_labels is not None or guidance != 0:
+            raise ConfigError(UNCONDITIONAL)
+        return None
+    if class_labels is None:
+        return loaded.draw_classes(seed, range(first_index, first_index + n))
+    return loaded.check_labels(class_labels, n)
+
+
 def denoising_process(
     loaded: Loaded,
     n: int = 8,
@@ -145,9 +233,13 @@ def denoising_process(
     steps: int | None = None,
     frames: int = 10,
     clip: bool = False,
+    class_labels: Tensor | None = None,
+    guidance: float = 0.0,
 ) -> list[Tensor]:
-    """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0."""
+    """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0 (for a
+    conditional model: of `class_labels`, drawn as in `generate` when None)."""
     device = next(loaded.model.parameters()).device
+    labels = _labels(loaded, n, seed, 0, class_labels, guidance)
     gens = sample_generators(seed, range(n), device)
     x_T = per_sample_noise(loaded.shape, gens, device)
     total = loaded.schedule.T if sampler == "ddpm" else int(steps or 50)
@@ -158,8 +250,9 @@ def denoising_process(
         if i in keep:
             snaps.append(x_t.cpu())
 
+    eps = loaded.eps_given(labels, guidance)
     x = sample(
-        sampler, loaded.eps, loaded.schedule, x_T, steps, clip=clip, generator=gens, callback=record
+        sampler, eps, loaded.schedule, x_T, steps, clip=clip, generator=gens, callback=record
     )
     return [*snaps, x.cpu()]
 

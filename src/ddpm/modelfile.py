@@ -46,6 +46,8 @@ class ModelFile:
     prediction: str  # eps, x0 or v
     step: int | None  # training steps behind the weights; None when the file does not say
     origin: str  # "checkpoint", "safetensors" or "diffusers"
+    class_names: list[str] | None = None  # a class-conditional model's classes, by label
+    class_counts: list[int] | None = None  # its training labels' histogram
 
     def noise_schedule(self) -> NoiseSchedule:
         if "betas" in self.schedule:
@@ -63,6 +65,8 @@ class ModelFile:
             "schedule": self.schedule,
             "prediction": self.prediction,
             "step": self.step,
+            **({"class_names": self.class_names} if self.class_names is not None else {}),
+            **({"class_counts": self.class_counts} if self.class_counts is not None else {}),
         }
 
 
@@ -83,7 +87,17 @@ def from_checkpoint(
         prediction=cfg["prediction"],
         step=int(ckpt["step"]),
         origin="checkpoint",
+        **classes(ckpt),
     )
+
+
+def classes(d: dict[str, Any]) -> dict[str, Any]:
+    """class_names and class_counts of a checkpoint or description (absent before issue 12)."""
+    names, counts = d.get("class_names"), d.get("class_counts")
+    return {
+        "class_names": [str(c) for c in names] if names is not None else None,
+        "class_counts": [int(c) for c in counts] if counts is not None else None,
+    }
 
 
 def is_safetensors(path: str | os.PathLike) -> bool:
@@ -144,6 +158,7 @@ def load_safetensors(path: str | os.PathLike) -> ModelFile:
             prediction=d["prediction"],
             step=d.get("step"),
             origin="safetensors",
+            **classes(d),
         )
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: the header's description is incomplete ({e})") from None

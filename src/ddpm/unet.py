@@ -1,7 +1,9 @@
 """The noise-prediction networks: Ho et al.'s U-Net and the reference tutorial's SimpleUnet.
 
-Both map (x_t: (B, C, H, W), t: int64 (B,)) to a tensor shaped like x_t. Presets are data
-(`PRESETS`), turned into modules by `build_model`.
+Both map (x_t: (B, C, H, W), t: int64 (B,), y: int64 (B,) or None) to a tensor shaped like
+x_t. With `num_classes` set, the class label y is embedded and added to the time embedding
+(`ClassEmbedding`); y = None, or the label `num_classes`, is the learned "null" class of
+classifier-free guidance. Presets are data (`PRESETS`), turned into modules by `build_model`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,37 @@ def timestep_embedding(
     return F.pad(emb, (0, dim % 2))
 
 
+class ClassEmbedding(nn.Module):
+    """Learned class vectors, added to the time embedding (Ho & Salimans 2022, as Dhariwal &
+    Nichol's class-conditional U-Net).
+
+    The table has num_classes + 1 rows: row `num_classes` is the "null" class, which training
+    substitutes for the label with probability p (`ddpm.conditioning.drop_labels`), so one
+    network learns both eps(x_t, t, y) and the unconditional eps(x_t, t). Any network with a
+    time embedding can use it: `emb = class_emb(emb, y)`.
+    """
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        if num_classes < 1:
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, emb: Tensor, y: Tensor | None) -> Tensor:
+        """emb (B, dim) plus the vector of each label y (B,); y None means the null class."""
+        if y is None:
+            y = torch.full((emb.shape[0],), self.num_classes, device=emb.device)
+        return emb + self.table(y).to(emb.dtype)
+
+
+def check_num_classes(num_classes: int | None) -> None:
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
+        raise ConfigError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+
+
 # --- Ho et al. 2020 U-Net (the PixelCNN++-style backbone of their Appendix B) -----------------
 
 
@@ -59,7 +92,7 @@ class UNetConfig:
     dropout: float = 0.1
     num_heads: int = 1
     norm_groups: int = 32
-    num_classes: int | None = None  # class-conditional when set (slot for label guidance)
+    num_classes: int | None = None  # class-conditional when set (see `ClassEmbedding`)
     learn_sigma: bool = False  # doubles the output channels (eps and the variance interpolation)
     # Three details in which published weights differ (google/ddpm-cifar10-32, Ho et al.'s TF
     # code, diffusers' defaults); the defaults are this project's own choices.
@@ -95,6 +128,7 @@ class UNetConfig:
             raise ConfigError(f"downsample_padding must be 0 or 1, got {self.downsample_padding}")
         if self.freq_shift not in (0, 1):
             raise ConfigError(f"freq_shift must be 0 or 1, got {self.freq_shift}")
+        check_num_classes(self.num_classes)
 
     @property
     def downsample_factor(self) -> int:
@@ -211,7 +245,7 @@ class UNet(nn.Module):
         t_dim = 4 * ch
         self.time_mlp = nn.Sequential(nn.Linear(ch, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
         self.class_emb = (
-            nn.Embedding(config.num_classes, t_dim) if config.num_classes is not None else None
+            ClassEmbedding(config.num_classes, t_dim) if config.num_classes is not None else None
         )
         self.conv_in = nn.Conv2d(config.in_channels, ch, 3, padding=1)
 
@@ -261,8 +295,8 @@ class UNet(nn.Module):
         emb = self.time_mlp(
             timestep_embedding(t, cfg.base_channels, freq_shift=cfg.freq_shift).to(x.dtype)
         )
-        if self.class_emb is not None and y is not None:
-            emb = emb + self.class_emb(y)
+        if self.class_emb is not None:
+            emb = self.class_emb(emb, y)
 
         h = self.conv_in(x)
         skips = [h]
@@ -298,6 +332,7 @@ class TutorialUNetConfig:
     in_channels: int = 3
     channels: tuple[int, ...] = (64, 128, 256, 512, 1024)
     time_dim: int = 32
+    num_classes: int | None = None  # class-conditional when set (not in the tutorial)
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -307,6 +342,7 @@ class TutorialUNetConfig:
             raise ConfigError("channels needs at least two positive widths")
         if self.time_dim < 2:
             raise ConfigError(f"time_dim must be >= 2, got {self.time_dim}")
+        check_num_classes(self.num_classes)
 
     @property
     def downsample_factor(self) -> int:
@@ -341,6 +377,9 @@ class TutorialUNet(nn.Module):
         self.config = config
         chans, d = config.channels, config.time_dim
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.ReLU())
+        self.class_emb = (
+            ClassEmbedding(config.num_classes, d) if config.num_classes is not None else None
+        )
         self.conv0 = nn.Conv2d(config.in_channels, chans[0], 3, padding=1)
         self.downs = nn.ModuleList(
             TutorialBlock(a, b, d, up=False) for a, b in zip(chans[:-1], chans[1:])
@@ -352,6 +391,8 @@ class TutorialUNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         check_size(x, self.config.downsample_factor)
         emb = self.time_mlp(timestep_embedding(t, self.config.time_dim).to(x.dtype))
+        if self.class_emb is not None:
+            emb = self.class_emb(emb, y)
         h = self.conv0(x)
         skips = []
         for down in self.downs:

@@ -34,6 +34,7 @@ positive_float = _number(float, "a positive number", lambda v: v > 0)
 nonneg_float = _number(float, "a non-negative number", lambda v: v >= 0)
 unit_float = _number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
 decay_float = _number(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+probability = _number(float, "a probability in [0, 1)", lambda v: 0 <= v < 1)
 seed_int = _number(int, "an integer in [0, 2^63)", lambda v: 0 <= v < 2**63)
 
 
@@ -178,3 +179,11 @@ def fast_path(loaded, args: argparse.Namespace):
     device = next(loaded.model.parameters()).device
     compile_ = device.type == "cuda" if args.compile is None else args.compile
     return speed_up(loaded, args.bf16, args.channels_last, compile_)
+
+
+GUIDANCE_HELP = (
+    "classifier-free guidance w of a class-conditional model (Ho & Salimans 2022): "
+    "eps = eps_cond + w (eps_cond - eps_uncond); 0 (the default) is the plain conditional "
+    "model, larger w follows the class more closely with less variety (diffusers' "
+    "guidance_scale is 1 + w); w > 0 runs the network on a batch of 2B"
+)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ddpm.cli.args import (
+    GUIDANCE_HELP,
     add_inception_args,
     add_speed_args,
     add_split_arg,
@@ -19,6 +20,7 @@ from ddpm.cli.args import (
     seed_int,
     write_json,
 )
+from ddpm.conditioning import CLASS_DISTRIBUTIONS
 from ddpm.samplers import SAMPLERS, SPACINGS
 from ddpm.unet import ConfigError
 
@@ -61,6 +63,21 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
         help="fixed reverse variance, in the bound and the ddpm sampler: posterior (small) "
         "or beta_t (large)",
     )
+    p.add_argument(
+        "--guidance",
+        type=nonneg_float,
+        default=0.0,
+        metavar="W",
+        help=GUIDANCE_HELP,
+    )
+    p.add_argument(
+        "--classes",
+        choices=CLASS_DISTRIBUTIONS,
+        default="uniform",
+        help="(class-conditional models) each FID sample's class, drawn from (--seed, i): "
+        "uniformly (the default, as class-conditional FIDs are usually reported) or as often "
+        "as in the training data (counts stored in the checkpoint)",
+    )
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=256, help="model batch")
     add_weights_args(p)
@@ -87,6 +104,17 @@ def run_eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     reference = load_stats(args.fid_stats) if args.fid_stats is not None else None
     loaded = load_model(args.checkpoint, "cpu", args.raw_weights, args.ema)
+    conditional = loaded.num_classes is not None
+    if reference is not None and not conditional and args.guidance != 0:
+        raise ConfigError(
+            f"--guidance needs a class-conditional model (trained with --class-cond); "
+            f"{args.checkpoint} is unconditional"
+        )
+    if reference is not None and conditional and args.classes == "data" and not loaded.class_counts:
+        raise ConfigError(
+            f"--classes data needs the training label counts, which {args.checkpoint} does not "
+            "record; use --classes uniform"
+        )
     nll_data = None
     if args.nll:  # decoded before CUDA starts: the loader forks worker processes
         from ddpm.data import load_dataset
@@ -122,12 +150,14 @@ def run_eval(args: argparse.Namespace) -> int:
             args.batch_size,
             args.variance,
             args.spacing,
+            args.guidance,
+            args.classes,
         )
         sampling = fast_path(loaded, args)
         r = model_fid(sampling, reference, net, args.n or 10000, settings, not args.quiet)
         bf16 = ", bf16" if sampling.bf16 else ""
         print(
-            f"FID {r.fid:.3f}: {r.n} samples, {settings.describe()}{bf16}, {which}, "
+            f"FID {r.fid:.3f}: {r.n} samples, {settings.describe(conditional)}{bf16}, {which}, "
             f"vs {args.fid_stats} ({r.seconds:.0f} s)"
         )
         record["fid"] = {**r.as_dict(), "bf16": sampling.bf16, "stats": str(args.fid_stats)}
@@ -140,6 +170,7 @@ def run_eval(args: argparse.Namespace) -> int:
             f"NLL {r.bpd:.4f} ± {r.stderr:.4f} bits/dim (standard error): {r.n} images of "
             f"{nll_data.source}, bound over T={r.T} steps, variance {r.variance}, clip "
             f"{'on' if r.clip else 'off'}, {which} ({r.seconds:.0f} s)"
+            + (", of the unconditional (null class) model" * conditional)
         )
         record["nll"] = {**r.as_dict(), "data": str(args.data)}
     write_json(args.json, record)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ddpm.cli.args import (
+    GUIDANCE_HELP,
     add_speed_args,
     add_weights_args,
     device_name,
@@ -28,7 +29,11 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
         "UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors, with its "
         "scheduler config)",
     )
-    p.add_argument("--n", type=positive_int, default=64, help="number of images")
+    p.add_argument(
+        "--n",
+        type=positive_int,
+        help="number of images (default 64; with --grid-by-class, per class: default 8)",
+    )
     p.add_argument("--sampler", choices=SAMPLERS, default="ddim")
     p.add_argument("--steps", type=positive_int, default=50, help="DDIM / DPM-Solver steps")
     p.add_argument("--eta", type=nonneg_float, default=0.0, help="DDIM noise (0: deterministic)")
@@ -58,47 +63,140 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gif", type=Path, help="GIF of the denoising chain")
     add_weights_args(p)
     p.add_argument("--device", type=device_name, default="auto")
+    g = p.add_argument_group("class-conditional models (trained with --class-cond)")
+    g.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        metavar="NAME",
+        help="sample this class, by name (e.g. 'AM General Hummer SUV 2000') or index; repeat "
+        "for several (image i gets the (i mod k)-th); default: each image's class drawn "
+        "uniformly from (--seed, i)",
+    )
+    g.add_argument("--guidance", type=nonneg_float, default=0.0, metavar="W", help=GUIDANCE_HELP)
+    g.add_argument(
+        "--grid-by-class",
+        action="store_true",
+        help="one row per class (the --class ones, else every class) of --n images; column j "
+        "starts from the same noise (--seed, j) in every row",
+    )
     add_speed_args(p)
 
 
+def class_plan(args: argparse.Namespace, loaded) -> tuple[list[int] | None, int, int | None]:
+    """What --class, --grid-by-class and --n ask of this checkpoint, checked before sampling:
+    (the classes, one per grid row or cycled through; None for drawn or no classes), the
+    images per row (grid) or in all, and the grid's row length (None: square)."""
+    from ddpm.conditioning import class_index
+
+    if loaded.num_classes is None:
+        asked = [
+            flag
+            for flag, on in (
+                ("--class", args.classes),
+                ("--guidance", args.guidance),
+                ("--grid-by-class", args.grid_by_class),
+            )
+            if on
+        ]
+        if asked:
+            raise ConfigError(
+                f"{asked[0]} needs a class-conditional model (trained with --class-cond); "
+                f"{args.checkpoint} is unconditional"
+            )
+        return None, args.n or 64, None
+    names = loaded.names
+    classes = [class_index(c, names) for c in args.classes] if args.classes else None
+    if args.grid_by_class:
+        n = args.n or 8
+        return classes or list(range(loaded.num_classes)), n, n
+    return classes, args.n or 64, None
+
+
 def run_sample(args: argparse.Namespace) -> int:
+    import torch
+
     from ddpm.generate import denoising_process, generate, load_model, save_process
     from ddpm.images import save_grid, save_images
 
     loaded = load_model(args.checkpoint, resolve_device(args.device), args.raw_weights, args.ema)
-    loaded = fast_path(loaded, args)
     if args.sampler != "ddpm" and args.steps > loaded.schedule.T:
         raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
+    classes, n, nrow = class_plan(args, loaded)
+    loaded = fast_path(loaded, args)
 
     def write(start: int, x) -> None:
         if args.folder is not None:
             save_images(x, args.folder, start)
 
-    x = generate(
-        loaded,
-        args.n,
-        args.seed,
-        args.sampler,
-        args.steps,
-        args.eta,
-        args.variance,
-        args.clip,
-        args.batch_size,
-        on_batch=write,
+    settings = dict(
+        seed=args.seed,
+        sampler=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        variance=args.variance,
+        clip=args.clip,
+        batch_size=args.batch_size,
         spacing=args.spacing,
     )
-    save_grid(x, args.out)
-    print(f"wrote {args.n} samples to {args.out}" + (f" and {args.folder}/" if args.folder else ""))
+    labels = None
+    if loaded.num_classes is None:
+        x = generate(loaded, n, on_batch=write, **settings)
+    elif args.grid_by_class:
+        # each row from the same seeds (seed, 0..n-1): the classes differ, the noise does not
+        assert classes is not None
+        rows = []
+        for r, c in enumerate(classes):
+            y = torch.full((n,), c)
+            row = generate(loaded, n, class_labels=y, guidance=args.guidance, **settings)
+            write(r * n, row)
+            rows.append(row)
+        x = torch.cat(rows)
+        labels = torch.tensor(classes).repeat_interleave(n)
+    else:
+        if classes is None:
+            labels = loaded.draw_classes(args.seed, range(n))
+        else:
+            labels = torch.tensor([classes[i % len(classes)] for i in range(n)])
+        x = generate(
+            loaded, n, on_batch=write, class_labels=labels, guidance=args.guidance, **settings
+        )
+    save_grid(x, args.out, nrow)
+    where = f"{args.out}" + (f" and {args.folder}/" if args.folder else "")
+    what = ""
+    if labels is not None:
+        names = loaded.names
+        shown = [names[c] for c in dict.fromkeys(labels.tolist())]
+        kinds = ", ".join(shown[:8]) + (f", ... ({len(shown)} classes)" if len(shown) > 8 else "")
+        drawn = " drawn uniformly" if classes is None else ""
+        what = f" (classes{drawn} {kinds}; guidance w={args.guidance:g})"
+        if args.folder is not None:
+            write_labels(args.folder, labels, names)
+    print(f"wrote {x.shape[0]} samples to {where}{what}")
     if args.process or args.gif:
+        m = min(x.shape[0], 8)
         frames = denoising_process(
             loaded,
-            n=min(args.n, 8),
+            n=m,
             seed=args.seed,
             sampler=args.sampler,
             steps=args.steps,
             clip=args.clip,
+            class_labels=labels[:m] if labels is not None else None,
+            guidance=args.guidance,
         )
         png = args.process or args.gif.with_suffix(".png")
         save_process(frames, png, args.gif)
         print(f"wrote the denoising process to {png}" + (f" and {args.gif}" if args.gif else ""))
     return 0
+
+
+def write_labels(folder: Path, labels, names: list[str]) -> None:
+    """`folder/labels.csv`: each written image's file name, class index and class name."""
+    import csv
+
+    with (folder / "labels.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "class", "name"])
+        for i, c in enumerate(labels.tolist()):
+            w.writerow([f"{i:06d}.png", c, names[c]])

@@ -17,6 +17,7 @@ from ddpm.cli.args import (
     nonneg_int,
     positive_float,
     positive_int,
+    probability,
     resolve_device,
     seed_int,
     sigma_rel,
@@ -130,6 +131,19 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--t-mean", type=float, default=d["t_mean"], help="mean of ln σ (lognormal)")
     g.add_argument("--t-std", type=positive_float, default=d["t_std"], help="std of ln σ")
+    g.add_argument(
+        "--class-cond",
+        action="store_true",
+        help="condition on the data's class labels (class sub-folders, cifar10, stanford-cars, "
+        "mnist); off by default: sub-folder names are not always meant as classes",
+    )
+    g.add_argument(
+        "--cond-drop",
+        type=probability,
+        default=d["cond_drop"],
+        help="with --class-cond, replace the label by the learned null class this often, so "
+        "that one network is also unconditional (classifier-free guidance; default 0.1)",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument(
         "--recipe",

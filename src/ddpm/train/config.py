@@ -61,6 +61,8 @@ class TrainConfig:
     ema_sigma_rel: float | None = None  # if set: the EMA is EDM2's power function of this length
     ema_extra: tuple[float, ...] = ()  # more power-function EMAs (σ_rel), kept in checkpoints
     dropout: float | None = None  # None: the preset's
+    class_cond: bool = False  # embed the data's class labels (off: folder names may not be classes)
+    cond_drop: float = 0.1  # p_uncond: the label becomes the null class this often (Ho & Salimans)
     seed: int = 0
     out: str = "runs/default"
     log_every: int = 50
@@ -150,6 +152,7 @@ class TrainConfig:
                 f"numbers in (0, {MAX_SIGMA_REL:.3f})",
             ),
             ("snapshot_minutes", all(m > 0 for m in self.snapshot_minutes), "positive numbers"),
+            ("cond_drop", 0 <= self.cond_drop < 1, "a probability in [0, 1)"),
             (
                 "device",
                 self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),

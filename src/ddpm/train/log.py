@@ -76,4 +76,12 @@ def describe(cfg: TrainConfig, data: ImageDataset, model: nn.Module) -> str:
         f"data: {data.source}, {len(data)} images {data.channels}x{H}x{W}\n"
         f"model: {cfg.preset}, {count_parameters(model):,} parameters\n"
         f"schedule: {cfg.schedule}, T={cfg.T}; {cfg.prediction}-prediction, {cfg.loss} loss"
+        + _describe_classes(cfg, model)
     )
+
+
+def _describe_classes(cfg: TrainConfig, model: nn.Module) -> str:
+    K = getattr(getattr(model, "config", None), "num_classes", None)
+    if K is None:
+        return ""
+    return f"\nclass-conditional: {K} classes, label dropped to the null class p={cfg.cond_drop}"

@@ -6,6 +6,7 @@ reads a value back from the GPU except every `log_every` steps.
 from __future__ import annotations
 
 import dataclasses
+import math
 import signal
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from ddpm import checkpoint as ckpt_io
+from ddpm.conditioning import guided
 from ddpm.data import ImageDataset, batches
 from ddpm.diffusion import eps_model
 from ddpm.images import save_grid
@@ -34,16 +36,22 @@ from ddpm.train.tensorboard import TensorBoard
 
 @torch.no_grad()
 def sample_grid(state: TrainState, schedule: NoiseSchedule, cfg: TrainConfig, shape, path: Path):
-    """A grid of `num_samples` images from the EMA weights, the same seeds every time; returns
-    the images (B, C, H, W) in [-1, 1]."""
+    """A grid of `num_samples` images from the EMA weights, the same seeds every time; for a
+    class-conditional model one class per row (the first classes), unguided. Returns the
+    images (B, C, H, W) in [-1, 1]."""
     model = state.ema.model
     device = next(model.parameters()).device
-    gens = sample_generators(cfg.seed, range(cfg.num_samples), device)
+    n = cfg.num_samples
+    gens = sample_generators(cfg.seed, range(n), device)
     x_T = per_sample_noise(shape, gens, device)
+    nrow = math.ceil(math.sqrt(n))  # save_grid's default
+    if state.num_classes is not None:
+        y = (torch.arange(n, device=device) // nrow) % state.num_classes
+        model = guided(model, y)  # type: ignore[arg-type]
     net = eps_model(model, schedule, cfg.prediction)  # type: ignore[arg-type]
     steps = min(cfg.sample_steps, schedule.T)
     x = sample(cfg.sample_sampler, net, schedule, x_T, steps, clip=cfg.sample_clip, generator=gens)
-    save_grid(x, path)
+    save_grid(x, path, nrow)
     return x
 
 

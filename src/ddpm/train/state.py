@@ -57,6 +57,12 @@ class TrainState:
     extra_emas: dict[float, EMA] = field(default_factory=dict)  # σ_rel -> power-function EMA
     time_fraction: float = 0.0  # share of cfg.max_minutes spent (for a time-based lr decay)
     timesteps: Any = None  # how t is drawn (ddpm.timesteps); None: uniform
+    class_names: list[str] | None = None  # of a class-conditional model, by label index
+    class_counts: list[int] | None = None  # the training labels' histogram, for `ddpm eval`
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.class_names) if self.class_names is not None else None
 
 
 def ema_key(sigma_rel: float) -> str:
@@ -64,9 +70,29 @@ def ema_key(sigma_rel: float) -> str:
     return f"{sigma_rel:g}"
 
 
-def make_model(cfg: TrainConfig, data: ImageDataset) -> tuple[str, dict[str, Any], nn.Module]:
+def data_classes(cfg: TrainConfig, data: Dataset) -> tuple[list[str], list[int]] | None:
+    """(class names, label counts) of the data for a class-conditional run, else None."""
+    if not cfg.class_cond:
+        return None
+    if data.labels is None or len(data.labels) == 0:
+        raise ConfigError(
+            f"class_cond needs labelled data, and {data.source or 'this data'} has no labels: "
+            "use a folder (or .zip) with one sub-folder per class, cifar10:PATH, mnist, or "
+            "stanford-cars:PATH with --split train (its test photos have no labels)"
+        )
+    K = int(data.labels.max()) + 1
+    names = list(data.class_names) if data.class_names else [str(k) for k in range(K)]
+    counts = torch.bincount(data.labels.cpu(), minlength=len(names)).tolist()
+    return names, counts
+
+
+def make_model(
+    cfg: TrainConfig, data: Dataset, num_classes: int | None = None
+) -> tuple[str, dict[str, Any], nn.Module]:
     spec = preset(cfg.preset)
     overrides = {"in_channels": data.channels, **cfg.model_overrides}
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
     if cfg.dropout is not None:
         if spec.arch != "unet":
             raise ConfigError(f"preset {cfg.preset} has no dropout")
@@ -128,6 +154,8 @@ def checkpoint_dict(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: d
         "rng": rng,
         "nonfinite_total": state.nonfinite_total,
         "best_metric": state.best_metric,
+        "class_names": state.class_names,
+        "class_counts": state.class_counts,
     }
 
 
@@ -172,6 +200,11 @@ def restore(state: TrainState, ckpt: dict, arch: str, model_cfg: dict, path: Pat
             f"(C, H, W), this run's data is {tuple(state.shape)}; use the same --image-size "
             "and --channels to resume"
         )
+    if ckpt.get("class_names") != state.class_names:
+        raise ckpt_io.CheckpointError(
+            f"{path}: the checkpoint's classes ({_classes(ckpt.get('class_names'))}) differ "
+            f"from this run's data ({_classes(state.class_names)}); resume on the same data"
+        )
     state.model.load_state_dict(ckpt["model"])
     state.ema.model.load_state_dict(ckpt["ema"])
     saved = ckpt.get("emas", {})
@@ -186,6 +219,12 @@ def restore(state: TrainState, ckpt: dict, arch: str, model_cfg: dict, path: Pat
     state.noise_gen.set_state(ckpt["rng"]["noise"])
     if "cuda" in ckpt["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+
+
+def _classes(names: list[str] | None) -> str:
+    if names is None:
+        return "unconditional"
+    return f"{len(names)} classes: " + ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
 def find_resume(resume: str, out: str) -> Path:
@@ -204,7 +243,8 @@ def setup(cfg: TrainConfig, data: ImageDataset | None = None, resume: str | None
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     data = data if data is not None else load_training_data(cfg)
-    arch, model_cfg, model = make_model(cfg, data)
+    classes = data_classes(cfg, data)
+    arch, model_cfg, model = make_model(cfg, data, len(classes[0]) if classes else None)
     model.to(device)
     if cfg.channels_last and device.type == "cuda":
         use_channels_last(model)  # before the EMA copy, so that both share one layout
@@ -215,6 +255,8 @@ def setup(cfg: TrainConfig, data: ImageDataset | None = None, resume: str | None
         noise_gen=torch.Generator(device=device).manual_seed(cfg.seed),
         shape=(data.channels, *data.image_size),
         extra_emas={s: EMA(model) for s in cfg.ema_extra},
+        class_names=classes[0] if classes else None,
+        class_counts=classes[1] if classes else None,
     )
     if resume is not None:
         path = find_resume(resume, cfg.out)

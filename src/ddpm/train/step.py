@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from ddpm.conditioning import drop_labels
 from ddpm.diffusion import diffusion_loss
 from ddpm.schedule import NoiseSchedule
 from ddpm.train.config import TrainConfig, ema_decay_at, lr_at, power_ema_beta
@@ -24,10 +25,18 @@ def train_step(
     """One optimisation step of Algorithm 1. Returns (loss, ok) as device tensors, no sync.
 
     A step whose loss or gradient norm is not finite changes neither the weights, the
-    optimizer moments nor the EMA (`ok` is False).
+    optimizer moments nor the EMA (`ok` is False). A class-conditional model gets the labels
+    y (B,), each replaced by the null class with probability cfg.cond_drop (Ho & Salimans
+    2022, Algorithm 1); an unconditional one gets none.
     """
     model, opt = state.model, state.optimizer
     t, eps, weights = draw_noise(state, schedule, x_0)
+    K = state.num_classes
+    y = (
+        drop_labels(y, cfg.cond_drop, K, state.noise_gen)
+        if K is not None and y is not None
+        else None
+    )
     for group in opt.param_groups:
         group["lr"] = lr_at(cfg, state.step, state.time_fraction)
     net = model if y is None else (lambda x, tt: model(x, tt, y))
