@@ -1,6 +1,7 @@
 """Class conditioning and classifier-free guidance: label dropout, the guided prediction,
 class names, seeds, and a tiny model that learns which colour each class name means."""
 
+import json
 import math
 
 import numpy as np
@@ -10,14 +11,17 @@ from PIL import Image
 
 from conftest import TINY_UNET
 from ddpm import checkpoint as C
+from ddpm import evaluate
 from ddpm.cli import main
 from ddpm.conditioning import class_index, class_weights, combine, draw_classes, drop_labels, guided
 from ddpm.data import ImageDataset
 from ddpm.diffusion import eps_model
+from ddpm.evaluate import SamplerSettings, load_stats, model_fid
 from ddpm.generate import generate, load_model
 from ddpm.schedule import make_schedule
 from ddpm.train import TrainConfig, setup, train, train_step
 from ddpm.unet import ConfigError, TutorialUNet, TutorialUNetConfig, UNet, UNetConfig
+from test_evaluate import FakeInception
 
 pytestmark = pytest.mark.usefixtures("tiny_preset")
 
@@ -314,3 +318,52 @@ def test_a_tiny_model_samples_the_colour_each_class_name_asks_for(tmp_path, caps
         assert im.size == (2 + 3 * 10, 2 + 2 * 10)
         top, low = mean_rgb(im.crop((2, 2, 10, 10))), mean_rgb(im.crop((2, 12, 10, 20)))
     assert top[0] - top[2] > 60 and low[2] - low[0] > 60
+
+
+@pytest.fixture
+def fake_inception(monkeypatch):
+    monkeypatch.setattr(evaluate, "FEATURE_DIM", 16)
+    monkeypatch.setattr(
+        evaluate, "load_inception", lambda path=None, device="cpu": FakeInception().to(device)
+    )
+
+
+def test_eval_fid_of_a_conditional_model_at_a_guidance(tmp_path, capsys, fake_inception):
+    data, rng = tmp_path / "data", np.random.default_rng(0)
+    for k, (name, channel) in enumerate([("red", 0), ("blue", 2)]):
+        (data / name).mkdir(parents=True)
+        for i in range(4 + 4 * k):  # 4 red, 8 blue
+            arr = rng.integers(0, 60, (8, 8, 3), dtype=np.uint8)
+            arr[..., channel] += 190
+            Image.fromarray(arr).save(data / name / f"{i}.png")
+    stats = tmp_path / "ref.npz"
+    assert main(["fid-stats", str(data), "-o", str(stats), "--quiet"]) == 0
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--preset", "tiny", "--class-cond", "--T", "20"]
+    argv += ["--steps", "2", "--batch-size", "4", "--out", str(run), "--quiet"]
+    assert main([*argv, "--sample-every", "100", "--num-samples", "4"]) == 0
+    assert "class-conditional: 2 classes" in capsys.readouterr().out
+    ckpt = run / "ckpt-0000002.pt"
+    assert C.load_checkpoint(ckpt)["class_names"] == ["blue", "red"]  # sorted folder names
+
+    out = tmp_path / "eval.json"
+    argv = ["eval", "--checkpoint", str(ckpt), "--fid-stats", str(stats), "--n", "6"]
+    argv += ["--steps", "5", "--guidance", "1.5", "--classes", "data", "--json", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    assert "classes data, guidance w=1.5" in capsys.readouterr().out
+    record = json.loads(out.read_text())["fid"]
+    assert record["guidance"] == 1.5 and record["classes"] == "data"
+    # the library with the same settings: the same samples, the same FID
+    settings = SamplerSettings("ddim", 5, guidance=1.5, classes="data")
+    r = model_fid(load_model(ckpt), load_stats(stats), FakeInception(), 6, settings)
+    assert record["fid"] == pytest.approx(r.fid, rel=1e-6)
+    # "data": blue (label 0) has 8 training images, red 4, so 2/3 of the draws are blue
+    labels = load_model(ckpt).draw_classes(0, range(300), "data")
+    assert 0.55 < (labels == 0).double().mean().item() < 0.78
+
+    old = C.load_checkpoint(ckpt)
+    del old["class_counts"]
+    C.atomic_save(old, tmp_path / "old.pt")
+    argv[2] = str(tmp_path / "old.pt")
+    assert main([*argv, "--quiet"]) == 2
+    assert "--classes data needs the training label counts" in error_line(capsys)
