@@ -367,3 +367,17 @@ def test_eval_fid_of_a_conditional_model_at_a_guidance(tmp_path, capsys, fake_in
     argv[2] = str(tmp_path / "old.pt")
     assert main([*argv, "--quiet"]) == 2
     assert "--classes data needs the training label counts" in error_line(capsys)
+
+
+def test_conditional_stop_and_resume_equals_an_uninterrupted_run_and_checks_classes(tmp_path):
+    data = two_colours()
+    full = train(tiny_config(tmp_path / "a", steps=8, cond_drop=0.5), data=data, progress=False)
+    cfg = tiny_config(tmp_path / "b", steps=8, cond_drop=0.5)
+    train(cfg, data=data, progress=False, stop_after=3)
+    resumed = train(cfg, data=data, progress=False, resume="auto")
+    a, b = (C.load_checkpoint(r.last_checkpoint) for r in (full, resumed))
+    for name in a["ema"]:  # the label coin flips come from the saved noise generator
+        assert torch.equal(a["ema"][name], b["ema"][name]), name
+    renamed = ImageDataset(data.images, data.labels, ["rouge", "bleu"])
+    with pytest.raises(C.CheckpointError, match="classes"):
+        train(tiny_config(tmp_path / "b", steps=10), data=renamed, progress=False, resume="auto")
