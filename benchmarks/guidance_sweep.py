@@ -106,21 +106,23 @@ def augment(x: Tensor, g: torch.Generator) -> Tensor:
 def train_classifier(
     data: ImageDataset, epochs: int, width: int, batch: int, device: torch.device, seed: int
 ) -> tuple[nn.Module, float]:
-    """A ResNet-9 trained on uint8 images with labels: SGD (Nesterov) with a one-cycle
-    learning rate, label smoothing 0.2, bf16 autocast on CUDA. Returns (model, seconds)."""
+    """A ResNet-9 trained on uint8 images with labels, Page's recipe: SGD (Nesterov,
+    momentum 0.9, weight decay 5e-4) with the learning rate rising linearly to 0.4 over the
+    first fifth of the run and falling linearly to 0, label smoothing 0.2, random crops and
+    flips; bf16 autocast on CUDA. Returns (model, seconds)."""
     assert data.labels is not None and data.class_names is not None
     torch.manual_seed(seed)
     model = ResNet9(len(data.class_names), width).to(device, memory_format=torch.channels_last)
     x, y = data.images.to(device), data.labels.to(device)
     steps = epochs * (len(x) // batch)
     opt = torch.optim.SGD(
-        model.parameters(), lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4
+        model.parameters(), lr=0.4, momentum=0.9, nesterov=True, weight_decay=5e-4
     )
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt,
-        max_lr=0.2,
+        max_lr=0.4,
         total_steps=max(steps, 1),
-        pct_start=0.25,
+        pct_start=0.2,
         anneal_strategy="linear",
         cycle_momentum=False,
     )
