@@ -38,6 +38,7 @@ from ddpm.data import ImageDataset, load_dataset, to_uint8
 from ddpm.evaluate import load_inception, load_stats
 from ddpm.fid import FIDStats, StatsAccumulator, features, fid_from_stats
 from ddpm.generate import Loaded, generate, load_model, speed_up
+from ddpm.samplers import SAMPLERS
 
 # --- the classifier: ResNet-9 (Page 2018, "How to train your ResNet") ---------------------------
 
@@ -233,12 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=10000, help="samples per guidance weight")
     p.add_argument("--ws", default="0,0.5,1,2,4", help="guidance weights, comma-separated")
     p.add_argument("--null-row", action="store_true", help="add the unconditional branch")
-    p.add_argument("--sampler", default="ddim", choices=("ddim", "dpm-solver", "ddpm"))
+    p.add_argument("--sampler", default="ddim", choices=SAMPLERS)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile the model for sampling (default: on CUDA)",
+    )
     p.add_argument("--classifier-epochs", type=int, default=10)
     p.add_argument("--classifier-width", type=int, default=64)
     p.add_argument("--classifier-batch", type=int, default=512)
@@ -273,47 +278,49 @@ def main(argv: list[str] | None = None) -> int:
     loaded = dataclasses.replace(
         loaded, model=loaded.model.to(device), schedule=loaded.schedule.to(device)
     )
-    loaded = speed_up(loaded, bf16=True, channels_last=True, compile=args.compile)
+    compile_ = device.type == "cuda" if args.compile is None else args.compile
+    loaded = speed_up(loaded, bf16=True, channels_last=True, compile=compile_)
     inception = load_inception(args.inception, device)
     labels = loaded.draw_classes(args.seed, range(args.n))
-    rows = []
-    for w in ws:
-        row = sweep_row(loaded, labels, w, args, reference, inception, classifier, to_classifier)
-        rows.append(row)
-        print(f"w={w:g}: FID {rows[-1]['fid']:.2f} ({rows[-1]['seconds']:.0f} s)", flush=True)
-    if args.null_row:
-        null = torch.full_like(labels, loaded.num_classes)
-        row = sweep_row(loaded, null, 0.0, args, reference, inception, classifier, None)
-        rows.append({**row, "w": None})
-
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     head = (
         f"guidance sweep: {args.checkpoint} (step {loaded.step}), {args.n} samples per row, "
-        f"{args.sampler} {args.steps} steps, classes uniform (seed {args.seed}), bf16 on CUDA; "
+        f"{args.sampler} {args.steps} steps, classes uniform (seed {args.seed}), bf16 + "
+        f"channels-last on CUDA{' + compile' if compile_ else ''}; "
         f"{card}, torch {torch.__version__}, {datetime.date.today()}\n"
         f"classifier: ResNet-9 width {args.classifier_width}, {args.classifier_epochs} epochs "
         f"on {len(train)} train images in {train_s:.1f} s; test accuracy {test_acc:.2%} "
         f"on {len(test)} images (decoding both zips: {decode_s:.1f} s)"
     )
+    print(head, flush=True)
+    record = {
+        "checkpoint": str(args.checkpoint),
+        "step": loaded.step,
+        "n": args.n,
+        "sampler": args.sampler,
+        "steps": args.steps,
+        "card": card,
+        "classifier": {"test_accuracy": test_acc, "train_seconds": train_s},
+        "rows": [],
+    }
+    null = torch.full_like(labels, loaded.num_classes)
+    todo = [(w, labels, to_classifier) for w in ws]
+    todo += [(None, null, None)] if args.null_row else []
+    for w, y, mapping in todo:
+        row = sweep_row(loaded, y, w or 0.0, args, reference, inception, classifier, mapping)
+        record["rows"].append({**row, "w": w})
+        name = "null class" if w is None else f"w={w:g}"
+        print(f"{name}: FID {row['fid']:.2f} ({row['seconds']:.0f} s)", flush=True)
+        if args.json is not None:  # after every row: a run cut short keeps what it measured
+            args.json.write_text(json.dumps(record, indent=2) + "\n")
+
     print("\n" + head + "\n")
     print("| w | FID | class accuracy | sampling + features (s) |")
     print("|---:|---:|---:|---:|")
-    for r in rows:
+    for r in record["rows"]:
         w = "null class" if r["w"] is None else f"{r['w']:g}"
         a = "-" if r["accuracy"] is None else f"{r['accuracy']:.2%}"
         print(f"| {w} | {r['fid']:.2f} | {a} | {r['seconds']:.0f} |")
-    if args.json is not None:
-        record = {
-            "checkpoint": str(args.checkpoint),
-            "step": loaded.step,
-            "n": args.n,
-            "sampler": args.sampler,
-            "steps": args.steps,
-            "card": card,
-            "classifier": {"test_accuracy": test_acc, "train_seconds": train_s},
-            "rows": rows,
-        }
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
 
