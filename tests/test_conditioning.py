@@ -399,3 +399,21 @@ def test_heun_padded_batches_and_safetensors_exports_keep_the_classes(tmp_path):
     exported = load_model(out)
     assert exported.names == ["red", "blue"] and exported.class_counts == [16, 16]
     assert torch.equal(generate(exported, 5, batch_size=5, **kw), plain)
+
+
+def test_stanford_cars_samples_by_its_devkit_class_names(tmp_path, capsys):
+    from datafixtures import stanford_cars_zip
+
+    archive, _ = stanford_cars_zip(tmp_path, n_train=6)
+    run = tmp_path / "run"
+    argv = ["train", "--data", f"stanford-cars:{archive}", "--class-cond", "--preset", "tiny"]
+    argv += ["--image-size", "8", "--resize", "squash", "--T", "20", "--steps", "2"]
+    argv += ["--batch-size", "4", "--num-samples", "3", "--out", str(run), "--quiet"]
+    assert main(argv) == 0
+    assert "class-conditional: 3 classes" in capsys.readouterr().out
+    ckpt = str(next(run.glob("ckpt-*.pt")))
+    argv = ["sample", "--checkpoint", ckpt, "--class", "AM General Hummer SUV 2000", "--n", "2"]
+    assert main([*argv, "--steps", "3", "--guidance", "2", "--out", str(tmp_path / "h.png")]) == 0
+    assert "(classes AM General Hummer SUV 2000; guidance w=2)" in capsys.readouterr().out
+    assert main([*argv[:4], "Hummer", "--steps", "3"]) == 2
+    assert "close names: 'AM General Hummer SUV 2000'" in error_line(capsys)
