@@ -31,12 +31,10 @@ def train_step(
     """
     model, opt = state.model, state.optimizer
     t, eps, weights = draw_noise(state, schedule, x_0)
-    K = state.num_classes
-    y = (
-        drop_labels(y, cfg.cond_drop, K, state.noise_gen)
-        if K is not None and y is not None
-        else None
-    )
+    if state.num_classes is None or y is None:
+        y = None  # an unconditional network takes no labels
+    else:
+        y = drop_labels(y, cfg.cond_drop, state.num_classes, state.noise_gen)
     for group in opt.param_groups:
         group["lr"] = lr_at(cfg, state.step, state.time_fraction)
     net = model if y is None else (lambda x, tt: model(x, tt, y))
