@@ -236,7 +236,8 @@ def test_image_i_depends_only_on_seed_index_and_class(tmp_path, sampler, steps):
     kw = dict(seed=7, sampler=sampler, steps=steps, guidance=1.5, clip=True)
     whole = generate(loaded, 4, class_labels=y, batch_size=3, **kw)
     tail = generate(loaded, 2, class_labels=y[2:], batch_size=1, first_index=2, **kw)
-    torch.testing.assert_close(whole[2:], tail, rtol=0, atol=1e-5)
+    # equal up to the float32 rounding of other batch sizes (other noise would differ by ~1)
+    torch.testing.assert_close(whole[2:], tail, rtol=0, atol=1e-4)
     other = generate(loaded, 4, class_labels=1 - y, batch_size=4, **kw)
     assert not torch.allclose(other, whole)
 
@@ -393,7 +394,7 @@ def test_heun_padded_batches_and_safetensors_exports_keep_the_classes(tmp_path):
     plain = generate(loaded, 5, batch_size=5, **kw)
     # a compiled model pads the short last batch to a full one: the kept images do not change
     padded = generate(replace(loaded, fixed_batch=True), 5, batch_size=2, **kw)
-    torch.testing.assert_close(padded, plain, rtol=0, atol=1e-5)
+    torch.testing.assert_close(padded, plain, rtol=0, atol=1e-4)
     out = tmp_path / "model.safetensors"
     assert main(["export", str(result.last_checkpoint), "--out", str(out)]) == 0
     exported = load_model(out)
