@@ -16,7 +16,7 @@ from ddpm.checkpoint import CheckpointError
 from ddpm.diffusion import eps_model
 from ddpm.images import process_strip, save_gif
 from ddpm.interchange import read_model
-from ddpm.samplers import per_sample_noise, sample, sample_generators
+from ddpm.samplers import DEFAULT_STEPS, per_sample_noise, sample, sample_generators
 from ddpm.schedule import NoiseSchedule, ScheduleError
 from ddpm.speed import autocast_call, compile_model, use_channels_last
 from ddpm.unet import ConfigError, build_model
@@ -37,9 +37,27 @@ class Loaded:
 
     @property
     def eps(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """The network as the samplers call it: eps (and v, with learned variances)."""
         device = next(self.model.parameters()).device
         net = autocast_call(self.model, device, self.bf16)
         return eps_model(net, self.schedule, self.prediction)  # type: ignore[arg-type]
+
+    @property
+    def learn_sigma(self) -> bool:
+        """Whether the network outputs the variance v too (Nichol & Dhariwal §3.1)."""
+        return bool(getattr(getattr(self.model, "config", None), "learn_sigma", False))
+
+    def variance(self, variance: str | None = None) -> str:
+        """The reverse variance to use: `variance`, or by default the learned one when the
+        model has it and β̃_t ("small") otherwise. "learned" on a model without it is refused."""
+        if variance is None:
+            return "learned" if self.learn_sigma else "small"
+        if variance == "learned" and not self.learn_sigma:
+            raise ConfigError(
+                "--variance learned needs a model trained with --learn-sigma; this one has "
+                "fixed variances: use --variance small or large"
+            )
+        return variance
 
 
 def speed_up(
@@ -95,9 +113,9 @@ def generate(
     n: int,
     seed: int = 0,
     sampler: str = "ddim",
-    steps: int | None = 50,
+    steps: int | None = None,
     eta: float = 0.0,
-    variance: str = "small",
+    variance: str | None = None,
     clip: bool = False,
     batch_size: int = 256,
     first_index: int = 0,
@@ -106,8 +124,13 @@ def generate(
 ) -> Tensor:
     """n images (n, C, H, W) in [-1, 1]; image i is a function of (seed, first_index + i) only.
 
+    `steps` None means 50 for DDIM / DPM-Solver and all T for DDPM (K: the respaced chain).
+    `variance` None means the model's learned one if it has it, else "small" (DDPM only).
     `on_batch(start, x)` is called after each batch (to write files as they come).
     """
+    variance = loaded.variance(variance)
+    if steps is None and sampler != "ddpm":
+        steps = DEFAULT_STEPS
     device = next(loaded.model.parameters()).device
     out = []
     for start in range(0, n, batch_size):
@@ -145,12 +168,17 @@ def denoising_process(
     steps: int | None = None,
     frames: int = 10,
     clip: bool = False,
+    variance: str | None = None,
 ) -> list[Tensor]:
-    """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0."""
+    """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0
+    (`steps` and `variance` as in `generate`)."""
+    variance = loaded.variance(variance)
+    if steps is None and sampler != "ddpm":
+        steps = DEFAULT_STEPS
     device = next(loaded.model.parameters()).device
     gens = sample_generators(seed, range(n), device)
     x_T = per_sample_noise(loaded.shape, gens, device)
-    total = loaded.schedule.T if sampler == "ddpm" else int(steps or 50)
+    total = loaded.schedule.T if steps is None else steps
     keep = {round(k * (total - 1) / max(frames - 1, 1)) for k in range(frames - 1)}
     snaps: list[Tensor] = []
 
@@ -159,7 +187,15 @@ def denoising_process(
             snaps.append(x_t.cpu())
 
     x = sample(
-        sampler, loaded.eps, loaded.schedule, x_T, steps, clip=clip, generator=gens, callback=record
+        sampler,
+        loaded.eps,
+        loaded.schedule,
+        x_T,
+        steps,
+        variance=variance,  # type: ignore[arg-type]
+        clip=clip,
+        generator=gens,
+        callback=record,
     )
     return [*snaps, x.cpu()]
 

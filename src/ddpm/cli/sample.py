@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from ddpm.cli.args import (
+    STEPS_HELP,
+    VARIANCE_HELP,
     add_speed_args,
     add_weights_args,
     device_name,
@@ -15,6 +17,7 @@ from ddpm.cli.args import (
     resolve_device,
     seed_int,
 )
+from ddpm.diffusion import VARIANCES
 from ddpm.samplers import SAMPLERS, SPACINGS
 from ddpm.unet import ConfigError
 
@@ -30,7 +33,7 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--n", type=positive_int, default=64, help="number of images")
     p.add_argument("--sampler", choices=SAMPLERS, default="ddim")
-    p.add_argument("--steps", type=positive_int, default=50, help="DDIM / DPM-Solver steps")
+    p.add_argument("--steps", type=positive_int, help=STEPS_HELP)
     p.add_argument("--eta", type=nonneg_float, default=0.0, help="DDIM noise (0: deterministic)")
     p.add_argument(
         "--spacing",
@@ -38,12 +41,7 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
         help="timesteps of ddim / dpm-solver / heun: leading (DDIM's), trailing (start at T) or "
         "karras (EDM's ρ=7 noise levels); default: karras for heun, leading otherwise",
     )
-    p.add_argument(
-        "--variance",
-        choices=("small", "large"),
-        default="small",
-        help="DDPM reverse variance: posterior (small) or beta_t (large)",
-    )
+    p.add_argument("--variance", choices=VARIANCES, help=VARIANCE_HELP)
     p.add_argument(
         "--clip",
         action=argparse.BooleanOptionalAction,
@@ -67,8 +65,9 @@ def run_sample(args: argparse.Namespace) -> int:
 
     loaded = load_model(args.checkpoint, resolve_device(args.device), args.raw_weights, args.ema)
     loaded = fast_path(loaded, args)
-    if args.sampler != "ddpm" and args.steps > loaded.schedule.T:
+    if args.steps is not None and args.steps > loaded.schedule.T:
         raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
+    variance = loaded.variance(args.variance)
 
     def write(start: int, x) -> None:
         if args.folder is not None:
@@ -81,7 +80,7 @@ def run_sample(args: argparse.Namespace) -> int:
         args.sampler,
         args.steps,
         args.eta,
-        args.variance,
+        variance,
         args.clip,
         args.batch_size,
         on_batch=write,
@@ -97,6 +96,7 @@ def run_sample(args: argparse.Namespace) -> int:
             sampler=args.sampler,
             steps=args.steps,
             clip=args.clip,
+            variance=variance,
         )
         png = args.process or args.gif.with_suffix(".png")
         save_process(frames, png, args.gif)
