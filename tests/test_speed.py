@@ -237,6 +237,22 @@ def test_samplers_make_no_host_sync_per_step():
 
 @pytest.mark.gpu
 @cuda
+def test_respaced_learned_ddpm_makes_no_host_sync_per_step():
+    """Respacing reads the schedule once per call (a few syncs), never per step."""
+    from ddpm.samplers import sample
+
+    device = torch.device("cuda")
+    model = UNet(UNetConfig(in_channels=3, learn_sigma=True, **TINY_UNET)).to(device).eval()
+    schedule = make_schedule("cosine", 100).to(device)
+    x_T = torch.randn(2, 3, 8, 8, device=device)
+    gens = [torch.Generator(device=device).manual_seed(i) for i in range(2)]
+    run = lambda k: sample("ddpm", model, schedule, x_T, k, variance="learned", generator=gens)  # noqa: E731
+    run(5)
+    assert count_syncs(lambda: run(5)) == count_syncs(lambda: run(50))
+
+
+@pytest.mark.gpu
+@cuda
 def test_bf16_channels_last_compiled_is_close_to_fp32():
     device = torch.device("cuda")
     model = tiny_unet().to(device)

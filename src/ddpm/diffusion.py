@@ -161,7 +161,8 @@ def respace_model_at(
     respaced = schedule.respace(kept)
     if respaced.T == schedule.T:
         return model, schedule
-    table = torch.as_tensor(list(kept), dtype=torch.long)
+    # on the schedule's device once: a copy per call would synchronise with the GPU every step
+    table = torch.as_tensor(list(kept), dtype=torch.long, device=schedule.betas.device)
 
     def wrapped(x_t: Tensor, i: Tensor) -> Tensor:
         return model(x_t, table.to(i.device)[i])
