@@ -73,3 +73,54 @@ def test_min_snr_weights_cap_the_x0_weight_at_gamma(schedule):
     # weighting the eps loss by w is weighting the x0 loss by w * snr = min(snr, 5)
     torch.testing.assert_close(w_eps * snr, snr.clamp(max=5.0))
     assert D.loss_weights(schedule, t, "eps", None) is None
+
+
+# --- learned variances (Nichol & Dhariwal 2021 §3.1) -------------------------------------------
+
+
+def test_learned_variance_interpolates_between_beta_tilde_and_beta(schedule):
+    """Eq. 15: weight 1 gives β_t, weight 0 gives β̃_t, and between them the geometric mean."""
+    t = torch.tensor([0, 1, 10, 500, 999])
+    x = torch.zeros(5, 2, 3, 3, dtype=torch.float64)
+    beta = schedule.betas[t].view(-1, 1, 1, 1).expand_as(x)
+    beta_tilde = schedule.posterior_log_variance_clipped[t].exp().view(-1, 1, 1, 1).expand_as(x)
+    one, zero = torch.ones_like(x), torch.zeros_like(x)
+    torch.testing.assert_close(D.learned_log_variance(schedule, t, one).exp(), beta)
+    torch.testing.assert_close(D.learned_log_variance(schedule, t, zero).exp(), beta_tilde)
+    # the network's raw output v maps to the weight (v + 1)/2: v = 1, -1, 0
+    torch.testing.assert_close(D.p_log_variance(schedule, t, x, "learned", one).exp(), beta)
+    torch.testing.assert_close(D.p_log_variance(schedule, t, x, "learned", -one).exp(), beta_tilde)
+    mid = D.p_log_variance(schedule, t, x, "learned", zero).exp()
+    torch.testing.assert_close(mid, (beta * beta_tilde).sqrt())
+    # the fixed variances, as Ho et al.'s code: large is β_t except β̃_1 at t = 0
+    small = D.p_log_variance(schedule, t, x, "small").exp().expand_as(x)
+    torch.testing.assert_close(small, beta_tilde)
+    large = D.p_log_variance(schedule, t, x, "large").exp().expand_as(x)
+    torch.testing.assert_close(large[1:], beta[1:])
+    torch.testing.assert_close(large[0], beta_tilde[0])
+    with pytest.raises(ValueError, match="learned variances"):
+        D.p_log_variance(schedule, t, x, "learned")
+
+
+@pytest.mark.parametrize("prediction", ["x0", "v"])
+def test_conversions_pass_v_through(schedule, prediction):
+    """A 2C-channel output converts its first C channels and keeps the last C unchanged."""
+    x_t, t = torch.randn(3, 2, 4, 4, dtype=torch.float64), torch.tensor([5, 300, 900])
+    pred, v = torch.randn(3, 2, 4, 4, dtype=torch.float64), torch.randn(3, 2, 4, 4)
+    net = lambda x, tt: torch.cat([pred, v.double()], 1)  # noqa: E731
+    out = D.eps_model(net, schedule, prediction)(x_t, t)
+    assert out.shape == (3, 4, 4, 4)
+    torch.testing.assert_close(out[:, :2], D.to_eps(schedule, prediction, x_t, t, pred))
+    assert torch.equal(out[:, 2:], v.double())
+    with pytest.raises(ValueError, match="3 channels for 2-channel"):
+        D.split_output(torch.zeros(1, 3, 4, 4), 2)
+
+
+def test_respaced_model_sees_the_original_timesteps(schedule):
+    seen = []
+    model, respaced = D.respace_model(lambda x, t: seen.append(t) or x, schedule, 10)
+    assert respaced.T == 10
+    model(torch.zeros(2, 1, 2, 2), torch.tensor([0, 9]))
+    assert seen[0].tolist() == [0, 999]
+    same_model, same = D.respace_model(model, schedule, 1000)
+    assert same_model is model and same is schedule

@@ -14,6 +14,7 @@ from ddpm.likelihood import (
     normal_kl,
     prior_nats,
     reverse_log_variance,
+    strata,
 )
 from ddpm.schedule import make_schedule
 
@@ -72,14 +73,16 @@ def optimal_eps(schedule, s):
     return model
 
 
-def analytic_terms(schedule, s, variance):
+def analytic_terms(schedule, s, variance=None, sigma2=None):
     """E_q[L_{t-1}] per dimension for t >= 1 (code index), and E_q[L_T], in nats.
 
     With x̂_0 = E[x_0 | x_t], E(x_0 - x̂_0)² = V_t = s²(1-ᾱ)/(ᾱ s² + 1 - ᾱ), so
     E KL = ½[log(σ²/β̃) + β̃/σ² - 1 + c₁² V_t / σ²] with c₁ the posterior coefficient of x_0.
+    σ² is the fixed `variance`'s, or any `sigma2` (T,).
     """
     abar, beta_tilde = schedule.alphas_cumprod, schedule.posterior_variance
-    sigma2 = reverse_log_variance(schedule, variance).exp()
+    if sigma2 is None:
+        sigma2 = reverse_log_variance(schedule, variance).exp()
     V = s**2 * (1 - abar) / (abar * s**2 + 1 - abar)
     c1 = schedule.posterior_mean_coef1
     kl = 0.5 * ((sigma2 / beta_tilde).log() + beta_tilde / sigma2 - 1 + c1**2 * V / sigma2)
@@ -174,3 +177,126 @@ def test_bits_per_dim_refuses_float_images():
     schedule = make_schedule("linear", 10)
     with pytest.raises(ValueError, match="uint8"):
         bits_per_dim(optimal_eps(schedule, 1.0), schedule, torch.zeros(1, 1, 2, 2))
+
+
+# --- closed forms of the two kinds of term, element by element ----------------------------------
+
+
+def test_normal_kl_against_its_closed_form():
+    # KL(N(m1, s1²) || N(m2, s2²)) = log(s2/s1) + (s1² + (m1 - m2)²)/(2 s2²) - 1/2
+    for m1, s1, m2, s2 in [(0.0, 1.0, 0.0, 1.0), (0.3, 0.5, -0.2, 2.0), (1.0, 3.0, 0.0, 0.1)]:
+        expected = math.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5
+        kl = normal_kl(
+            *(
+                torch.tensor(v, dtype=torch.float64)
+                for v in (m1, 2 * math.log(s1), m2, 2 * math.log(s2))
+            )
+        )
+        assert float(kl) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_discretized_log_likelihood_against_erf():
+    """log P(bin) = log(Φ((x + 1/255 - μ)/σ) - Φ((x - 1/255 - μ)/σ)), Φ from math.erf; the edge
+    bins take the whole tail."""
+    Phi = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))  # noqa: E731
+    for k, mean, scale in [(0, -0.9, 0.2), (17, -0.8, 0.05), (128, 0.0, 0.01), (255, 0.95, 0.3)]:
+        x = k / 127.5 - 1
+        up, lo = (x + 1 / 255 - mean) / scale, (x - 1 / 255 - mean) / scale
+        p = Phi(up) if k == 0 else (1 - Phi(lo) if k == 255 else Phi(up) - Phi(lo))
+        x_, m_, ls_ = (torch.tensor([v], dtype=torch.float64) for v in (x, mean, math.log(scale)))
+        ours = discretized_gaussian_log_likelihood(x_, m_, ls_)
+        assert float(ours) == pytest.approx(math.log(p), rel=1e-9)
+
+
+# --- learned variances in the bound (Nichol & Dhariwal 2021 §3.1) -------------------------------
+
+
+def with_v(model, raw):
+    """The optimal eps model with a constant variance output `raw` appended (2C channels)."""
+    return lambda x, t: torch.cat([model(x, t), torch.full_like(x, raw).float()], 1)
+
+
+def test_learned_variance_at_its_ends_is_the_fixed_bound():
+    """v = 1 is β_t (the KL terms of "large"), v = -1 is β̃_t ("small"), term for term."""
+    s, T = 0.5, 30
+    schedule = make_schedule("linear", T)
+    x_0 = s * torch.randn(3, 1, 8, 8, dtype=torch.float64, generator=torch.Generator())
+    best = optimal_eps(schedule, s)
+
+    def terms(model, variance):
+        g = torch.Generator().manual_seed(5)
+        return bound_terms_nats(model, schedule, x_0, variance, clip=False, generator=g)
+
+    torch.testing.assert_close(terms(with_v(best, -1.0), "learned"), terms(best, "small"))
+    torch.testing.assert_close(
+        terms(with_v(best, 1.0), "learned")[:, 1:], terms(best, "large")[:, 1:]
+    )
+
+
+def test_a_learned_variance_bound_matches_the_closed_form():
+    """A model with weight 1/2 between the bounds: σ_t² = √(β_t β̃_t), in the same closed form."""
+    s, T = 0.5, 60
+    schedule = make_schedule("linear", T)
+    x_0 = s * torch.randn(
+        4, 1, 64, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    g = torch.Generator().manual_seed(0)
+    terms = bound_terms_nats(
+        with_v(optimal_eps(schedule, s), 0.0), schedule, x_0, "learned", clip=False, generator=g,
+        batch_size=64,
+    )  # fmt: skip
+    sigma2 = (schedule.betas * schedule.posterior_log_variance_clipped.exp()).sqrt()
+    expected_kl, _ = analytic_terms(schedule, s, sigma2=sigma2)
+    torch.testing.assert_close(
+        terms[:, 1:].mean(0) / x_0[0].numel(), expected_kl, rtol=0.08, atol=1e-7
+    )
+
+
+# --- cheaper bounds: the stratified estimate ----------------------------------------------------
+
+
+def test_strata_partition_the_timesteps_with_the_decoder_alone():
+    for T, K in [(1000, 50), (10, 10), (7, 2), (100, 37)]:
+        parts = strata(T, K)
+        assert len(parts) == K and parts[0] == (0, 1)
+        covered = [t for a, n in parts for t in range(a, a + n)]
+        assert covered == list(range(T))
+    with pytest.raises(ValueError, match="timestep samples"):
+        strata(10, 1)
+
+
+def test_stratified_estimate_with_every_timestep_is_the_full_bound():
+    schedule = make_schedule("linear", 25)
+    x = torch.randint(0, 256, (3, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator())
+    model = optimal_eps(schedule, 0.5)
+    full = bits_per_dim(
+        model, schedule, x, generator=torch.Generator().manual_seed(2), batch_size=7
+    )
+    est = bits_per_dim(
+        model, schedule, x, generator=torch.Generator().manual_seed(2), batch_size=7, t_samples=25,
+        t_generator=torch.Generator().manual_seed(9),
+    )  # fmt: skip
+    torch.testing.assert_close(est, full, rtol=1e-12, atol=0)
+
+
+def test_stratified_estimate_is_unbiased():
+    """Mean over images of the K-sample estimate against the full bound of the same images
+    (independent noise): the difference is within 4 standard errors, and the error bar is
+    wider than the full bound's (it carries the t sampling)."""
+    s, T = 0.5, 50
+    schedule = make_schedule("linear", T)
+    g = torch.Generator().manual_seed(0)
+    x = ((s * torch.randn(96, 1, 6, 6, generator=g)).clamp(-1, 1) * 127.5 + 127.5).round()
+    x = x.to(torch.uint8)
+    model = optimal_eps(schedule, s)
+    full = bits_per_dim(
+        model, schedule, x, generator=torch.Generator().manual_seed(1), batch_size=960
+    )
+    est = bits_per_dim(
+        model, schedule, x, generator=torch.Generator().manual_seed(2), batch_size=960, t_samples=6,
+        t_generator=torch.Generator().manual_seed(3),
+    )  # fmt: skip
+    diff = est - full
+    stderr = float(diff.std() / math.sqrt(len(diff)))
+    assert abs(float(diff.mean())) < 4 * stderr
+    assert float(est.std()) > float(full.std())

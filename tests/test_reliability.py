@@ -120,18 +120,20 @@ INT_FLAGS = [
     "--num-samples",
     "--keep-checkpoints",
 ]
-FLOAT_FLAGS = ["--lr", "--grad-clip", "--min-snr-gamma"]
+FLOAT_FLAGS = ["--lr", "--min-snr-gamma"]
+NONNEG_FLAGS = ["--grad-clip"]  # 0 is valid: no clipping
 CHOICE_FLAGS = ["--preset", "--schedule", "--prediction", "--loss", "--resize", "--lr-decay"]
 
 
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(flag=st.sampled_from(INT_FLAGS + FLOAT_FLAGS), value=BAD_NUMBERS)
+@given(flag=st.sampled_from(INT_FLAGS + FLOAT_FLAGS + NONNEG_FLAGS), value=BAD_NUMBERS)
 def test_invalid_numeric_flags_exit_2_naming_the_flag(capsys, flag, value):
-    if flag in FLOAT_FLAGS:
+    if flag in FLOAT_FLAGS + NONNEG_FLAGS:
+        lowest_ok = 0.0 if flag in NONNEG_FLAGS else float.fromhex("0x1p-1074")
         try:
-            ok = float(value) > 0 and float(value) != float("inf")
+            ok = float(value) >= lowest_ok and float(value) != float("inf")
         except ValueError:
             ok = False
         if ok:

@@ -3,7 +3,7 @@ import torch
 
 from ddpm import samplers as S
 from ddpm.diffusion import predict_eps_from_x0
-from ddpm.schedule import make_schedule
+from ddpm.schedule import make_schedule, respaced_timesteps
 
 
 @pytest.fixture
@@ -111,3 +111,73 @@ def test_clip_keeps_x0_predictions_in_range(schedule):
 def test_dispatch_rejects_unknown_sampler(schedule):
     with pytest.raises(ValueError, match="unknown sampler"):
         S.sample("euler", lambda x, t: x, schedule, torch.zeros(1, 1, 2, 2), 5)
+
+
+# --- learned variances and respaced DDPM (Nichol & Dhariwal 2021 §3.1, §4) ----------------------
+
+
+def with_v(model, raw):
+    """`model` with a constant variance output appended: (B, 2C, ...)."""
+    return lambda x, t: torch.cat([model(x, t), torch.full_like(x, raw)], 1)
+
+
+def test_ddpm_learned_variance_at_its_ends_is_small_and_large():
+    schedule = make_schedule("linear", 60)
+    model = lambda x, t: 0.2 * x + 0.01 * t.view(-1, 1, 1, 1)  # noqa: E731
+    x_T = torch.randn(2, 1, 4, 4, dtype=torch.float64)
+
+    def run(m, variance):
+        return S.ddpm_sample(m, schedule, x_T, variance, generator=torch.Generator().manual_seed(0))
+
+    torch.testing.assert_close(run(with_v(model, -1.0), "learned"), run(model, "small"))
+    torch.testing.assert_close(run(with_v(model, 1.0), "learned"), run(model, "large"))
+    # fixed variances ignore a model's v; learned needs one
+    assert torch.equal(run(with_v(model, 0.7), "small"), run(model, "small"))
+    with pytest.raises(ValueError, match="learned variances"):
+        run(model, "learned")
+
+
+def test_ddim_and_dpm_solver_ignore_v():
+    schedule = make_schedule("linear", 100)
+    model = lambda x, t: 0.3 * x  # noqa: E731
+    x_T = torch.randn(2, 1, 4, 4, dtype=torch.float64)
+    for name in ("ddim", "dpm-solver"):
+        a = S.sample(name, model, schedule, x_T, 10)
+        assert torch.equal(a, S.sample(name, with_v(model, 0.9), schedule, x_T, 10))
+
+
+@pytest.mark.parametrize("steps", [2, 10, 100])
+def test_respaced_ddpm_with_an_oracle_ends_at_x0(steps):
+    schedule = make_schedule("cosine", 100)
+    x_0 = torch.rand(1, 1, 4, 4, dtype=torch.float64) * 2 - 1
+    out = S.sample(
+        "ddpm", with_v(oracle_for(schedule, x_0), 0.0), schedule,
+        torch.randn(3, 1, 4, 4, dtype=torch.float64), steps, variance="learned",
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    torch.testing.assert_close(out, x_0.expand_as(out), atol=1e-9, rtol=0)
+
+
+def test_respaced_ddpm_runs_the_respaced_chain():
+    """K steps: the model sees the kept original timesteps, the learned variance interpolates
+    the respaced β'; with all T steps the result is plain DDPM, bit for bit."""
+    from ddpm.diffusion import respace_model
+
+    schedule = make_schedule("linear", 200)
+    seen = []
+
+    def model(x, t):
+        seen.append(int(t[0]))
+        return torch.cat([0.1 * x, torch.ones_like(x)], 1)  # v = 1: Σ_θ = β
+
+    x_T = torch.randn(2, 1, 4, 4, dtype=torch.float64)
+    gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    ours = S.sample("ddpm", model, schedule, x_T, 8, variance="learned", generator=gen())
+    assert seen == respaced_timesteps(200, 8)[::-1]
+    wrapped, respaced = respace_model(model, schedule, 8)
+    ref = S.ddpm_sample(wrapped, respaced, x_T, "large", generator=gen())
+    torch.testing.assert_close(ours, ref)
+    full = S.sample("ddpm", model, schedule, x_T, 200, variance="small", generator=gen())
+    assert torch.equal(full, S.ddpm_sample(model, schedule, x_T, "small", generator=gen()))
+    with pytest.raises(ValueError, match="steps"):
+        S.sample("ddpm", model, schedule, x_T, 201)

@@ -4,7 +4,7 @@ import warnings
 import pytest
 import torch
 
-from ddpm.schedule import SCHEDULES, NoiseSchedule, ScheduleError, make_schedule
+from ddpm.schedule import SCHEDULES, NoiseSchedule, ScheduleError, make_schedule, respaced_timesteps
 
 
 @pytest.mark.parametrize("name", SCHEDULES)
@@ -90,3 +90,36 @@ def test_bad_arguments_raise_clear_errors(args, match):
 def test_from_betas_rejects_out_of_range():
     with pytest.raises(ScheduleError):
         NoiseSchedule.from_betas([0.1, 1.5])
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_respacing_with_all_T_steps_is_the_original_schedule(name):
+    s = make_schedule(name, 200)
+    r = s.respace(respaced_timesteps(200, 200))
+    for field in s.__dict__:
+        torch.testing.assert_close(getattr(r, field), getattr(s, field), rtol=1e-12, atol=0)
+
+
+def test_respaced_betas_compose_to_the_kept_alpha_bars():
+    """β'_i = 1 - ᾱ_{t_i}/ᾱ_{t_{i-1}}: the K-step chain has the original marginals q(x_{t_i}|x_0),
+    and its posterior variance β̃'_i = β'_i (1 - ᾱ'_{i-1})/(1 - ᾱ'_i) follows (N&D §4)."""
+    s = make_schedule("cosine", 1000)
+    kept = respaced_timesteps(1000, 50)
+    r = s.respace(kept)
+    abar = s.alphas_cumprod[kept]
+    torch.testing.assert_close(torch.cumprod(1 - r.betas, 0), abar, rtol=1e-10, atol=0)
+    prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    torch.testing.assert_close(r.posterior_variance, r.betas * (1 - prev) / (1 - abar))
+    assert float(r.betas[0]) == pytest.approx(float(s.betas[0]), rel=1e-12)  # t = 0 is kept
+    assert bool((r.betas[1:] > s.betas[kept][1:]).all())  # each later step spans several
+
+
+@pytest.mark.parametrize("T, K", [(1000, 50), (1000, 100), (1000, 1000), (4000, 50), (7, 3)])
+def test_respaced_timesteps_are_even_and_keep_both_ends(T, K):
+    ts = respaced_timesteps(T, K)
+    assert len(ts) == K and ts[0] == 0 and ts[-1] == T - 1
+    gaps = [b - a for a, b in zip(ts[:-1], ts[1:])]
+    assert min(gaps) >= 1 and max(gaps) - min(gaps) <= 1
+    assert respaced_timesteps(T, 1) == [T - 1]
+    with pytest.raises(ScheduleError, match="steps"):
+        respaced_timesteps(T, T + 1)

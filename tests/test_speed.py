@@ -19,6 +19,7 @@ from ddpm import speed
 from ddpm.generate import Loaded, generate, speed_up
 from ddpm.samplers import ddim_sample, ddpm_sample
 from ddpm.schedule import make_schedule
+from ddpm.timesteps import make_timestep_sampler
 from ddpm.train import EMA, TrainConfig, TrainState, make_optimizer, train_step
 from ddpm.unet import Attention, ConfigError, TutorialUNet, TutorialUNetConfig, UNet, UNetConfig
 
@@ -186,6 +187,30 @@ def test_training_steps_make_no_host_sync(channels_last):
 
 @pytest.mark.gpu
 @cuda
+@pytest.mark.parametrize("loss", ["hybrid", "vlb"])
+def test_learned_variance_steps_make_no_host_sync(loss):
+    """The hybrid / vlb loss and the importance sampler (history, warm-up check, draws) stay on
+    the device; T = 10 so that the sampler is warmed up before the counted steps."""
+    device = torch.device("cuda")
+    model = UNet(UNetConfig(in_channels=3, learn_sigma=True, **TINY_UNET)).train().to(device)
+    speed.use_channels_last(model)
+    cfg = TrainConfig(batch_size=64, warmup=2, T=10, loss=loss, learn_sigma=True,
+                      t_sampling="importance")  # fmt: skip
+    state = TrainState(
+        model, EMA(model), make_optimizer(cfg, model, device),
+        torch.Generator(device=device).manual_seed(0), (3, 8, 8),
+    )  # fmt: skip
+    schedule = make_schedule("linear", 10).to(device)
+    state.timesteps = make_timestep_sampler("importance", schedule)
+    x = torch.randn(64, 3, 8, 8, device=device)
+    for _ in range(6):  # 384 uniform draws: every t has its 10 values with near certainty
+        train_step(state, schedule, cfg, x, None, True)
+    assert bool((state.timesteps.seen[:10] >= 10).all())
+    assert count_syncs(lambda: [train_step(state, schedule, cfg, x, None, True) for _ in "ab"]) == 0
+
+
+@pytest.mark.gpu
+@cuda
 def test_data_stream_makes_no_host_sync():
     from ddpm.data import ImageDataset, batches
 
@@ -208,6 +233,22 @@ def test_samplers_make_no_host_sync_per_step():
     assert many == few <= 1  # the schedule is read to the host once, not per step
     gens = [torch.Generator(device=device).manual_seed(i) for i in range(2)]
     assert count_syncs(lambda: ddpm_sample(model, schedule, x_T, clip=True, generator=gens)) == 0
+
+
+@pytest.mark.gpu
+@cuda
+def test_respaced_learned_ddpm_makes_no_host_sync_per_step():
+    """Respacing reads the schedule once per call (a few syncs), never per step."""
+    from ddpm.samplers import sample
+
+    device = torch.device("cuda")
+    model = UNet(UNetConfig(in_channels=3, learn_sigma=True, **TINY_UNET)).to(device).eval()
+    schedule = make_schedule("cosine", 100).to(device)
+    x_T = torch.randn(2, 3, 8, 8, device=device)
+    gens = [torch.Generator(device=device).manual_seed(i) for i in range(2)]
+    run = lambda k: sample("ddpm", model, schedule, x_T, k, variance="learned", generator=gens)  # noqa: E731
+    run(5)
+    assert count_syncs(lambda: run(5)) == count_syncs(lambda: run(50))
 
 
 @pytest.mark.gpu

@@ -134,3 +134,99 @@ def test_a_time_budget_ends_the_run_with_a_checkpoint(tmp_path, blobs):
     result = train(cfg, data=blobs, progress=False)
     assert not result.stopped_early and 0 < result.step < 100_000
     assert C.load_checkpoint(result.last_checkpoint)["step"] == result.step
+
+
+# --- learned variances, the hybrid and vlb losses (Nichol & Dhariwal 2021) ----------------------
+
+
+@pytest.mark.parametrize(
+    "kw, flags",
+    [
+        (dict(loss="hybrid"), "--loss hybrid.*--learn-sigma"),
+        (dict(learn_sigma=True), "--learn-sigma.*--loss"),
+        (dict(learn_sigma=True, loss="l1"), "--learn-sigma.*--loss"),
+        (dict(loss="vlb", min_snr_gamma=5.0), "--min-snr-gamma.*--loss vlb"),
+        (dict(t_sampling="loss-aware"), "t_sampling"),
+        (dict(vlb_weight=0.0), "vlb_weight"),
+    ],
+)
+def test_meaningless_loss_combinations_are_refused_naming_the_flags(kw, flags):
+    with pytest.raises(ConfigError, match=flags):
+        TrainConfig(**kw)
+
+
+def test_timestep_sampling_defaults_to_importance_for_vlb_only():
+    assert TrainConfig().timestep_sampling == "uniform"
+    assert TrainConfig(loss="vlb").timestep_sampling == "importance"
+    assert TrainConfig(loss="vlb", t_sampling="uniform").timestep_sampling == "uniform"
+    assert TrainConfig(loss="hybrid", learn_sigma=True).timestep_sampling == "uniform"
+    TrainConfig(loss="vlb")  # the bound with fixed variances (Ho et al.'s ablation) is allowed
+
+
+def test_a_learned_sigma_hybrid_model_trains_saves_and_loads(tmp_path, blobs):
+    cfg = tiny_config(tmp_path, steps=60, log_every=15, learn_sigma=True, loss="hybrid", T=50)
+    result = train(cfg, data=blobs, progress=False)
+    losses = [loss for _, loss in result.losses]
+    assert losses[-1] < 0.6 * losses[0], losses
+    ckpt = C.load_checkpoint(result.last_checkpoint)
+    assert ckpt["model_config"]["learn_sigma"] is True
+    assert ckpt["train_config"]["loss"] == "hybrid" and ckpt["train_config"]["learn_sigma"]
+    loaded = load_model(result.last_checkpoint)
+    assert loaded.learn_sigma and loaded.variance() == "learned"
+    with torch.no_grad():
+        out = loaded.model(torch.randn(2, 1, 8, 8), torch.tensor([3, 40]))
+    assert out.shape == (2, 2, 8, 8) and float(out[:, 1:].abs().max()) > 0  # v has moved off 0
+
+
+def test_vlb_with_importance_sampling_resumes_exactly(tmp_path, blobs):
+    """The importance sampler's history is part of the checkpoint: stop at step 12 (after every
+    t has its 10 values), resume, and the run is the uninterrupted one bit for bit."""
+    kw = dict(T=10, loss="vlb", learn_sigma=True, checkpoint_every=12)
+    full = train(tiny_config(tmp_path / "a", **kw), data=blobs, progress=False)
+    cfg = tiny_config(tmp_path / "b", **kw)
+    part = train(cfg, data=blobs, progress=False, stop_after=12)
+    saved = C.load_checkpoint(part.last_checkpoint)["timesteps"]
+    assert bool((saved["seen"][:10] >= 10).all())  # warmed up: t is importance-sampled now
+    resumed = train(cfg, data=blobs, progress=False, resume="auto")
+    a = C.load_checkpoint(full.last_checkpoint)
+    b = C.load_checkpoint(resumed.last_checkpoint)
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    assert torch.equal(a["timesteps"]["losses"], b["timesteps"]["losses"])
+
+
+def test_a_checkpoint_from_before_learned_variances_loads_samples_and_resumes(
+    tmp_path, blobs, monkeypatch
+):
+    """Strip what this change added (train_config fields, the sampler state, the tutorial
+    config's learn_sigma): the file loads, samples as the current one and resumes."""
+    from ddpm.generate import generate
+    from ddpm.unet import PRESETS, ModelSpec
+
+    monkeypatch.setitem(
+        PRESETS,
+        "tiny-tutorial",
+        ModelSpec("tutorial", {"channels": [8, 16], "time_dim": 8}, (8, 8)),
+    )
+    cfg = tiny_config(tmp_path, preset="tiny-tutorial", steps=6, checkpoint_every=3)
+    result = train(cfg, data=blobs, progress=False)
+    ckpt = C.load_checkpoint(result.last_checkpoint)
+    for key in ("learn_sigma", "vlb_weight", "t_sampling"):
+        del ckpt["train_config"][key]
+    del ckpt["timesteps"], ckpt["model_config"]["learn_sigma"]
+    old = tmp_path / "old" / "ckpt-0000006.pt"
+    C.atomic_save(ckpt, old)
+    new, before = load_model(result.last_checkpoint), load_model(old)
+    assert not before.learn_sigma and before.variance() == "small"
+    for sampler, steps in (("ddpm", None), ("ddim", 5)):
+        assert torch.equal(
+            generate(before, 3, sampler=sampler, steps=steps),
+            generate(new, 3, sampler=sampler, steps=steps),
+        )
+    more = train(
+        tiny_config(tmp_path, preset="tiny-tutorial", steps=8),
+        data=blobs,
+        progress=False,
+        resume=str(old),
+    )
+    assert more.step == 8

@@ -35,6 +35,17 @@ def test_tutorial_unet_shapes():
     model = TutorialUNet(TutorialUNetConfig(in_channels=1, channels=(8, 16, 32)))
     x = torch.randn(2, 1, 12, 20)
     assert model(x, torch.tensor([3, 7])).shape == x.shape
+    sigma = TutorialUNet(TutorialUNetConfig(in_channels=1, channels=(8, 16, 32), learn_sigma=True))
+    assert sigma(x, torch.tensor([3, 7])).shape == (2, 2, 12, 20)
+
+
+def test_configs_stored_before_learn_sigma_existed_read_as_fixed_variances():
+    from ddpm.unet import config_dict, full_config
+
+    old = {"in_channels": 1, "channels": [8, 16], "time_dim": 8}  # no learn_sigma key
+    model = build_model("tutorial", old)
+    assert model.config.learn_sigma is False and model.output.out_channels == 1
+    assert full_config("tutorial", old) == config_dict(model)
 
 
 def test_preset_parameter_counts_match_the_papers():

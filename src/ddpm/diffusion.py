@@ -1,17 +1,23 @@
-"""The forward process, its posterior, the three parameterisations and the training loss.
+"""The forward process, its posterior, the three parameterisations, the reverse variance and
+the training loss.
 
 Shapes: images x_0, x_t, eps are (B, C, H, W); timesteps t are int64 (B,) in [0, T).
 Schedule terms are gathered in float64 and cast to the images' dtype (`extract`).
+
+A network with learned variances (Nichol & Dhariwal 2021, §3.1) returns (B, 2C, H, W): its
+prediction in the first C channels and the variance interpolation output in the last C
+(`split_output`). Every conversion here acts on the first C channels and passes those through.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
+import torch
 from torch import Tensor
 
-from ddpm.schedule import NoiseSchedule
+from ddpm.schedule import NoiseSchedule, respaced_timesteps
 
 Prediction = Literal["eps", "x0", "v"]
 PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v")
@@ -72,16 +78,49 @@ def predict_eps_from_v(schedule: NoiseSchedule, x_t: Tensor, t: Tensor, v: Tenso
     return (1 - abar).sqrt() * x_t + abar.sqrt() * v
 
 
+def split_output(out: Tensor, channels: int) -> tuple[Tensor, Tensor | None]:
+    """(prediction, v): a network output of `channels` channels has no v (None); one of
+    2 * `channels` carries the variance interpolation output v in its last half."""
+    if out.shape[1] == channels:
+        return out, None
+    if out.shape[1] == 2 * channels:
+        return out[:, :channels], out[:, channels:]
+    raise ValueError(
+        f"the network returned {out.shape[1]} channels for {channels}-channel images "
+        f"(expected {channels}, or {2 * channels} with learned variances)"
+    )
+
+
+def with_v(pred: Tensor, v: Tensor | None) -> Tensor:
+    """The inverse of `split_output`: the prediction with v (if any) appended again."""
+    return pred if v is None else torch.cat([pred, v.to(pred.dtype)], dim=1)
+
+
 def to_eps(
     schedule: NoiseSchedule, prediction: Prediction, x_t: Tensor, t: Tensor, out: Tensor
 ) -> Tensor:
-    """Turn a network output in the given parameterisation into a noise prediction."""
+    """Turn a network output in the given parameterisation into a noise prediction (v, when
+    the output has 2C channels, is passed through unchanged)."""
     if prediction == "eps":
         return out
+    out, v = split_output(out, x_t.shape[1])
     if prediction == "x0":
-        return predict_eps_from_x0(schedule, x_t, t, out)
+        return with_v(predict_eps_from_x0(schedule, x_t, t, out), v)
     if prediction == "v":
-        return predict_eps_from_v(schedule, x_t, t, out)
+        return with_v(predict_eps_from_v(schedule, x_t, t, out), v)
+    raise ValueError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
+
+
+def to_x0(
+    schedule: NoiseSchedule, prediction: Prediction, x_t: Tensor, t: Tensor, pred: Tensor
+) -> Tensor:
+    """x̂_0 from a prediction (C channels) in the given parameterisation."""
+    if prediction == "eps":
+        return predict_x0_from_eps(schedule, x_t, t, pred)
+    if prediction == "x0":
+        return pred
+    if prediction == "v":
+        return predict_x0_from_v(schedule, x_t, t, pred)
     raise ValueError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
 
 
@@ -99,6 +138,82 @@ def eps_model(
         return to_eps(schedule, prediction, x_t, t, model(x_t, t))
 
     return wrapped
+
+
+def respace_model(
+    model: Callable[[Tensor, Tensor], Tensor], schedule: NoiseSchedule, steps: int
+) -> tuple[Callable[[Tensor, Tensor], Tensor], NoiseSchedule]:
+    """The K-step process of Nichol & Dhariwal 2021, §4: the schedule restricted to K evenly
+    spaced timesteps (`respaced_timesteps`; its betas rebuilt from the kept ᾱ) and the model
+    called at the original timestep of each respaced index i.
+
+    Any sampler or bound run on the pair runs the respaced chain; a learned variance then
+    interpolates between the respaced β_i and β̃_i, as the paper's respaced sampling does.
+    """
+    kept = respaced_timesteps(schedule.T, steps)
+    return respace_model_at(model, schedule, kept)
+
+
+def respace_model_at(
+    model: Callable[[Tensor, Tensor], Tensor], schedule: NoiseSchedule, kept: Sequence[int]
+) -> tuple[Callable[[Tensor, Tensor], Tensor], NoiseSchedule]:
+    """`respace_model` with the kept timesteps given (strictly increasing indices of [0, T))."""
+    respaced = schedule.respace(kept)
+    if respaced.T == schedule.T:
+        return model, schedule
+    # on the schedule's device once: a copy per call would synchronise with the GPU every step
+    table = torch.as_tensor(list(kept), dtype=torch.long, device=schedule.betas.device)
+
+    def wrapped(x_t: Tensor, i: Tensor) -> Tensor:
+        return model(x_t, table.to(i.device)[i])
+
+    return wrapped, respaced.to(schedule.betas.device)
+
+
+# --- the reverse process's variance (Ho et al. §3.2; Nichol & Dhariwal 2021 §3.1) -----------
+
+VARIANCES: tuple[str, ...] = ("small", "large", "learned")
+
+
+def v_fraction(v: Tensor) -> Tensor:
+    """The interpolation weight in eq. 15 from the network's v output: (v + 1) / 2.
+
+    improved-diffusion maps the raw output this way ("learned range"), so that a network whose
+    last layer starts at zero starts halfway between the bounds in log space. The paper's eq. 15
+    writes the weight itself as v; this affine map is the whole difference.
+    """
+    return (v + 1) / 2
+
+
+def learned_log_variance(schedule: NoiseSchedule, t: Tensor, frac: Tensor) -> Tensor:
+    """log Σ_θ = frac · log β_t + (1 - frac) · log β̃_t (Nichol & Dhariwal 2021, eq. 15).
+
+    frac = 1 gives β_t, frac = 0 gives β̃_t (clipped to β̃_1 at t = 0, where β̃_0 = 0).
+    `frac` is (B, C, H, W) (from `v_fraction`), t int64 (B,); the result is frac's shape.
+    """
+    max_log = extract(schedule.betas.log(), t, frac)
+    min_log = extract(schedule.posterior_log_variance_clipped, t, frac)
+    return frac * max_log + (1 - frac) * min_log
+
+
+def p_log_variance(
+    schedule: NoiseSchedule, t: Tensor, x_t: Tensor, variance: str, v: Tensor | None = None
+) -> Tensor:
+    """log σ_t² of p_θ(x_{t-1} | x_t), broadcastable to x_t: β̃_t ("small"), β_t ("large";
+    β̃_1 at t = 0, as Ho et al.'s and improved-diffusion's code) or Σ_θ ("learned", eq. 15,
+    from the network's v output)."""
+    if variance == "small":
+        return extract(schedule.posterior_log_variance_clipped, t, x_t)
+    if variance == "large":
+        large = torch.cat([schedule.posterior_log_variance_clipped[:1], schedule.betas[1:].log()])
+        return extract(large, t, x_t)
+    if variance == "learned":
+        if v is None:
+            raise ValueError(
+                "variance 'learned' needs a network with learned variances (2C output channels)"
+            )
+        return learned_log_variance(schedule, t, v_fraction(v.to(x_t.dtype)))
+    raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
 
 
 def snr(schedule: NoiseSchedule, t: Tensor) -> Tensor:
@@ -170,6 +285,28 @@ def diffusion_loss(
     """
     x_t = q_sample(schedule, x_0, t, eps)
     out = model(x_t, t)
+    per_sample = simple_loss(
+        schedule, x_0, t, eps, out, prediction, loss_type, min_snr_gamma, weighting, sigma_data
+    )
+    if weights is not None:
+        per_sample = per_sample * weights.to(per_sample.dtype)
+    return per_sample.mean()
+
+
+def simple_loss(
+    schedule: NoiseSchedule,
+    x_0: Tensor,
+    t: Tensor,
+    eps: Tensor,
+    out: Tensor,
+    prediction: Prediction = "eps",
+    loss_type: str = "l2",
+    min_snr_gamma: float | None = None,
+    weighting: str | None = None,
+    sigma_data: float = 0.5,
+) -> Tensor:
+    """L_simple per sample (B,), float32: mean over pixels of |target - out|² (or |.|), times
+    the timestep weight of `loss_weights`. `out` is the network's prediction (C channels)."""
     if prediction == "eps":
         target = eps
     elif prediction == "x0":
@@ -186,7 +323,6 @@ def diffusion_loss(
     else:
         raise ValueError(f"unknown loss type {loss_type!r}; expected one of {LOSS_TYPES}")
     w = loss_weights(schedule, t, prediction, min_snr_gamma, weighting, sigma_data)
-    for factor in (w, weights):
-        if factor is not None:
-            per_sample = per_sample * factor.to(per_sample.dtype)
-    return per_sample.mean()
+    if w is not None:
+        per_sample = per_sample * w.to(per_sample.dtype)
+    return per_sample

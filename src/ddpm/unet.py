@@ -1,9 +1,11 @@
 """The noise-prediction networks: Ho et al.'s U-Net and the reference tutorial's SimpleUnet.
 
 Both map (x_t: (B, C, H, W), t: int64 (B,), y: int64 (B,) or None) to a tensor shaped like
-x_t. With `num_classes` set, the class label y is embedded and added to the time embedding
-(`ClassEmbedding`); y = None, or the label `num_classes`, is the learned "null" class of
-classifier-free guidance. Presets are data (`PRESETS`), turned into modules by `build_model`.
+x_t, or, built with `learn_sigma`, to (B, 2C, H, W): the prediction and then the variance
+output v of Nichol & Dhariwal 2021 §3.1. With `num_classes` set, the class label y is embedded
+and added to the time embedding (`ClassEmbedding`); y = None, or the label `num_classes`, is the
+learned "null" class of classifier-free guidance. Presets are data (`PRESETS`), turned into
+modules by `build_model`.
 """
 
 from __future__ import annotations
@@ -333,6 +335,7 @@ class TutorialUNetConfig:
     channels: tuple[int, ...] = (64, 128, 256, 512, 1024)
     time_dim: int = 32
     num_classes: int | None = None  # class-conditional when set (not in the tutorial)
+    learn_sigma: bool = False  # doubles the output channels (eps and the variance interpolation)
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -347,6 +350,10 @@ class TutorialUNetConfig:
     @property
     def downsample_factor(self) -> int:
         return 2 ** (len(self.channels) - 1)
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels * (2 if self.learn_sigma else 1)
 
 
 class TutorialBlock(nn.Module):
@@ -386,7 +393,7 @@ class TutorialUNet(nn.Module):
         )
         rev = chans[::-1]
         self.ups = nn.ModuleList(TutorialBlock(a, b, d, up=True) for a, b in zip(rev[:-1], rev[1:]))
-        self.output = nn.Conv2d(chans[0], config.in_channels, 1)
+        self.output = nn.Conv2d(chans[0], config.out_channels, 1)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         check_size(x, self.config.downsample_factor)

@@ -125,6 +125,16 @@ def add_resize_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+STEPS_HELP = (
+    "DDIM / DPM-Solver / Heun steps (default 50); with --sampler ddpm, sample on K respaced "
+    "steps (Nichol & Dhariwal 2021 §4; default: all T)"
+)
+VARIANCE_HELP = (
+    "DDPM reverse variance: small (the posterior's beta-tilde_t), large (beta_t) or learned "
+    "(Sigma_theta of a --learn-sigma model; its default)"
+)
+
+
 def add_split_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--split",

@@ -9,6 +9,7 @@ from typing import Any
 
 from ddpm.cli.args import (
     GUIDANCE_HELP,
+    STEPS_HELP,
     add_inception_args,
     add_speed_args,
     add_split_arg,
@@ -21,7 +22,8 @@ from ddpm.cli.args import (
     write_json,
 )
 from ddpm.conditioning import CLASS_DISTRIBUTIONS
-from ddpm.samplers import SAMPLERS, SPACINGS
+from ddpm.diffusion import VARIANCES
+from ddpm.samplers import DEFAULT_STEPS, SAMPLERS, SPACINGS
 from ddpm.unet import ConfigError
 
 
@@ -42,7 +44,7 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
         help="FID samples (default 10000) / --nll test images (default 1000)",
     )
     p.add_argument("--sampler", choices=SAMPLERS, default="ddim")
-    p.add_argument("--steps", type=positive_int, default=50, help="DDIM / DPM-Solver steps")
+    p.add_argument("--steps", type=positive_int, help=STEPS_HELP)
     p.add_argument("--eta", type=nonneg_float, default=0.0, help="DDIM noise (0: deterministic)")
     p.add_argument(
         "--spacing",
@@ -58,10 +60,22 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--variance",
-        choices=("small", "large"),
-        default="small",
-        help="fixed reverse variance, in the bound and the ddpm sampler: posterior (small) "
-        "or beta_t (large)",
+        choices=VARIANCES,
+        help="reverse variance, in the bound and the ddpm sampler: small (the posterior's "
+        "beta-tilde_t), large (beta_t) or learned (Sigma_theta of a --learn-sigma model; its "
+        "default)",
+    )
+    p.add_argument(
+        "--nll-steps",
+        type=positive_int,
+        help="--nll: the bound of the K-step respaced model (what --sampler ddpm --steps K "
+        "samples from; a true bound on its NLL, not on the T-step model's); default: all T",
+    )
+    p.add_argument(
+        "--nll-t-samples",
+        type=positive_int,
+        help="--nll: estimate the bound from K stratified timesteps per image instead of all "
+        "(unbiased; the standard error then includes the t sampling); K >= 2",
     )
     p.add_argument(
         "--guidance",
@@ -101,6 +115,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to evaluate: give --fid-stats S (FID) and/or --nll --data D")
     if args.nll and args.data is None:
         raise ConfigError("--nll needs --data: the held-out images to score")
+    if not args.nll and (args.nll_steps is not None or args.nll_t_samples is not None):
+        raise ConfigError("--nll-steps and --nll-t-samples only apply with --nll")
     device = resolve_device(args.device)
     reference = load_stats(args.fid_stats) if args.fid_stats is not None else None
     loaded = load_model(args.checkpoint, "cpu", args.raw_weights, args.ema)
@@ -125,8 +141,18 @@ def run_eval(args: argparse.Namespace) -> int:
     loaded = dataclasses.replace(
         loaded, model=loaded.model.to(device), schedule=loaded.schedule.to(device)
     )
-    if args.sampler != "ddpm" and args.steps > loaded.schedule.T:
-        raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
+    T = loaded.schedule.T
+    if args.steps is not None and args.steps > T:
+        raise ConfigError(f"--steps {args.steps} exceeds the model's T = {T}")
+    if args.nll_steps is not None and args.nll_steps > T:
+        raise ConfigError(f"--nll-steps {args.nll_steps} exceeds the model's T = {T}")
+    chain = args.nll_steps or T
+    if args.nll_t_samples is not None and not 2 <= args.nll_t_samples <= chain:
+        raise ConfigError(
+            f"--nll-t-samples must lie in [2, {chain}] (the steps of the bound), "
+            f"got {args.nll_t_samples}"
+        )
+    variance = loaded.variance(args.variance)
     weights = "raw" if args.raw_weights else f"EMA {args.ema}" if args.ema else "EMA"
     record: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
@@ -141,14 +167,15 @@ def run_eval(args: argparse.Namespace) -> int:
         which = f"exported weights of step {loaded.step}"
         record.update(weights="exported")
     if reference is not None:
+        steps = args.steps if args.steps is not None or args.sampler == "ddpm" else DEFAULT_STEPS
         settings = SamplerSettings(
             args.sampler,
-            args.steps,
+            steps,
             args.eta,
             args.clip,
             args.seed,
             args.batch_size,
-            args.variance,
+            variance,
             args.spacing,
             args.guidance,
             args.classes,
@@ -164,11 +191,19 @@ def run_eval(args: argparse.Namespace) -> int:
     if nll_data is not None:
         images = select_images(nll_data, args.n or 1000, args.seed)
         r = model_nll(
-            loaded, images, args.variance, args.clip, args.seed, args.batch_size, not args.quiet
+            loaded,
+            images,
+            variance,
+            args.clip,
+            args.seed,
+            args.batch_size,
+            not args.quiet,
+            args.nll_steps,
+            args.nll_t_samples,
         )
         print(
             f"NLL {r.bpd:.4f} ± {r.stderr:.4f} bits/dim (standard error): {r.n} images of "
-            f"{nll_data.source}, bound over T={r.T} steps, variance {r.variance}, clip "
+            f"{nll_data.source}, {r.describe()}, variance {r.variance}, clip "
             f"{'on' if r.clip else 'off'}, {which} ({r.seconds:.0f} s)"
             + (", of the unconditional (null class) model" * conditional)
         )

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from ddpm.cli.args import (
     GUIDANCE_HELP,
+    STEPS_HELP,
+    VARIANCE_HELP,
     add_speed_args,
     add_weights_args,
     device_name,
@@ -16,6 +18,7 @@ from ddpm.cli.args import (
     resolve_device,
     seed_int,
 )
+from ddpm.diffusion import VARIANCES
 from ddpm.samplers import SAMPLERS, SPACINGS
 from ddpm.unet import ConfigError
 
@@ -35,7 +38,7 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
         help="number of images (default 64; with --grid-by-class, per class: default 8)",
     )
     p.add_argument("--sampler", choices=SAMPLERS, default="ddim")
-    p.add_argument("--steps", type=positive_int, default=50, help="DDIM / DPM-Solver steps")
+    p.add_argument("--steps", type=positive_int, help=STEPS_HELP)
     p.add_argument("--eta", type=nonneg_float, default=0.0, help="DDIM noise (0: deterministic)")
     p.add_argument(
         "--spacing",
@@ -43,12 +46,7 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
         help="timesteps of ddim / dpm-solver / heun: leading (DDIM's), trailing (start at T) or "
         "karras (EDM's ρ=7 noise levels); default: karras for heun, leading otherwise",
     )
-    p.add_argument(
-        "--variance",
-        choices=("small", "large"),
-        default="small",
-        help="DDPM reverse variance: posterior (small) or beta_t (large)",
-    )
+    p.add_argument("--variance", choices=VARIANCES, help=VARIANCE_HELP)
     p.add_argument(
         "--clip",
         action=argparse.BooleanOptionalAction,
@@ -120,8 +118,9 @@ def run_sample(args: argparse.Namespace) -> int:
     from ddpm.images import save_grid, save_images
 
     loaded = load_model(args.checkpoint, resolve_device(args.device), args.raw_weights, args.ema)
-    if args.sampler != "ddpm" and args.steps > loaded.schedule.T:
+    if args.steps is not None and args.steps > loaded.schedule.T:
         raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
+    variance = loaded.variance(args.variance)
     classes, n, nrow = class_plan(args, loaded)
     loaded = fast_path(loaded, args)
 
@@ -134,7 +133,7 @@ def run_sample(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         steps=args.steps,
         eta=args.eta,
-        variance=args.variance,
+        variance=variance,
         clip=args.clip,
         batch_size=args.batch_size,
         spacing=args.spacing,
@@ -184,6 +183,7 @@ def run_sample(args: argparse.Namespace) -> int:
             clip=args.clip,
             class_labels=labels[:m] if labels is not None else None,
             guidance=args.guidance,
+            variance=variance,
         )
         png = args.process or args.gif.with_suffix(".png")
         save_process(frames, png, args.gif)

@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 
 from ddpm.cli.args import (
+    STEPS_HELP,
+    VARIANCE_HELP,
     add_split_arg,
     device_name,
     image_size,
@@ -15,6 +17,7 @@ from ddpm.cli.args import (
     seed_int,
     unit_float,
 )
+from ddpm.diffusion import VARIANCES
 from ddpm.samplers import SAMPLERS
 from ddpm.schedule import SCHEDULES
 from ddpm.unet import ConfigError
@@ -78,7 +81,8 @@ def add_show_args(p: argparse.ArgumentParser) -> None:
     )
     r.add_argument("--n", type=positive_int, default=8)
     r.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
-    r.add_argument("--steps", type=positive_int, default=50, help="DDIM / DPM-Solver steps")
+    r.add_argument("--steps", type=positive_int, help=STEPS_HELP)
+    r.add_argument("--variance", choices=VARIANCES, help=VARIANCE_HELP)
     r.add_argument("--frames", type=positive_int, default=10)
     r.add_argument("--seed", type=seed_int, default=0)
     r.add_argument("--clip", action=argparse.BooleanOptionalAction, default=True)
@@ -132,10 +136,11 @@ def run_show(args: argparse.Namespace) -> int:
         from ddpm.generate import denoising_process, load_model, save_process
 
         loaded = load_model(args.checkpoint, resolve_device(args.device))
-        if args.sampler != "ddpm" and args.steps > loaded.schedule.T:
+        if args.steps is not None and args.steps > loaded.schedule.T:
             raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
+        variance = loaded.variance(args.variance)
         frames = denoising_process(
-            loaded, args.n, args.seed, args.sampler, args.steps, args.frames, args.clip
+            loaded, args.n, args.seed, args.sampler, args.steps, args.frames, args.clip, variance
         )
         save_process(frames, args.out, args.gif)
         path = args.out

@@ -23,7 +23,8 @@ from ddpm.cli.args import (
     sigma_rel,
     unit_float,
 )
-from ddpm.diffusion import LOSS_TYPES, LOSS_WEIGHTS, PREDICTIONS
+from ddpm.diffusion import LOSS_WEIGHTS, PREDICTIONS
+from ddpm.losses import LOSSES
 from ddpm.schedule import SCHEDULES
 from ddpm.speed import COMPILE_MODES
 from ddpm.timesteps import TIMESTEP_SAMPLERS
@@ -108,7 +109,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beta-start", type=unit_float)
     g.add_argument("--beta-end", type=unit_float)
     g.add_argument("--prediction", choices=PREDICTIONS, default=d["prediction"])
-    g.add_argument("--loss", choices=LOSS_TYPES, default=d["loss"])
+    g.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=d["loss"],
+        help="l2 / l1: L_simple; hybrid: L_simple + lambda L_vlb (needs --learn-sigma); vlb: the "
+        "variational bound alone, with importance-sampled t (Nichol & Dhariwal 2021)",
+    )
     g.add_argument("--min-snr-gamma", type=positive_float, help="γ of --loss-weight min-snr")
     g.add_argument(
         "--loss-weight",
@@ -124,10 +131,24 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="the data's standard deviation for --loss-weight edm",
     )
     g.add_argument(
+        "--learn-sigma",
+        action="store_true",
+        help="the network also outputs the reverse variance (Nichol & Dhariwal 2021 §3.1); "
+        "train with --loss hybrid or vlb",
+    )
+    g.add_argument(
+        "--vlb-weight",
+        type=positive_float,
+        default=d["vlb_weight"],
+        help="lambda, the weight of L_vlb in --loss hybrid (default 0.001, as the paper)",
+    )
+    g.add_argument(
         "--t-sampling",
         choices=TIMESTEP_SAMPLERS,
         default=d["t_sampling"],
-        help="how training draws t: uniform (Ho et al.) or lognormal (EDM's ln σ ~ N(mean, std²))",
+        help="how training draws t: uniform (Ho et al.), lognormal (EDM's ln σ ~ N(mean, std²)) "
+        "or importance (from the last 10 losses per t, Nichol & Dhariwal §3.3); default: "
+        "importance for --loss vlb, uniform otherwise",
     )
     g.add_argument("--t-mean", type=float, default=d["t_mean"], help="mean of ln σ (lognormal)")
     g.add_argument("--t-std", type=positive_float, default=d["t_std"], help="std of ln σ")

@@ -12,7 +12,8 @@ import torch
 
 from ddpm.data import RESIZE_MODES, parse_size
 from ddpm.datasets import SPLITS
-from ddpm.diffusion import LOSS_TYPES, LOSS_WEIGHTS, PREDICTIONS
+from ddpm.diffusion import LOSS_WEIGHTS, PREDICTIONS
+from ddpm.losses import HYBRID_LAMBDA, LOSSES, SIMPLE_LOSSES
 from ddpm.samplers import SAMPLERS
 from ddpm.schedule import SCHEDULES, NoiseSchedule, make_schedule
 from ddpm.speed import COMPILE_MODES
@@ -41,11 +42,15 @@ class TrainConfig:
     beta_start: float | None = None
     beta_end: float | None = None
     prediction: str = "eps"
-    loss: str = "l2"
+    loss: str = "l2"  # l2, l1 (L_simple), hybrid (L_simple + λ L_vlb) or vlb (Nichol & Dhariwal)
     min_snr_gamma: float | None = None
     loss_weight: str = "none"  # or min-snr (needs min_snr_gamma) or edm: see loss_weights
     sigma_data: float = 0.5  # the data's standard deviation, for loss_weight edm (EDM: 0.5)
-    t_sampling: str = "uniform"  # or lognormal: ln σ ~ N(t_mean, t_std²) (EDM); ddpm.timesteps
+    learn_sigma: bool = False  # the network also outputs v, the reverse variance (N&D §3.1)
+    vlb_weight: float = HYBRID_LAMBDA  # λ of the hybrid loss
+    # uniform, lognormal (ln σ ~ N(t_mean, t_std²), EDM) or importance (N&D §3.3);
+    # None: importance for loss vlb, else uniform (see ddpm.timesteps)
+    t_sampling: str | None = None
     t_mean: float = -1.2
     t_std: float = 1.2
     steps: int = 600  # about 4 minutes on a 2-core CPU with the defaults
@@ -107,12 +112,13 @@ class TrainConfig:
         checks = [
             ("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
             ("prediction", self.prediction in PREDICTIONS, f"one of {', '.join(PREDICTIONS)}"),
-            ("loss", self.loss in LOSS_TYPES, f"one of {', '.join(LOSS_TYPES)}"),
+            ("loss", self.loss in LOSSES, f"one of {', '.join(LOSSES)}"),
+            ("vlb_weight", self.vlb_weight > 0, "a positive number"),
             ("lr_decay", self.lr_decay in ("constant", "cosine"), "constant or cosine"),
             ("loss_weight", self.loss_weight in LOSS_WEIGHTS, f"one of {', '.join(LOSS_WEIGHTS)}"),
             (
                 "t_sampling",
-                self.t_sampling in TIMESTEP_SAMPLERS,
+                self.t_sampling in (None, *TIMESTEP_SAMPLERS),
                 f"one of {', '.join(TIMESTEP_SAMPLERS)}",
             ),
             ("t_std", self.t_std > 0, "a positive number"),
@@ -179,6 +185,37 @@ class TrainConfig:
         if self.image_size is not None:
             parse_size(self.image_size)
         preset(self.preset)  # raises on an unknown preset
+        self._check_losses()
+
+    def _check_losses(self) -> None:
+        """Refuse the loss combinations that would train something other than what they say."""
+        if self.learn_sigma and self.loss in SIMPLE_LOSSES:
+            raise ConfigError(
+                f"learn_sigma (--learn-sigma) needs loss (--loss) hybrid or vlb: with "
+                f"{self.loss} nothing trains the variance channels"
+            )
+        if self.loss == "hybrid" and not self.learn_sigma:
+            raise ConfigError(
+                "loss hybrid (--loss hybrid) needs learn_sigma (--learn-sigma): its L_vlb term "
+                "sees the mean through a stop-gradient, so with fixed variances it trains nothing"
+            )
+        if self.loss == "vlb" and (self.min_snr_gamma is not None or self.loss_weight != "none"):
+            raise ConfigError(
+                "loss_weight / min_snr_gamma (--loss-weight, --min-snr-gamma) weight L_simple, "
+                "which loss vlb (--loss vlb) does not have"
+            )
+        if self.loss == "vlb" and self.t_sampling == "lognormal":
+            raise ConfigError(
+                "t_sampling lognormal (--t-sampling lognormal) with loss vlb (--loss vlb) would "
+                "reweight the bound it estimates: use uniform or importance"
+            )
+
+    @property
+    def timestep_sampling(self) -> str:
+        """t_sampling, or its default: importance sampling for L_vlb (§3.3), else uniform."""
+        if self.t_sampling is not None:
+            return self.t_sampling
+        return "importance" if self.loss == "vlb" else "uniform"
 
 
 def resolve_device(name: str) -> torch.device:

@@ -72,11 +72,12 @@ class Log:
 
 def describe(cfg: TrainConfig, data: ImageDataset, model: nn.Module) -> str:
     H, W = data.image_size
+    variances = "learned" if cfg.learn_sigma else "fixed"
     return (
         f"data: {data.source}, {len(data)} images {data.channels}x{H}x{W}\n"
         f"model: {cfg.preset}, {count_parameters(model):,} parameters\n"
-        f"schedule: {cfg.schedule}, T={cfg.T}; {cfg.prediction}-prediction, {cfg.loss} loss"
-        + _describe_classes(cfg, model)
+        f"schedule: {cfg.schedule}, T={cfg.T}; {cfg.prediction}-prediction, {cfg.loss} loss, "
+        f"{variances} variances, {cfg.timestep_sampling} t" + _describe_classes(cfg, model)
     )
 
 

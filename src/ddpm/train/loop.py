@@ -29,7 +29,14 @@ from ddpm.speed import compile_model, mark_step
 from ddpm.timesteps import make_timestep_sampler
 from ddpm.train.config import TrainConfig, build_schedule, lr_at, resolve_device
 from ddpm.train.log import Log, describe
-from ddpm.train.state import TrainState, checkpoint_dict, save_checkpoint, setup, snapshot_dict
+from ddpm.train.state import (
+    TrainState,
+    checkpoint_dict,
+    save_checkpoint,
+    setup,
+    snapshot_dict,
+    use_timesteps,
+)
 from ddpm.train.step import train_step
 from ddpm.train.tensorboard import TensorBoard
 
@@ -49,10 +56,16 @@ def sample_grid(state: TrainState, schedule: NoiseSchedule, cfg: TrainConfig, sh
         y = (torch.arange(n, device=device) // nrow) % state.num_classes
         model = guided(model, y)  # type: ignore[arg-type]
     net = eps_model(model, schedule, cfg.prediction)  # type: ignore[arg-type]
-    steps = min(cfg.sample_steps, schedule.T)
+    steps = grid_steps(cfg, schedule.T)
     x = sample(cfg.sample_sampler, net, schedule, x_T, steps, clip=cfg.sample_clip, generator=gens)
     save_grid(x, path, nrow)
     return x
+
+
+def grid_steps(cfg: TrainConfig, T: int) -> int | None:
+    """The steps of the periodic grids and FID: sample_steps for DDIM / DPM-Solver, and all T
+    (None) for DDPM, whose grids have always run the whole chain."""
+    return None if cfg.sample_sampler == "ddpm" else min(cfg.sample_steps, T)
 
 
 class StopRequested:
@@ -86,7 +99,7 @@ def make_fid_evaluator(cfg: TrainConfig):
     from ddpm.evaluate import SamplerSettings, TrainingFID
 
     settings = SamplerSettings(
-        cfg.sample_sampler, min(cfg.sample_steps, cfg.T), clip=cfg.sample_clip, seed=cfg.seed
+        cfg.sample_sampler, grid_steps(cfg, cfg.T), clip=cfg.sample_clip, seed=cfg.seed
     )
     assert cfg.fid_stats is not None
     return TrainingFID(
@@ -195,7 +208,8 @@ def train(
     if announce is not None:
         announce(describe(cfg, data, state.model) + f"\ndevice: {device}, out: {cfg.out}")
     schedule = build_schedule(cfg).to(device)
-    state.timesteps = make_timestep_sampler(cfg.t_sampling, schedule, cfg.t_mean, cfg.t_std)
+    sampler = make_timestep_sampler(cfg.timestep_sampling, schedule, cfg.t_mean, cfg.t_std)
+    use_timesteps(state, sampler)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     # in place: parameter names (and the EMA's pairing) stay the same

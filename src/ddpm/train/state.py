@@ -57,12 +57,25 @@ class TrainState:
     extra_emas: dict[float, EMA] = field(default_factory=dict)  # σ_rel -> power-function EMA
     time_fraction: float = 0.0  # share of cfg.max_minutes spent (for a time-based lr decay)
     timesteps: Any = None  # how t is drawn (ddpm.timesteps); None: uniform
+    timesteps_saved: dict[str, Tensor] = field(default_factory=dict)  # its state when resumed
     class_names: list[str] | None = None  # of a class-conditional model, by label index
     class_counts: list[int] | None = None  # the training labels' histogram, for `ddpm eval`
 
     @property
     def num_classes(self) -> int | None:
         return len(self.class_names) if self.class_names is not None else None
+
+
+def use_timesteps(state: TrainState, sampler: Any) -> None:
+    """Make `sampler` the run's timestep sampler, with the state a resumed checkpoint saved for
+    it (the importance sampler's loss history), so that resuming draws the same t."""
+    state.timesteps = sampler
+    saved, state.timesteps_saved = state.timesteps_saved, {}
+    if saved and hasattr(sampler, "load_state_dict"):
+        try:
+            sampler.load_state_dict(saved)
+        except (KeyError, ValueError) as e:
+            raise ckpt_io.CheckpointError(f"the checkpoint's timestep sampler state: {e}") from None
 
 
 def ema_key(sigma_rel: float) -> str:
@@ -97,6 +110,8 @@ def make_model(
         if spec.arch != "unet":
             raise ConfigError(f"preset {cfg.preset} has no dropout")
         overrides["dropout"] = cfg.dropout
+    if cfg.learn_sigma:
+        overrides["learn_sigma"] = True
     spec = preset(cfg.preset, **overrides)
     model = build_model(spec.arch, spec.config)
     H, W = data.image_size
@@ -156,6 +171,9 @@ def checkpoint_dict(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: d
         "best_metric": state.best_metric,
         "class_names": state.class_names,
         "class_counts": state.class_counts,
+        "timesteps": (
+            state.timesteps.state_dict() if hasattr(state.timesteps, "state_dict") else {}
+        ),
     }
 
 
@@ -215,6 +233,7 @@ def restore(state: TrainState, ckpt: dict, arch: str, model_cfg: dict, path: Pat
     state.step = int(ckpt["step"])
     state.nonfinite_total = int(ckpt.get("nonfinite_total", 0))
     state.best_metric = ckpt.get("best_metric")
+    state.timesteps_saved = ckpt.get("timesteps") or {}
     torch.set_rng_state(ckpt["rng"]["torch"])
     state.noise_gen.set_state(ckpt["rng"]["noise"])
     if "cuda" in ckpt["rng"] and torch.cuda.is_available():

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ddpm.conditioning import drop_labels
-from ddpm.diffusion import diffusion_loss
+from ddpm.losses import training_losses
 from ddpm.schedule import NoiseSchedule
 from ddpm.train.config import TrainConfig, ema_decay_at, lr_at, power_ema_beta
 from ddpm.train.state import TrainState
@@ -39,7 +39,7 @@ def train_step(
         group["lr"] = lr_at(cfg, state.step, state.time_fraction)
     net = model if y is None else (lambda x, tt: model(x, tt, y))
     with torch.autocast(x_0.device.type, dtype=torch.bfloat16, enabled=autocast):
-        loss = diffusion_loss(
+        per_sample = training_losses(
             net,
             schedule,
             x_0,
@@ -50,8 +50,11 @@ def train_step(
             cfg.min_snr_gamma,
             cfg.loss_weight,
             cfg.sigma_data,
-            weights,
+            cfg.vlb_weight,
         )
+    if state.timesteps is not None:
+        state.timesteps.update(t, per_sample.detach())  # the importance sampler's history
+    loss = (per_sample if weights is None else per_sample * weights.to(per_sample.dtype)).mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf  # the norm feeds the guard
