@@ -140,7 +140,14 @@ def run_show(args: argparse.Namespace) -> int:
             raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
         variance = loaded.variance(args.variance)
         frames = denoising_process(
-            loaded, args.n, args.seed, args.sampler, args.steps, args.frames, args.clip, variance
+            loaded,
+            args.n,
+            args.seed,
+            args.sampler,
+            args.steps,
+            args.frames,
+            args.clip,
+            variance=variance,
         )
         save_process(frames, args.out, args.gif)
         path = args.out
