@@ -185,7 +185,8 @@ def scaling(args: argparse.Namespace, ddp_flags: list[str]) -> None:
         subprocess.run(cmd, env=env(), check=True)
         print(f"   ({time.time() - t0:.0f} s)", flush=True)
     rows = [json.loads(line) for line in record.read_text().splitlines()]
-    print(f"\nDDP scaling, fast path, {rows[0]['card']}, torch {rows[0]['torch']}, DDP options:")
+    path = "eager (CPU)" if rows[0]["card"] == "cpu" else "bf16 + CL + compile + CUDA graphs"
+    print(f"\nDDP scaling, {path}, {rows[0]['card']}, torch {rows[0]['torch']}, DDP options:")
     print(f"bucket {args.bucket_mb} MiB, static_graph {args.static_graph}, ", end="")
     print(f"split_graph {args.split_graph}\n")
     print("| case | GPUs | images per GPU | img/s per GPU | img/s total | efficiency |")
@@ -200,14 +201,16 @@ def scaling(args: argparse.Namespace, ddp_flags: list[str]) -> None:
         )
 
 
-def loss(args: argparse.Namespace) -> None:
-    """1 GPU at batch 256 against 2 GPUs at 128 each, same flags and seed."""
+def loss(args: argparse.Namespace, ddp_flags: list[str]) -> None:
+    """1 GPU at the global batch against 2 GPUs at half of it each, same flags and seed."""
     out = Path(args.out)
-    flags = ["train", "--data", args.loss, "--preset", "ddpm-cifar10", "--image-size", "32"]
-    flags += ["--batch-size", "256", "--lr", "2e-4", "--warmup", "100", "--steps", "400"]
-    flags += ["--log-every", "100", "--sample-every", "100000", "--checkpoint-every", "100000"]
-    flags += ["--num-samples", "16", "--seed", "0", "--quiet", "--compile"]
-    flags += ["--compile-mode", "reduce-overhead", "--channels-last"]
+    flags = ["train", "--data", args.loss, "--preset", args.loss_preset, "--device", args.device]
+    flags += ["--batch-size", str(args.loss_batch), "--lr", "2e-4", "--warmup", "100"]
+    flags += ["--steps", str(args.loss_steps), "--log-every", str(max(args.loss_steps // 4, 1))]
+    flags += ["--sample-every", "100000", "--checkpoint-every", "100000", "--num-samples", "16"]
+    flags += ["--seed", "0", "--quiet", *(f"--ddp-{f[2:]}" for f in ddp_flags)]
+    if args.device == "cuda":  # the fast path
+        flags += ["--compile", "--compile-mode", "reduce-overhead", "--channels-last"]
     runs = {}
     for W in (1, 2):
         run = out / f"loss-{W}gpu"
@@ -244,18 +247,21 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=25, help="steps per timed window")
     p.add_argument("--windows", type=int, default=3)
     p.add_argument("--loss", metavar="CIFAR10_ZIP", help="run the loss comparison instead")
+    p.add_argument("--loss-steps", type=int, default=400, help="steps of each loss run")
+    p.add_argument("--loss-batch", type=int, default=256, help="global batch of the loss runs")
+    p.add_argument("--loss-preset", default="ddpm-cifar10")
     p.add_argument("--out", default=os.environ.get("OUT", "runs/ddp_scaling"))
     p.add_argument("--bucket-mb", type=float, default=25.0, help="DDP bucket_cap_mb")
     p.add_argument("--static-graph", action="store_true", help="DDP static_graph")
     p.add_argument("--split-graph", action="store_true", help="optimize_ddp: split at buckets")
     args = p.parse_args()
+    ddp_flags = [f"--bucket-mb={args.bucket_mb}"]
+    ddp_flags += ["--static-graph"] * args.static_graph + ["--split-graph"] * args.split_graph
     if args.worker:
         worker(args)
     elif args.loss:
-        loss(args)
+        loss(args, ddp_flags)
     else:
-        ddp_flags = [f"--bucket-mb={args.bucket_mb}"]
-        ddp_flags += ["--static-graph"] * args.static_graph + ["--split-graph"] * args.split_graph
         scaling(args, ddp_flags)
 
 
