@@ -34,15 +34,27 @@ CLASS_DISTRIBUTIONS = ("uniform", "data")
 # --- training ---------------------------------------------------------------------------------
 
 
-def drop_labels(y: Tensor, p: float, num_classes: int, generator: torch.Generator) -> Tensor:
+def drop_labels(
+    y: Tensor,
+    p: float,
+    num_classes: int,
+    generator: torch.Generator,
+    batch_size: int | None = None,
+    rows: slice | None = None,
+) -> Tensor:
     """y (B,) with each label replaced by the null class `num_classes` with probability p.
 
     The coin flips are drawn for the whole batch from `generator` (the run's noise
-    generator), never the global RNG; p = 0 draws nothing and returns y itself.
+    generator), never the global RNG; p = 0 draws nothing and returns y itself. Under DDP, y
+    holds `rows` of a global batch of `batch_size` labels: the flips are drawn for the whole
+    global batch and sliced, so they do not depend on the number of processes.
     """
     if p <= 0:
         return y
-    drop = torch.rand(y.shape, generator=generator, device=generator.device) < p
+    B = y.shape[0] if batch_size is None else batch_size
+    drop = torch.rand((B,), generator=generator, device=generator.device) < p
+    if rows is not None:
+        drop = drop[rows]
     return torch.where(drop.to(y.device), num_classes, y)
 
 

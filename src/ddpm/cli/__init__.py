@@ -8,6 +8,7 @@ Errors the library raises on bad input (data, checkpoints, configs) print one li
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -101,6 +102,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"ddpm: warning: {message}", file=sys.stderr)
 
 
+def _who(command: str) -> str:
+    """`ddpm train`, or `ddpm train [rank 1]` in a process of a torchrun job."""
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1") and "RANK" in os.environ:
+        return f"ddpm {command} [rank {os.environ['RANK']}]"
+    return f"ddpm {command}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -113,10 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except ConfigError as e:  # a flag combination the parser could not check on its own
-        print(f"ddpm {args.command}: error: {e}", file=sys.stderr)
+        print(f"{_who(args.command)}: error: {e}", file=sys.stderr)
         return 2
     except USER_ERRORS as e:
-        print(f"ddpm {args.command}: error: {e}", file=sys.stderr)
+        print(f"{_who(args.command)}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ddpm: interrupted", file=sys.stderr)

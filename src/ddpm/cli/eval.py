@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ddpm.cli.args import (
     GUIDANCE_HELP,
@@ -17,7 +17,6 @@ from ddpm.cli.args import (
     fast_path,
     nonneg_float,
     positive_int,
-    resolve_device,
     seed_int,
     write_json,
 )
@@ -25,6 +24,9 @@ from ddpm.conditioning import CLASS_DISTRIBUTIONS
 from ddpm.diffusion import VARIANCES
 from ddpm.samplers import DEFAULT_STEPS, SAMPLERS, SPACINGS
 from ddpm.unet import ConfigError
+
+if TYPE_CHECKING:
+    from ddpm.train.distributed import Dist
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -101,6 +103,24 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    """Under torchrun, FID's samples are split over the processes (the value is the same at any
+    number); bits/dim runs on rank 0, and rank 0 alone prints and writes."""
+    from ddpm.train import distributed
+
+    if args.fid_stats is None and not args.nll:
+        raise ConfigError("nothing to evaluate: give --fid-stats S (FID) and/or --nll --data D")
+    if args.nll and args.data is None:
+        raise ConfigError("--nll needs --data: the held-out images to score")
+    if not args.nll and (args.nll_steps is not None or args.nll_t_samples is not None):
+        raise ConfigError("--nll-steps and --nll-t-samples only apply with --nll")
+    dist = distributed.init(args.device)
+    try:
+        return _eval(args, dist)
+    finally:
+        distributed.shutdown()
+
+
+def _eval(args: argparse.Namespace, dist: Dist) -> int:
     from ddpm.evaluate import (
         SamplerSettings,
         load_inception,
@@ -111,13 +131,7 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     from ddpm.generate import load_model
 
-    if args.fid_stats is None and not args.nll:
-        raise ConfigError("nothing to evaluate: give --fid-stats S (FID) and/or --nll --data D")
-    if args.nll and args.data is None:
-        raise ConfigError("--nll needs --data: the held-out images to score")
-    if not args.nll and (args.nll_steps is not None or args.nll_t_samples is not None):
-        raise ConfigError("--nll-steps and --nll-t-samples only apply with --nll")
-    device = resolve_device(args.device)
+    device, main = dist.device, dist.is_main
     reference = load_stats(args.fid_stats) if args.fid_stats is not None else None
     loaded = load_model(args.checkpoint, "cpu", args.raw_weights, args.ema)
     conditional = loaded.num_classes is not None
@@ -132,7 +146,7 @@ def run_eval(args: argparse.Namespace) -> int:
             "record; use --classes uniform"
         )
     nll_data = None
-    if args.nll:  # decoded before CUDA starts: the loader forks worker processes
+    if args.nll and main:  # decoded before the model goes to the GPU: the loader forks
         from ddpm.data import load_dataset
 
         C, H, W = loaded.shape
@@ -181,12 +195,15 @@ def run_eval(args: argparse.Namespace) -> int:
             args.classes,
         )
         sampling = fast_path(loaded, args)
-        r = model_fid(sampling, reference, net, args.n or 10000, settings, not args.quiet)
+        progress = not args.quiet and main
+        r = model_fid(sampling, reference, net, args.n or 10000, settings, progress, dist)
         bf16 = ", bf16" if sampling.bf16 else ""
-        print(
-            f"FID {r.fid:.3f}: {r.n} samples, {settings.describe(conditional)}{bf16}, {which}, "
-            f"vs {args.fid_stats} ({r.seconds:.0f} s)"
-        )
+        procs = f", {dist.world_size} processes" if dist.world_size > 1 else ""
+        if main:
+            print(
+                f"FID {r.fid:.3f}: {r.n} samples, {settings.describe(conditional)}{bf16}, "
+                f"{which}, vs {args.fid_stats} ({r.seconds:.0f} s{procs})"
+            )
         record["fid"] = {**r.as_dict(), "bf16": sampling.bf16, "stats": str(args.fid_stats)}
     if nll_data is not None:
         images = select_images(nll_data, args.n or 1000, args.seed)
@@ -208,5 +225,6 @@ def run_eval(args: argparse.Namespace) -> int:
             + (", of the unconditional (null class) model" * conditional)
         )
         record["nll"] = {**r.as_dict(), "data": str(args.data)}
-    write_json(args.json, record)
+    if main:
+        write_json(args.json, record)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from typing import TYPE_CHECKING
 
 from ddpm.cli.args import (
     ARCH_FLAGS,
@@ -18,7 +19,6 @@ from ddpm.cli.args import (
     positive_float,
     positive_int,
     probability,
-    resolve_device,
     seed_int,
     sigma_rel,
     unit_float,
@@ -30,6 +30,10 @@ from ddpm.speed import COMPILE_MODES
 from ddpm.timesteps import TIMESTEP_SAMPLERS
 from ddpm.train.recipes import RECIPES, recipe_settings
 from ddpm.unet import PRESETS
+
+if TYPE_CHECKING:
+    from ddpm.train import TrainConfig
+    from ddpm.train.distributed import Dist
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -259,6 +263,36 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="also log loss, learning rate, img/s, skipped steps, FID, sample grids and these "
         "settings to OUT/tensorboard (pip install 'ddpm-from-scratch[tensorboard]')",
     )
+    g = p.add_argument_group(
+        "several GPUs (torchrun --nproc-per-node N -m ddpm train ...)",
+        "--batch-size is the global batch, split evenly over the processes; each process "
+        "trains in DistributedDataParallel and rank 0 alone writes files",
+    )
+    g.add_argument(
+        "--ddp-bucket-mb",
+        type=positive_float,
+        default=d["ddp_bucket_mb"],
+        help="gradient all-reduce bucket size in MiB (DDP's bucket_cap_mb)",
+    )
+    g.add_argument(
+        "--ddp-static-graph",
+        action=argparse.BooleanOptionalAction,
+        default=d["ddp_static_graph"],
+        help="DDP static_graph (default: off)",
+    )
+    g.add_argument(
+        "--ddp-grad-as-bucket-view",
+        action=argparse.BooleanOptionalAction,
+        default=d["ddp_grad_as_bucket_view"],
+        help="gradients as views of the all-reduce buckets: no copy, less memory (default: on)",
+    )
+    g.add_argument(
+        "--ddp-split-graph",
+        action=argparse.BooleanOptionalAction,
+        default=d["ddp_split_graph"],
+        help="with --compile: split the compiled graph at the gradient buckets so that the "
+        "all-reduce overlaps the backward pass (default: off, one graph)",
+    )
 
 
 def apply_recipe(p: argparse.ArgumentParser, argv: list[str]) -> None:
@@ -291,24 +325,42 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ddpm.train import distributed
+
+    cfg = config_from_args(args)
+    # one process, or this process of a torchrun job
+    dist = distributed.init(cfg.device, cfg.batch_size)
+    try:
+        return _train(cfg, args, dist)
+    finally:
+        distributed.shutdown()
+
+
+def _train(cfg: TrainConfig, args: argparse.Namespace, dist: Dist) -> int:
     from ddpm.generate import denoising_process, load_model, save_process
     from ddpm.images import enlarge
     from ddpm.train import NonFiniteError, train
 
-    cfg = config_from_args(args)
     try:
-        result = train(cfg, resume=args.resume, progress=not args.quiet, announce=print)
+        result = train(cfg, resume=args.resume, progress=not args.quiet, announce=print, dist=dist)
     except NonFiniteError as e:
-        print(f"ddpm train: error: {e}", file=sys.stderr)
+        if dist.is_main:  # every process stops at the same step, for the same reason
+            print(f"ddpm train: error: {e}", file=sys.stderr)
         return 1
     if result.stopped_early:
-        print(
-            f"stopped at step {result.step}; checkpoint {result.last_checkpoint}\n"
-            f"resume with: ddpm train --out {cfg.out} --resume (and the same flags)"
-        )
+        if dist.is_main:
+            how = f"ddpm train --out {cfg.out} --resume (and the same flags)"
+            if dist.world_size > 1:
+                how = f"the same torchrun command with --resume (any number of processes; {how})"
+            print(f"stopped at step {result.step}; checkpoint {result.last_checkpoint}")
+            print(f"resume with: {how}")
+        # exit together: torchrun stops the job when a process exits with an error code
+        dist.barrier()
         return 130
+    if not dist.is_main:  # rank 0 writes the pictures
+        return 0
     out = result.out
-    loaded = load_model(result.last_checkpoint, device=resolve_device(cfg.device))
+    loaded = load_model(result.last_checkpoint, device=dist.device)
     # the loop's grid of the last step is the same picture, already sampled: enlarge it
     last_grid = out / "samples" / f"step-{result.step:07d}.png"
     enlarge(last_grid, out / "samples.png", scale=2 if max(loaded.shape[1:]) <= 32 else 1)

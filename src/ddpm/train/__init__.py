@@ -4,7 +4,8 @@
 - `state`: the model, EMA, optimizer and generators, built from a config and checkpointed;
 - `step`: one optimisation step (`train_step`) with the non-finite guard;
 - `log`: the CSV log and the run's summary;
-- `loop`: `train`, which runs the steps and does the periodic work (grids, FID, checkpoints).
+- `loop`: `train`, which runs the steps and does the periodic work (grids, FID, checkpoints);
+- `distributed`: several processes under torchrun (DDP): each one's slice of the global batch.
 """
 
 from ddpm.train.config import TrainConfig, build_schedule, ema_decay_at, lr_at, resolve_device

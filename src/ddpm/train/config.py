@@ -84,6 +84,13 @@ class TrainConfig:
     compile_mode: str = "default"  # or reduce-overhead (CUDA graphs), max-autotune[-no-cudagraphs]
     channels_last: bool = False  # NHWC weights and activations on CUDA (ignored on the CPU)
     max_nonfinite: int = 20  # stop after this many non-finite steps in a row
+    # Under torchrun (several processes; see ddpm.train.distributed), DistributedDataParallel:
+    ddp_bucket_mb: float = 25.0  # gradient all-reduce bucket size (DDP's bucket_cap_mb)
+    ddp_static_graph: bool = False  # DDP static_graph: no unused parameters to find here
+    ddp_grad_as_bucket_view: bool = True  # gradients live in the buckets: no copy, less memory
+    # with --compile: split the graph at the buckets so that the all-reduce overlaps backward
+    # (torch._dynamo.config.optimize_ddp); off keeps one graph (and one CUDA graph)
+    ddp_split_graph: bool = False
     max_minutes: float | None = None  # stop (with a checkpoint) after this much wall-clock time
     snapshot_minutes: tuple[float, ...] = ()  # also write snapshot-<m>min.pt at these minutes
     eval_every: int | None = None  # FID of the EMA weights every N steps (needs fid_stats)
@@ -159,6 +166,7 @@ class TrainConfig:
             ),
             ("snapshot_minutes", all(m > 0 for m in self.snapshot_minutes), "positive numbers"),
             ("cond_drop", 0 <= self.cond_drop < 1, "a probability in [0, 1)"),
+            ("ddp_bucket_mb", self.ddp_bucket_mb > 0, "a positive number"),
             (
                 "device",
                 self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),

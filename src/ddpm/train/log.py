@@ -17,13 +17,21 @@ from ddpm.unet import count_parameters
 
 class Log:
     """Loss and throughput to a CSV file (and the progress bar), read every `log_every` steps;
-    with `tensorboard`, the same values and the sample grids go to its event files too."""
+    with `tensorboard`, the same values and the sample grids go to its event files too. With
+    `write` False (every process but rank 0 under torchrun) it keeps its rows, writes nothing."""
 
-    def __init__(self, path: Path, resume: bool, tensorboard: TensorBoard | None = None):
+    def __init__(
+        self,
+        path: Path,
+        resume: bool,
+        tensorboard: TensorBoard | None = None,
+        write: bool = True,
+    ):
         self.path = path
         self.tensorboard = tensorboard
+        self.write = write
         self.rows: list[dict[str, Any]] = []
-        if resume and path.exists():
+        if write and resume and path.exists():
             with path.open() as f:
                 self.rows = list(csv.DictReader(f))
         self.fields = ["step", "loss", "lr", "img_per_s", "nonfinite", "seconds", "fid"]
@@ -57,6 +65,8 @@ class Log:
             self.tensorboard.close()
 
     def _write(self) -> None:
+        if not self.write:
+            return
         with self.path.open("w", newline="") as f:
             w = csv.DictWriter(f, self.fields, extrasaction="ignore")
             w.writeheader()
@@ -64,6 +74,8 @@ class Log:
 
     def plot(self, path: Path) -> None:
         """The loss curve to `path` and, when FID was measured, the FID curve to fid.png."""
+        if not self.write:
+            return
         for key, target in (("loss", path), ("fid", path.with_name("fid.png"))):
             panel = training_curve(self.rows, key)
             if panel is not None:

@@ -1,6 +1,10 @@
 """The training loop: `train` runs `train_step` until the last step or a stop request, and does
 the periodic work around it (loss log, sample grids, FID, checkpoints). Nothing in the hot loop
 reads a value back from the GPU except every `log_every` steps.
+
+Under torchrun every process runs this loop on its rows of each global batch
+(`ddpm.train.distributed`); they agree on stopping and on the time budget through a host-side
+vote, share the FID sampling, and rank 0 alone writes the log, the grids and the checkpoints.
 """
 
 from __future__ import annotations
@@ -27,11 +31,15 @@ from ddpm.samplers import per_sample_noise, sample, sample_generators
 from ddpm.schedule import NoiseSchedule
 from ddpm.speed import compile_model, mark_step
 from ddpm.timesteps import make_timestep_sampler
-from ddpm.train.config import TrainConfig, build_schedule, lr_at, resolve_device
+from ddpm.train import distributed
+from ddpm.train.config import TrainConfig, build_schedule, lr_at
+from ddpm.train.distributed import Dist
 from ddpm.train.log import Log, describe
 from ddpm.train.state import (
     TrainState,
     checkpoint_dict,
+    checkpoint_path,
+    read_resume,
     save_checkpoint,
     setup,
     snapshot_dict,
@@ -39,6 +47,7 @@ from ddpm.train.state import (
 )
 from ddpm.train.step import train_step
 from ddpm.train.tensorboard import TensorBoard
+from ddpm.unet import ConfigError
 
 
 @torch.no_grad()
@@ -93,18 +102,17 @@ class StopRequested:
             signal.signal(sig, old)
 
 
-def make_fid_evaluator(cfg: TrainConfig):
+def make_fid_evaluator(cfg: TrainConfig, dist: Dist):
     """The FID check of `--eval-every` (ddpm.evaluate.TrainingFID), loaded before training so
-    that a bad statistics or network file stops the run at once."""
+    that a bad statistics or network file stops the run at once. Under DDP every process
+    samples its share of the images."""
     from ddpm.evaluate import SamplerSettings, TrainingFID
 
     settings = SamplerSettings(
         cfg.sample_sampler, grid_steps(cfg, cfg.T), clip=cfg.sample_clip, seed=cfg.seed
     )
     assert cfg.fid_stats is not None
-    return TrainingFID(
-        cfg.fid_stats, cfg.eval_n, resolve_device(cfg.device), cfg.inception, settings
-    )
+    return TrainingFID(cfg.fid_stats, cfg.eval_n, dist.device, cfg.inception, settings, dist)
 
 
 def evaluate_fid(
@@ -115,14 +123,17 @@ def evaluate_fid(
     arch: str,
     model_cfg: dict,
     log: Log,
+    write: bool = True,
 ) -> float:
-    """FID of the EMA weights, logged beside the loss; best.pt is written when it improves."""
+    """FID of the EMA weights, logged beside the loss; best.pt is written (if `write`) when it
+    improves. Every process gets the same value, so best_metric stays the same on all."""
     fid = evaluator(state.ema.model, schedule, cfg.prediction, state.shape, state.step)
     log.set(state.step, fid=f"{fid:.4f}")
     if state.best_metric is None or fid < state.best_metric:
         state.best_metric = fid
-        best = Path(cfg.out) / "best.pt"
-        ckpt_io.atomic_save(checkpoint_dict(state, cfg, arch, model_cfg), best)
+        if write:
+            best = Path(cfg.out) / "best.pt"
+            ckpt_io.atomic_save(checkpoint_dict(state, cfg, arch, model_cfg), best)
     return fid
 
 
@@ -156,11 +167,15 @@ class Snapshots:
             t.join()
 
 
-def clamp_batch_size(cfg: TrainConfig, n: int) -> TrainConfig:
+def clamp_batch_size(cfg: TrainConfig, n: int, processes: int = 1) -> TrainConfig:
     """A batch larger than the dataset becomes the whole dataset, said once (16 images train
-    with the default batch size, as in diffusers' and lucidrains' trainers)."""
+    with the default batch size, as in diffusers' and lucidrains' trainers); under DDP, the
+    largest multiple of the number of processes that fits."""
     if cfg.batch_size <= n:
         return cfg
+    n -= n % processes
+    if n < processes:
+        raise ConfigError(f"the dataset has fewer images than there are processes ({processes})")
     warnings.warn(
         f"batch size {cfg.batch_size} (--batch-size) is larger than the dataset ({n} images): "
         f"training with batches of {n}",
@@ -192,29 +207,56 @@ def train(
     stop_after: int | None = None,
     inject_nan_at: set[int] | None = None,
     announce: Callable[[str], None] | None = None,
+    dist: Dist | None = None,
 ) -> TrainResult:
     """Run (or resume) training to cfg.steps. `announce` receives a summary of the run.
     `stop_after` stops early at that step (as a signal would) and `inject_nan_at` poisons the
-    loss at those steps: both exist for tests."""
+    loss at those steps: both exist for tests.
+
+    `dist` None joins the job torchrun started, if any (`distributed.init`); with several
+    processes each trains on its rows of every global batch in DistributedDataParallel, and
+    rank 0 alone writes files.
+    """
     from tqdm import tqdm
 
-    evaluator = make_fid_evaluator(cfg) if cfg.eval_every is not None else None
+    dist = distributed.init(cfg.device, cfg.batch_size) if dist is None else dist
+    distributed.check_batch(cfg.batch_size, dist.world_size)
+    main, W = dist.is_main, dist.world_size
+    evaluator = make_fid_evaluator(cfg, dist) if cfg.eval_every is not None else None
     fids: list[tuple[int, float]] = []
-    device, data, arch, model_cfg, state = setup(cfg, data, resume)
-    cfg = clamp_batch_size(cfg, len(data))
+
+    def read(resume: str, out: str) -> tuple[Path, dict]:  # rank 0 reads, the others receive
+        return dist.on_main(lambda: read_resume(resume, out))
+
+    device, data, arch, model_cfg, state = setup(cfg, data, resume, dist.device, read)
+    distributed.seed_process(cfg.seed, dist, state.step)  # dropout: a generator per process
+    cfg = clamp_batch_size(cfg, len(data), W)
     if cfg.epochs is not None:  # whole passes over the data, as many steps as that takes
         per_epoch = max(len(data) // cfg.batch_size, 1)
         cfg = dataclasses.replace(cfg, steps=max(1, round(cfg.epochs * per_epoch)))
-    if announce is not None:
-        announce(describe(cfg, data, state.model) + f"\ndevice: {device}, out: {cfg.out}")
+    if announce is not None and main:
+        procs = f" (rank 0 of {W} processes, {cfg.batch_size // W} images each)" if W > 1 else ""
+        announce(describe(cfg, data, state.model) + f"\ndevice: {device}{procs}, out: {cfg.out}")
     schedule = build_schedule(cfg).to(device)
     sampler = make_timestep_sampler(cfg.timestep_sampling, schedule, cfg.t_mean, cfg.t_std)
     use_timesteps(state, sampler)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     # in place: parameter names (and the EMA's pairing) stay the same
     compiled = cfg.compile and compile_model(state.model, device, cfg.compile_mode)
     graph_mode = cfg.compile_mode if compiled else None
+    ddp = None
+    if W > 1:
+        ddp = distributed.wrap(
+            state.model,
+            dist,
+            cfg.ddp_bucket_mb,
+            cfg.ddp_static_graph,
+            cfg.ddp_grad_as_bucket_view,
+            cfg.ddp_split_graph,
+        )
+    rows = dist.rows(cfg.batch_size)
     autocast = cfg.bf16 and device.type == "cuda"
     hflip = cfg.hflip if cfg.hflip is not None else cfg.data is not None
     stream: Iterator = batches(
@@ -226,10 +268,12 @@ def train(
         hflip,
         workers=cfg.data_workers,
         cache_on_device=cfg.data_on_device,
+        rows=rows,
     )
     shape = state.shape
-    tensorboard = TensorBoard.open(cfg, state.step) if cfg.tensorboard else None
-    log = Log(out / "log.csv", resume is not None, tensorboard)
+    tensorboard = TensorBoard.open(cfg, state.step) if cfg.tensorboard and main else None
+    log = Log(out / "log.csv", resume is not None, tensorboard, write=main)
+    votes = distributed.Votes(dist)
     losses: list[tuple[int, float]] = []
     loss_sum = torch.zeros((), device=device)
     ok_count = torch.zeros((), device=device)
@@ -240,9 +284,13 @@ def train(
     t_last, step_last = time.perf_counter(), state.step
     t_start = t_last  # the budget and snapshot clocks start here: data decoding excluded
     deadline = None if cfg.max_minutes is None else t_start + 60 * cfg.max_minutes
-    snapshots = Snapshots(out, cfg.snapshot_minutes, t_start)
+    snapshots = Snapshots(out, cfg.snapshot_minutes if main else (), t_start)
     bar = tqdm(
-        total=cfg.steps, initial=state.step, disable=not progress, unit="step", dynamic_ncols=True
+        total=cfg.steps,
+        initial=state.step,
+        disable=not (progress and main),
+        unit="step",
+        dynamic_ncols=True,
     )
 
     state.model.train()
@@ -252,23 +300,28 @@ def train(
             if inject_nan_at and state.step in inject_nan_at:
                 x_0 = x_0 * float("nan")
             mark_step(graph_mode)  # CUDA-graph trees: a new step begins (no-op otherwise)
-            loss, ok = train_step(state, schedule, cfg, x_0, y, autocast)
+            loss, ok = train_step(state, schedule, cfg, x_0, y, autocast, ddp, rows)
             loss_sum += torch.where(ok, loss.float(), 0.0)
             ok_count += ok
             run = (run + 1) * (~ok)
             worst_run = torch.maximum(worst_run, run)
             step = state.step
             bar.update(1)
-            stop_now = stop.signal is not None or (stop_after is not None and step >= stop_after)
             now = time.perf_counter()
+            fraction = 0.0 if deadline is None else (now - t_start) / (deadline - t_start)
+            # a signal (to any process) and the time budget (of the slowest clock), agreed by
+            # all processes: they must stop at the same step and use the same learning rate
+            asked, fraction = votes(float(stop.signal is not None), fraction)
+            stop_now = asked > 0 or (stop_after is not None and step >= stop_after)
             if deadline is not None:
-                state.time_fraction = (now - t_start) / (deadline - t_start)
+                state.time_fraction = fraction
             # a spent time budget ends the run as its last step would (a stop request does not)
-            out_of_time = deadline is not None and now > deadline
+            out_of_time = fraction > 1
             snapshots.maybe_write(now, state, cfg, arch, model_cfg)
             last = step == cfg.steps or (out_of_time and not stop_now)
 
             if step % cfg.log_every == 0 or last:
+                dist.mean_(loss_sum)  # each process summed the mean loss of its rows
                 n_ok, total, worst = int(ok_count), float(loss_sum), int(worst_run)
                 skipped = (step - step_last) - n_ok
                 state.nonfinite_total += skipped
@@ -296,23 +349,29 @@ def train(
                 loss_sum.zero_(), ok_count.zero_(), worst_run.zero_()
                 t_last, step_last = time.perf_counter(), step
 
-            if step % cfg.sample_every == 0 or last:
+            if main and (step % cfg.sample_every == 0 or last):
                 grid = sample_grid(
                     state, schedule, cfg, shape, out / "samples" / f"step-{step:07d}.png"
                 )
                 log.grid(step, grid)
                 state.model.train()
             if evaluator is not None and (step % cfg.eval_every == 0 or last):
-                fid = evaluate_fid(evaluator, state, schedule, cfg, arch, model_cfg, log)
+                fid = evaluate_fid(evaluator, state, schedule, cfg, arch, model_cfg, log, main)
                 fids.append((step, fid))
-                bar.write(f"step {step}: FID {fid:.2f} ({cfg.eval_n} samples)")
+                if main:
+                    bar.write(f"step {step}: FID {fid:.2f} ({cfg.eval_n} samples)")
             if step % cfg.checkpoint_every == 0 or last or stop_now:
-                last_ckpt = save_checkpoint(state, cfg, arch, model_cfg)
+                if main:
+                    last_ckpt = save_checkpoint(state, cfg, arch, model_cfg)
+                else:
+                    last_ckpt = checkpoint_path(cfg, state.step)
             if stop_now:
                 stopped = True
                 break
             if last:
                 break
+    votes.close()
+    dist.barrier()  # rank 0's last checkpoint is whole before any process returns (and exits)
     bar.close()
     snapshots.wait()
     log.close()

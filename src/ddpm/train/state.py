@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,11 +192,14 @@ def snapshot_dict(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: dic
     return cpu(d)
 
 
+def checkpoint_path(cfg: TrainConfig, step: int) -> Path:
+    return Path(cfg.out) / f"ckpt-{step:07d}.pt"
+
+
 def save_checkpoint(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: dict) -> Path:
-    out = Path(cfg.out)
-    path = out / f"ckpt-{state.step:07d}.pt"
+    path = checkpoint_path(cfg, state.step)
     ckpt_io.atomic_save(checkpoint_dict(state, cfg, arch, model_cfg), path)
-    ckpt_io.prune_checkpoints(out, cfg.keep_checkpoints)
+    ckpt_io.prune_checkpoints(path.parent, cfg.keep_checkpoints)
     return path
 
 
@@ -257,9 +261,24 @@ def find_resume(resume: str, out: str) -> Path:
     return p
 
 
-def setup(cfg: TrainConfig, data: ImageDataset | None = None, resume: str | None = None):
-    """Build data, model, EMA, optimizer and schedule; restore a checkpoint if resuming."""
-    device = resolve_device(cfg.device)
+def read_resume(resume: str, out: str) -> tuple[Path, dict]:
+    """The checkpoint `--resume` names (see find_resume), loaded: (path, checkpoint dict)."""
+    path = find_resume(resume, out)
+    return path, ckpt_io.load_checkpoint(path)
+
+
+def setup(
+    cfg: TrainConfig,
+    data: ImageDataset | None = None,
+    resume: str | None = None,
+    device: torch.device | None = None,
+    read: Callable[[str, str], tuple[Path, dict]] = read_resume,
+):
+    """Build data, model, EMA, optimizer and schedule; restore a checkpoint if resuming.
+
+    `device` None means cfg.device; `read` loads the checkpoint to resume from (under DDP:
+    on rank 0, handed to the others)."""
+    device = resolve_device(cfg.device) if device is None else device
     torch.manual_seed(cfg.seed)
     data = data if data is not None else load_training_data(cfg)
     classes = data_classes(cfg, data)
@@ -278,6 +297,6 @@ def setup(cfg: TrainConfig, data: ImageDataset | None = None, resume: str | None
         class_counts=classes[1] if classes else None,
     )
     if resume is not None:
-        path = find_resume(resume, cfg.out)
-        restore(state, ckpt_io.load_checkpoint(path), arch, model_cfg, path)
+        path, ckpt = read(resume, cfg.out)
+        restore(state, ckpt, arch, model_cfg, path)
     return device, data, arch, model_cfg, state
