@@ -1,0 +1,149 @@
+"""FID of many (checkpoint, weights, sampler, steps) cases in one process: the network is built
+and compiled once, each case loads its weights into it, and the Inception network and the
+reference statistics are loaded once. The matrix square roots run on CPU threads while the
+GPU samples the next case. Each case is the same computation as `ddpm eval` (per-image
+seeds, the same FID code); results go to a JSON file as they arrive.
+
+    python benchmarks/fid_sweep.py --stats cifar10-train-inception-stats.npz \
+        --inception fid-inception-fp16.pt --n 10000 --json sweep.json \
+        --case /root/run/snapshot-8min.pt:ema:ddim:50 \
+        --case /root/run/snapshot-8min.pt:0.05:heun:25:karras ...
+
+A case is CHECKPOINT:WEIGHTS:SAMPLER:STEPS[:SPACING], WEIGHTS being `ema`, `raw` or the
+sigma_rel of an extra power-function EMA. `--grid CASE_INDEX:PNG` also saves 100 samples of a
+case as a 10x10 grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from ddpm.data import to_uint8
+from ddpm.evaluate import SamplerSettings, load_inception, load_stats
+from ddpm.fid import StatsAccumulator, features, fid_from_stats
+from ddpm.generate import generate, load_model, speed_up
+from ddpm.images import save_grid
+from ddpm.samplers import network_evaluations
+
+
+@dataclass
+class Case:
+    checkpoint: str
+    weights: str  # ema | raw | an extra EMA's sigma_rel
+    sampler: str
+    steps: int
+    spacing: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Case:
+        parts = text.split(":")
+        if len(parts) not in (4, 5):
+            raise SystemExit(
+                f"--case {text!r}: expected CHECKPOINT:WEIGHTS:SAMPLER:STEPS[:SPACING]"
+            )
+        return cls(
+            parts[0], parts[1], parts[2], int(parts[3]), parts[4] if len(parts) == 5 else None
+        )
+
+    def label(self) -> str:
+        sp = f" {self.spacing}" if self.spacing else ""
+        return f"{Path(self.checkpoint).name} {self.weights} {self.sampler}-{self.steps}{sp}"
+
+
+def weights_of(case: Case) -> tuple[dict[str, torch.Tensor], int]:
+    """The case's weights (a state dict on the CPU) and the training step they are from."""
+    raw = case.weights == "raw"
+    ema = None if case.weights in ("ema", "raw") else case.weights
+    loaded = load_model(case.checkpoint, "cpu", raw_weights=raw, ema=ema)
+    return loaded.model.state_dict(), loaded.step
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--stats", required=True)
+    p.add_argument("--inception")
+    p.add_argument("--n", type=int, default=10000)
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--case", action="append", required=True, type=Case.parse)
+    p.add_argument("--grid", action="append", default=[], help="CASE_INDEX:PNG")
+    p.add_argument("--json", type=Path, required=True)
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+
+    device = torch.device(args.device)
+    reference = load_stats(args.stats)
+    net = load_inception(args.inception, device)
+    first = args.case[0]
+    loaded = load_model(first.checkpoint, device)
+    loaded = speed_up(loaded, compile=not args.no_compile and device.type == "cuda")
+    grids = {int(g.split(":", 1)[0]): g.split(":", 1)[1] for g in args.grid}
+    pool = ThreadPoolExecutor(max_workers=4)
+    pending, results = [], []
+
+    def record(case: Case, future, seconds: float, step: int) -> None:
+        fid = future.result()
+        row = {
+            **case.__dict__,
+            "nfe": network_evaluations(case.sampler, case.steps, loaded.schedule.T),
+            "step": step,
+            "fid": fid,
+            "n": args.n,
+            "seconds": seconds,
+        }
+        results.append(row)
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"FID {fid:8.3f}  {case.label()}  (step {step}, {seconds:.0f} s)", flush=True)
+
+    for k, case in enumerate(args.case):
+        t0 = time.perf_counter()
+        weights, step = weights_of(case)
+        loaded.model.load_state_dict(weights)
+        settings = SamplerSettings(case.sampler, case.steps, clip=True, seed=args.seed)
+        acc = StatsAccumulator()
+        kept: list[torch.Tensor] = []
+
+        def on_batch(start: int, x: torch.Tensor, acc=acc, kept=kept, k=k) -> None:
+            acc.update(features(net, to_uint8(x), device))
+            if k in grids and start == 0:
+                kept.append(x[:100].cpu())
+
+        generate(
+            loaded,
+            args.n,
+            settings.seed,
+            case.sampler,
+            case.steps,
+            batch_size=args.batch_size,
+            clip=True,
+            on_batch=on_batch,
+            spacing=case.spacing,
+        )
+        if kept:
+            save_grid(kept[0], grids[k], nrow=10)
+        stats = acc.stats()
+        seconds = time.perf_counter() - t0
+        pending.append((case, pool.submit(fid_from_stats, stats, reference), seconds, step))
+        while pending and pending[0][1].done():
+            record(*pending.pop(0))
+    for item in pending:
+        record(*item)
+    print("\n| case | NFE | FID |\n|---|---:|---:|")
+    for r in results:
+        case = Case(r["checkpoint"], r["weights"], r["sampler"], r["steps"], r["spacing"])
+        print(f"| {case.label()} | {r['nfe']} | {r['fid']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
