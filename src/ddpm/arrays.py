@@ -319,17 +319,22 @@ def array_batches(
     seed: int,
     start_step: int = 0,
     device: torch.device | str = "cpu",
+    rows: slice | None = None,
 ) -> Iterator[tuple[Tensor, Tensor | None]]:
     """An endless stream of (x_0: float (B, D) or (B, C, L), standardised; labels (B,) or None).
 
     As the image stream (`ddpm.data.batches`), batch k depends only on (seed, k): a shuffled
-    epoch order from `batch_indices`, or for a toy, fresh points drawn from (seed, k).
+    epoch order from `batch_indices`, or for a toy, fresh points drawn from (seed, k). Under
+    DDP each process takes its `rows` of the global batch, so the data seen is the same at
+    any number of processes.
     """
     device = torch.device(device)
+    mine = rows if rows is not None else slice(None)
     if data.toy is not None:
         step = start_step
         while True:
-            yield to_device(toy_batch(data.toy, data.scaler, batch_size, seed, step), device), None
+            x = toy_batch(data.toy, data.scaler, batch_size, seed, step)[mine]
+            yield to_device(x, device), None
             step += 1
     n = len(data)
     if batch_size > n:
@@ -340,5 +345,5 @@ def array_batches(
     x = data.x.to(device)
     labels = data.labels.to(device) if data.labels is not None else None
     for idx in batch_indices(n, batch_size, seed, start_step):
-        i = to_device(idx, device)
+        i = to_device(idx[mine], device)
         yield x[i], (labels[i] if labels is not None else None)

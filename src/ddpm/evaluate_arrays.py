@@ -100,7 +100,8 @@ def pick(n: int, k: int, seed: int) -> Tensor:
 
 
 def short(s: SamplerSettings) -> str:
-    return s.sampler + ("" if s.sampler == "ddpm" else f" {s.steps} steps")
+    steps = "" if s.sampler == "ddpm" else f" {s.steps} steps"
+    return s.sampler + steps + (f", guidance w={s.guidance:g}" if s.guidance else "")
 
 
 def set_row(
@@ -169,7 +170,9 @@ def evaluate_model(
         settings.variance,
         False,  # no clipping: standardised data is not confined to [-1, 1]
         settings.batch_size,
-        labels=labels,
+        spacing=settings.spacing,
+        class_labels=labels,
+        guidance=settings.guidance,
     )
     samples = list(x.split(k))
     g = torch.Generator().manual_seed(seed + 3)

@@ -309,9 +309,7 @@ class UNet(nn.Module):
         for level, width in reversed(list(enumerate(widths))):
             blocks, attns = [], []
             for _ in range(config.num_res_blocks + 1):
-                blocks.append(
-                    ResBlock(c + skip_channels.pop(), width, t_dim, p, groups, eps, dims)
-                )
+                blocks.append(ResBlock(c + skip_channels.pop(), width, t_dim, p, groups, eps, dims))
                 attns.append(Attention(width, config.num_heads, groups, eps, dims))
                 c = width
             self.up.append(Level(blocks, attns if level in config.attention_levels else None))

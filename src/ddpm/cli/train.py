@@ -43,13 +43,21 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--data",
         help="a folder or .zip of images (class sub-folders give labels), stanford-cars:PATH, "
         "cifar10:PATH (python batches, or class folders / zip), or mnist (the default: the "
-        "bundled digits)",
+        "bundled digits); points: toy:NAME (moons, swissroll, 8gaussians, checkerboard, "
+        "circles), PATH.npy (N, D) or PATH.csv; sequences: PATH.npy (N, C, L) or "
+        "timeseries:PATH (UCR/UEA .ts file, or a folder of *_TRAIN.ts / *_TEST.ts)",
     )
     g.add_argument(
         "--split",
         choices=("train", "test", "both"),
-        help="which split of stanford-cars (default: every split present) or cifar10 "
-        "(default: train)",
+        help="which split of stanford-cars (default: every split present), cifar10 or "
+        "timeseries:FOLDER (default: train)",
+    )
+    g.add_argument(
+        "--pad-sequences",
+        action="store_true",
+        help="pad .ts series of different lengths at the end with their last value (default: "
+        "refuse them)",
     )
     g.add_argument("--image-size", type=image_size, help="N or HxW (default: the preset's)")
     g.add_argument(
@@ -98,7 +106,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="keep the decoded images on the GPU, where batches are gathered and flipped",
     )
     g = p.add_argument_group("model and diffusion")
-    g.add_argument("--preset", choices=tuple(PRESETS), default=d["preset"])
+    g.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default=d["preset"],
+        help="default: from the data: small (images), mlp (points), unet1d (sequences)",
+    )
     g.add_argument("--dropout", type=decay_float)
     g.add_argument("--base-channels", type=positive_int, help="override the preset's width")
     g.add_argument("--channel-mults", type=int_list, help="e.g. 1,2,2,2: one per level")
@@ -160,7 +173,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--class-cond",
         action="store_true",
         help="condition on the data's class labels (class sub-folders, cifar10, stanford-cars, "
-        "mnist); off by default: sub-folder names are not always meant as classes",
+        "mnist, timeseries:PATH); off by default: sub-folder names are not always meant as classes",
     )
     g.add_argument(
         "--cond-drop",
@@ -361,6 +374,8 @@ def _train(cfg: TrainConfig, args: argparse.Namespace, dist: Dist) -> int:
         return 0
     out = result.out
     loaded = load_model(result.last_checkpoint, device=dist.device)
+    if loaded.data is not None:
+        return _finish_arrays(cfg, result, loaded)
     # the loop's grid of the last step is the same picture, already sampled: enlarge it
     last_grid = out / "samples" / f"step-{result.step:07d}.png"
     enlarge(last_grid, out / "samples.png", scale=2 if max(loaded.shape[1:]) <= 32 else 1)
@@ -372,6 +387,23 @@ def _train(cfg: TrainConfig, args: argparse.Namespace, dist: Dist) -> int:
     print(
         f"trained {result.step} steps; wrote {out / 'samples.png'}, {out / 'process.png'}, "
         f"{out / 'process.gif'}, {out / 'loss.png'} and checkpoint {result.last_checkpoint}"
+    )
+    return 0
+
+
+def _finish_arrays(cfg, result, loaded) -> int:
+    """End of a points / sequences run: the last preview as samples.png, and the chain."""
+    import shutil
+
+    from ddpm.generate import save_array_process
+
+    out = result.out
+    shutil.copyfile(out / "samples" / f"step-{result.step:07d}.png", out / "samples.png")
+    gif = out / "process.gif"
+    save_array_process(loaded, out / "process.png", gif, cfg.seed, "ddim", min(100, cfg.T))
+    print(
+        f"trained {result.step} steps; wrote {out / 'samples.png'}, {out / 'process.png'}, "
+        f"{gif}, {out / 'loss.png'} and checkpoint {result.last_checkpoint}"
     )
     return 0
 
