@@ -50,6 +50,14 @@ def test_toy_samples_sit_in_their_modes_in_equal_shares():
         assert (modes >= 0).all()  # checkerboard: every point in a square
         shares = torch.bincount(modes, minlength=8).double() / len(x)
         assert shares.min() > 0.11 and shares.max() < 0.14
+    # the blurred checkerboard is finite far from every square, and matches the direct form
+    far = torch.tensor([[30.0, -25.0], [-3.0, -3.0], [-1.9, -3.0], [4.05, 2.5]])
+    lp = toys.log_density("checkerboard", far, blur=0.05)
+    assert torch.isfinite(lp).all() and lp[0] < -1e5
+    lo, hi = toys.CHECKER_SQUARES[None], toys.CHECKER_SQUARES[None] + toys.CHECKER_SIDE
+    xs = far[1:, None, :].double()
+    mass = torch.special.ndtr((hi - xs) / 0.05) - torch.special.ndtr((lo - xs) / 0.05)
+    assert torch.allclose(lp[1:], (mass.prod(-1).sum(1) / 32).log())
     # the exact checkerboard density is 1/32 on its squares and zero elsewhere
     inside = toys.log_density("checkerboard", torch.tensor([[-3.0, -3.0], [-1.0, -3.0]]))
     assert inside[0] == pytest.approx(-math.log(32)) and inside[1] == -math.inf

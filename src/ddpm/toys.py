@@ -104,15 +104,22 @@ def log_density(name: str, x: Tensor, blur: float = 0.0) -> Tensor:
         area = len(CHECKER_SQUARES) * CHECKER_SIDE**2
         lo = CHECKER_SQUARES[None]  # (1, 8, 2)
         hi = lo + CHECKER_SIDE
-        if blur > 0:
-            xs = x[:, None, :]
-            mass = torch.special.ndtr((hi - xs) / blur) - torch.special.ndtr((lo - xs) / blur)
-            p = mass.prod(-1).sum(1) / area
-        else:
-            inside = ((x[:, None, :] >= lo) & (x[:, None, :] < hi)).all(-1).any(1)
-            p = inside.double() / area
-        return p.log()
+        if blur > 0:  # in logs, so that points far from every square stay finite
+            log_mass = _log_interval((lo - x[:, None, :]) / blur, (hi - x[:, None, :]) / blur)
+            return torch.logsumexp(log_mass.sum(-1), 1) - math.log(area)
+        inside = ((x[:, None, :] >= lo) & (x[:, None, :] < hi)).all(-1).any(1)
+        return (inside.double() / area).log()
     raise ValueError(f"no exact density for toy {name!r}; only for {', '.join(WITH_DENSITY)}")
+
+
+def _log_interval(a: Tensor, b: Tensor) -> Tensor:
+    """log(Φ(b) - Φ(a)) for a < b, accurate in both tails: on the right tail it is computed
+    as log(Φ(-a) - Φ(-b)), so that neither difference cancels."""
+    right = a > 0
+    u = torch.where(right, -a, b)  # the larger of the two arguments after the reflection
+    v = torch.where(right, -b, a)
+    lu, lv = torch.special.log_ndtr(u), torch.special.log_ndtr(v)
+    return lu + torch.log1p(-torch.exp(lv - lu))
 
 
 def mode_of(name: str, x: Tensor) -> Tensor:
