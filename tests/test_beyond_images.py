@@ -104,6 +104,8 @@ def test_points_through_the_cli(tmp_path, capsys, tiny_nets):
     assert 0 < floor["energy"] < gauss["energy"]  # the floor is the lower reference
     assert main(["eval", "--checkpoint", ckpt]) == 2
     assert "nothing to evaluate" in error_line(capsys)
+    assert main([*argv, "--nll"]) == 2
+    assert "FID and --nll are for images" in error_line(capsys)
 
 
 def test_8gaussians_eval_reports_density_and_modes(tmp_path, capsys, tiny_nets):
