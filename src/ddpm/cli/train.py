@@ -125,7 +125,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--T", "--timesteps", dest="T", type=positive_int, default=d["T"])
     g.add_argument("--beta-start", type=unit_float)
     g.add_argument("--beta-end", type=unit_float)
-    g.add_argument("--prediction", choices=PREDICTIONS, default=d["prediction"])
+    g.add_argument(
+        "--prediction",
+        choices=PREDICTIONS,
+        default=d["prediction"],
+        help="what the network regresses (default: eps for images, v for points and sequences)",
+    )
     g.add_argument(
         "--loss",
         choices=LOSSES,

@@ -43,7 +43,9 @@ class TrainConfig:
     T: int = 1000
     beta_start: float | None = None
     beta_end: float | None = None
-    prediction: str = "eps"
+    # None: eps for images (Ho et al.), v for points and sequences, where x̂_0 from eps is
+    # ill-conditioned near t = T (1/√ᾱ_T ≈ 150) and, unclipped, flings a few samples far away
+    prediction: str | None = None
     loss: str = "l2"  # l2, l1 (L_simple), hybrid (L_simple + λ L_vlb) or vlb (Nichol & Dhariwal)
     min_snr_gamma: float | None = None
     loss_weight: str = "none"  # or min-snr (needs min_snr_gamma) or edm: see loss_weights
@@ -103,6 +105,8 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.prediction is None:
+            self.prediction = "v" if is_array_spec(self.data) else "eps"
         positive = (
             "T",
             "steps",
