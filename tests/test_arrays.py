@@ -20,7 +20,7 @@ from ddpm.data import DataError, ImageDataset
 from ddpm.timeseries import read_ts, resolve_timeseries
 from ddpm.train import TrainConfig
 from ddpm.train.state import make_model
-from ddpm.unet import ConfigError, build_model, preset
+from ddpm.unet import ClassEmbedding, ConfigError, build_model, preset
 
 # --- toys -------------------------------------------------------------------------------------
 
@@ -236,11 +236,13 @@ def test_networks_with_learned_sigma_and_classes():
     mlp = build_model("mlp", dict(in_features=3, width=32, num_blocks=2, learn_sigma=True))
     assert mlp(torch.randn(4, 3), torch.arange(4)).shape == (4, 6)
     cond = build_model("mlp", dict(in_features=3, width=32, num_blocks=2, num_classes=5))
-    assert cond.class_emb.num_embeddings == 6  # the null class is index num_classes
+    assert isinstance(cond.class_emb, ClassEmbedding)  # the U-Net's, shared
+    assert cond.class_emb.table.num_embeddings == 6  # the null class is index num_classes
     x, t = torch.randn(2, 3), torch.tensor([5, 5])
     for p in cond.parameters():  # make the output depend on everything
         torch.nn.init.normal_(p, std=0.3)
     assert not torch.allclose(cond(x, t, torch.tensor([0, 0])), cond(x, t, torch.tensor([1, 1])))
+    assert torch.equal(cond(x, t), cond(x, t, torch.tensor([5, 5])))  # None: the null class
     u1 = build_model("unet1d", dict(in_channels=2, learn_sigma=True, num_classes=3))
     assert u1(torch.randn(2, 2, 30), t, torch.tensor([0, 2])).shape == (2, 4, 30)
 

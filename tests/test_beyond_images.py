@@ -104,6 +104,8 @@ def test_points_through_the_cli(tmp_path, capsys, tiny_nets):
     assert 0 < floor["energy"] < gauss["energy"]  # the floor is the lower reference
     assert main(["eval", "--checkpoint", ckpt]) == 2
     assert "nothing to evaluate" in error_line(capsys)
+    assert main([*base, "--guidance", "1", "--out", str(tmp_path / "s.npy")]) == 2
+    assert "needs a class-conditional model" in error_line(capsys)
     assert main([*argv, "--nll"]) == 2
     assert "FID and --nll are for images" in error_line(capsys)
 
@@ -159,12 +161,21 @@ def test_labelled_sequences_through_the_cli_with_tstr(tmp_path, capsys, tiny_net
     assert main([*argv, "--out", str(tmp_path / "s.npy")]) == 0
     assert np.load(tmp_path / "s.npy").shape == (6, 2, 24)
     assert np.load(tmp_path / "s-labels.npy").tolist() == [0, 1, 0, 1, 0, 1]
+    # a class by name, with classifier-free guidance (the issue-12 flags work for sequences)
+    guided = [*argv, "--class", "fast", "--guidance", "2", "--out", str(tmp_path / "g.npy")]
+    assert main(guided) == 0
+    assert np.load(tmp_path / "g-labels.npy").tolist() == [1] * 6
+    assert not np.allclose(np.load(tmp_path / "g.npy"), np.load(tmp_path / "s.npy"))
+    assert main([*argv, "--class", "medium", "--out", str(tmp_path / "x.npy")]) == 2
+    assert "medium" in error_line(capsys)
     assert (
         main([*argv, "--out", str(tmp_path / "s.png"), "--process", str(tmp_path / "p.png")]) == 0
     )
     capsys.readouterr()
     out = tmp_path / "e.json"
     argv = ["eval", "--checkpoint", ckpt, "--data", f"timeseries:{folder}", "--steps", "5"]
+    assert main([*argv, "--guidance", "1", "--json", str(out)]) == 0
+    assert "guidance w=1" in capsys.readouterr().out
     assert main([*argv, "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "TSTR accuracy on the 16 real test sequences: trained on 24 generated" in text

@@ -148,8 +148,6 @@ def make_model(
             raise ConfigError(f"preset {name} has no dropout")
         overrides["dropout"] = cfg.dropout
     if cfg.learn_sigma:
-        if spec.arch == "mlp":
-            raise ConfigError(f"preset {name} (mlp) cannot learn its variance; use unet1d")
         overrides["learn_sigma"] = True
     spec = preset(name, **overrides)
     model = build_model(spec.arch, spec.config)
