@@ -100,7 +100,7 @@ def pick(n: int, k: int, seed: int) -> Tensor:
 
 
 def short(s: SamplerSettings) -> str:
-    steps = "" if s.sampler == "ddpm" else f" {s.steps} steps"
+    steps = f" {s.steps} steps" if s.steps is not None else " all T steps"
     return s.sampler + steps + (f", guidance w={s.guidance:g}" if s.guidance else "")
 
 
