@@ -15,6 +15,7 @@ from ddpm.arrays import (
     array_batches,
     is_array_spec,
     load_arrays,
+    save_csv,
 )
 from ddpm.data import DataError, ImageDataset
 from ddpm.timeseries import read_ts, resolve_timeseries
@@ -121,6 +122,14 @@ def test_csv_with_a_header_and_a_non_numeric_cell(tmp_path):
     d = load_arrays(str(good))
     assert d.shape == (2,) and len(d) == 3
     assert torch.allclose(d.raw()[1], torch.tensor([1.8, 80.0]))
+    # the header's names travel with the checkpoint's data entry into written CSVs
+    info = ArrayInfo.from_dict(d.info().to_dict())
+    assert d.columns == info.columns == ["height", "weight"]
+    out = tmp_path / "out.csv"
+    save_csv(d.raw().numpy(), out, info.columns)
+    assert out.read_text().splitlines()[0] == "height,weight"
+    assert load_arrays(str(out)).columns == ["height", "weight"]
+    assert ArrayInfo.from_dict({**d.info().to_dict(), "columns": None}).columns is None
     bad = tmp_path / "b.csv"
     bad.write_text("height,colour\n1.5,3\n1.8,red\n")
     with pytest.raises(DataError, match=r"b.csv:3: 'red' in column 'colour' is not a number"):

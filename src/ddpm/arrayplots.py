@@ -311,6 +311,6 @@ def save_samples(samples, path, info, labels=None, title: str = "samples") -> No
     `info` (a checkpoint's `ddpm.arrays.ArrayInfo`) keeps: a scatter plot or curve panels."""
     ref = _np(info.reference)
     if info.kind == "points":
-        _save(scatter_figure(np.asarray(samples), ref, title), path)
+        _save(scatter_figure(np.asarray(samples), ref, title, info.columns), path)
     else:
         save_curves(samples, path, labels, ref, _np(info.reference_labels), info.class_names)

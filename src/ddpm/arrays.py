@@ -79,6 +79,7 @@ class ArrayInfo:
     reference_labels: Tensor | None = None  # int64 (m,)
     toy: str | None = None
     source: str = ""
+    columns: list[str] | None = None  # a CSV header's column names (absent before: x1..xD)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +90,7 @@ class ArrayInfo:
             "reference_labels": self.reference_labels,
             "toy": self.toy,
             "source": self.source,
+            "columns": self.columns,
         }
 
     @classmethod
@@ -103,6 +105,7 @@ class ArrayInfo:
             d.get("reference_labels"),
             d.get("toy"),
             d.get("source", ""),
+            d.get("columns"),
         )
 
 
@@ -121,6 +124,7 @@ class ArrayDataset:
     class_names: list[str] | None = None
     source: str = ""
     toy: str | None = None
+    columns: list[str] | None = None  # a CSV header's names, for plots and written CSVs
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -152,7 +156,14 @@ class ArrayDataset:
         labels = self.labels[idx].clone() if self.labels is not None else None
         ref = self.raw()[idx].clone()
         return ArrayInfo(
-            self.kind, self.scaler, self.class_names, ref, labels, self.toy, self.source
+            self.kind,
+            self.scaler,
+            self.class_names,
+            ref,
+            labels,
+            self.toy,
+            self.source,
+            self.columns,
         )
 
 
@@ -251,7 +262,7 @@ def load_arrays(
     held-out points from other seeds).
     """
     kind, sep, rest = spec.partition(":")
-    labels, names, toy = None, None, None
+    labels, names, toy, columns = None, None, None, None
     if sep and kind == "toy":
         try:
             toys.check_name(rest)
@@ -272,7 +283,7 @@ def load_arrays(
         if split is not None:
             raise DataError(f"--split does not apply to {spec}: a single file has no splits")
         if path.suffix.lower() == ".csv":
-            a, _ = read_csv(path)
+            a, columns = read_csv(path)
         else:
             a = read_npy(path)
         if a.ndim not in (2, 3) or a.shape[0] < 2:
@@ -289,7 +300,8 @@ def load_arrays(
             f"{spec}: data of shape {tuple(raw.shape[1:])} per sample does not fit the model, "
             f"whose standardisation has shape {tuple(scaler.mean.shape)}"
         )
-    return ArrayDataset(scaler.apply(raw.float()), kind, scaler, labels, names, source, toy)
+    x = scaler.apply(raw.float())
+    return ArrayDataset(x, kind, scaler, labels, names, source, toy, columns)
 
 
 def save_npy(a: np.ndarray, path: str | Path) -> None:
@@ -297,10 +309,11 @@ def save_npy(a: np.ndarray, path: str | Path) -> None:
     np.save(path, a, allow_pickle=False)
 
 
-def save_csv(a: np.ndarray, path: str | Path) -> None:
-    """Points (N, D) as CSV rows under a header x1..xD."""
+def save_csv(a: np.ndarray, path: str | Path, columns: list[str] | None = None) -> None:
+    """Points (N, D) as CSV rows under a header: `columns`, or x1..xD."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    header = ",".join(f"x{i + 1}" for i in range(a.shape[1]))
+    names = columns if columns is not None else [f"x{i + 1}" for i in range(a.shape[1])]
+    header = ",".join(names)
     np.savetxt(path, a, delimiter=",", header=header, comments="", fmt="%.7g")
 
 

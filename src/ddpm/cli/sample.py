@@ -270,7 +270,7 @@ def run_sample_arrays(args: argparse.Namespace, loaded) -> int:
             save_npy(labels.numpy(), path)
             written.append(f"{path} (class indices)")
     elif suffix == ".csv":
-        save_csv(data, args.out)
+        save_csv(data, args.out, loaded.data.columns)
     else:
         save_samples(data, args.out, loaded.data, labels)
     print(f"wrote {n} {kind} to {' and '.join(written)}")
