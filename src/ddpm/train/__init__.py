@@ -10,7 +10,15 @@
 
 from ddpm.train.config import TrainConfig, build_schedule, ema_decay_at, lr_at, resolve_device
 from ddpm.train.log import Log, describe
-from ddpm.train.loop import NonFiniteError, StopRequested, TrainResult, sample_grid, train
+from ddpm.train.loop import (
+    PICTURE_FLOOR_S,
+    NonFiniteError,
+    StopRequested,
+    TrainResult,
+    picture_budget,
+    sample_grid,
+    train,
+)
 from ddpm.train.state import (
     EMA,
     TrainState,
@@ -26,6 +34,7 @@ from ddpm.train.step import train_step
 
 __all__ = [
     "EMA",
+    "PICTURE_FLOOR_S",
     "Log",
     "NonFiniteError",
     "StopRequested",
@@ -40,6 +49,7 @@ __all__ = [
     "lr_at",
     "make_model",
     "make_optimizer",
+    "picture_budget",
     "resolve_device",
     "restore",
     "sample_grid",
