@@ -322,24 +322,26 @@ def test_fid_without_the_inception_network_says_how_to_install_it_before_reading
 # --- 7 and 8. pictures proportionate to the run ----------------------------------------------
 
 
-def test_picture_plan_keeps_the_chain_when_it_fits_and_cuts_it_when_not():
-    assert gen_mod.picture_plan("ddpm", None, 1000, 0.001, 30) == ("ddpm", None)
-    assert gen_mod.picture_plan("ddpm", None, 1000, 0.1, 30) == ("ddim", 300)
-    assert gen_mod.picture_plan("ddpm", None, 1000, 5.0, 30) == ("ddim", 10)  # at least 10
-    assert gen_mod.picture_plan("ddim", 50, 1000, 5.0, 30) == ("ddim", 10)
-    assert gen_mod.picture_plan("ddim", 50, 8, 5.0, 30) == ("ddim", 8)  # at most T
+def test_picture_plan_keeps_the_sampler_when_it_fits_and_cuts_it_when_not():
+    plan = gen_mod.picture_plan
+    assert plan("ddpm", None, 0.0, 1000, 0.001, 30) == ("ddpm", None, 0.0)
+    assert plan("ddpm", None, 0.0, 1000, 0.1, 30) == ("ddim", 300, 1.0)  # ancestral, respaced
+    assert plan("ddpm", None, 0.0, 1000, 5.0, 30) == ("ddim", 10, 1.0)  # at least 10 steps
+    assert plan("ddim", 50, 0.5, 1000, 5.0, 30) == ("ddim", 10, 0.5)
+    assert plan("ddim", 50, 1.0, 8, 5.0, 30) == ("ddim", 8, 1.0)  # at most T
+    assert plan("dpm-solver", 20, 0.0, 1000, 5.0, 30) == ("ddim", 10, 0.0)
 
 
 def test_a_one_step_run_on_a_slow_device_draws_short_chains(tmp_path, capsys, monkeypatch):
-    """`ddpm train --steps 1` with T = 1000 where a network call takes 1 s: no 1000-step chain
-    (the grid and the chain each get the 30 s floor: DDIM with 30 steps)."""
+    """`ddpm train --steps 1` with T = 1000 where a network call takes 1 s: no long chain
+    (the grid and the chain each get the 30 s floor: DDIM with 30 steps, not 50)."""
     import ddpm.train.loop as loop
 
     calls = []
 
-    def recording(sampler, model, schedule, x_T, steps=None, *args, **kwargs):
-        calls.append((sampler, steps))
-        return samplers.sample(sampler, model, schedule, x_T, steps, *args, **kwargs)
+    def recording(sampler, model, schedule, x_T, steps=None, eta=0.0, *args, **kwargs):
+        calls.append((sampler, steps, eta))
+        return samplers.sample(sampler, model, schedule, x_T, steps, eta, *args, **kwargs)
 
     slow = lambda *args, **kwargs: 1.0  # noqa: E731
     for module in (loop, gen_mod):
@@ -348,22 +350,23 @@ def test_a_one_step_run_on_a_slow_device_draws_short_chains(tmp_path, capsys, mo
     argv = ["train", "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--T", "1000"]
     code, out, err = run(capsys, [*argv, "--out", str(tmp_path / "run"), "--quiet"])
     assert code == 0, err
-    assert calls == [("ddim", 30), ("ddim", 30)]  # the last grid, then the chain
-    assert "(ddim, 30 steps)" in out
+    assert calls == [("ddim", 30, 1.0), ("ddim", 30, 1.0)]  # the last grid, then the chain
+    assert "process.png and .gif (ddim, 30 steps, eta 1)" in out
     with Image.open(tmp_path / "run" / "process.gif") as gif:  # 8 chains: a full 4x2 grid
         assert gif.width >= 256 and gif.width > 1.8 * gif.height
 
 
-def test_the_full_chain_is_kept_when_the_device_is_fast(tmp_path, capsys, monkeypatch):
+def test_the_asked_sampler_is_kept_when_the_device_is_fast(tmp_path, capsys, monkeypatch):
     import ddpm.train.loop as loop
 
     fast = lambda *args, **kwargs: 1e-4  # noqa: E731
     for module in (loop, gen_mod):
         monkeypatch.setattr(module, "seconds_per_evaluation", fast)
-    argv = ["train", "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--T", "30"]
+    argv = ["train", "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--T", "1000"]
     code, out, err = run(capsys, [*argv, "--out", str(tmp_path / "run"), "--quiet"])
     assert code == 0, err
-    assert "process.png and .gif (ddpm, all T steps)" in out
+    assert "samples.png (ddim, 50 steps, eta 1)" in out
+    assert "process.png and .gif (ddim, 50 steps, eta 1)" in out
 
 
 def test_full_grid_columns():
