@@ -322,14 +322,14 @@ def test_fid_without_the_inception_network_says_how_to_install_it_before_reading
 # --- 7 and 8. pictures proportionate to the run ----------------------------------------------
 
 
-def test_picture_plan_keeps_the_sampler_when_it_fits_and_cuts_it_when_not():
+def test_picture_plan_keeps_the_sampler_when_it_fits_and_cuts_its_steps_when_not():
     plan = gen_mod.picture_plan
     assert plan("ddpm", None, 0.0, 1000, 0.001, 30) == ("ddpm", None, 0.0)
-    assert plan("ddpm", None, 0.0, 1000, 0.1, 30) == ("ddim", 300, 1.0)  # ancestral, respaced
-    assert plan("ddpm", None, 0.0, 1000, 5.0, 30) == ("ddim", 10, 1.0)  # at least 10 steps
-    assert plan("ddim", 50, 0.5, 1000, 5.0, 30) == ("ddim", 10, 0.5)
+    assert plan("ddpm", None, 0.0, 1000, 0.1, 30) == ("ddpm", 300, 0.0)  # respaced chain
+    assert plan("ddpm", None, 0.0, 1000, 5.0, 30) == ("ddpm", 10, 0.0)  # at least 10 steps
+    assert plan("ddim", 50, 1.0, 1000, 5.0, 30) == ("ddim", 10, 1.0)
     assert plan("ddim", 50, 1.0, 8, 5.0, 30) == ("ddim", 8, 1.0)  # at most T
-    assert plan("dpm-solver", 20, 0.0, 1000, 5.0, 30) == ("ddim", 10, 0.0)
+    assert plan("heun", 50, 0.0, 1000, 0.5, 30) == ("heun", 30, 0.0)  # 2 steps - 1 calls
 
 
 def test_a_one_step_run_on_a_slow_device_draws_short_chains(tmp_path, capsys, monkeypatch):

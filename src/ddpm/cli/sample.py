@@ -211,7 +211,7 @@ def run_sample(args: argparse.Namespace) -> int:
         drawn = " drawn uniformly" if classes is None else ""
         what = f" (classes{drawn} {kinds}; guidance w={args.guidance:g})"
         if args.folder is not None:
-            write_labels(args.folder, labels, names)
+            write_labels(Path(args.folder), labels, names)
     print(f"wrote {x.shape[0]} samples to {where}{what}")
     if args.process or args.gif:
         m = min(x.shape[0], 8)
