@@ -46,7 +46,7 @@ def test_every_command_in_the_readme_parses(argv, monkeypatch, tmp_path):
 
 
 def test_the_library_program_writes_a_png(tmp_path, monkeypatch, tiny_preset):
-    """The README's program, run as written against a run folder of a tiny model."""
+    """The README's program, run as written against a run folder of a tiny (untrained) model."""
     from ddpm.data import ImageDataset
     from ddpm.train import TrainConfig, save_checkpoint, setup
 
@@ -54,7 +54,7 @@ def test_the_library_program_writes_a_png(tmp_path, monkeypatch, tiny_preset):
     run = re.search(r'ddpm\.load\("([^"]+)"\)', program).group(1)
     png = re.search(r'"([^"]+\.png)"', program).group(1)
     monkeypatch.chdir(tmp_path)
-    cfg = TrainConfig(preset="tiny", T=20, out=run)
+    cfg = TrainConfig(preset="tiny", out=run)
     _, _, arch, model_cfg, state = setup(cfg, ImageDataset(torch.zeros(4, 1, 8, 8).byte()))
     save_checkpoint(state, cfg, arch, model_cfg)
     assert len(program.strip().splitlines()) <= 5
