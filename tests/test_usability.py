@@ -156,11 +156,11 @@ def test_a_piped_training_log_has_one_line_per_interval(tmp_path, capsys, monkey
     argv = ["train", "--preset", "tiny", "--steps", "5", "--batch-size", "2", "--T", "10"]
     argv += ["--out", str(tmp_path / "run"), "--num-samples", "2", "--no-final-pictures"]
     before = torch.get_num_threads()
-    try:
-        code, _, err = run(capsys, [*argv, "--threads", "1"])
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+    calls = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), real(n)))
+    code, _, err = run(capsys, [*argv, "--threads", "1"])
+    assert calls == [1, before]  # for the command, then back (main may run in-process)
     assert code == 0
     assert "\r" not in err
     training = [ln for ln in err.splitlines() if ln.startswith("training: ")]
@@ -379,6 +379,7 @@ def test_full_grid_columns():
 def test_picking_threads_prefers_one_when_all_cores_are_slower(monkeypatch):
     from ddpm import speed
 
+    monkeypatch.undo()  # conftest fixes the pick for the other tests
     monkeypatch.setattr(speed, "usable_cores", lambda: 4)
     monkeypatch.setattr(speed, "_thread_rate", lambda n, s: {4: 10.0, 1: 100.0}[n])
     assert speed.pick_cpu_threads() == 1

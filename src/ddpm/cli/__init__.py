@@ -198,9 +198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(value, list) and not value:  # argparse turns `--flag=--` into []
             command.error(f"argument --{name.replace('_', '-')}: expected a value, got '--'")
     warnings.showwarning = _show_warning
-    try:
-        from ddpm.speed import set_cpu_threads
+    import torch
 
+    from ddpm.speed import set_cpu_threads
+
+    threads = torch.get_num_threads()  # restored after the command: main() may run in-process
+    try:
         set_cpu_threads(args.threads)
         return args.run(args)
     except ConfigError as e:  # a flag combination the parser could not check on its own
@@ -212,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ddpm: interrupted", file=sys.stderr)
         return 130
+    finally:
+        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":
