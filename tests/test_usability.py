@@ -108,12 +108,35 @@ def test_output_checks_have_no_side_effects_and_accept_new_folders(tmp_path):
 def test_a_bad_resume_stops_before_the_data_is_read(tmp_path, capsys, monkeypatch):
     import ddpm.train.state as state
 
-    def no_data(cfg):
+    def no_data(*args):
         raise AssertionError("the data was read before the checkpoint was checked")
 
     monkeypatch.setattr(state, "load_training_data", no_data)
     code, _, err = run(capsys, ["train", "--out", str(tmp_path / "none"), "--resume"])
     assert code == 1 and "no run folder to resume" in err
+
+
+def test_a_run_folder_that_cannot_be_made_stops_before_the_data_is_read(
+    tmp_path, capsys, monkeypatch
+):
+    """What the checks cannot foresee (a read-only mount, a full disk: os.access says yes)
+    is one line naming the folder, before the data is decoded."""
+    import pathlib
+
+    import ddpm.train.state as state
+
+    def no_data(*args):
+        raise AssertionError("the data was read before the run folder was made")
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(state, "load_training_data", no_data)
+    monkeypatch.setattr(pathlib.Path, "mkdir", refuse)
+    out = tmp_path / "ro" / "run"
+    code, _, err = run(capsys, ["train", "--out", str(out), "--steps", "1"])
+    assert code == 1
+    assert err.strip().splitlines() == [f"ddpm train: error: {out}: Permission denied"]
 
 
 # --- 2. progress --------------------------------------------------------------------------
@@ -385,3 +408,24 @@ def test_picking_threads_prefers_one_when_all_cores_are_slower(monkeypatch):
     assert speed.pick_cpu_threads() == 1
     monkeypatch.setattr(speed, "_thread_rate", lambda n, s: {4: 300.0, 1: 100.0}[n])
     assert speed.pick_cpu_threads() == 4
+
+
+def test_omp_num_threads_is_kept_without_measuring(monkeypatch):
+    """Under torchrun (OMP_NUM_THREADS=1 per process) measuring would give each process all
+    the cores; a set OMP_NUM_THREADS is the count, --threads still wins."""
+    from ddpm import speed
+
+    def measure(seconds=0.05):
+        raise AssertionError("measured although OMP_NUM_THREADS is set")
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(speed, "pick_cpu_threads", measure)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert speed.set_cpu_threads(None) == before == torch.get_num_threads()
+        assert speed.set_cpu_threads(1) == 1 == torch.get_num_threads()
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.setattr(speed, "pick_cpu_threads", lambda seconds=0.05: 1)
+        assert speed.set_cpu_threads(None) == 1
+    finally:
+        torch.set_num_threads(before)

@@ -142,7 +142,11 @@ def pick_cpu_threads(seconds: float = 0.05) -> int:
 
 
 def set_cpu_threads(threads: int | None) -> int:
-    """torch.set_num_threads(threads), or the measured best when None; returns the count."""
+    """torch.set_num_threads(threads), or when None: the count OMP_NUM_THREADS asks for where
+    it is set (torchrun sets 1 per process: measuring there would oversubscribe the cores),
+    else the measured best (`pick_cpu_threads`). Returns the count."""
+    if threads is None and os.environ.get("OMP_NUM_THREADS", "").strip():
+        return torch.get_num_threads()  # torch read OMP_NUM_THREADS at start-up
     n = threads if threads is not None else pick_cpu_threads()
     torch.set_num_threads(n)
     return n

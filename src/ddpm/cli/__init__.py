@@ -39,7 +39,9 @@ COMMANDS = (
         "Train a diffusion model; checkpoints, log.csv and pictures go to --out.",
         "ddpm train\n"
         "ddpm train --data ~/photos --image-size 64 --preset cars64 --out runs/cars\n"
-        "ddpm train --out runs/cars --resume",
+        "ddpm train --out runs/cars --resume\n"
+        "ddpm train --recipe cifar10-8min --data cifar10:cifar10/train.zip --out runs/cifar\n"
+        "torchrun --standalone --nproc-per-node 4 -m ddpm train ...   # several GPUs",
         (train_cmd.add_train_args, train_cmd.add_train_eval_args),
         train_cmd.run_train,
     ),
@@ -135,8 +137,9 @@ def build_parser() -> Parser:
         group(p, "speed").add_argument(
             "--threads",
             type=positive_int,
-            help="torch CPU threads (default: measured at the start: all cores when they are "
-            "free, 1 when other work keeps them busy, which would make all cores 5-15x slower)",
+            help="torch CPU threads (default: OMP_NUM_THREADS where set, as torchrun does, else "
+            "measured at the start: all cores when they are free, 1 when other work keeps them "
+            "busy, which would make all cores 5-15x slower)",
         )
         p.usage = _usage(p)
         p.set_defaults(run=run)
@@ -211,6 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except USER_ERRORS as e:
         print(f"{_who(args.command)}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a file the checks could not foresee (a full disk, a read-only mount)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{_who(args.command)}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ddpm: interrupted", file=sys.stderr)

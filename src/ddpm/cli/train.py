@@ -413,7 +413,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
     g = p.add_argument_group(
         "several GPUs (torchrun --nproc-per-node N -m ddpm train ...)",
-        "--batch-size is the global batch, split evenly over the processes; each process "
+        "--batch-size is the global batch, split evenly over the processes; each process\n"
         "trains in DistributedDataParallel and rank 0 alone writes files",
     )
     g.add_argument(

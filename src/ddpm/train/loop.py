@@ -254,6 +254,8 @@ def train(
     distributed.check_batch(cfg.batch_size, dist.world_size)
     main, W = dist.is_main, dist.world_size
     progress = progress and main
+    if main and resume is None:  # before the data is decoded: a folder that cannot be made
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)  # stops the run at once
     evaluator = make_fid_evaluator(cfg, dist) if cfg.eval_every is not None else None
     fids: list[tuple[int, float]] = []
 
