@@ -17,7 +17,8 @@ def code_blocks(language: str) -> list[str]:
 
 
 def ddpm_commands() -> list[list[str]]:
-    """Every `ddpm ...` command of the README's shell blocks, as argv after `ddpm`."""
+    """Every `ddpm ...` command of the README's shell blocks, as argv after `ddpm`; under
+    torchrun (`torchrun ... -m ddpm ARGS`) too, unless it elides flags with `...`."""
     commands = []
     for block in code_blocks("bash"):
         text = block.replace("\\\n", " ")  # continued lines
@@ -27,6 +28,10 @@ def ddpm_commands() -> list[list[str]]:
                 words = shlex.split(part)
                 if words and Path(words[0]).name == "ddpm":
                     commands.append(words[1:])
+                elif words[:1] == ["torchrun"] and "..." not in words:
+                    i = words.index("-m")
+                    assert words[i + 1] == "ddpm", part
+                    commands.append(words[i + 2 :])
     return commands
 
 
