@@ -1,8 +1,8 @@
-"""FID of many (checkpoint, weights, sampler, steps) cases in one process: the network is built
-and compiled once, each case loads its weights into it, and the Inception network and the
-reference statistics are loaded once. The matrix square roots run on CPU threads while the
-GPU samples the next case. Each case is the same computation as `ddpm eval` (per-image
-seeds, the same FID code); results go to a JSON file as they arrive.
+"""FID of many (checkpoint, weights, sampler, steps) cases in one process: a network is built
+and compiled once per architecture, each case loads its weights into it, and the Inception
+network and the reference statistics are loaded once. The matrix square roots run on CPU
+threads while the GPU samples the next case. Each case is the same computation as `ddpm
+eval` (per-image seeds, the same FID code); results go to a JSON file as they arrive.
 
     python benchmarks/fid_sweep.py --stats cifar10-train-inception-stats.npz \
         --inception fid-inception-fp16.pt --n 10000 --json sweep.json \
@@ -17,6 +17,7 @@ case as a 10x10 grid.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from ddpm.data import to_uint8
 from ddpm.evaluate import SamplerSettings, load_inception, load_stats
 from ddpm.fid import StatsAccumulator, features, fid_from_stats
-from ddpm.generate import generate, load_model, speed_up
+from ddpm.generate import Loaded, generate, load_model, speed_up
 from ddpm.images import save_grid
 from ddpm.samplers import network_evaluations
 
@@ -60,12 +61,26 @@ class Case:
         return f"{Path(self.checkpoint).name} {self.weights} {self.sampler}-{self.steps}{sp}"
 
 
-def weights_of(case: Case) -> tuple[dict[str, torch.Tensor], int]:
-    """The case's weights (a state dict on the CPU) and the training step they are from."""
+def on_device(case: Case, cache: dict, device: torch.device, compile: bool) -> Loaded:
+    """The case's model on `device`: its weights copied into an already compiled network of
+    the same architecture where there is one (diffusers' and ours differ), else a new one."""
     raw = case.weights == "raw"
     ema = None if case.weights in ("ema", "raw") else case.weights
     loaded = load_model(case.checkpoint, "cpu", raw_weights=raw, ema=ema)
-    return loaded.model.state_dict(), loaded.step
+    key = (type(loaded.model).__name__, repr(getattr(loaded.model, "config", None)))
+    if key not in cache:
+        loaded.model.to(device)
+        cache[key] = speed_up(loaded, compile=compile and device.type == "cuda")
+        return cache[key]
+    ready = cache[key]
+    ready.model.load_state_dict(loaded.model.state_dict())
+    return dataclasses.replace(
+        ready,
+        schedule=loaded.schedule.to(device),
+        prediction=loaded.prediction,
+        shape=loaded.shape,
+        step=loaded.step,
+    )
 
 
 def main() -> None:
@@ -85,18 +100,16 @@ def main() -> None:
     device = torch.device(args.device)
     reference = load_stats(args.stats)
     net = load_inception(args.inception, device)
-    first = args.case[0]
-    loaded = load_model(first.checkpoint, device)
-    loaded = speed_up(loaded, compile=not args.no_compile and device.type == "cuda")
+    models: dict = {}
     grids = {int(g.split(":", 1)[0]): g.split(":", 1)[1] for g in args.grid}
     pool = ThreadPoolExecutor(max_workers=4)
     pending, results = [], []
 
-    def record(case: Case, future, seconds: float, step: int) -> None:
+    def record(case: Case, future, seconds: float, step: int, T: int) -> None:
         fid = future.result()
         row = {
             **case.__dict__,
-            "nfe": network_evaluations(case.sampler, case.steps, loaded.schedule.T),
+            "nfe": network_evaluations(case.sampler, case.steps, T),
             "step": step,
             "fid": fid,
             "n": args.n,
@@ -108,8 +121,7 @@ def main() -> None:
 
     for k, case in enumerate(args.case):
         t0 = time.perf_counter()
-        weights, step = weights_of(case)
-        loaded.model.load_state_dict(weights)
+        loaded = on_device(case, models, device, not args.no_compile)
         settings = SamplerSettings(case.sampler, case.steps, clip=True, seed=args.seed)
         acc = StatsAccumulator()
         kept: list[torch.Tensor] = []
@@ -134,7 +146,8 @@ def main() -> None:
             save_grid(kept[0], grids[k], nrow=10)
         stats = acc.stats()
         seconds = time.perf_counter() - t0
-        pending.append((case, pool.submit(fid_from_stats, stats, reference), seconds, step))
+        future = pool.submit(fid_from_stats, stats, reference)
+        pending.append((case, future, seconds, loaded.step, loaded.schedule.T))
         while pending and pending[0][1].done():
             record(*pending.pop(0))
     for item in pending:

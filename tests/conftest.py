@@ -16,8 +16,14 @@ TINY_UNET = dict(
 
 
 @pytest.fixture(autouse=True)
-def _deterministic():
+def _deterministic(monkeypatch):
     torch.manual_seed(0)
+    # `ddpm ...` measures the CPU threads to use at each start (ddpm.speed.set_cpu_threads):
+    # in tests every command keeps the count pytest runs with, so that results compared across
+    # commands are bit-identical however busy the machine is; --threads N still applies
+    from ddpm import speed
+
+    monkeypatch.setattr(speed, "pick_cpu_threads", lambda seconds=0.05: torch.get_num_threads())
 
 
 @pytest.fixture

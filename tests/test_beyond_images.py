@@ -89,8 +89,10 @@ def test_points_through_the_cli(tmp_path, capsys, tiny_nets):
     # image-only options are refused before any sampling, with exit code 2
     assert main([*base, "--clip", "--out", str(tmp_path / "c.npy")]) == 2
     assert "--clip clips x_0 to [-1, 1]" in error_line(capsys)
-    assert main([*base, "--out", str(tmp_path / "s.txt")]) == 2
-    assert "points are written as .npy or .png or .csv" in error_line(capsys)
+    with pytest.raises(SystemExit) as exit_:  # a bad suffix is a parse error (issue 16)
+        main([*base, "--out", str(tmp_path / "s.txt")])
+    assert exit_.value.code == 2
+    assert "a sample grid or array must end in" in capsys.readouterr().err
     assert not (tmp_path / "c.npy").exists()
 
     out = tmp_path / "eval.json"

@@ -11,9 +11,10 @@ pytestmark = pytest.mark.usefixtures("tiny_preset")
 
 
 def error_line(capsys) -> str:
+    """The `ddpm ...: error: ...` line (a flag error adds a line pointing to --help)."""
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
-    return err.splitlines()[-1]
+    return [line for line in err.splitlines() if ": error: " in line][-1]
 
 
 @pytest.mark.parametrize(
@@ -49,7 +50,8 @@ def test_empty_folder(capsys, tmp_path):
 
 def test_missing_checkpoint(capsys, tmp_path):
     assert main(["sample", "--checkpoint", str(tmp_path / "c.pt")]) == 1
-    assert "no such checkpoint" in error_line(capsys)
+    line = error_line(capsys)
+    assert "c.pt: no such file or folder; expected a checkpoint file" in line
 
 
 def test_train_then_sample_end_to_end(tmp_path, capsys):

@@ -272,7 +272,7 @@ def test_unknown_class_name_is_one_line_exit_2_before_sampling(tmp_path, capsys,
     import ddpm.generate
 
     monkeypatch.setattr(ddpm.generate, "generate", lambda *a, **k: pytest.fail("sampled"))
-    argv = ["sample", "--checkpoint", str(result.last_checkpoint), "--out", str(tmp_path / "g")]
+    argv = ["sample", "--checkpoint", str(result.last_checkpoint), "--out", str(tmp_path / "g.png")]
     assert main([*argv, "--class", "red", "--class", "bleu"]) == 2
     line = error_line(capsys)
     assert line.startswith("ddpm sample: error: unknown class 'bleu'") and "'blue'" in line
@@ -327,6 +327,7 @@ def fake_inception(monkeypatch):
     monkeypatch.setattr(
         evaluate, "load_inception", lambda path=None, device="cpu": FakeInception().to(device)
     )
+    monkeypatch.setattr(evaluate, "find_inception", lambda path=None: "fake-inception.pt")
 
 
 def test_eval_fid_of_a_conditional_model_at_a_guidance(tmp_path, capsys, fake_inception):

@@ -261,9 +261,12 @@ def error_line(capsys) -> str:
 def test_bad_folders_give_one_line(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "ckpt-0000010.pt").write_bytes(b"x")
+    assert main(["sample", "--checkpoint", str(run)]) == 1  # neither a run nor diffusers
+    line = error_line(capsys)
+    assert "looked for ckpt-<step>.pt files" in line and "a diffusers folder's config.json" in line
+    (run / "ckpt-0000010.pt").write_bytes(b"x")  # a run folder: its newest checkpoint
     assert main(["sample", "--checkpoint", str(run)]) == 1
-    assert "name a checkpoint in it" in error_line(capsys)
+    assert "ckpt-0000010.pt: not a checkpoint" in error_line(capsys)
 
     random_unet().save_pretrained(tmp_path / "unet_only")  # no scheduler config anywhere
     assert main(["sample", "--checkpoint", str(tmp_path / "unet_only")]) == 1

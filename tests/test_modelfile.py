@@ -116,4 +116,4 @@ def test_a_non_safetensors_or_foreign_file_is_refused_with_one_line(tmp_path, ca
     assert main(["sample", "--checkpoint", str(foreign)]) == 1
     assert "without a ddpm-from-scratch description" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")]) == 1
-    assert "no such checkpoint file" in capsys.readouterr().err
+    assert "none.pt: no such file or folder" in capsys.readouterr().err

@@ -142,7 +142,7 @@ def test_invalid_numeric_flags_exit_2_naming_the_flag(capsys, flag, value):
         sys.exit(main(["train", f"{flag}={value}"]))
     assert e.value.code == 2
     err = capsys.readouterr().err
-    last = err.splitlines()[-1]
+    last = [line for line in err.splitlines() if ": error: " in line][-1]
     field = flag.lstrip("-").replace("-", "_")
     assert "Traceback" not in err and (f"argument {flag}" in last or f"error: {field} " in last)
 
@@ -164,7 +164,7 @@ def test_invalid_choices_exit_2_listing_the_allowed_values(capsys, flag, value):
     with pytest.raises(SystemExit) as e:
         main(["train", f"{flag}={value}"])
     assert e.value.code == 2
-    last = capsys.readouterr().err.splitlines()[-1]
+    last = [ln for ln in capsys.readouterr().err.splitlines() if ": error: " in ln][-1]
     assert f"argument {flag}: invalid choice" in last and "choose from" in last
 
 

@@ -59,7 +59,7 @@ step hybrid 200 "${ddpm[@]}" train --recipe cifar10-8min --data "$D" --learn-sig
   --max-minutes 0.8 --out $S/hybrid --quiet & pids+=($!)
 step cond 200 "${ddpm[@]}" train --recipe cifar10-8min --data "$D" --class-cond --max-minutes 0.8 \
   --out $S/cond --quiet & pids+=($!)
-step ddp1 200 torchrun --standalone --nproc-per-node 1 -m "${ddpm[@]}" train --recipe cifar10-8min \
+step ddp1 200 torchrun --standalone --nproc-per-node 1 -m ddpm train --recipe cifar10-8min \
   --data "$D" --max-minutes 0.8 --out $S/ddp --quiet & pids+=($!)
 step cars-fast 200 "${ddpm[@]}" train --recipe cars64-fast --data "$CARS" --resize squash \
   --max-minutes 0.8 --out $S/carsfast --quiet & pids+=($!)

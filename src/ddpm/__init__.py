@@ -7,6 +7,14 @@ several processes under torchrun), `samplers` (DDPM, DDIM, DPM-Solver++), `gener
 (checkpoint -> pictures), `fid` and `likelihood` (the math of FID and bits/dim), `evaluate`
 (Inception, statistics files, a model's FID and bits/dim), `cli` (the `ddpm` command: a thin
 parser over one module per command; `python -m ddpm` runs it too).
+
+The shortest way to pictures is exported here (`ddpm.api`):
+
+    model = ddpm.load("runs/default")
+    ddpm.save_grid(ddpm.sample(model, n=16), "samples.png")
 """
 
+from ddpm.api import load, sample, save_grid
+
+__all__ = ["load", "sample", "save_grid"]
 __version__ = "0.1.0"

@@ -45,6 +45,7 @@ from ddpm.imagefiles import (
     to_mode,
 )
 from ddpm.imagefiles import decode as decode_file
+from ddpm.progress import Progress
 
 __all__ = [
     "BUNDLED",
@@ -240,10 +241,12 @@ def decode_entries(
     strict: bool,
     workers: int,
     where: str,
+    progress: bool = False,
 ) -> tuple[Tensor, list[int]]:
     """Decode every entry into uint8 (N_ok, C, H, W); also returns the positions that decoded.
 
-    `channels` None: 1 when every picture is gray, else 3 (grays replicated).
+    `channels` None: 1 when every picture is gray, else 3 (grays replicated). `progress`
+    shows a bar (a line every 30 s off a terminal).
     """
     global _shared_out
     H, W = size
@@ -259,6 +262,7 @@ def decode_entries(
 
     def each(k: int, d) -> None:
         nonlocal all_gray
+        bar.update(len(chunks[k]))
         start = k * CHUNK
         for i, reason in d.errors:
             bad.append((entries[start + i].name, reason))
@@ -276,10 +280,12 @@ def decode_entries(
 
     fn = partial(_decode_into, channels=channels, size=size, resize=resize)
     _shared_out = images.numpy()
+    bar = Progress(N, f"decoding {N:,} images", "image", enabled=progress, leave=False)
     try:
         _map_chunks(fn, [(k * CHUNK, c) for k, c in enumerate(chunks)], workers, each)
     finally:
         _shared_out = None
+        bar.close()
     kept = keep.nonzero().flatten().tolist()
     _report(where, bad, small, size, strict, len(kept))
     if len(kept) < N:
@@ -387,6 +393,7 @@ def load_dataset(
     stream: bool | None = False,
     workers: int | None = None,
     cache_limit_gb: float = DEFAULT_CACHE_LIMIT_GB,
+    progress: bool = False,
 ) -> Dataset:
     """Load the data named by `--data` (None or "mnist": the bundled digits).
 
@@ -397,6 +404,7 @@ def load_dataset(
     `StreamingDataset` (decoded batch by batch by worker processes) instead of decoding into
     memory; None streams when the decoded uint8 would exceed `cache_limit_gb`.
     workers: decoding processes (default: the CPUs, at most 16).
+    progress: show the decoding's progress.
     """
     if resize not in RESIZE_MODES:
         raise DataError(
@@ -425,7 +433,7 @@ def load_dataset(
         entries = [entries[i] for i in kept]
     else:
         images, kept = decode_entries(
-            entries, size, channels, resize, strict, workers, src.description
+            entries, size, channels, resize, strict, workers, src.description, progress
         )
         entries = [entries[i] for i in kept]
     labels = None

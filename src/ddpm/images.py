@@ -75,13 +75,21 @@ def process_strip(frames: Sequence[Tensor], scale: int = 2) -> Image.Image:
     return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
 
 
+def full_grid_columns(n: int) -> int:
+    """Columns for n images with no empty cell, as square as possible: 8 -> 4 (4x2), 9 -> 3."""
+    return next(c for c in range(math.ceil(math.sqrt(n)), n + 1) if n % c == 0)
+
+
 def save_gif(
-    frames: Sequence[Tensor], path: str | os.PathLike, scale: int = 2, ms: int = 80
+    frames: Sequence[Tensor], path: str | os.PathLike, scale: int | None = None, ms: int = 80
 ) -> None:
-    """An animated GIF of the chain: each frame a grid of the batch at one step; holds x_0."""
+    """An animated GIF of the chain: each frame a full grid of the batch at one step (8
+    samples: 4x2); holds x_0. `scale` None enlarges small pictures to at least 256 px wide."""
+    nrow = full_grid_columns(frames[0].shape[0])
     images = []
     for f in frames:
-        img = to_pil(make_grid(to_uint8(f.cpu())))
-        images.append(img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST))
+        img = to_pil(make_grid(to_uint8(f.cpu()), nrow))
+        k = scale or max(2, math.ceil(256 / img.width))
+        images.append(img.resize((img.width * k, img.height * k), Image.Resampling.NEAREST))
     durations = [ms] * (len(images) - 1) + [2000]
     images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ddpm.checkpoint import CheckpointError, load_checkpoint
+from ddpm.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from ddpm.diffusers_io import is_diffusers_folder, load_diffusers, save_diffusers
 from ddpm.modelfile import ModelFile, from_checkpoint, is_safetensors, load_safetensors
 from ddpm.modelfile import save_safetensors as save_safetensors
@@ -30,13 +30,11 @@ def read_model(
     path = Path(path)
     if raw_weights and ema is not None:
         raise ConfigError("choose the raw weights or an EMA, not both")
+    if path.is_dir() and not is_diffusers_folder(path):
+        # a training run's folder: its newest ckpt-<step>.pt (or a message saying what it
+        # looked for: ckpt-<step>.pt files, or a diffusers folder's config.json)
+        path = resolve_checkpoint(path, also="or a diffusers folder's config.json")
     if path.is_dir():
-        if not is_diffusers_folder(path):
-            raise CheckpointError(
-                f"{path}: a folder, but not a diffusers UNet2DModel folder (no config.json or "
-                "model_index.json); to sample from a training run, name a checkpoint in it "
-                "(ckpt-<step>.pt)"
-            )
         model = load_diffusers(path)
     elif path.is_file() and is_safetensors(path):
         model = load_safetensors(path)

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 # matplotlib's default colour cycle ("tab10"), so both backends colour series alike
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 BACKENDS = ("auto", "matplotlib", "pillow")
+MARKED = 12  # series of at most this many points get a dot at each
 
 
 @dataclass
@@ -101,6 +102,8 @@ def _plot_matplotlib(panels: Sequence[Panel], path: str | os.PathLike, dpi: int)
                 color=COLORS[i % len(COLORS)],
                 linestyle="--" if s.dashed else "-",
                 linewidth=1.6,
+                marker="o" if len(pts) <= MARKED else None,  # a few measured points: show them
+                markersize=4,
             )
         if panel.logy:
             from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -241,9 +244,9 @@ def _draw_panel(img: Image.Image, panel: Panel, x0: int, W: int, H: int, S: int)
             _dashed(d, line, color, S)
         elif len(line) > 1:
             d.line(line, fill=color, width=2 * S, joint="curve")
-        elif line:
-            u, v = line[0]
-            d.ellipse((u - 3 * S, v - 3 * S, u + 3 * S, v + 3 * S), fill=color)
+        if len(line) <= MARKED:
+            for u, v in line:
+                d.ellipse((u - 3 * S, v - 3 * S, u + 3 * S, v + 3 * S), fill=color)
     d.rectangle((left, top, right, bottom), outline="black", width=S)
     _text(d, ((left + right) / 2, 12 * S), panel.title, big, "mt")
     _text(d, ((left + right) / 2, H - 24 * S), panel.xlabel, big, "mm")

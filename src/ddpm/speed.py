@@ -7,11 +7,15 @@
   residual adds into a few generated kernels. When it cannot run (no Triton on CUDA, no C++
   compiler on the CPU) the model stays eager and a warning says why.
 - bf16 autocast around a network call (for sampling; training enters autocast itself).
+- the number of CPU threads, measured rather than assumed (`set_cpu_threads`): all cores on
+  an idle machine, one thread when other work keeps the cores busy.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 import warnings
 from collections.abc import Callable
 
@@ -93,3 +97,56 @@ def autocast_call(
             return model(*args)
 
     return call
+
+
+# --- CPU threads ------------------------------------------------------------------------------
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask; os.cpu_count() where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _thread_rate(threads: int, seconds: float) -> float:
+    """Convolutions per second at `threads` torch threads, on a workload shaped like the small
+    U-Net's (3x3 convolutions of 32 channels at 16x16 on a batch of 16)."""
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 32, 16, 16, generator=g)
+    w = torch.randn(32, 32, 3, 3, generator=g)
+    torch.nn.functional.conv2d(x, w, padding=1)  # warm-up at this thread count
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.nn.functional.conv2d(x, w, padding=1)
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def pick_cpu_threads(seconds: float = 0.05) -> int:
+    """The number of torch threads that computes fastest right now: all usable cores, or one.
+
+    With every core busy elsewhere, OpenMP's threads wait for each other at every barrier
+    and all-cores runs 5-15x slower than one thread (docs/benchmarks.md, "CPU threads"); on
+    an idle machine all cores win. So both are timed on a short convolution workload, each
+    `seconds` long, and one thread is kept only when it is faster than all cores. (The load
+    average cannot decide: in a container it counts the whole host.)
+    """
+    cores = usable_cores()
+    if cores == 1:
+        return 1
+    rates = {n: _thread_rate(n, seconds) for n in (cores, 1)}
+    return cores if rates[cores] >= rates[1] else 1
+
+
+def set_cpu_threads(threads: int | None) -> int:
+    """torch.set_num_threads(threads), or when None: the count OMP_NUM_THREADS asks for where
+    it is set (torchrun sets 1 per process: measuring there would oversubscribe the cores),
+    else the measured best (`pick_cpu_threads`). Returns the count."""
+    if threads is None and os.environ.get("OMP_NUM_THREADS", "").strip():
+        return torch.get_num_threads()  # torch read OMP_NUM_THREADS at start-up
+    n = threads if threads is not None else pick_cpu_threads()
+    torch.set_num_threads(n)
+    return n

@@ -1,16 +1,19 @@
-"""`ddpm train | sample | ...`: parse flags, call the library, turn its errors into one line.
+"""`ddpm train | sample | fid-stats | fid | eval | export | show`: parse flags, call the
+library, turn its errors into one line.
 
-Every flag is checked by its argparse type, so a bad value is reported as
-`ddpm train: error: argument --steps: expected a positive integer, got '0'` with exit code 2.
-Errors the library raises on bad input (data, checkpoints, configs) print one line and exit 1.
+Every flag is checked by its argparse type (output paths included, before any work), so a bad
+value is reported as `ddpm train: error: argument --steps: expected a positive integer, got
+'0'` plus a line pointing to `--help`, with exit code 2. Errors the library raises on bad input
+(data, checkpoints) print one line and exit 1; flag combinations it refuses exit 2.
 """
 
 from __future__ import annotations
 
-import argparse
+import difflib
 import os
 import sys
 import warnings
+from argparse import SUPPRESS
 from collections.abc import Sequence
 
 from ddpm.checkpoint import CheckpointError
@@ -20,6 +23,7 @@ from ddpm.cli import fid as fid_cmd
 from ddpm.cli import sample as sample_cmd
 from ddpm.cli import show as show_cmd
 from ddpm.cli import train as train_cmd
+from ddpm.cli.args import HelpFormatter, Parser, group, positive_int
 from ddpm.data import DataError
 from ddpm.schedule import ScheduleError
 from ddpm.unet import ConfigError
@@ -27,26 +31,34 @@ from ddpm.unet import ConfigError
 USER_ERRORS = (ConfigError, ScheduleError, DataError, CheckpointError)
 
 
-# name, help, description, argument adders, what runs it
+# name, help, description, examples, argument adders, what runs it
 COMMANDS = (
     (
         "train",
-        "train a model",
-        "Train a diffusion model.",
+        "train a model (default: the bundled digits, about 5 minutes on 2 CPU cores)",
+        "Train a diffusion model; checkpoints, log.csv and pictures go to --out.",
+        "ddpm train\n"
+        "ddpm train --data ~/photos --image-size 64 --preset cars64 --out runs/cars\n"
+        "ddpm train --out runs/cars --resume\n"
+        "ddpm train --recipe cifar10-8min --data cifar10:cifar10/train.zip --out runs/cifar\n"
+        "torchrun --standalone --nproc-per-node 4 -m ddpm train ...   # several GPUs",
         (train_cmd.add_train_args, train_cmd.add_train_eval_args),
         train_cmd.run_train,
     ),
     (
         "sample",
-        "sample from a checkpoint",
+        "draw images from a checkpoint: a grid, a folder of PNGs, the denoising chain",
         "Draw samples from a trained checkpoint.",
+        "ddpm sample --checkpoint runs/default --out grid.png\n"
+        "ddpm sample --checkpoint runs/default --sampler ddpm --n 16 --process chain.png",
         (sample_cmd.add_sample_args,),
         sample_cmd.run_sample,
     ),
     (
         "fid-stats",
-        "Inception statistics of a dataset, for FID",
+        "Inception statistics (mu, sigma) of a dataset, for FID",
         "Compute FID reference statistics (mu, sigma) of a folder or .zip of images.",
+        "ddpm fid-stats cifar10:cifar10/train.zip -o cifar10-train.npz",
         (fid_cmd.add_fid_stats_args,),
         fid_cmd.run_fid_stats,
     ),
@@ -54,13 +66,16 @@ COMMANDS = (
         "fid",
         "FID between two image sets or statistics files",
         "FID between two folders / .zip files of images / statistics .npz files.",
+        "ddpm fid generated/ cifar10-train.npz",
         (fid_cmd.add_fid_args,),
         fid_cmd.run_fid,
     ),
     (
         "eval",
-        "FID and bits/dim of a checkpoint",
+        "FID of a checkpoint's samples and its bits/dim on held-out data",
         "Evaluate a checkpoint: FID of its samples, bits/dim on held-out data.",
+        "ddpm eval --checkpoint runs/cifar --fid-stats cifar10-train.npz --n 10000\n"
+        "ddpm eval --checkpoint runs/cifar --nll --data cifar10:test.zip --split test",
         (eval_cmd.add_eval_args,),
         eval_cmd.run_eval,
     ),
@@ -69,6 +84,8 @@ COMMANDS = (
         "a checkpoint as safetensors or a diffusers folder",
         "Export a checkpoint's EMA weights: a safetensors file with a JSON description "
         "(loadable by `ddpm sample`), or a diffusers DDPMPipeline folder.",
+        "ddpm export runs/default/ckpt-0000600.pt --out digits.safetensors\n"
+        "ddpm export runs/cifar/ckpt-0800000.pt --format diffusers --out ddpm-cifar10/",
         (export_cmd.add_export_args,),
         export_cmd.run_export,
     ),
@@ -77,25 +94,86 @@ COMMANDS = (
         "the tutorial's pictures: data, forward, schedules, reverse, curves",
         "Draw one of the tutorial's pictures: the data, the forward process on real images, "
         "the noise schedules, the reverse process of a model, a run's loss and FID curves.",
+        "ddpm show forward --out forward.png\n"
+        "ddpm show reverse --checkpoint runs/default --out reverse.png\n"
+        "ddpm show curves runs/default",
         (show_cmd.add_show_args,),
         show_cmd.run_show,
     ),
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ddpm", description="Denoising diffusion models from first principles."
+def _examples(text: str) -> str:
+    return "example:\n" + "\n".join(f"  {line}" for line in text.splitlines())
+
+
+def build_parser() -> Parser:
+    width = max(len(c[0]) for c in COMMANDS)
+    listing = "\n".join(f"  {name:<{width}}  {help_}" for name, help_, *_ in COMMANDS)
+    parser = Parser(
+        prog="ddpm",
+        usage="ddpm COMMAND [flags]",
+        description="Denoising diffusion models from first principles.\n\ncommands:\n" + listing,
+        epilog=_examples(
+            "ddpm train                                 # then look at runs/default/samples.png\n"
+            "ddpm sample --checkpoint runs/default --n 16 --out grid.png\n"
+            "ddpm train --help                          # every flag of a command, with its default"
+        ),
+        formatter_class=HelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    parser.commands = {}  # type: ignore[attr-defined]
-    for name, help_, description, add_args, run in COMMANDS:
-        p = sub.add_parser(name, help=help_, description=description)
+    # the commands are listed in the description (one line each), not again by argparse
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help=SUPPRESS)
+    parser.commands = {}
+    for name, _, description, examples, add_args, run in COMMANDS:
+        p = sub.add_parser(
+            name,
+            prog=f"ddpm {name}",
+            description=description,
+            epilog=_examples(examples),
+            formatter_class=HelpFormatter,
+        )
         for add in add_args:
             add(p)
+        group(p, "speed").add_argument(
+            "--threads",
+            type=positive_int,
+            help="torch CPU threads (default: OMP_NUM_THREADS where set, as torchrun does, else "
+            "measured at the start: all cores when they are free, 1 when other work keeps them "
+            "busy, which would make all cores 5-15x slower)",
+        )
+        p.usage = _usage(p)
         p.set_defaults(run=run)
-        parser.commands[name] = p  # type: ignore[attr-defined]
+        parser.commands[name] = p
     return parser
+
+
+def _usage(p: Parser) -> str:
+    """`ddpm sample --checkpoint CHECKPOINT [flags]`: what must be given, then the rest."""
+    words = [p.prog]
+    for a in p._actions:
+        if a.required and a.option_strings:
+            words.append(f"{a.option_strings[-1]} {a.metavar or a.dest.upper()}")
+    words += [a.metavar or a.dest.upper() for a in p._actions if not a.option_strings]
+    return " ".join([*words, "[flags]"])
+
+
+def _subcommand(p: Parser, name: str) -> Parser:
+    for action in p._subparsers._group_actions if p._subparsers else []:
+        if isinstance(action.choices, dict) and name in action.choices:
+            return action.choices[name]
+    return p
+
+
+def _unrecognized(parser: Parser, extra: list[str]) -> str:
+    """'unrecognized arguments: --stpes 5 (did you mean --steps?)'."""
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    flags = [f for f in parser._option_string_actions if f.startswith("--")]
+    for word in extra:
+        if word.startswith("-"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], flags, n=1, cutoff=0.6)
+            if close:
+                return f"{message} (did you mean {close[0]}?)"
+    return message
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -112,13 +190,24 @@ def _who(command: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    train_cmd.apply_recipe(parser.commands["train"], argv)  # type: ignore[attr-defined]
-    args = parser.parse_args(argv)
+    train_cmd.apply_recipe(parser.commands["train"], argv)
+    args, extra = parser.parse_known_args(argv)
+    command = parser.commands[args.command]
+    if getattr(args, "what", None) is not None:  # `ddpm show PICTURE`: the picture's parser
+        command = _subcommand(command, args.what)
+    if extra:
+        command.error(_unrecognized(command, extra))
     for name, value in vars(args).items():
         if isinstance(value, list) and not value:  # argparse turns `--flag=--` into []
-            parser.error(f"argument --{name.replace('_', '-')}: expected a value, got '--'")
+            command.error(f"argument --{name.replace('_', '-')}: expected a value, got '--'")
     warnings.showwarning = _show_warning
+    import torch
+
+    from ddpm.speed import set_cpu_threads
+
+    threads = torch.get_num_threads()  # restored after the command: main() may run in-process
     try:
+        set_cpu_threads(args.threads)
         return args.run(args)
     except ConfigError as e:  # a flag combination the parser could not check on its own
         print(f"{_who(args.command)}: error: {e}", file=sys.stderr)
@@ -126,9 +215,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"{_who(args.command)}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a file the checks could not foresee (a full disk, a read-only mount)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{_who(args.command)}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("ddpm: interrupted", file=sys.stderr)
         return 130
+    finally:
+        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

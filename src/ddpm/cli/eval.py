@@ -10,14 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 from ddpm.cli.args import (
     GUIDANCE_HELP,
+    SAMPLER_HELP,
     STEPS_HELP,
     add_inception_args,
     add_speed_args,
     add_split_arg,
     add_weights_args,
     fast_path,
+    group,
+    json_arg,
     nonneg_float,
     positive_int,
+    say_which_checkpoint,
     seed_int,
     write_json,
 )
@@ -31,75 +35,87 @@ if TYPE_CHECKING:
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    g = group(p, "model")
+    g.add_argument(
         "--checkpoint",
         required=True,
         type=Path,
-        help="a checkpoint (.pt), a safetensors export, or a diffusers UNet2DModel folder",
+        help="a checkpoint (.pt), a run folder (its newest checkpoint), a safetensors export, "
+        "or a diffusers UNet2DModel folder",
     )
-    p.add_argument("--fid-stats", type=Path, help="reference statistics .npz: report FID")
-    p.add_argument("--nll", action="store_true", help="report bits/dim on --data")
-    p.add_argument(
+    add_weights_args(g)
+    g = group(p, "what to evaluate")
+    g.add_argument(
+        "--fid-stats",
+        type=Path,
+        help="report FID against these reference statistics, from `ddpm fid-stats` "
+        "(default: no FID)",
+    )
+    g.add_argument("--nll", action="store_true", help="report bits/dim on --data")
+    g.add_argument(
         "--data",
-        help="held-out images for --nll (any --data form); for a model of points or sequences "
+        help="held-out images for --nll, any --data form; for a model of points or sequences "
         "the held-out data to compare samples with (toy:NAME draws fresh points; "
-        "timeseries:FOLDER uses its test split)",
+        "timeseries:FOLDER uses its test split) (default: none)",
     )
-    add_split_arg(p)
-    p.add_argument(
+    add_split_arg(g)
+    g.add_argument(
         "--train-data",
         help="points / sequences: the training data for the floor row (default: the "
         "checkpoint's --data and --split)",
     )
-    p.add_argument(
+    g.add_argument(
         "--n",
         type=positive_int,
         help="FID samples (default 10000) / --nll test images (default 1000) / points and "
         "sequences: rows per compared set (default 2000, at most the data's)",
     )
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim")
-    p.add_argument("--steps", type=positive_int, help=STEPS_HELP)
-    p.add_argument("--eta", type=nonneg_float, default=0.0, help="DDIM noise (0: deterministic)")
-    p.add_argument(
+    g = group(p, "sampling and the bound")
+    g.add_argument("--sampler", choices=SAMPLERS, default="ddim", help=SAMPLER_HELP)
+    g.add_argument("--steps", type=positive_int, help=STEPS_HELP)
+    g.add_argument(
+        "--eta", type=nonneg_float, default=0.0, help="DDIM noise: 0 deterministic, 1 ancestral"
+    )
+    g.add_argument(
         "--spacing",
         choices=SPACINGS,
         help="timesteps of ddim / dpm-solver / heun: leading (DDIM's), trailing (start at T) or "
         "karras (EDM's ρ=7 noise levels); default: karras for heun, leading otherwise",
     )
-    p.add_argument(
+    g.add_argument(
         "--clip",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="clip x_0 predictions to [-1, 1] when sampling and in the bound (default: on for "
         "images; off, and refused, for standardised points and sequences)",
     )
-    p.add_argument(
+    g.add_argument(
         "--variance",
         choices=VARIANCES,
         help="reverse variance, in the bound and the ddpm sampler: small (the posterior's "
         "beta-tilde_t), large (beta_t) or learned (Sigma_theta of a --learn-sigma model; its "
         "default)",
     )
-    p.add_argument(
+    g.add_argument(
         "--nll-steps",
         type=positive_int,
         help="--nll: the bound of the K-step respaced model (what --sampler ddpm --steps K "
         "samples from; a true bound on its NLL, not on the T-step model's); default: all T",
     )
-    p.add_argument(
+    g.add_argument(
         "--nll-t-samples",
         type=positive_int,
         help="--nll: estimate the bound from K stratified timesteps per image instead of all "
-        "(unbiased; the standard error then includes the t sampling); K >= 2",
+        "(unbiased; the standard error then includes the t sampling); K >= 2 (default: all)",
     )
-    p.add_argument(
+    g.add_argument(
         "--guidance",
         type=nonneg_float,
         default=0.0,
         metavar="W",
         help=GUIDANCE_HELP,
     )
-    p.add_argument(
+    g.add_argument(
         "--classes",
         choices=CLASS_DISTRIBUTIONS,
         default="uniform",
@@ -107,11 +123,14 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
         "uniformly (the default, as class-conditional FIDs are usually reported) or as often "
         "as in the training data (counts stored in the checkpoint)",
     )
-    p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--batch-size", type=positive_int, default=256, help="model batch")
-    add_weights_args(p)
+    g.add_argument("--seed", type=seed_int, default=0, help="sample i depends on (seed, i) only")
+    g.add_argument("--batch-size", type=positive_int, default=256, help="images per network batch")
+    add_eval_output_args(p)
+
+
+def add_eval_output_args(p: argparse.ArgumentParser) -> None:
+    json_arg(group(p, "output"), "the results")
     add_speed_args(p)  # for FID's sampling; the bound is always computed in float32
-    p.add_argument("--json", type=Path, help="also write the results as JSON")
     add_inception_args(p)
 
 
@@ -139,6 +158,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace, dist: Dist) -> int:
     from ddpm.evaluate import (
         SamplerSettings,
+        find_inception,
         load_inception,
         load_stats,
         model_fid,
@@ -149,6 +169,8 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
 
     device, main = dist.device, dist.is_main
     reference = load_stats(args.fid_stats) if args.fid_stats is not None else None
+    if reference is not None:
+        find_inception(args.inception)  # before anything is decoded or sampled
     loaded = load_model(args.checkpoint, "cpu", args.raw_weights, args.ema)
     if loaded.data is not None:  # points / sequences: one process samples and prints
         return run_eval_arrays(args, loaded, device) if main else 0
@@ -160,6 +182,12 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
             "images give --fid-stats S and/or --nll"
         )
     args.clip = True if args.clip is None else args.clip
+    say_which_checkpoint(args.checkpoint, loaded)
+    T = loaded.schedule.T
+    if args.steps is not None and args.steps > T:
+        raise ConfigError(f"--steps {args.steps} exceeds the model's T = {T}")
+    if args.nll_steps is not None and args.nll_steps > T:
+        raise ConfigError(f"--nll-steps {args.nll_steps} exceeds the model's T = {T}")
     conditional = loaded.num_classes is not None
     if reference is not None and not conditional and args.guidance != 0:
         raise ConfigError(
@@ -176,16 +204,13 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
         from ddpm.data import load_dataset
 
         C, H, W = loaded.shape
-        nll_data = load_dataset(args.data, (H, W), C, split=args.split, stream=False)
+        nll_data = load_dataset(
+            args.data, (H, W), C, split=args.split, stream=False, progress=not args.quiet
+        )
     net = load_inception(args.inception, device) if reference is not None else None
     loaded = dataclasses.replace(
         loaded, model=loaded.model.to(device), schedule=loaded.schedule.to(device)
     )
-    T = loaded.schedule.T
-    if args.steps is not None and args.steps > T:
-        raise ConfigError(f"--steps {args.steps} exceeds the model's T = {T}")
-    if args.nll_steps is not None and args.nll_steps > T:
-        raise ConfigError(f"--nll-steps {args.nll_steps} exceeds the model's T = {T}")
     chain = args.nll_steps or T
     if args.nll_t_samples is not None and not 2 <= args.nll_t_samples <= chain:
         raise ConfigError(

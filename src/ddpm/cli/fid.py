@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ddpm.cli.args import (
     add_inception_args,
     add_resize_arg,
     add_split_arg,
+    group,
     image_size,
+    json_arg,
+    output_file,
     resolve_device,
     write_json,
 )
@@ -17,28 +19,42 @@ from ddpm.data import parse_size
 
 
 def add_fid_stats_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    g = group(p, "data")
+    g.add_argument(
         "data", help="any --data form: folder or .zip of images, cifar10:PATH, mnist, ..."
     )
-    p.add_argument("-o", "--out", type=Path, required=True, help="statistics file (.npz)")
-    p.add_argument(
+    g.add_argument(
         "--image-size",
         type=image_size,
         help="resize to N or HxW first (default: the images' own size, e.g. 32 for CIFAR-10)",
     )
-    add_resize_arg(p)
-    add_split_arg(p)
+    add_resize_arg(g)
+    add_split_arg(g)
+    group(p, "output").add_argument(
+        "-o",
+        "--out",
+        type=output_file("npz", "statistics file"),
+        required=True,
+        help="the statistics file to write (.npz)",
+    )
     add_inception_args(p)
 
 
 def run_fid_stats(args: argparse.Namespace) -> int:
     import time
 
-    from ddpm.evaluate import images_stats, load_fid_images, load_inception, save_stats
+    from ddpm.evaluate import (
+        find_inception,
+        images_stats,
+        load_fid_images,
+        load_inception,
+        save_stats,
+    )
 
     t0 = time.perf_counter()
+    find_inception(args.inception)  # before the images are read
     size = parse_size(args.image_size) if args.image_size else None
-    data = load_fid_images(args.data, size, args.resize, split=args.split)
+    data = load_fid_images(args.data, size, args.resize, split=args.split, progress=not args.quiet)
     net = load_inception(args.inception, resolve_device(args.device))
     stats = images_stats(net, data.images, args.fid_batch_size, progress=not args.quiet)
     save_stats(stats, args.out)
@@ -51,20 +67,28 @@ def run_fid_stats(args: argparse.Namespace) -> int:
 
 
 def add_fid_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("a", help="folder or .zip of images, or a statistics .npz")
-    p.add_argument("b", help="folder or .zip of images, or a statistics .npz")
-    p.add_argument("--image-size", type=image_size, help="resize images to N or HxW first")
-    p.add_argument("--json", type=Path, help="also write the result as JSON")
-    add_resize_arg(p)
-    add_split_arg(p)
+    g = group(p, "data")
+    g.add_argument("a", help="folder or .zip of images (any --data form), or a statistics .npz")
+    g.add_argument("b", help="the same, for the other set")
+    g.add_argument(
+        "--image-size",
+        type=image_size,
+        help="resize images to N or HxW first (default: each set's own size)",
+    )
+    add_resize_arg(g)
+    add_split_arg(g)
+    json_arg(group(p, "output"), "the result")
     add_inception_args(p)
 
 
 def run_fid(args: argparse.Namespace) -> int:
-    from ddpm.evaluate import load_inception, source_stats
+    from ddpm.evaluate import load_inception, load_stats, source_stats
     from ddpm.fid import fid_from_stats
 
     size = parse_size(args.image_size) if args.image_size else None
+    for spec in (args.a, args.b):  # statistics files are checked before any images are read
+        if spec.endswith(".npz"):
+            load_stats(spec)
     needs_net = not (args.a.endswith(".npz") and args.b.endswith(".npz"))
     net = load_inception(args.inception, resolve_device(args.device)) if needs_net else None
     a, b = (

@@ -7,15 +7,21 @@ from pathlib import Path
 
 from ddpm.cli.args import (
     GUIDANCE_HELP,
+    SAMPLER_HELP,
     STEPS_HELP,
     VARIANCE_HELP,
+    add_device_arg,
+    add_quiet_arg,
     add_speed_args,
     add_weights_args,
-    device_name,
     fast_path,
+    group,
     nonneg_float,
+    output_file,
+    output_folder,
     positive_int,
     resolve_device,
+    say_which_checkpoint,
     seed_int,
 )
 from ddpm.diffusion import VARIANCES
@@ -24,54 +30,80 @@ from ddpm.unet import ConfigError
 
 
 def add_sample_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    g = group(p, "model")
+    g.add_argument(
         "--checkpoint",
         required=True,
         type=Path,
-        help="a checkpoint (.pt), a safetensors export (`ddpm export`), or a diffusers "
-        "UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors, with its "
-        "scheduler config)",
+        help="a checkpoint (.pt), a run folder (its newest checkpoint), a safetensors export "
+        "(`ddpm export`), or a diffusers UNet2DModel folder (config.json + "
+        "diffusion_pytorch_model.safetensors, with its scheduler config)",
     )
-    p.add_argument(
+    add_weights_args(g)
+    g = group(p, "sampling")
+    g.add_argument(
         "--n",
         type=positive_int,
         help="number of images (default 64; with --grid-by-class, per class: default 8)",
     )
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim")
-    p.add_argument("--steps", type=positive_int, help=STEPS_HELP)
-    p.add_argument("--eta", type=nonneg_float, default=0.0, help="DDIM noise (0: deterministic)")
-    p.add_argument(
+    g.add_argument("--sampler", choices=SAMPLERS, default="ddim", help=SAMPLER_HELP)
+    g.add_argument("--steps", type=positive_int, help=STEPS_HELP)
+    g.add_argument(
+        "--eta",
+        type=nonneg_float,
+        default=0.0,
+        help="DDIM noise: 0 deterministic, 1 ancestral sampling on the DDIM steps (better for "
+        "small, briefly trained models such as the default digits)",
+    )
+    g.add_argument(
         "--spacing",
         choices=SPACINGS,
         help="timesteps of ddim / dpm-solver / heun: leading (DDIM's), trailing (start at T) or "
         "karras (EDM's ρ=7 noise levels); default: karras for heun, leading otherwise",
     )
-    p.add_argument("--variance", choices=VARIANCES, help=VARIANCE_HELP)
-    p.add_argument(
+    g.add_argument("--variance", choices=VARIANCES, help=VARIANCE_HELP)
+    g.add_argument(
         "--clip",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="clip the x_0 prediction to [-1, 1] (default: on for images, as Ho et al.; "
         "points and sequences are standardised, not confined to [-1, 1]: off)",
     )
-    p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument(
+    g.add_argument("--seed", type=seed_int, default=0, help="image i depends on (seed, i) only")
+    g.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=256,
+        help="images per network batch (does not change the images)",
+    )
+    g = group(p, "output")
+    g.add_argument(
         "--out",
-        type=Path,
-        default=Path("samples.png"),
-        help=".png: a grid of images, a scatter plot of points over the data, or curves of "
-        "sequences beside the data; .npy: the samples as an array in the data's units "
-        "(images: uint8 N,C,H,W); .csv: points as rows",
+        type=output_file("samples", "sample grid or array"),
+        default="samples.png",
+        help="the grid of all images (.png, .jpg, .webp or .bmp); a scatter plot of points over "
+        "the data, or curves of sequences beside it; .npy: the samples as an array in the "
+        "data's units (images: uint8 N,C,H,W); .csv: points as rows",
     )
-    p.add_argument("--folder", type=Path, help="also write each image as a PNG here")
-    p.add_argument("--process", type=Path, help="picture of the denoising chain (PNG)")
-    p.add_argument(
-        "--gif", type=Path, help="GIF of the denoising chain (points: the cloud flowing)"
+    g.add_argument(
+        "--folder",
+        type=output_folder("folder of images"),
+        help="also write each image as FOLDER/<index>.png (default: no)",
     )
-    add_weights_args(p)
-    p.add_argument("--device", type=device_name, default="auto")
-    g = p.add_argument_group("class-conditional models (trained with --class-cond)")
+    g.add_argument(
+        "--process",
+        type=output_file("image", "picture of the denoising chain"),
+        help="picture of the denoising chains of the first 8 images, x_T to x_0 (default: no)",
+    )
+    g.add_argument(
+        "--gif",
+        type=output_file("gif", "GIF"),
+        help="animated GIF of those chains (points: the cloud flowing from noise to data; "
+        "default: no; with it alone, the picture is written beside it as .png)",
+    )
+    add_quiet_arg(p)
+    add_device_arg(group(p, "speed"))
+    g = group(p, "class-conditional models (trained with --class-cond)")
     g.add_argument(
         "--class",
         dest="classes",
@@ -128,10 +160,13 @@ def run_sample(args: argparse.Namespace) -> int:
     from ddpm.images import save_grid, save_images
 
     loaded = load_model(args.checkpoint, resolve_device(args.device), args.raw_weights, args.ema)
+    say_which_checkpoint(args.checkpoint, loaded)
     if args.steps is not None and args.steps > loaded.schedule.T:
         raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
     if loaded.data is not None:
         return run_sample_arrays(args, loaded)
+    if args.out.suffix.lower() == ".csv":
+        raise ConfigError(f"--out {args.out}: images are written as a grid picture or .npy")
     args.clip = True if args.clip is None else args.clip
     variance = loaded.variance(args.variance)
     classes, n, nrow = class_plan(args, loaded)
@@ -150,6 +185,7 @@ def run_sample(args: argparse.Namespace) -> int:
         clip=args.clip,
         batch_size=args.batch_size,
         spacing=args.spacing,
+        progress=not args.quiet,
     )
     labels = None
     if loaded.num_classes is None:
@@ -189,7 +225,7 @@ def run_sample(args: argparse.Namespace) -> int:
         drawn = " drawn uniformly" if classes is None else ""
         what = f" (classes{drawn} {kinds}; guidance w={args.guidance:g})"
         if args.folder is not None:
-            write_labels(args.folder, labels, names)
+            write_labels(Path(args.folder), labels, names)
     print(f"wrote {x.shape[0]} samples to {where}{what}")
     if args.process or args.gif:
         m = min(x.shape[0], 8)
@@ -203,6 +239,8 @@ def run_sample(args: argparse.Namespace) -> int:
             class_labels=labels[:m] if labels is not None else None,
             guidance=args.guidance,
             variance=variance,
+            eta=args.eta,
+            progress=not args.quiet,
         )
         png = args.process or args.gif.with_suffix(".png")
         save_process(frames, png, args.gif)

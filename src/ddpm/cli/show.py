@@ -7,11 +7,15 @@ import argparse
 from pathlib import Path
 
 from ddpm.cli.args import (
+    SAMPLER_HELP,
     STEPS_HELP,
     VARIANCE_HELP,
+    HelpFormatter,
+    add_device_arg,
     add_split_arg,
-    device_name,
     image_size,
+    nonneg_float,
+    output_file,
     positive_int,
     resolve_device,
     seed_int,
@@ -29,19 +33,39 @@ def _data_args(p: argparse.ArgumentParser, n: int) -> None:
     p.add_argument("--data", help="any `ddpm train --data` form (default: the bundled digits)")
     add_split_arg(p)
     p.add_argument("--image-size", type=image_size, help="N or HxW (default: the data's own)")
-    p.add_argument("--channels", type=int, choices=(1, 3), help="default: the data's own")
-    p.add_argument("--resize", choices=("center-crop", "squash", "bbox"), default="center-crop")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="1 or 3 (default: the data's own)")
+    p.add_argument(
+        "--resize",
+        choices=("center-crop", "squash", "bbox"),
+        default="center-crop",
+        help="how --image-size is reached, as in `ddpm train`",
+    )
     p.add_argument("--n", type=positive_int, default=n, help=f"images (default {n})")
     p.add_argument("--seed", type=seed_int, default=0, help="which images, and the noise")
 
 
 def add_show_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="what", required=True, metavar="PICTURE")
-    d = sub.add_parser("data", help="a grid of training images", description="A grid of images.")
-    _data_args(d, 32)
-    d.add_argument("--out", type=Path, default=Path("data.png"))
 
-    f = sub.add_parser(
+    def add(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, prog=f"ddpm show {name}", formatter_class=HelpFormatter, **kwargs
+        )
+
+    def picture(q: argparse.ArgumentParser, default: str | None, what: str) -> None:
+        q.add_argument(
+            "--out",
+            type=output_file("image", what),
+            default=default,
+            help=f"the {what} to write (.png, .jpg, .webp or .bmp)"
+            + ("" if default else " (default: RUN/curves.png)"),
+        )
+
+    d = add("data", help="a grid of training images", description="A grid of images.")
+    _data_args(d, 32)
+    picture(d, "data.png", "grid")
+
+    f = add(
         "forward",
         help="the forward process on real images",
         description="Images noised by q(x_t | x_0) (Ho et al. eq. 4) at evenly spaced t: the "
@@ -50,25 +74,25 @@ def add_show_args(p: argparse.ArgumentParser) -> None:
     )
     _data_args(f, 4)
     f.add_argument("--columns", type=positive_int, default=10, help="values of t (default 10)")
-    f.add_argument("--schedule", choices=SCHEDULES, default="linear")
-    f.add_argument("--T", type=positive_int, default=300)
+    f.add_argument("--schedule", choices=SCHEDULES, default="linear", help="the noise schedule")
+    f.add_argument("--T", type=positive_int, default=300, help="number of diffusion steps T")
     f.add_argument("--beta-start", type=unit_float, help="default 1e-4 (not for cosine)")
     f.add_argument("--beta-end", type=unit_float, help="default 0.02 (not for cosine)")
-    f.add_argument("--out", type=Path, default=Path("forward.png"))
+    picture(f, "forward.png", "picture")
 
-    s = sub.add_parser(
+    s = add(
         "schedules",
         help="alpha-bar and log SNR of every schedule",
         description="ᾱ_t and log SNR against t/T for linear, cosine, quadratic and sigmoid at "
         "--T steps, and the reference tutorial's linear schedule at T = 300.",
     )
-    s.add_argument("--T", type=positive_int, default=1000)
-    s.add_argument("--out", type=Path, default=Path("schedules.png"))
+    s.add_argument("--T", type=positive_int, default=1000, help="number of diffusion steps T")
+    picture(s, "schedules.png", "plot")
     s.add_argument(
         "--backend", choices=("auto", "matplotlib", "pillow"), default="auto", help=BACKEND_HELP
     )
 
-    r = sub.add_parser(
+    r = add(
         "reverse",
         help="the reverse process of a trained model",
         description="Snapshots of x_t from x_T (left) to x_0 (right), one row per sample.",
@@ -79,18 +103,28 @@ def add_show_args(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="a checkpoint, safetensors export or diffusers folder",
     )
-    r.add_argument("--n", type=positive_int, default=8)
-    r.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
+    r.add_argument("--n", type=positive_int, default=8, help="chains (one row each)")
+    r.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help=SAMPLER_HELP)
     r.add_argument("--steps", type=positive_int, help=STEPS_HELP)
+    r.add_argument(
+        "--eta", type=nonneg_float, default=0.0, help="DDIM noise: 0 deterministic, 1 ancestral"
+    )
     r.add_argument("--variance", choices=VARIANCES, help=VARIANCE_HELP)
-    r.add_argument("--frames", type=positive_int, default=10)
-    r.add_argument("--seed", type=seed_int, default=0)
-    r.add_argument("--clip", action=argparse.BooleanOptionalAction, default=True)
-    r.add_argument("--device", type=device_name, default="auto")
-    r.add_argument("--out", type=Path, default=Path("process.png"))
-    r.add_argument("--gif", type=Path, help="also an animated GIF")
+    r.add_argument("--frames", type=positive_int, default=10, help="snapshots per chain")
+    r.add_argument("--seed", type=seed_int, default=0, help="chain i depends on (seed, i) only")
+    r.add_argument(
+        "--clip",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="clip each x_0 prediction to [-1, 1]",
+    )
+    add_device_arg(r)
+    picture(r, "process.png", "picture")
+    r.add_argument(
+        "--gif", type=output_file("gif", "GIF"), help="also an animated GIF (default: no)"
+    )
 
-    c = sub.add_parser(
+    c = add(
         "curves",
         help="a run's loss and FID curves",
         description="The loss curve (and the FID curve, when measured) of a training run.",
@@ -98,7 +132,7 @@ def add_show_args(p: argparse.ArgumentParser) -> None:
     c.add_argument(
         "run_dir", metavar="RUN", type=Path, help="a run folder (ddpm train's --out) or its log.csv"
     )
-    c.add_argument("--out", type=Path, help="default: RUN/curves.png")
+    picture(c, None, "plot")
     c.add_argument(
         "--backend", choices=("auto", "matplotlib", "pillow"), default="auto", help=BACKEND_HELP
     )
@@ -148,6 +182,7 @@ def run_show(args: argparse.Namespace) -> int:
             args.frames,
             args.clip,
             variance=variance,
+            eta=args.eta,
         )
         save_process(frames, args.out, args.gif)
         path = args.out

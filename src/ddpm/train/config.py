@@ -78,10 +78,17 @@ class TrainConfig:
     sample_every: int = 600
     checkpoint_every: int = 300
     keep_checkpoints: int = 2
+    # Sample grids: DDIM-50 with eta 1 (stochastic) scored as well as 1000-step ancestral
+    # sampling on the default run's digits and clearly better than eta 0 or DPM-Solver-20
+    # (docs/benchmarks.md, "End-of-training sampler"); FID during training keeps eta 0.
     sample_sampler: str = "ddim"
     sample_steps: int = 50
+    sample_eta: float = 1.0
     num_samples: int = 64
     sample_clip: bool = True  # clip x_0 predictions to [-1, 1] when sampling (as Ho et al.)
+    # a sample grid may take this fraction of the training time before it (at least 30 s);
+    # beyond that it is drawn with fewer DDIM steps (`ddpm.generate.picture_plan`)
+    picture_budget: float = 0.25
     device: str = "auto"
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on the CPU)
     compile: bool = False  # torch.compile the model in place (falls back to eager if it can't)
@@ -173,6 +180,8 @@ class TrainConfig:
             ("snapshot_minutes", all(m > 0 for m in self.snapshot_minutes), "positive numbers"),
             ("cond_drop", 0 <= self.cond_drop < 1, "a probability in [0, 1)"),
             ("ddp_bucket_mb", self.ddp_bucket_mb > 0, "a positive number"),
+            ("picture_budget", self.picture_budget >= 0, "a non-negative number"),
+            ("sample_eta", self.sample_eta >= 0, "a non-negative number"),
             (
                 "device",
                 self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),

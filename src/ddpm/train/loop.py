@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from ddpm import checkpoint as ckpt_io
 from ddpm.arrayplots import save_samples
@@ -28,8 +29,11 @@ from ddpm.arrays import ArrayDataset, array_batches
 from ddpm.conditioning import guided
 from ddpm.data import ImageDataset, batches
 from ddpm.diffusion import eps_model
+from ddpm.generate import counted, picture_plan, seconds_per_evaluation
 from ddpm.images import save_grid
-from ddpm.samplers import per_sample_noise, sample, sample_generators
+from ddpm.paths import check_output_folder
+from ddpm.progress import Progress
+from ddpm.samplers import network_evaluations, per_sample_noise, sample, sample_generators
 from ddpm.schedule import NoiseSchedule
 from ddpm.speed import compile_model, mark_step
 from ddpm.timesteps import make_timestep_sampler
@@ -51,13 +55,27 @@ from ddpm.train.step import train_step
 from ddpm.train.tensorboard import TensorBoard
 from ddpm.unet import ConfigError
 
+PICTURE_FLOOR_S = 30.0  # a sample grid may always take this long, however short the run
+
 
 @torch.no_grad()
-def sample_grid(state: TrainState, schedule: NoiseSchedule, cfg: TrainConfig, shape, path: Path):
+def sample_grid(
+    state: TrainState,
+    schedule: NoiseSchedule,
+    cfg: TrainConfig,
+    shape,
+    path: Path,
+    budget_s: float | None = None,
+    progress: bool = False,
+) -> tuple[Tensor, tuple[str, int | None, float]]:
     """A grid of `num_samples` images from the EMA weights, the same seeds every time; for a
-    class-conditional model one class per row (the first classes), unguided. Returns the
-    images (B, C, H, W) in [-1, 1]. For points and sequences, a plot of the samples beside the
-    data (`ddpm.arrayplots.save_samples`; the classes in turn), and None."""
+    class-conditional model one class per row (the first classes), unguided. For points and
+    sequences, a plot of the samples beside the data (`ddpm.arrayplots.save_samples`; the
+    classes in turn) instead of a grid.
+
+    With `budget_s`, the sampler is cut down to fit that many seconds (`picture_plan`, from
+    one timed network call). Returns the images (B, C, H, W) in [-1, 1] (None for points and
+    sequences) and the (sampler, steps, eta) that drew them."""
     model = state.ema.model
     device = next(model.parameters()).device
     info = state.data_info
@@ -71,15 +89,21 @@ def sample_grid(state: TrainState, schedule: NoiseSchedule, cfg: TrainConfig, sh
         y = (i // nrow if info is None else i) % state.num_classes
         model = guided(model, y)  # type: ignore[arg-type]
     net = eps_model(model, schedule, cfg.prediction)  # type: ignore[arg-type]
-    steps = grid_steps(cfg, schedule.T)
+    sampler, steps, eta = cfg.sample_sampler, grid_steps(cfg, schedule.T), cfg.sample_eta
+    if budget_s is not None:
+        per_eval = seconds_per_evaluation(net, shape, n, device)
+        sampler, steps, eta = picture_plan(sampler, steps, eta, schedule.T, per_eval, budget_s)
     clip = cfg.sample_clip and info is None  # [-1, 1] is the images' range only
-    x = sample(cfg.sample_sampler, net, schedule, x_T, steps, clip=clip, generator=gens)
+    total = network_evaluations(sampler, steps, schedule.T)
+    with Progress(total, f"sample grid ({sampler})", enabled=progress, leave=False) as bar:
+        net = counted(net, bar)
+        x = sample(sampler, net, schedule, x_T, steps, eta, clip=clip, generator=gens)
     if info is not None:
         labels = y.cpu() if y is not None else None
         save_samples(info.scaler.invert(x.cpu()).numpy(), path, info, labels)
-        return None
+        return None, (sampler, steps, eta)
     save_grid(x, path, nrow)
-    return x
+    return x, (sampler, steps, eta)
 
 
 PLOT_SAMPLES = {"points": 2000, "sequences": 64}  # samples in a preview plot
@@ -89,6 +113,12 @@ def grid_steps(cfg: TrainConfig, T: int) -> int | None:
     """The steps of the periodic grids and FID: sample_steps for DDIM / DPM-Solver, and all T
     (None) for DDPM, whose grids have always run the whole chain."""
     return None if cfg.sample_sampler == "ddpm" else min(cfg.sample_steps, T)
+
+
+def picture_budget(cfg: TrainConfig, seconds: float) -> float:
+    """Seconds a picture may take after `seconds` of training: cfg.picture_budget of them,
+    and at least PICTURE_FLOOR_S."""
+    return max(PICTURE_FLOOR_S, cfg.picture_budget * seconds)
 
 
 class StopRequested:
@@ -211,6 +241,8 @@ class TrainResult:
     losses: list[tuple[int, float]]
     nonfinite_total: int
     fids: list[tuple[int, float]] = field(default_factory=list)  # (step, FID) of --eval-every
+    train_seconds: float = 0.0  # wall-clock time up to the last grid, without the grids
+    last_grid: tuple[str, int | None] | None = None  # (sampler, steps) of the last sample grid
 
 
 def train(
@@ -225,24 +257,27 @@ def train(
 ) -> TrainResult:
     """Run (or resume) training to cfg.steps. `announce` receives a summary of the run.
     `stop_after` stops early at that step (as a signal would) and `inject_nan_at` poisons the
-    loss at those steps: both exist for tests.
+    loss at those steps: both exist for tests. Sample grids take at most cfg.picture_budget
+    of the training time before them (`picture_budget`).
 
     `dist` None joins the job torchrun started, if any (`distributed.init`); with several
     processes each trains on its rows of every global batch in DistributedDataParallel, and
-    rank 0 alone writes files.
+    rank 0 alone writes files (and shows progress).
     """
-    from tqdm import tqdm
-
+    check_output_folder(cfg.out, "run folder")
     dist = distributed.init(cfg.device, cfg.batch_size) if dist is None else dist
     distributed.check_batch(cfg.batch_size, dist.world_size)
     main, W = dist.is_main, dist.world_size
+    progress = progress and main
+    if main and resume is None:  # before the data is decoded: a folder that cannot be made
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)  # stops the run at once
     evaluator = make_fid_evaluator(cfg, dist) if cfg.eval_every is not None else None
     fids: list[tuple[int, float]] = []
 
     def read(resume: str, out: str) -> tuple[Path, dict]:  # rank 0 reads, the others receive
         return dist.on_main(lambda: read_resume(resume, out))
 
-    device, data, arch, model_cfg, state = setup(cfg, data, resume, dist.device, read)
+    device, data, arch, model_cfg, state = setup(cfg, data, resume, dist.device, read, progress)
     distributed.seed_process(cfg.seed, dist, state.step)  # dropout: a generator per process
     cfg = clamp_batch_size(cfg, len(data), W)
     if cfg.epochs is not None:  # whole passes over the data, as many steps as that takes
@@ -304,13 +339,10 @@ def train(
     t_start = t_last  # the budget and snapshot clocks start here: data decoding excluded
     deadline = None if cfg.max_minutes is None else t_start + 60 * cfg.max_minutes
     snapshots = Snapshots(out, cfg.snapshot_minutes if main else (), t_start)
-    bar = tqdm(
-        total=cfg.steps,
-        initial=state.step,
-        disable=not (progress and main),
-        unit="step",
-        dynamic_ncols=True,
-    )
+    bar = Progress(cfg.steps, "training", "step", progress, initial=state.step)
+    train_seconds = 0.0  # wall-clock time of the run without its sample grids
+    last_grid = None
+    t_grid = time.perf_counter()  # the end of the previous grid (or the start)
 
     state.model.train()
     with StopRequested() as stop:
@@ -368,13 +400,19 @@ def train(
                 loss_sum.zero_(), ok_count.zero_(), worst_run.zero_()
                 t_last, step_last = time.perf_counter(), step
 
-            if main and (step % cfg.sample_every == 0 or last):
-                grid = sample_grid(
-                    state, schedule, cfg, shape, out / "samples" / f"step-{step:07d}.png"
-                )
-                if grid is not None:
-                    log.grid(step, grid)
-                state.model.train()
+            if step % cfg.sample_every == 0 or last:
+                elapsed = time.perf_counter() - t_grid
+                train_seconds += elapsed
+                if main:
+                    path = out / "samples" / f"step-{step:07d}.png"
+                    budget = picture_budget(cfg, elapsed)
+                    grid, last_grid = sample_grid(
+                        state, schedule, cfg, shape, path, budget, progress
+                    )
+                    if grid is not None:
+                        log.grid(step, grid)
+                    state.model.train()
+                t_grid = time.perf_counter()
             if evaluator is not None and (step % cfg.eval_every == 0 or last):
                 fid = evaluate_fid(evaluator, state, schedule, cfg, arch, model_cfg, log, main)
                 fids.append((step, fid))
@@ -396,4 +434,14 @@ def train(
     snapshots.wait()
     log.close()
     log.plot(out / "loss.png")
-    return TrainResult(state.step, out, last_ckpt, stopped, losses, state.nonfinite_total, fids)
+    return TrainResult(
+        state.step,
+        out,
+        last_ckpt,
+        stopped,
+        losses,
+        state.nonfinite_total,
+        fids,
+        train_seconds,
+        last_grid,
+    )

@@ -162,7 +162,7 @@ def make_model(
     return spec.arch, config_dict(model), model
 
 
-def load_training_data(cfg: TrainConfig) -> Dataset | ArrayDataset:
+def load_training_data(cfg: TrainConfig, progress: bool = False) -> Dataset | ArrayDataset:
     if is_array_spec(cfg.data):
         assert cfg.data is not None
         return load_arrays(cfg.data, cfg.split, cfg.pad_sequences)
@@ -179,6 +179,7 @@ def load_training_data(cfg: TrainConfig) -> Dataset | ArrayDataset:
         stream=cfg.stream,
         workers=cfg.data_workers,
         cache_limit_gb=cfg.cache_limit_gb,
+        progress=progress,
     )
 
 
@@ -295,13 +296,12 @@ def _classes(names: list[str] | None) -> str:
 
 def find_resume(resume: str, out: str) -> Path:
     """`--resume auto` (or a folder) means the newest checkpoint in the run's folder."""
-    p = Path(out if resume == "auto" else resume)
-    if p.is_dir():
-        found = ckpt_io.list_checkpoints(p)
-        if not found:
-            raise ckpt_io.CheckpointError(f"{p}: no checkpoints (ckpt-*.pt) to resume from")
-        return found[-1]
-    return p
+    if resume == "auto" and not Path(out).is_dir():
+        raise ckpt_io.CheckpointError(
+            f"{out}: no run folder to resume: --resume alone continues the run in --out, "
+            "which must hold its ckpt-<step>.pt files (or give --resume a checkpoint file)"
+        )
+    return ckpt_io.resolve_checkpoint(out if resume == "auto" else resume)
 
 
 def read_resume(resume: str, out: str) -> tuple[Path, dict]:
@@ -316,14 +316,19 @@ def setup(
     resume: str | None = None,
     device: torch.device | None = None,
     read: Callable[[str, str], tuple[Path, dict]] = read_resume,
+    progress: bool = False,
 ):
     """Build data, model, EMA, optimizer and schedule; restore a checkpoint if resuming.
 
     `device` None means cfg.device; `read` loads the checkpoint to resume from (under DDP:
-    on rank 0, handed to the others)."""
+    on rank 0, handed to the others), before the data is read, so that a bad checkpoint stops
+    the run at once; `progress` shows the decoding of the data."""
     device = resolve_device(cfg.device) if device is None else device
+    ckpt = path = None
+    if resume is not None:
+        path, ckpt = read(resume, cfg.out)
     torch.manual_seed(cfg.seed)
-    data = data if data is not None else load_training_data(cfg)
+    data = data if data is not None else load_training_data(cfg, progress)
     classes = data_classes(cfg, data)
     arch, model_cfg, model = make_model(cfg, data, len(classes[0]) if classes else None)
     model.to(device)
@@ -340,7 +345,6 @@ def setup(
         class_counts=classes[1] if classes else None,
         data_info=data.info() if isinstance(data, ArrayDataset) else None,
     )
-    if resume is not None:
-        path, ckpt = read(resume, cfg.out)
+    if ckpt is not None and path is not None:
         restore(state, ckpt, arch, model_cfg, path)
     return device, data, arch, model_cfg, state

@@ -1,0 +1,95 @@
+"""The quality-per-minute pictures from `fid_sweep.py` results: FID against training minutes
+(each run's snapshot-<m>min checkpoints, EMA weights, one sampler) and FID against network
+evaluations for each sampler at the first run's last snapshot. Prints both as tables.
+
+    python benchmarks/quality_curve.py --run ours=docs/results/cifar10-recipe-2026-11-27.json \
+        --run diffusers=peer.json --out docs/cifar10-quality.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from ddpm.plots import Panel, Series, plot
+
+MINUTES = re.compile(r"snapshot-([0-9.]+)min")
+
+
+def minutes(row: dict) -> float | None:
+    """The training minutes of a row's checkpoint, read from its snapshot name."""
+    m = MINUTES.search(Path(row["checkpoint"]).name)
+    return float(m.group(1)) if m else None
+
+
+def curve(rows: list[dict], sampler: str, steps: int) -> list[tuple[float, float]]:
+    """(minutes, FID) of the EMA weights sampled with `sampler` at `steps`, by minutes."""
+    points = {
+        minutes(r): r["fid"]
+        for r in rows
+        if r["weights"] == "ema"
+        and r["sampler"] == sampler
+        and r["steps"] == steps
+        and not r.get("spacing")
+        and minutes(r) is not None
+    }
+    return sorted(points.items())
+
+
+def by_nfe(rows: list[dict], at: float) -> dict[str, list[tuple[int, float]]]:
+    """For each sampler (and spacing), (NFE, FID) of the EMA weights at `at` minutes."""
+    out: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for r in rows:
+        if r["weights"] == "ema" and minutes(r) == at:
+            name = r["sampler"] + (f" ({r['spacing']})" if r.get("spacing") else "")
+            out[name].append((r["nfe"], r["fid"]))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", action="append", required=True, help="LABEL=SWEEP.json")
+    p.add_argument("--sampler", default="ddim", help="the curve's sampler (default: ddim)")
+    p.add_argument("--steps", type=int, default=50, help="the curve's steps (default: 50)")
+    p.add_argument("--out", type=Path, help="PNG with both panels")
+    args = p.parse_args()
+
+    time_panel = Panel(
+        f"FID-10k ({args.sampler}-{args.steps}, EMA)", "training minutes", "FID", logy=True
+    )
+    nfe_panel = Panel(
+        "FID-10k at the first run's last snapshot", "network evaluations", "FID", logy=True
+    )
+    print(f"| run | minutes | FID ({args.sampler}-{args.steps}) |\n|---|---:|---:|")
+    for k, spec in enumerate(args.run):
+        label, _, path = spec.partition("=")
+        rows = json.loads(Path(path).read_text())
+        points = curve(rows, args.sampler, args.steps)
+        if not points:
+            continue
+        for m, fid in points:
+            print(f"| {label} | {m:g} | {fid:.2f} |")
+        time_panel.series.append(Series(label, [m for m, _ in points], [f for _, f in points]))
+        if k > 0:
+            continue
+        for name, pts in by_nfe(rows, points[-1][0]).items():
+            nfe_panel.series.append(
+                Series(f"{label} {name}", [n for n, _ in pts], [f for _, f in pts])
+            )
+    print("\n| sampler at the last snapshot | NFE | FID |\n|---|---:|---:|")
+    for s in nfe_panel.series:
+        for n, f in zip(s.x, s.y):
+            print(f"| {s.label} | {n} | {f:.2f} |")
+    if args.out:
+        plot([time_panel, nfe_panel], args.out)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
