@@ -92,7 +92,7 @@ def test_points_through_the_cli(tmp_path, capsys, tiny_nets):
     with pytest.raises(SystemExit) as exit_:  # a bad suffix is a parse error (issue 16)
         main([*base, "--out", str(tmp_path / "s.txt")])
     assert exit_.value.code == 2
-    assert "a sample grid or array must end in" in capsys.readouterr().err
+    assert "a sample grid must end in" in capsys.readouterr().err
     assert not (tmp_path / "c.npy").exists()
 
     out = tmp_path / "eval.json"

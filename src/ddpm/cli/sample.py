@@ -79,7 +79,7 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
     g = group(p, "output")
     g.add_argument(
         "--out",
-        type=output_file("samples", "sample grid or array"),
+        type=output_file("samples", "sample grid"),
         default="samples.png",
         help="the grid of all images (.png, .jpg, .webp or .bmp); a scatter plot of points over "
         "the data, or curves of sequences beside it; .npy: the samples as an array in the "
