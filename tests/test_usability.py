@@ -55,7 +55,7 @@ def tiny_run(tmp_path):
         (["--out", "x.txt"], "x.txt: a sample grid must end in .png"),
         (
             ["--out", "grid"],
-            "grid: a sample grid must end in .png, .jpg, .jpeg, .webp, .bmp; got no",
+            "grid: a sample grid must end in .png, .jpg, .jpeg, .webp, .bmp, .npy, .csv; got no",
         ),
         (["--gif", "chain.png"], "chain.png: a GIF must end in .gif"),
         (["--process", "chain.gif"], "chain.gif: a picture of the denoising chain must end in"),

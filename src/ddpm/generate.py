@@ -1,5 +1,6 @@
 """From a checkpoint to pictures: load the model, sample in batches with per-image seeds,
-and record the denoising process."""
+and record the denoising process. Points and sequences come out standardised, as the network
+sees them; `Loaded.to_data` maps them back to the data's units."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ddpm import arrayplots
+from ddpm.arrays import ArrayInfo
 from ddpm.checkpoint import CheckpointError
 from ddpm.conditioning import class_weights, draw_classes, guided
 from ddpm.diffusion import eps_model
@@ -45,7 +48,7 @@ class Loaded:
     model: nn.Module
     schedule: NoiseSchedule
     prediction: str
-    shape: tuple[int, int, int]  # (C, H, W) of the training images
+    shape: tuple[int, ...]  # one training sample: (C, H, W), (C, L) or (D,)
     step: int
     bf16: bool = False  # run the network under bf16 autocast (CUDA only; see `speed_up`)
     fixed_batch: bool = False  # compiled for one batch size: pad a short last batch to it
@@ -127,6 +130,17 @@ class Loaded:
             )
         return variance
 
+    data: ArrayInfo | None = None  # points / sequences: the scaler, classes (None: images)
+
+    @property
+    def kind(self) -> str:
+        return "images" if self.data is None else self.data.kind
+
+    def to_data(self, x: Tensor) -> Tensor:
+        """Samples in the data's units: de-standardised points / sequences; images as they
+        are (in [-1, 1])."""
+        return x if self.data is None else self.data.scaler.invert(x.cpu())
+
 
 def speed_up(
     loaded: Loaded,
@@ -161,7 +175,8 @@ def load_model(
         model = build_model(mf.arch, mf.model_config)
         model.load_state_dict(mf.state_dict)
         schedule = mf.noise_schedule()
-    except (KeyError, RuntimeError, ConfigError, TypeError, ScheduleError) as e:
+        data = ArrayInfo.from_dict(mf.data) if mf.data is not None else None
+    except (KeyError, RuntimeError, ConfigError, TypeError, ValueError, ScheduleError) as e:
         raise CheckpointError(f"{path}: checkpoint is incomplete or inconsistent ({e})") from None
     if mf.shape is None:
         raise CheckpointError(f"{path}: checkpoint does not record the image shape")
@@ -175,6 +190,7 @@ def load_model(
         origin=mf.origin,
         class_names=mf.class_names,
         class_counts=mf.class_counts,
+        data=data,
     )
 
 
@@ -195,8 +211,9 @@ def generate(
     guidance: float = 0.0,
     progress: bool = False,
 ) -> Tensor:
-    """n images (n, C, H, W) in [-1, 1]; image i is a function of (seed, first_index + i) only
-    (and, for a class-conditional model, of its class).
+    """n images (n, C, H, W) in [-1, 1] (or n standardised points (n, D) / sequences (n, C, L));
+    image i is a function of (seed, first_index + i) only (and, for a class-conditional model,
+    of its class).
 
     `steps` None means 50 for DDIM / DPM-Solver and all T for DDPM (K: the respaced chain).
     `variance` None means the model's learned one if it has it, else "small" (DDPM only).
@@ -314,6 +331,56 @@ def _labels(
     return loaded.check_labels(class_labels, n)
 
 
+def chain_snapshots(
+    loaded: Loaded,
+    n: int = 8,
+    seed: int = 0,
+    sampler: str = "ddpm",
+    steps: int | None = None,
+    frames: int = 10,
+    clip: bool = False,
+    class_labels: Tensor | None = None,
+    guidance: float = 0.0,
+    variance: str | None = None,
+    eta: float = 0.0,
+    progress: bool = False,
+) -> tuple[list[int], list[Tensor]]:
+    """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0, and the
+    timestep of each (-1 for the final x_0). Arguments as `denoising_process`."""
+    variance = loaded.variance(variance)
+    if steps is None and sampler != "ddpm":
+        steps = DEFAULT_STEPS
+    device = next(loaded.model.parameters()).device
+    labels = _labels(loaded, n, seed, 0, class_labels, guidance)
+    gens = sample_generators(seed, range(n), device)
+    x_T = per_sample_noise(loaded.shape, gens, device)
+    total = loaded.schedule.T if steps is None else steps
+    keep = {round(k * (total - 1) / max(frames - 1, 1)) for k in range(frames - 1)}
+    snaps: list[Tensor] = []
+    times: list[int] = []
+
+    def record(i: int, t: int, x_t: Tensor, x0: Tensor) -> None:
+        if i in keep:
+            snaps.append(x_t.cpu())
+            times.append(t)
+
+    calls = network_evaluations(sampler, steps, loaded.schedule.T)
+    with Progress(calls, "denoising chain", enabled=progress) as bar:
+        x = sample(
+            sampler,
+            counted(loaded.eps_given(labels, guidance), bar),
+            loaded.schedule,
+            x_T,
+            steps,
+            eta,
+            variance=variance,  # type: ignore[arg-type]
+            clip=clip,
+            generator=gens,
+            callback=record,
+        )
+    return [*times, -1], [*snaps, x.cpu()]
+
+
 def denoising_process(
     loaded: Loaded,
     n: int = 8,
@@ -331,36 +398,21 @@ def denoising_process(
     """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0 (`steps`,
     `eta` and `variance` as in `generate`; for a conditional model: of `class_labels`, drawn
     as in `generate` when None). `progress` counts the network calls."""
-    variance = loaded.variance(variance)
-    if steps is None and sampler != "ddpm":
-        steps = DEFAULT_STEPS
-    device = next(loaded.model.parameters()).device
-    labels = _labels(loaded, n, seed, 0, class_labels, guidance)
-    gens = sample_generators(seed, range(n), device)
-    x_T = per_sample_noise(loaded.shape, gens, device)
-    total = loaded.schedule.T if steps is None else steps
-    keep = {round(k * (total - 1) / max(frames - 1, 1)) for k in range(frames - 1)}
-    snaps: list[Tensor] = []
-
-    def record(i: int, t: int, x_t: Tensor, x0: Tensor) -> None:
-        if i in keep:
-            snaps.append(x_t.cpu())
-
-    calls = network_evaluations(sampler, steps, loaded.schedule.T)
-    with Progress(calls, "denoising chain", enabled=progress) as bar:
-        x = sample(
-            sampler,
-            counted(loaded.eps_given(labels, guidance), bar),
-            loaded.schedule,
-            x_T,
-            steps,
-            eta,
-            variance=variance,  # type: ignore[arg-type]
-            clip=clip,
-            generator=gens,
-            callback=record,
-        )
-    return [*snaps, x.cpu()]
+    snapshots = chain_snapshots(
+        loaded,
+        n,
+        seed,
+        sampler,
+        steps,
+        frames,
+        clip,
+        class_labels,
+        guidance,
+        variance,
+        eta,
+        progress,
+    )
+    return snapshots[1]
 
 
 def save_process(
@@ -370,3 +422,43 @@ def save_process(
     process_strip(frames).save(png)
     if gif is not None:
         save_gif(frames, gif)
+
+
+def save_array_process(
+    loaded: Loaded,
+    png: str | os.PathLike | None,
+    gif: str | os.PathLike | None,
+    seed: int = 0,
+    sampler: str = "ddim",
+    steps: int | None = 100,
+) -> None:
+    """The denoising chain of points (the cloud flowing from noise to data: 1,000 points) or
+    of sequences (4 curves), in the data's units: a strip of 6 snapshots and/or a GIF."""
+    assert loaded.data is not None
+    points = loaded.kind == "points"
+    n = 1000 if points else 4
+    K = loaded.num_classes
+    labels = torch.arange(n) % K if K else None
+    total = loaded.schedule.T if sampler == "ddpm" else int(steps or 50)
+    times, frames = chain_snapshots(loaded, n, seed, sampler, steps, total, False, labels)
+    # frames evenly spaced in the signal level √ᾱ_t (from x_T's to x_0's 1), where the chain
+    # changes, rather than in t (most of a linear schedule's steps are nearly pure noise)
+    abar = loaded.schedule.alphas_cumprod.cpu()
+    level = torch.tensor([float(abar[t].sqrt()) if t >= 0 else 1.0 for t in times])
+    goals = torch.linspace(float(level[0]), 1.0, 48 if gif else 6)
+    keep = sorted({int((level - g).abs().argmin()) for g in goals})
+    times, frames = [times[i] for i in keep], [frames[i] for i in keep]
+    data = [loaded.to_data(f).numpy() for f in frames]
+    names = [f"x_t, t = {t + 1}" if t >= 0 else "x_0" for t in times]  # the paper's 1..T
+    if points:
+        ref = loaded.data.reference.numpy() if loaded.data.reference is not None else None
+        images = arrayplots.scatter_frames(data, ref, names)
+    else:
+        images = arrayplots.curve_frames(data, names)
+    if png is not None:
+        pick = sorted({round(k * (len(images) - 1) / 5) for k in range(6)})
+        strip = arrayplots.figure([images[i] for i in pick], 3 if not points else 6)
+        Path(png).parent.mkdir(parents=True, exist_ok=True)
+        strip.save(png)
+    if gif is not None:
+        arrayplots.save_animation(images, gif)

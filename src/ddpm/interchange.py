@@ -67,6 +67,11 @@ def export_model(
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
     model = read_model(src, raw_weights)
+    if model.data is not None:  # the scaler and reference rows have no place in these formats
+        raise ConfigError(
+            f"{src} is a model of {model.data.get('kind', 'points or sequences')}: export "
+            "writes image models only; use the checkpoint itself"
+        )
     try:
         net = build_model(model.arch, model.model_config)
         net.load_state_dict(model.state_dict)

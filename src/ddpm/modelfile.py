@@ -48,6 +48,7 @@ class ModelFile:
     origin: str  # "checkpoint", "safetensors" or "diffusers"
     class_names: list[str] | None = None  # a class-conditional model's classes, by label
     class_counts: list[int] | None = None  # its training labels' histogram
+    data: dict[str, Any] | None = None  # points / sequences: `ddpm.arrays.ArrayInfo.to_dict()`
 
     def noise_schedule(self) -> NoiseSchedule:
         if "betas" in self.schedule:
@@ -88,6 +89,7 @@ def from_checkpoint(
         step=int(ckpt["step"]),
         origin="checkpoint",
         **classes(ckpt),
+        data=ckpt.get("data"),
     )
 
 

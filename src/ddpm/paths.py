@@ -19,6 +19,8 @@ SUFFIXES = {
     "gif": (".gif",),
     "npz": (".npz",),
     "json": (".json",),
+    # `ddpm sample --out`: a grid or plot, or the samples as an array (points: also .csv)
+    "samples": (*IMAGE_SUFFIXES, ".npy", ".csv"),
 }
 
 

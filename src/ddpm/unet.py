@@ -5,14 +5,15 @@ x_t, or, built with `learn_sigma`, to (B, 2C, H, W): the prediction and then the
 output v of Nichol & Dhariwal 2021 §3.1. With `num_classes` set, the class label y is embedded
 and added to the time embedding (`ClassEmbedding`); y = None, or the label `num_classes`, is the
 learned "null" class of classifier-free guidance. Presets are data (`PRESETS`), turned into
-modules by `build_model`.
+modules by `build_model`, which also builds the networks for other data: the U-Net over
+sequences (`ddpm.unet1d`, from the blocks here) and an MLP for points (`ddpm.mlp`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +25,20 @@ class ConfigError(ValueError):
 
 
 def check_size(x: Tensor, factor: int) -> None:
-    """Both sides of (B, C, H, W) must survive `factor`-fold downsampling exactly."""
-    H, W = x.shape[-2:]
-    if H % factor or W % factor:
-        raise ValueError(f"image size {H}x{W} is not divisible by 2^levels = {factor}")
+    """Every spatial side of (B, C, H, W) (or (B, C, L)) must survive `factor`-fold
+    downsampling exactly."""
+    sizes = tuple(x.shape[2:])
+    if any(s % factor for s in sizes):
+        what = "image size" if len(sizes) == 2 else "length"
+        shown = "x".join(map(str, sizes))
+        raise ValueError(f"{what} {shown} is not divisible by 2^levels = {factor}")
+
+
+def conv_nd(dims: int, *args: Any, **kwargs: Any) -> nn.Module:
+    """nn.Conv1d or nn.Conv2d: the building blocks below serve images (2) and sequences (1)."""
+    if dims not in (1, 2):
+        raise ConfigError(f"dims must be 1 or 2, got {dims}")
+    return (nn.Conv1d if dims == 1 else nn.Conv2d)(*args, **kwargs)
 
 
 def timestep_embedding(
@@ -101,6 +112,7 @@ class UNetConfig:
     norm_eps: float = 1e-5  # GroupNorm epsilon (Ho et al.'s TF code and google/ddpm-*: 1e-6)
     downsample_padding: int = 1  # 1: pad every side; 0: right and bottom only (TF's "SAME")
     freq_shift: int = 1  # time-embedding frequencies (`timestep_embedding`; diffusers' default 0)
+    dims: ClassVar[int] = 2  # images; `UNet1DConfig` (ddpm.unet1d) sets 1 (not stored: a ClassVar)
 
     def __post_init__(self) -> None:
         self.channel_mults = tuple(self.channel_mults)
@@ -142,76 +154,91 @@ class UNetConfig:
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv, plus the projected time embedding, GroupNorm-SiLU-dropout-conv, skip."""
+    """GroupNorm-SiLU-conv, plus the projected time embedding, GroupNorm-SiLU-dropout-conv, skip.
+
+    `dims` 2 for images (B, C, H, W), 1 for sequences (B, C, L).
+    """
 
     def __init__(
-        self, c_in: int, c_out: int, t_dim: int, dropout: float, groups: int, eps: float = 1e-5
+        self,
+        c_in: int,
+        c_out: int,
+        t_dim: int,
+        dropout: float,
+        groups: int,
+        eps: float = 1e-5,
+        dims: int = 2,
     ):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, c_in, eps)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.conv1 = conv_nd(dims, c_in, c_out, 3, padding=1)
         self.time_proj = nn.Linear(t_dim, c_out)
         self.norm2 = nn.GroupNorm(groups, c_out, eps)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.conv2 = conv_nd(dims, c_out, c_out, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (as Ho et al.)
         nn.init.zeros_(self.conv2.bias)
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.skip = conv_nd(dims, c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.time_proj(F.silu(emb))[:, :, None, None]
+        e = self.time_proj(F.silu(emb))  # (B, c_out)
+        h = h + e.view(*e.shape, *([1] * (h.ndim - 2)))
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
 
 
 class Attention(nn.Module):
-    """Self-attention over the H*W positions, with a residual connection."""
+    """Self-attention over the N = H*W (or L) positions, with a residual connection."""
 
-    def __init__(self, channels: int, num_heads: int, groups: int, eps: float = 1e-5):
+    def __init__(
+        self, channels: int, num_heads: int, groups: int, eps: float = 1e-5, dims: int = 2
+    ):
         super().__init__()
         if channels % num_heads:
             raise ConfigError(f"{channels} channels do not split into {num_heads} heads")
         self.num_heads = num_heads
         self.norm = nn.GroupNorm(groups, channels, eps)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = nn.Conv2d(channels, channels, 1)
+        self.qkv = conv_nd(dims, channels, 3 * channels, 1)
+        self.proj = conv_nd(dims, channels, channels, 1)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        B, C, H, W = x.shape
+        B, C = x.shape[:2]
+        spatial = x.shape[2:]  # (H, W) or (L,)
+        N = math.prod(spatial)
         heads, d = self.num_heads, C // self.num_heads
-        # Work on tokens (B, H*W, C): the 1x1 convs are linear maps, and q, k, v come out with
+        # Work on tokens (B, N, C): the 1x1 convs are linear maps, and q, k, v come out with
         # a unit-stride head dimension, which the fused (flash) attention kernels require. For
         # a channels-last x the token view is free and the result is channels-last again.
-        tokens = self.norm(x).permute(0, 2, 3, 1).reshape(B, H * W, C)
-        qkv = F.linear(tokens, self.qkv.weight.flatten(1), self.qkv.bias)  # (B, H*W, 3C)
-        q, k, v = qkv.view(B, H * W, 3, heads, d).permute(2, 0, 3, 1, 4)  # (B, heads, H*W, d)
-        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, H * W, C)
+        tokens = self.norm(x).movedim(1, -1).reshape(B, N, C)
+        qkv = F.linear(tokens, self.qkv.weight.flatten(1), self.qkv.bias)  # (B, N, 3C)
+        q, k, v = qkv.view(B, N, 3, heads, d).permute(2, 0, 3, 1, 4)  # (B, heads, N, d)
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C)
         h = F.linear(h, self.proj.weight.flatten(1), self.proj.bias)
-        return x + h.view(B, H, W, C).permute(0, 3, 1, 2)
+        return x + h.view(B, *spatial, C).movedim(-1, 1)
 
 
 class Downsample(nn.Module):
     """A stride-2 3x3 conv. `padding` 1 pads every side; 0 pads one row and column at the
     bottom and right, which is what TensorFlow's "SAME" does here (Ho et al.'s code)."""
 
-    def __init__(self, channels: int, padding: int = 1):
+    def __init__(self, channels: int, padding: int = 1, dims: int = 2):
         super().__init__()
         self.padding = padding
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=padding)
+        self.conv = conv_nd(dims, channels, channels, 3, stride=2, padding=padding)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.padding == 0:
-            x = F.pad(x, (0, 1, 0, 1))
+            x = F.pad(x, (0, 1) * (x.ndim - 2))  # right (and bottom)
         return self.conv(x)
 
 
 class Upsample(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, dims: int = 2):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = conv_nd(dims, channels, channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
@@ -233,23 +260,25 @@ class UNet(nn.Module):
     (not after the last level). Middle: ResBlock, attention, ResBlock. Up path: for each level,
     `num_res_blocks + 1` ResBlocks, each fed the matching down-path activation by concatenation,
     then a nearest-neighbour upsample. Output: GroupNorm, SiLU, 3x3 conv (zero-initialised).
+    The same network over sequences (B, C, L) is `ddpm.unet1d.UNet1D` (config.dims = 1).
     """
 
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = config
-        ch, groups, p, eps = (
+        ch, groups, p, eps, dims = (
             config.base_channels,
             config.norm_groups,
             config.dropout,
             config.norm_eps,
+            config.dims,
         )
         t_dim = 4 * ch
         self.time_mlp = nn.Sequential(nn.Linear(ch, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
         self.class_emb = (
             ClassEmbedding(config.num_classes, t_dim) if config.num_classes is not None else None
         )
-        self.conv_in = nn.Conv2d(config.in_channels, ch, 3, padding=1)
+        self.conv_in = conv_nd(dims, config.in_channels, ch, 3, padding=1)
 
         widths = [ch * m for m in config.channel_mults]
         skip_channels = [ch]
@@ -259,35 +288,35 @@ class UNet(nn.Module):
         for level, width in enumerate(widths):
             blocks, attns = [], []
             for _ in range(config.num_res_blocks):
-                blocks.append(ResBlock(c, width, t_dim, p, groups, eps))
-                attns.append(Attention(width, config.num_heads, groups, eps))
+                blocks.append(ResBlock(c, width, t_dim, p, groups, eps, dims))
+                attns.append(Attention(width, config.num_heads, groups, eps, dims))
                 c = width
                 skip_channels.append(c)
             self.down.append(Level(blocks, attns if level in config.attention_levels else None))
             last = level == len(widths) - 1
             self.downsamplers.append(
-                nn.Identity() if last else Downsample(c, config.downsample_padding)
+                nn.Identity() if last else Downsample(c, config.downsample_padding, dims)
             )
             if not last:
                 skip_channels.append(c)
 
-        self.mid_block1 = ResBlock(c, c, t_dim, p, groups, eps)
-        self.mid_attn = Attention(c, config.num_heads, groups, eps)
-        self.mid_block2 = ResBlock(c, c, t_dim, p, groups, eps)
+        self.mid_block1 = ResBlock(c, c, t_dim, p, groups, eps, dims)
+        self.mid_attn = Attention(c, config.num_heads, groups, eps, dims)
+        self.mid_block2 = ResBlock(c, c, t_dim, p, groups, eps, dims)
 
         self.up = nn.ModuleList()
         self.upsamplers = nn.ModuleList()
         for level, width in reversed(list(enumerate(widths))):
             blocks, attns = [], []
             for _ in range(config.num_res_blocks + 1):
-                blocks.append(ResBlock(c + skip_channels.pop(), width, t_dim, p, groups, eps))
-                attns.append(Attention(width, config.num_heads, groups, eps))
+                blocks.append(ResBlock(c + skip_channels.pop(), width, t_dim, p, groups, eps, dims))
+                attns.append(Attention(width, config.num_heads, groups, eps, dims))
                 c = width
             self.up.append(Level(blocks, attns if level in config.attention_levels else None))
-            self.upsamplers.append(Upsample(c) if level > 0 else nn.Identity())
+            self.upsamplers.append(Upsample(c, dims) if level > 0 else nn.Identity())
 
         self.norm_out = nn.GroupNorm(groups, c, eps)
-        self.conv_out = nn.Conv2d(c, config.out_channels, 3, padding=1)
+        self.conv_out = conv_nd(dims, c, config.out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -417,7 +446,7 @@ class TutorialUNet(nn.Module):
 class ModelSpec:
     """A model as plain data: the architecture's name and its config fields."""
 
-    arch: str  # "unet" or "tutorial"
+    arch: str  # "unet", "tutorial", "unet1d" or "mlp" (see `architectures`)
     config: dict[str, Any] = field(default_factory=dict)
     image_size: tuple[int, int] = (32, 32)  # the resolution the preset was designed for
 
@@ -474,13 +503,59 @@ PRESETS: dict[str, ModelSpec] = {
         },
         (16, 16),
     ),
+    # Points and tabular rows (x_t: (B, D)): 4 residual blocks of width 128 (0.43M parameters
+    # for D = 2), a few thousand steps a minute on a 2-core CPU.
+    "mlp": ModelSpec("mlp", {"width": 128, "num_blocks": 4, "hidden_mult": 2}),
+    # Sequences (x_t: (B, C, L)): the U-Net with 1-D convolutions, 3 levels, attention at L/4
+    # (0.6M parameters for C = 1).
+    "unet1d": ModelSpec(
+        "unet1d",
+        {
+            "base_channels": 32,
+            "channel_mults": (1, 2, 2),
+            "attention_levels": (2,),
+            "num_res_blocks": 2,
+            "dropout": 0.0,
+            "norm_groups": 8,
+        },
+    ),
 }
 
 
-def model_config(arch: str, config: dict[str, Any]) -> UNetConfig | TutorialUNetConfig:
-    cls = {"unet": UNetConfig, "tutorial": TutorialUNetConfig}.get(arch)
-    if cls is None:
-        raise ConfigError(f"unknown architecture {arch!r}; expected 'unet' or 'tutorial'")
+# Which data each architecture takes, and the preset chosen for each kind of data when
+# --preset is not given (images: (C, H, W); sequences: (C, L); points: (D,)).
+ARCH_DATA: dict[str, tuple[str, ...]] = {
+    "unet": ("images",),
+    "tutorial": ("images",),
+    "unet1d": ("sequences",),
+    "mlp": ("points", "sequences"),  # sequences are flattened to C * L features
+}
+DEFAULT_PRESETS: dict[str, str] = {"images": "small", "sequences": "unet1d", "points": "mlp"}
+
+
+def architectures() -> dict[str, tuple[type, type[nn.Module]]]:
+    """arch name -> (config dataclass, network class), as stored in checkpoints.
+
+    The point and sequence networks import their building blocks from this module, so they
+    are looked up when a model is built rather than imported at the top (no import cycle).
+    """
+    from ddpm.mlp import MLPConfig, MLPDenoiser
+    from ddpm.unet1d import UNet1D, UNet1DConfig
+
+    return {
+        "unet": (UNetConfig, UNet),
+        "tutorial": (TutorialUNetConfig, TutorialUNet),
+        "unet1d": (UNet1DConfig, UNet1D),
+        "mlp": (MLPConfig, MLPDenoiser),
+    }
+
+
+def model_config(arch: str, config: dict[str, Any]) -> Any:
+    """The config dataclass of architecture `arch` from plain data (unknown fields refused)."""
+    archs = architectures()
+    if arch not in archs:
+        raise ConfigError(f"unknown architecture {arch!r}; expected one of {', '.join(archs)}")
+    cls = archs[arch][0]
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(config) - known)
     if unknown:
@@ -490,8 +565,7 @@ def model_config(arch: str, config: dict[str, Any]) -> UNetConfig | TutorialUNet
 
 def build_model(arch: str, config: dict[str, Any]) -> nn.Module:
     """Instantiate a network from plain data (as stored in presets and checkpoints)."""
-    cfg = model_config(arch, config)
-    return UNet(cfg) if isinstance(cfg, UNetConfig) else TutorialUNet(cfg)
+    return architectures()[arch][1](model_config(arch, config))
 
 
 def preset(name: str, **overrides: Any) -> ModelSpec:

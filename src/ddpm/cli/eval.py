@@ -1,4 +1,5 @@
-"""`ddpm eval`: FID of a checkpoint's samples and its bits/dim on held-out data."""
+"""`ddpm eval`: FID of a checkpoint's samples and its bits/dim on held-out data; for points
+and sequences, MMD and energy distance to held-out data beside their two reference rows."""
 
 from __future__ import annotations
 
@@ -51,12 +52,23 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
         "(default: no FID)",
     )
     g.add_argument("--nll", action="store_true", help="report bits/dim on --data")
-    g.add_argument("--data", help="held-out images for --nll, any --data form (default: none)")
+    g.add_argument(
+        "--data",
+        help="held-out images for --nll, any --data form; for a model of points or sequences "
+        "the held-out data to compare samples with (toy:NAME draws fresh points; "
+        "timeseries:FOLDER uses its test split) (default: none)",
+    )
     add_split_arg(g)
+    g.add_argument(
+        "--train-data",
+        help="points / sequences: the training data for the floor row (default: the "
+        "checkpoint's --data and --split)",
+    )
     g.add_argument(
         "--n",
         type=positive_int,
-        help="FID samples (default 10000) / --nll test images (default 1000)",
+        help="FID samples (default 10000) / --nll test images (default 1000) / points and "
+        "sequences: rows per compared set (default 2000, at most the data's)",
     )
     g = group(p, "sampling and the bound")
     g.add_argument("--sampler", choices=SAMPLERS, default="ddim", help=SAMPLER_HELP)
@@ -73,8 +85,9 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--clip",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="clip x_0 predictions to [-1, 1] when sampling and in the bound",
+        default=None,
+        help="clip x_0 predictions to [-1, 1] when sampling and in the bound (default: on for "
+        "images; off, and refused, for standardised points and sequences)",
     )
     g.add_argument(
         "--variance",
@@ -126,8 +139,11 @@ def run_eval(args: argparse.Namespace) -> int:
     number); bits/dim runs on rank 0, and rank 0 alone prints and writes."""
     from ddpm.train import distributed
 
-    if args.fid_stats is None and not args.nll:
-        raise ConfigError("nothing to evaluate: give --fid-stats S (FID) and/or --nll --data D")
+    if args.fid_stats is None and not args.nll and args.data is None:
+        raise ConfigError(
+            "nothing to evaluate: give --fid-stats S (FID) and/or --nll --data D (images), "
+            "or --data D (a model of points or sequences)"
+        )
     if args.nll and args.data is None:
         raise ConfigError("--nll needs --data: the held-out images to score")
     if not args.nll and (args.nll_steps is not None or args.nll_t_samples is not None):
@@ -156,6 +172,16 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
     if reference is not None:
         find_inception(args.inception)  # before anything is decoded or sampled
     loaded = load_model(args.checkpoint, "cpu", args.raw_weights, args.ema)
+    if loaded.data is not None:  # points / sequences: one process samples and prints
+        return run_eval_arrays(args, loaded, device) if main else 0
+    if args.train_data is not None:
+        raise ConfigError("--train-data applies to models of points or sequences")
+    if args.fid_stats is None and not args.nll:
+        raise ConfigError(
+            "nothing to evaluate: --data alone is for models of points or sequences; for "
+            "images give --fid-stats S and/or --nll"
+        )
+    args.clip = True if args.clip is None else args.clip
     say_which_checkpoint(args.checkpoint, loaded)
     T = loaded.schedule.T
     if args.steps is not None and args.steps > T:
@@ -253,3 +279,78 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
     if main:
         write_json(args.json, record)
     return 0
+
+
+def run_eval_arrays(args: argparse.Namespace, loaded, device) -> int:
+    """MMD, energy distance (and log-density, modes, TSTR where they apply) of the samples of
+    a points / sequences model against `--data`, beside the floor and the Gaussian baseline."""
+    from ddpm.arrays import load_arrays
+    from ddpm.data import DataError
+    from ddpm.evaluate import SamplerSettings
+    from ddpm.evaluate_arrays import evaluate_model
+
+    kind = loaded.kind
+    if args.fid_stats is not None or args.nll:
+        raise ConfigError(f"FID and --nll are for images; this model is of {kind}")
+    if args.clip:
+        raise ConfigError(f"--clip clips x_0 to [-1, 1], the range of images; {kind} are not")
+    steps = args.steps if args.steps is not None or args.sampler == "ddpm" else DEFAULT_STEPS
+    if steps is not None and steps > loaded.schedule.T:
+        raise ConfigError(f"--steps {steps} exceeds the model's T = {loaded.schedule.T}")
+    if loaded.num_classes is None and args.guidance != 0:
+        raise ConfigError(
+            f"--guidance needs a class-conditional model (trained with --class-cond); "
+            f"{args.checkpoint} is unconditional"
+        )
+    ckpt_cfg = _train_config(args.checkpoint)
+    scaler = loaded.data.scaler
+    pad = bool(ckpt_cfg.get("pad_sequences", False))
+    train_spec = args.train_data or ckpt_cfg.get("data")
+    train_split = None if args.train_data else ckpt_cfg.get("split")
+    # a toy's training reference is drawn from seed 0, its held-out points from seed + 1
+    heldout = load_arrays(
+        args.data, args.split, pad, scaler=scaler, default_split="test", toy_seed=args.seed + 1
+    )
+    train = load_arrays(train_spec, train_split, pad, scaler=scaler, toy_seed=0)
+    for name, d in (("--data", heldout), ("the training data", train)):
+        if d.shape != tuple(loaded.shape):
+            raise DataError(
+                f"{d.source}: {name} has samples of shape {d.shape}; the model's are "
+                f"{tuple(loaded.shape)}"
+            )
+    loaded = dataclasses.replace(
+        loaded, model=loaded.model.to(device), schedule=loaded.schedule.to(device)
+    )
+    settings = SamplerSettings(
+        args.sampler,
+        steps,
+        args.eta,
+        False,  # standardised data is not confined to [-1, 1]
+        args.seed,
+        args.batch_size,
+        loaded.variance(args.variance),
+        args.spacing,
+        args.guidance,
+    )
+    report = evaluate_model(loaded, heldout, train, settings, args.n)
+    weights = "raw" if args.raw_weights else "EMA"
+    print("\n".join(report.lines(f"{weights} weights at step {loaded.step}")))
+    write_json(
+        args.json,
+        {
+            "checkpoint": str(args.checkpoint),
+            "step": loaded.step,
+            "weights": weights.lower(),
+            "sampler": settings.describe(loaded.num_classes is not None),
+            "data": args.data,
+            "train_data": train_spec,
+            **report.as_dict(),
+        },
+    )
+    return 0
+
+
+def _train_config(path: Path) -> dict[str, Any]:
+    from ddpm.checkpoint import load_checkpoint
+
+    return dict(load_checkpoint(path).get("train_config", {}))

@@ -65,8 +65,9 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--clip",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="clip the x_0 prediction to [-1, 1], as Ho et al.",
+        default=None,
+        help="clip the x_0 prediction to [-1, 1] (default: on for images, as Ho et al.; "
+        "points and sequences are standardised, not confined to [-1, 1]: off)",
     )
     g.add_argument("--seed", type=seed_int, default=0, help="image i depends on (seed, i) only")
     g.add_argument(
@@ -78,9 +79,11 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
     g = group(p, "output")
     g.add_argument(
         "--out",
-        type=output_file("image", "sample grid"),
+        type=output_file("samples", "sample grid"),
         default="samples.png",
-        help="the grid of all images (.png, .jpg, .webp or .bmp)",
+        help="the grid of all images (.png, .jpg, .webp or .bmp); a scatter plot of points over "
+        "the data, or curves of sequences beside it; .npy: the samples as an array in the "
+        "data's units (images: uint8 N,C,H,W); .csv: points as rows",
     )
     g.add_argument(
         "--folder",
@@ -95,8 +98,8 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--gif",
         type=output_file("gif", "GIF"),
-        help="animated GIF of those chains (default: no; with it alone, the picture is "
-        "written beside it as .png)",
+        help="animated GIF of those chains (points: the cloud flowing from noise to data; "
+        "default: no; with it alone, the picture is written beside it as .png)",
     )
     add_quiet_arg(p)
     add_device_arg(group(p, "speed"))
@@ -160,6 +163,11 @@ def run_sample(args: argparse.Namespace) -> int:
     say_which_checkpoint(args.checkpoint, loaded)
     if args.steps is not None and args.steps > loaded.schedule.T:
         raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
+    if loaded.data is not None:
+        return run_sample_arrays(args, loaded)
+    if args.out.suffix.lower() == ".csv":
+        raise ConfigError(f"--out {args.out}: images are written as a grid picture or .npy")
+    args.clip = True if args.clip is None else args.clip
     variance = loaded.variance(args.variance)
     classes, n, nrow = class_plan(args, loaded)
     loaded = fast_path(loaded, args)
@@ -201,7 +209,13 @@ def run_sample(args: argparse.Namespace) -> int:
         x = generate(
             loaded, n, on_batch=write, class_labels=labels, guidance=args.guidance, **settings
         )
-    save_grid(x, args.out, nrow)
+    if args.out.suffix.lower() == ".npy":  # the images as uint8 (N, C, H, W)
+        from ddpm.arrays import save_npy
+        from ddpm.data import to_uint8
+
+        save_npy(to_uint8(x).numpy(), args.out)
+    else:
+        save_grid(x, args.out, nrow)
     where = f"{args.out}" + (f" and {args.folder}/" if args.folder else "")
     what = ""
     if labels is not None:
@@ -243,3 +257,64 @@ def write_labels(folder: Path, labels, names: list[str]) -> None:
         w.writerow(["file", "class", "name"])
         for i, c in enumerate(labels.tolist()):
             w.writerow([f"{i:06d}.png", c, names[c]])
+
+
+def run_sample_arrays(args: argparse.Namespace, loaded) -> int:
+    """`ddpm sample` for points and sequences: .npy / .csv / .png, and the chain."""
+    import torch
+
+    from ddpm.arrayplots import save_samples
+    from ddpm.arrays import save_csv, save_npy
+    from ddpm.generate import generate, save_array_process
+
+    kind = loaded.kind
+    suffix = args.out.suffix.lower()
+    allowed = (".npy", ".png") + ((".csv",) if kind == "points" else ())
+    if suffix not in allowed:
+        raise ConfigError(f"--out {args.out}: {kind} are written as {' or '.join(allowed)}")
+    if args.clip:
+        raise ConfigError(
+            f"--clip clips x_0 to [-1, 1], the range of images; {kind} are standardised"
+        )
+    if args.folder is not None:
+        raise ConfigError(f"--folder writes one PNG per image; for {kind} use --out FILE.npy")
+    if args.grid_by_class:
+        raise ConfigError(f"--grid-by-class lays out a grid of images; {kind} are plotted")
+    classes, _, _ = class_plan(args, loaded)  # checks --class / --guidance against the model
+    n = args.n or (2000 if kind == "points" else 64)
+    K = loaded.num_classes
+    cycle = classes if classes is not None else list(range(K)) if K else None
+    labels = torch.tensor([cycle[i % len(cycle)] for i in range(n)]) if cycle else None
+    x = generate(
+        loaded,
+        n,
+        args.seed,
+        args.sampler,
+        args.steps,
+        args.eta,
+        args.variance,
+        False,
+        args.batch_size,
+        spacing=args.spacing,
+        class_labels=labels,
+        guidance=args.guidance,
+    )
+    data = loaded.to_data(x).numpy()
+    written = [str(args.out)]
+    if suffix == ".npy":
+        save_npy(data, args.out)
+        if labels is not None:
+            path = args.out.with_name(args.out.stem + "-labels.npy")
+            save_npy(labels.numpy(), path)
+            written.append(f"{path} (class indices)")
+    elif suffix == ".csv":
+        save_csv(data, args.out, loaded.data.columns)
+    else:
+        save_samples(data, args.out, loaded.data, labels)
+    print(f"wrote {n} {kind} to {' and '.join(written)}")
+    if args.process or args.gif:
+        steps = None if args.sampler == "ddpm" else args.steps
+        save_array_process(loaded, args.process, args.gif, args.seed, args.sampler, steps)
+        shown = [str(p) for p in (args.process, args.gif) if p is not None]
+        print(f"wrote the denoising process to {' and '.join(shown)}")
+    return 0

@@ -47,13 +47,22 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--data",
         help="a folder or .zip of images (class sub-folders give labels), stanford-cars:PATH, "
         "cifar10:PATH (python batches, or class folders / zip), or mnist (default: mnist, "
-        "the 5,000 digits bundled with the install)",
+        "the 5,000 digits bundled with the install); points: toy:NAME (moons, swissroll, "
+        "8gaussians, checkerboard, circles), PATH.npy (N, D) or PATH.csv; sequences: "
+        "PATH.npy (N, C, L) or timeseries:PATH (UCR/UEA .ts file, or a folder of "
+        "*_TRAIN.ts / *_TEST.ts)",
     )
     g.add_argument(
         "--split",
         choices=("train", "test", "both"),
-        help="which split of stanford-cars (default: every split present) or cifar10 "
-        "(default: train)",
+        help="which split of stanford-cars (default: every split present), cifar10 or "
+        "timeseries:FOLDER (default: train)",
+    )
+    g.add_argument(
+        "--pad-sequences",
+        action="store_true",
+        help="pad .ts series of different lengths at the end with their last value (default: "
+        "refuse them)",
     )
     g.add_argument(
         "--image-size",
@@ -109,7 +118,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--class-cond",
         action="store_true",
         help="condition on the data's class labels (class sub-folders, cifar10, stanford-cars, "
-        "mnist); off by default: sub-folder names are not always meant as classes",
+        "mnist, timeseries:PATH); off by default: sub-folder names are not always meant as "
+        "classes",
     )
     g.add_argument(
         "--cond-drop",
@@ -124,7 +134,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         choices=tuple(PRESETS),
         default=d["preset"],
         help="the network: small (1.1M parameters, for the CPU), ddpm-cifar10 (Ho et al.'s "
-        "35.7M CIFAR-10 U-Net), cars64 (64x64), tutorial (DeepFindr's SimpleUnet), ...",
+        "35.7M CIFAR-10 U-Net), cars64 (64x64), tutorial (DeepFindr's SimpleUnet), ...; "
+        "default: from the data: small (images), mlp (points), unet1d (sequences)",
     )
     g.add_argument(
         "--dropout", type=decay_float, help="dropout probability in [0, 1) (default: the preset's)"
@@ -183,7 +194,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--prediction",
         choices=PREDICTIONS,
         default=d["prediction"],
-        help="what the network predicts: the noise eps, the image x0, or v",
+        help="what the network predicts: the noise eps, the image x0, or v (default: eps for "
+        "images, v for points and sequences)",
     )
     g.add_argument(
         "--loss",
@@ -516,6 +528,25 @@ def _train(cfg: TrainConfig, args: argparse.Namespace, dist: Dist) -> int:
     return 0
 
 
+def _array_pictures(cfg, result, loaded, chain: bool) -> list[str]:
+    """The end of a points / sequences run: the last preview plot as samples.png and, with
+    `chain`, the denoising chain (the cloud of 1,000 points, or 4 curves) as process.png and
+    process.gif. Returns what was written."""
+    import shutil
+
+    from ddpm.generate import save_array_process
+
+    out = result.out
+    shutil.copyfile(out / "samples" / f"step-{result.step:07d}.png", out / "samples.png")
+    wrote = [str(out / "samples.png")]
+    if chain:
+        gif = out / "process.gif"
+        save_array_process(loaded, out / "process.png", gif, cfg.seed, "ddim", min(100, cfg.T))
+        wrote.append(f"{out / 'process.png'} and .gif (ddim, {min(100, cfg.T)} steps)")
+    wrote.append(str(out / "loss.png"))
+    return wrote
+
+
 def final_pictures(cfg, result, chain: bool, progress: bool, device=None) -> list[str]:
     """samples.png (the last grid, enlarged) and, with `chain`, process.png and process.gif:
     eight reverse chains drawn as the grids are (cfg.sample_sampler, sample_steps,
@@ -535,6 +566,8 @@ def final_pictures(cfg, result, chain: bool, progress: bool, device=None) -> lis
     out = result.out
     device = resolve_device(cfg.device) if device is None else device
     loaded = load_model(result.last_checkpoint, device=device)
+    if loaded.data is not None:
+        return _array_pictures(cfg, result, loaded, chain)
     # the loop's grid of the last step is the same picture, already sampled: enlarge it
     last_grid = out / "samples" / f"step-{result.step:07d}.png"
     enlarge(last_grid, out / "samples.png", scale=2 if max(loaded.shape[1:]) <= 32 else 1)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ddpm.arrays import is_array_spec
 from ddpm.data import RESIZE_MODES, parse_size
 from ddpm.datasets import SPLITS
 from ddpm.diffusion import LOSS_WEIGHTS, PREDICTIONS
@@ -25,8 +26,8 @@ from ddpm.unet import ConfigError, preset
 class TrainConfig:
     """Everything a run needs; stored in every checkpoint. Defaults suit the bundled digits."""
 
-    preset: str = "small"
-    data: str | None = None  # None: the bundled MNIST digits
+    preset: str | None = None  # None: from the data (small for images, mlp for points, unet1d)
+    data: str | None = None  # None: the bundled MNIST digits; also toy:NAME, .npy, .csv, .ts
     image_size: str | None = None  # "N" or "HxW"; None: the preset's (or the data's own)
     channels: int | None = None  # 1 or 3; None: the data's own
     resize: str = "center-crop"
@@ -37,11 +38,14 @@ class TrainConfig:
     cache_limit_gb: float = 8.0  # decoded uint8 above this streams (CIFAR-10: 0.15 GB)
     data_workers: int | None = None  # decoding processes; None: the CPUs (at most 16)
     data_on_device: bool = True  # keep the decoded uint8 cache on the GPU (flips done there)
+    pad_sequences: bool = False  # .ts series of different lengths: pad (else refuse)
     schedule: str = "linear"
     T: int = 1000
     beta_start: float | None = None
     beta_end: float | None = None
-    prediction: str = "eps"
+    # None: eps for images (Ho et al.), v for points and sequences, where x̂_0 from eps is
+    # ill-conditioned near t = T (1/√ᾱ_T ≈ 150) and, unclipped, flings a few samples far away
+    prediction: str | None = None
     loss: str = "l2"  # l2, l1 (L_simple), hybrid (L_simple + λ L_vlb) or vlb (Nichol & Dhariwal)
     min_snr_gamma: float | None = None
     loss_weight: str = "none"  # or min-snr (needs min_snr_gamma) or edm: see loss_weights
@@ -108,6 +112,8 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.prediction is None:
+            self.prediction = "v" if is_array_spec(self.data) else "eps"
         positive = (
             "T",
             "steps",
@@ -201,7 +207,22 @@ class TrainConfig:
         self.snapshot_minutes = tuple(self.snapshot_minutes)
         if self.image_size is not None:
             parse_size(self.image_size)
-        preset(self.preset)  # raises on an unknown preset
+        if self.preset is not None:
+            preset(self.preset)  # raises on an unknown preset
+        if is_array_spec(self.data):
+            image_only = [
+                ("image_size", self.image_size is not None),
+                ("channels", self.channels is not None),
+                ("hflip", self.hflip is True),
+                ("stream", self.stream is True),
+                ("resize", self.resize != "center-crop"),
+            ]
+            image_only.append(("eval_every", self.eval_every is not None))  # FID: images only
+            for name, given in image_only:
+                if given:
+                    raise ConfigError(
+                        f"{name} applies to images, not to {self.data} (points or sequences)"
+                    )
         self._check_losses()
 
     def _check_losses(self) -> None:

@@ -8,11 +8,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ddpm.arrays import ArrayDataset
 from ddpm.data import ImageDataset
 from ddpm.plots import plot, training_curve
 from ddpm.train.config import TrainConfig
 from ddpm.train.tensorboard import TensorBoard
-from ddpm.unet import count_parameters
+from ddpm.unet import DEFAULT_PRESETS, count_parameters
 
 
 class Log:
@@ -82,12 +83,18 @@ class Log:
                 plot([panel], target)
 
 
-def describe(cfg: TrainConfig, data: ImageDataset, model: nn.Module) -> str:
-    H, W = data.image_size
+def describe(cfg: TrainConfig, data: ImageDataset | ArrayDataset, model: nn.Module) -> str:
+    if isinstance(data, ArrayDataset):
+        what = data.describe() + ", standardised"
+        name = cfg.preset or DEFAULT_PRESETS[data.kind]
+    else:
+        H, W = data.image_size
+        what = f"{data.source}, {len(data)} images {data.channels}x{H}x{W}"
+        name = cfg.preset or DEFAULT_PRESETS["images"]
     variances = "learned" if cfg.learn_sigma else "fixed"
     return (
-        f"data: {data.source}, {len(data)} images {data.channels}x{H}x{W}\n"
-        f"model: {cfg.preset}, {count_parameters(model):,} parameters\n"
+        f"data: {what}\n"
+        f"model: {name}, {count_parameters(model):,} parameters\n"
         f"schedule: {cfg.schedule}, T={cfg.T}; {cfg.prediction}-prediction, {cfg.loss} loss, "
         f"{variances} variances, {cfg.timestep_sampling} t" + _describe_classes(cfg, model)
     )

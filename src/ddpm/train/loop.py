@@ -24,6 +24,8 @@ import torch
 from torch import Tensor
 
 from ddpm import checkpoint as ckpt_io
+from ddpm.arrayplots import save_samples
+from ddpm.arrays import ArrayDataset, array_batches
 from ddpm.conditioning import guided
 from ddpm.data import ImageDataset, batches
 from ddpm.diffusion import eps_model
@@ -67,31 +69,44 @@ def sample_grid(
     progress: bool = False,
 ) -> tuple[Tensor, tuple[str, int | None, float]]:
     """A grid of `num_samples` images from the EMA weights, the same seeds every time; for a
-    class-conditional model one class per row (the first classes), unguided.
+    class-conditional model one class per row (the first classes), unguided. For points and
+    sequences, a plot of the samples beside the data (`ddpm.arrayplots.save_samples`; the
+    classes in turn) instead of a grid.
 
     With `budget_s`, the sampler is cut down to fit that many seconds (`picture_plan`, from
-    one timed network call). Returns the images (B, C, H, W) in [-1, 1] and the (sampler,
-    steps, eta) that drew them."""
+    one timed network call). Returns the images (B, C, H, W) in [-1, 1] (None for points and
+    sequences) and the (sampler, steps, eta) that drew them."""
     model = state.ema.model
     device = next(model.parameters()).device
-    n = cfg.num_samples
+    info = state.data_info
+    n = cfg.num_samples if info is None else max(cfg.num_samples, PLOT_SAMPLES[info.kind])
     gens = sample_generators(cfg.seed, range(n), device)
     x_T = per_sample_noise(shape, gens, device)
     nrow = math.ceil(math.sqrt(n))  # save_grid's default
+    y = None
     if state.num_classes is not None:
-        y = (torch.arange(n, device=device) // nrow) % state.num_classes
+        i = torch.arange(n, device=device)
+        y = (i // nrow if info is None else i) % state.num_classes
         model = guided(model, y)  # type: ignore[arg-type]
     net = eps_model(model, schedule, cfg.prediction)  # type: ignore[arg-type]
     sampler, steps, eta = cfg.sample_sampler, grid_steps(cfg, schedule.T), cfg.sample_eta
     if budget_s is not None:
         per_eval = seconds_per_evaluation(net, shape, n, device)
         sampler, steps, eta = picture_plan(sampler, steps, eta, schedule.T, per_eval, budget_s)
+    clip = cfg.sample_clip and info is None  # [-1, 1] is the images' range only
     total = network_evaluations(sampler, steps, schedule.T)
     with Progress(total, f"sample grid ({sampler})", enabled=progress, leave=False) as bar:
         net = counted(net, bar)
-        x = sample(sampler, net, schedule, x_T, steps, eta, clip=cfg.sample_clip, generator=gens)
+        x = sample(sampler, net, schedule, x_T, steps, eta, clip=clip, generator=gens)
+    if info is not None:
+        labels = y.cpu() if y is not None else None
+        save_samples(info.scaler.invert(x.cpu()).numpy(), path, info, labels)
+        return None, (sampler, steps, eta)
     save_grid(x, path, nrow)
     return x, (sampler, steps, eta)
+
+
+PLOT_SAMPLES = {"points": 2000, "sequences": 64}  # samples in a preview plot
 
 
 def grid_steps(cfg: TrainConfig, T: int) -> int | None:
@@ -232,7 +247,7 @@ class TrainResult:
 
 def train(
     cfg: TrainConfig,
-    data: ImageDataset | None = None,
+    data: ImageDataset | ArrayDataset | None = None,
     resume: str | None = None,
     progress: bool = True,
     stop_after: int | None = None,
@@ -293,17 +308,22 @@ def train(
     rows = dist.rows(cfg.batch_size)
     autocast = cfg.bf16 and device.type == "cuda"
     hflip = cfg.hflip if cfg.hflip is not None else cfg.data is not None
-    stream: Iterator = batches(
-        data,
-        cfg.batch_size,
-        cfg.seed,
-        state.step,
-        device,
-        hflip,
-        workers=cfg.data_workers,
-        cache_on_device=cfg.data_on_device,
-        rows=rows,
-    )
+    if isinstance(data, ArrayDataset):  # points / sequences: standardised floats, no flips
+        stream: Iterator = array_batches(
+            data, cfg.batch_size, cfg.seed, state.step, device, rows=rows
+        )
+    else:
+        stream = batches(
+            data,
+            cfg.batch_size,
+            cfg.seed,
+            state.step,
+            device,
+            hflip,
+            workers=cfg.data_workers,
+            cache_on_device=cfg.data_on_device,
+            rows=rows,
+        )
     shape = state.shape
     tensorboard = TensorBoard.open(cfg, state.step) if cfg.tensorboard and main else None
     log = Log(out / "log.csv", resume is not None, tensorboard, write=main)
@@ -389,7 +409,8 @@ def train(
                     grid, last_grid = sample_grid(
                         state, schedule, cfg, shape, path, budget, progress
                     )
-                    log.grid(step, grid)
+                    if grid is not None:
+                        log.grid(step, grid)
                     state.model.train()
                 t_grid = time.perf_counter()
             if evaluator is not None and (step % cfg.eval_every == 0 or last):

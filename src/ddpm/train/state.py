@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +15,19 @@ import torch
 from torch import Tensor, nn
 
 from ddpm import checkpoint as ckpt_io
+from ddpm.arrays import ArrayDataset, ArrayInfo, is_array_spec, load_arrays
 from ddpm.data import Dataset, ImageDataset, load_dataset, parse_size
 from ddpm.speed import use_channels_last
 from ddpm.train.config import TrainConfig, resolve_device
-from ddpm.unet import ConfigError, build_model, config_dict, full_config, preset
+from ddpm.unet import (
+    ARCH_DATA,
+    DEFAULT_PRESETS,
+    ConfigError,
+    build_model,
+    config_dict,
+    full_config,
+    preset,
+)
 
 
 class EMA:
@@ -51,7 +61,7 @@ class TrainState:
     ema: EMA
     optimizer: torch.optim.Optimizer
     noise_gen: torch.Generator  # draws t and eps
-    shape: tuple[int, int, int]  # (C, H, W) of the training images
+    shape: tuple[int, ...]  # one sample: (C, H, W) images, (C, L) sequences, (D,) points
     step: int = 0
     nonfinite_total: int = 0
     best_metric: float | None = None
@@ -61,6 +71,7 @@ class TrainState:
     timesteps_saved: dict[str, Tensor] = field(default_factory=dict)  # its state when resumed
     class_names: list[str] | None = None  # of a class-conditional model, by label index
     class_counts: list[int] | None = None  # the training labels' histogram, for `ddpm eval`
+    data_info: ArrayInfo | None = None  # points / sequences: scaler, classes (None: images)
 
     @property
     def num_classes(self) -> int | None:
@@ -84,15 +95,28 @@ def ema_key(sigma_rel: float) -> str:
     return f"{sigma_rel:g}"
 
 
-def data_classes(cfg: TrainConfig, data: Dataset) -> tuple[list[str], list[int]] | None:
+def data_kind(data: Dataset | ArrayDataset) -> str:
+    """images, points or sequences."""
+    return data.kind if isinstance(data, ArrayDataset) else "images"
+
+
+def preset_name(cfg: TrainConfig, data: Dataset | ArrayDataset) -> str:
+    """--preset, or the one for the data's kind (`ddpm.unet.DEFAULT_PRESETS`)."""
+    return cfg.preset or DEFAULT_PRESETS[data_kind(data)]
+
+
+def data_classes(
+    cfg: TrainConfig, data: Dataset | ArrayDataset
+) -> tuple[list[str], list[int]] | None:
     """(class names, label counts) of the data for a class-conditional run, else None."""
     if not cfg.class_cond:
         return None
     if data.labels is None or len(data.labels) == 0:
         raise ConfigError(
             f"class_cond needs labelled data, and {data.source or 'this data'} has no labels: "
-            "use a folder (or .zip) with one sub-folder per class, cifar10:PATH, mnist, or "
-            "stanford-cars:PATH with --split train (its test photos have no labels)"
+            "use a folder (or .zip) with one sub-folder per class, cifar10:PATH, mnist, "
+            "stanford-cars:PATH with --split train (its test photos have no labels), or "
+            "timeseries:PATH"
         )
     K = int(data.labels.max()) + 1
     names = list(data.class_names) if data.class_names else [str(k) for k in range(K)]
@@ -101,34 +125,50 @@ def data_classes(cfg: TrainConfig, data: Dataset) -> tuple[list[str], list[int]]
 
 
 def make_model(
-    cfg: TrainConfig, data: Dataset, num_classes: int | None = None
+    cfg: TrainConfig, data: Dataset | ArrayDataset, num_classes: int | None = None
 ) -> tuple[str, dict[str, Any], nn.Module]:
-    spec = preset(cfg.preset)
-    overrides = {"in_channels": data.channels, **cfg.model_overrides}
+    name, kind = preset_name(cfg, data), data_kind(data)
+    spec = preset(name)
+    if kind not in ARCH_DATA[spec.arch]:
+        shape = "x".join(map(str, data.shape)) if isinstance(data, ArrayDataset) else ""
+        raise ConfigError(
+            f"preset {name} ({spec.arch}) is for {' or '.join(ARCH_DATA[spec.arch])}; the data "
+            f"is {kind} {shape}: leave --preset out or use --preset {DEFAULT_PRESETS[kind]}"
+        )
+    if spec.arch == "mlp":
+        assert isinstance(data, ArrayDataset)
+        overrides: dict[str, Any] = {"in_features": math.prod(data.shape)}
+    else:
+        overrides = {"in_channels": data.channels}
     if num_classes is not None:
         overrides["num_classes"] = num_classes
+    overrides.update(cfg.model_overrides)
     if cfg.dropout is not None:
-        if spec.arch != "unet":
-            raise ConfigError(f"preset {cfg.preset} has no dropout")
+        if spec.arch not in ("unet", "unet1d", "mlp"):
+            raise ConfigError(f"preset {name} has no dropout")
         overrides["dropout"] = cfg.dropout
     if cfg.learn_sigma:
         overrides["learn_sigma"] = True
-    spec = preset(cfg.preset, **overrides)
+    spec = preset(name, **overrides)
     model = build_model(spec.arch, spec.config)
-    H, W = data.image_size
-    f = model.config.downsample_factor
-    if H % f or W % f:
-        raise ConfigError(
-            f"image size {H}x{W} does not fit preset {cfg.preset}: both sides must be "
-            f"divisible by {f} (2 to the number of downsampling levels)"
-        )
+    if kind == "images":
+        H, W = data.image_size  # type: ignore[union-attr]
+        f = model.config.downsample_factor
+        if H % f or W % f:
+            raise ConfigError(
+                f"image size {H}x{W} does not fit preset {name}: both sides must be "
+                f"divisible by {f} (2 to the number of downsampling levels)"
+            )
     return spec.arch, config_dict(model), model
 
 
-def load_training_data(cfg: TrainConfig, progress: bool = False) -> Dataset:
+def load_training_data(cfg: TrainConfig, progress: bool = False) -> Dataset | ArrayDataset:
+    if is_array_spec(cfg.data):
+        assert cfg.data is not None
+        return load_arrays(cfg.data, cfg.split, cfg.pad_sequences)
     size = parse_size(cfg.image_size) if cfg.image_size else None
     if size is None:
-        size = preset(cfg.preset).image_size
+        size = preset(cfg.preset or DEFAULT_PRESETS["images"]).image_size
     return load_dataset(
         cfg.data,
         size,
@@ -157,7 +197,7 @@ def checkpoint_dict(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: d
     rng = {"torch": torch.get_rng_state(), "noise": state.noise_gen.get_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {
+    ckpt = {
         "format": ckpt_io.FORMAT,
         "step": state.step,
         "shape": list(state.shape),
@@ -177,6 +217,9 @@ def checkpoint_dict(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: d
             state.timesteps.state_dict() if hasattr(state.timesteps, "state_dict") else {}
         ),
     }
+    if state.data_info is not None:  # points / sequences; absent: images (older checkpoints)
+        ckpt["data"] = state.data_info.to_dict()
+    return ckpt
 
 
 def snapshot_dict(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: dict) -> dict:
@@ -219,9 +262,9 @@ def restore(state: TrainState, ckpt: dict, arch: str, model_cfg: dict, path: Pat
         )
     if tuple(ckpt["shape"]) != tuple(state.shape):
         raise ckpt_io.CheckpointError(
-            f"{path}: the checkpoint was trained on images of shape {tuple(ckpt['shape'])} "
-            f"(C, H, W), this run's data is {tuple(state.shape)}; use the same --image-size "
-            "and --channels to resume"
+            f"{path}: the checkpoint was trained on data of shape {tuple(ckpt['shape'])} "
+            f"(per sample), this run's data is {tuple(state.shape)}; use the same data (and "
+            "for images the same --image-size and --channels) to resume"
         )
     if ckpt.get("class_names") != state.class_names:
         raise ckpt_io.CheckpointError(
@@ -269,7 +312,7 @@ def read_resume(resume: str, out: str) -> tuple[Path, dict]:
 
 def setup(
     cfg: TrainConfig,
-    data: ImageDataset | None = None,
+    data: ImageDataset | ArrayDataset | None = None,
     resume: str | None = None,
     device: torch.device | None = None,
     read: Callable[[str, str], tuple[Path, dict]] = read_resume,
@@ -296,10 +339,11 @@ def setup(
         ema=EMA(model),
         optimizer=make_optimizer(cfg, model, device),
         noise_gen=torch.Generator(device=device).manual_seed(cfg.seed),
-        shape=(data.channels, *data.image_size),
+        shape=data.shape if isinstance(data, ArrayDataset) else (data.channels, *data.image_size),
         extra_emas={s: EMA(model) for s in cfg.ema_extra},
         class_names=classes[0] if classes else None,
         class_counts=classes[1] if classes else None,
+        data_info=data.info() if isinstance(data, ArrayDataset) else None,
     )
     if ckpt is not None and path is not None:
         restore(state, ckpt, arch, model_cfg, path)
