@@ -1,8 +1,8 @@
 """FID of many (checkpoint, weights, sampler, steps) cases in one process: a network is built
 and compiled once per architecture, each case loads its weights into it, and the Inception
 network and the reference statistics are loaded once. The matrix square roots run on CPU
-threads while the GPU samples the next case. Each case is the same computation as `ddpm
-eval` (per-image seeds, the same FID code); results go to a JSON file as they arrive.
+threads while the GPU samples the next case. Each case is `ddpm eval`'s computation
+(`ddpm.evaluate.model_stats`); results go to a JSON file as they arrive.
 
     python benchmarks/fid_sweep.py --stats cifar10-train-inception-stats.npz \
         --inception fid-inception-fp16.pt --n 10000 --json sweep.json \
@@ -29,9 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ddpm.data import to_uint8
-from ddpm.evaluate import SamplerSettings, load_inception, load_stats
-from ddpm.fid import StatsAccumulator, features, fid_from_stats
+from ddpm.evaluate import SamplerSettings, load_inception, load_stats, model_stats
+from ddpm.fid import fid_from_stats
 from ddpm.generate import Loaded, generate, load_model, speed_up
 from ddpm.images import save_grid
 from ddpm.samplers import network_evaluations
@@ -122,29 +121,26 @@ def main() -> None:
     for k, case in enumerate(args.case):
         t0 = time.perf_counter()
         loaded = on_device(case, models, device, not args.no_compile)
-        settings = SamplerSettings(case.sampler, case.steps, clip=True, seed=args.seed)
-        acc = StatsAccumulator()
-        kept: list[torch.Tensor] = []
-
-        def on_batch(start: int, x: torch.Tensor, acc=acc, kept=kept, k=k) -> None:
-            acc.update(features(net, to_uint8(x), device))
-            if k in grids and start == 0:
-                kept.append(x[:100].cpu())
-
-        generate(
-            loaded,
-            args.n,
-            settings.seed,
+        settings = SamplerSettings(
             case.sampler,
             case.steps,
+            seed=args.seed,
             batch_size=args.batch_size,
-            clip=True,
-            on_batch=on_batch,
             spacing=case.spacing,
         )
-        if kept:
-            save_grid(kept[0], grids[k], nrow=10)
-        stats = acc.stats()
+        stats = model_stats(loaded, net, args.n, settings)
+        if k in grids:  # images 0..99 again: each depends on (seed, index) alone
+            x = generate(
+                loaded,
+                100,
+                settings.seed,
+                case.sampler,
+                case.steps,
+                clip=settings.clip,
+                batch_size=100,
+                spacing=case.spacing,
+            )
+            save_grid(x, grids[k], nrow=10)
         seconds = time.perf_counter() - t0
         future = pool.submit(fid_from_stats, stats, reference)
         pending.append((case, future, seconds, loaded.step, loaded.schedule.T))
