@@ -275,21 +275,18 @@ def diffusion_loss(
     min_snr_gamma: float | None = None,
     weighting: str | None = None,
     sigma_data: float = 0.5,
-    weights: Tensor | None = None,
 ) -> Tensor:
     """The simple loss of Ho et al. (Alg. 1, eq. 14): E ||target - model(x_t, t)||², a scalar.
 
     `prediction` picks the regression target (eps, x_0 or v), `loss_type` L2 or L1 (the
     reference tutorial used L1), `weighting` (with `min_snr_gamma`, `sigma_data`) reweights the
-    timesteps (`loss_weights`), and `weights` (B,) multiplies in importance weights.
+    timesteps (`loss_weights`).
     """
     x_t = q_sample(schedule, x_0, t, eps)
     out = model(x_t, t)
     per_sample = simple_loss(
         schedule, x_0, t, eps, out, prediction, loss_type, min_snr_gamma, weighting, sigma_data
     )
-    if weights is not None:
-        per_sample = per_sample * weights.to(per_sample.dtype)
     return per_sample.mean()
 
 
