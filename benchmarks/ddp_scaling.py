@@ -174,7 +174,8 @@ def scaling(args: argparse.Namespace, ddp_flags: list[str]) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     record = out / "scaling.jsonl"
-    record.unlink(missing_ok=True)
+    if not args.keep:
+        record.unlink(missing_ok=True)
     common = ["--cases", args.cases, "--device", args.device, "--record", str(record)]
     common += ["--warmup", str(args.warmup), "--steps", str(args.steps)]
     common += ["--windows", str(args.windows), *ddp_flags]
@@ -251,6 +252,7 @@ def main() -> None:
     p.add_argument("--loss-batch", type=int, default=256, help="global batch of the loss runs")
     p.add_argument("--loss-preset", default="ddpm-cifar10")
     p.add_argument("--out", default=os.environ.get("OUT", "runs/ddp_scaling"))
+    p.add_argument("--keep", action="store_true", help="add to --out's earlier timings")
     p.add_argument("--bucket-mb", type=float, default=25.0, help="DDP bucket_cap_mb")
     p.add_argument("--static-graph", action="store_true", help="DDP static_graph")
     p.add_argument("--split-graph", action="store_true", help="optimize_ddp: split at buckets")

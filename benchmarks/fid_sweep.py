@@ -9,8 +9,11 @@ threads while the GPU samples the next case. Each case is `ddpm eval`'s computat
         --case /root/run/snapshot-8min.pt:ema:ddim:50 \
         --case /root/run/snapshot-8min.pt:0.05:heun:25:karras ...
 
-A case is CHECKPOINT:WEIGHTS:SAMPLER:STEPS[:SPACING], WEIGHTS being `ema`, `raw` or the
-sigma_rel of an extra power-function EMA. `--grid CASE_INDEX:PNG` also saves 100 samples of a
+A case is CHECKPOINT:WEIGHTS:SAMPLER:STEPS[:SPACING][:KEY=VALUE...], WEIGHTS being `ema`,
+`raw` or the sigma_rel of an extra power-function EMA, SPACING possibly empty, and the
+KEY=VALUE options any of `ddpm eval`'s sampling settings: `variance=small|large|learned` (DDPM),
+`eta=` (DDIM), `guidance=W` and `classes=uniform|data` (class-conditional models), e.g.
+`run/ckpt.pt:ema:ddpm:50::variance=large`. `--grid CASE_INDEX:PNG` also saves 100 samples of a
 case as a 10x10 grid.
 """
 
@@ -43,21 +46,33 @@ class Case:
     sampler: str
     steps: int
     spacing: str | None = None
+    options: dict = dataclasses.field(default_factory=dict)  # more SamplerSettings fields
 
     @classmethod
     def parse(cls, text: str) -> Case:
         parts = text.split(":")
-        if len(parts) not in (4, 5):
+        fixed = [p for p in parts if "=" not in p]
+        pairs = [p.split("=", 1) for p in parts[len(fixed) :]]
+        if len(fixed) not in (4, 5) or any("=" not in p for p in parts[len(fixed) :]):
             raise SystemExit(
                 f"--case {text!r}: expected CHECKPOINT:WEIGHTS:SAMPLER:STEPS[:SPACING]"
+                "[:KEY=VALUE...]"
             )
-        return cls(
-            parts[0], parts[1], parts[2], int(parts[3]), parts[4] if len(parts) == 5 else None
-        )
+        options = {}
+        for key, value in pairs:
+            if key not in OPTIONS:
+                raise SystemExit(f"--case {text!r}: unknown option {key!r}; expected {OPTIONS}")
+            options[key] = float(value) if key in ("eta", "guidance") else value
+        spacing = fixed[4] or None if len(fixed) == 5 else None
+        return cls(fixed[0], fixed[1], fixed[2], int(fixed[3]), spacing, options)
 
     def label(self) -> str:
         sp = f" {self.spacing}" if self.spacing else ""
-        return f"{Path(self.checkpoint).name} {self.weights} {self.sampler}-{self.steps}{sp}"
+        opts = "".join(f" {k}={v}" for k, v in self.options.items())
+        return f"{Path(self.checkpoint).name} {self.weights} {self.sampler}-{self.steps}{sp}{opts}"
+
+
+OPTIONS = ("variance", "eta", "guidance", "classes")
 
 
 def on_device(case: Case, cache: dict, device: torch.device, compile: bool) -> Loaded:
@@ -127,6 +142,7 @@ def main() -> None:
             seed=args.seed,
             batch_size=args.batch_size,
             spacing=case.spacing,
+            **case.options,
         )
         stats = model_stats(loaded, net, args.n, settings)
         if k in grids:  # images 0..99 again: each depends on (seed, index) alone
@@ -136,9 +152,12 @@ def main() -> None:
                 settings.seed,
                 case.sampler,
                 case.steps,
+                eta=settings.eta,
+                variance=settings.variance,
                 clip=settings.clip,
                 batch_size=100,
                 spacing=case.spacing,
+                guidance=settings.guidance,
             )
             save_grid(x, grids[k], nrow=10)
         seconds = time.perf_counter() - t0
@@ -150,7 +169,7 @@ def main() -> None:
         record(*item)
     print("\n| case | NFE | FID |\n|---|---:|---:|")
     for r in results:
-        case = Case(r["checkpoint"], r["weights"], r["sampler"], r["steps"], r["spacing"])
+        case = Case(**{k: r[k] for k in Case.__dataclass_fields__})
         print(f"| {case.label()} | {r['nfe']} | {r['fid']:.2f} |")
 
 

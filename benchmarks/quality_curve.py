@@ -37,17 +37,21 @@ def curve(rows: list[dict], sampler: str, steps: int) -> list[tuple[float, float
         and r["sampler"] == sampler
         and r["steps"] == steps
         and not r.get("spacing")
+        and not r.get("options")
         and minutes(r) is not None
     }
     return sorted(points.items())
 
 
 def by_nfe(rows: list[dict], at: float) -> dict[str, list[tuple[int, float]]]:
-    """For each sampler (and spacing), (NFE, FID) of the EMA weights at `at` minutes."""
+    """For each sampler (and spacing, and options such as DDPM's variance), (NFE, FID) of the
+    EMA weights at `at` minutes."""
     out: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for r in rows:
         if r["weights"] == "ema" and minutes(r) == at:
-            name = r["sampler"] + (f" ({r['spacing']})" if r.get("spacing") else "")
+            extra = [r["spacing"]] if r.get("spacing") else []
+            extra += [f"{k} {v}" for k, v in r.get("options", {}).items()]
+            name = r["sampler"] + (f" ({', '.join(extra)})" if extra else "")
             out[name].append((r["nfe"], r["fid"]))
     return {k: sorted(v) for k, v in out.items()}
 

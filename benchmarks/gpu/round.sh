@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# One measuring round on a 4-GPU machine (nvidia-h100-x4): the open issues' GPU numbers in one
+# lease, each GPU working through its own queue in the background while short calls bring the
+# inputs and take the results home. A 4-GPU lease counts its held time once for four GPUs, so
+# running the issues' independent jobs side by side costs a quarter of running them in turn.
+#
+#   GPU 0: ours, --recipe cifar10-8min (#9)    -> FID curve 1/2/4/8 min, NFE and DDPM-variance
+#          cases, bits/dim (#11 fixed arm)      -> scores both Stanford Cars runs (#10)
+#   GPU 1: diffusers' recipe, 8 min (#9 peer)   -> the tutorial's Stanford Cars run, then ours
+#          for the same minutes (#10)           -> FID curve of the peer
+#   GPU 2: the recipe + --learn-sigma --loss hybrid (#11) -> FID with each variance, bits/dim
+#          -> a class-conditional Stanford Cars model for the tutorial's minutes, grid (#12)
+#   GPU 3: the recipe + --class-cond --cond-drop 0.1 (#12) -> FID and class accuracy against
+#          guidance, class grid -> DDP timing on 1 GPU (#13)
+#   then:  DDP timing on 2 and 4 GPUs (#13), when every queue is done.
+#
+# The calls, each issued as soon as the last returns (the machine goes back 30 s after a call):
+#   1. carry .stage (cifar10-train.zip, the diffusers wheel):  bash benchmarks/gpu/round.sh launch
+#   2. carry .cars and .test (cifar10 test.zip):                bash benchmarks/gpu/round.sh data
+#   3. carry .fid (Inception network, CIFAR-10 train stats):   bash benchmarks/gpu/round.sh fid
+#   4. bash benchmarks/gpu/round.sh wait 560   (repeat; each brings $OUT/round.tgz, the results
+#      so far, and prints each queue's state)
+#   5. bash benchmarks/gpu/round.sh ddp        (after every queue says done)
+#
+# A CPU smoke test of the whole round (tiny models, minutes of seconds):
+#   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
+set -u
+R=${R:-/root/round}           # everything the round writes
+C=$R/code                     # the code, copied once (calls re-sync the checkout under it)
+OUT=${OUT:-/tmp/out}
+Q=$R/queues
+mkdir -p "$R/res" "$Q" "$OUT"
+
+if [[ -n "${SMOKE:-}" ]]; then  # tiny everything, on the CPU
+  MIN=${MIN:-0.1} N=${N:-64} NC=${NC:-32} NNLL=${NNLL:-8} DEV=(--device cpu)
+  SNAPS=0.02,0.05,0.08,0.1 X=(--preset small --image-size 16 --batch-size 8 --device cpu)
+  PEER=(--minutes "$MIN" --snapshot-minutes 0.05,0.1 --batch-size 8 --no-compile)
+  GUIDE=(--classifier-epochs 1 --classifier-width 8 --batch-size 16)
+  TUT=(--epochs 0.02 --device cpu --batch-size 8) DDP=(--device cpu --cases tiny --steps 2 --warmup 1)
+else
+  MIN=${MIN:-8} N=${N:-10000} NC=${NC:-8144} NNLL=${NNLL:-1000} DEV=()
+  SNAPS=1,2,4,8 X=() PEER=(--minutes "$MIN" --snapshot-minutes "$SNAPS") GUIDE=() TUT=()
+  DDP=(--cases cifar10,cars64)
+fi
+STATS=(--stats "$R/fid/cifar10-train-inception-stats.npz" --inception "$R/fid/fid-inception-fp16.pt")
+CIFAR=cifar10:$R/stage/cifar10-train.zip
+CARS=stanford-cars:$R/cars/stanford_cars/cars_train_128x96.zip
+ddpm() { python3 -m ddpm "$@"; }
+sweep() { python3 "$C/benchmarks/fid_sweep.py" "${STATS[@]}" --n "$N" "${DEV[@]}" "$@"; }
+waitfor() {  # waitfor FILE: until it exists (an hour at most: a failed queue stops its waiters)
+  local end=$((SECONDS + 3600))
+  while [[ ! -e $1 ]]; do ((SECONDS < end)) || return 1; sleep 2; done
+}
+stamp() { echo "$(date -u +%T) $*"; }
+# the recipe, 8 minutes, snapshots at 1/2/4/8 (and the last one named for its minutes)
+recipe() { ddpm train --recipe cifar10-8min --data "$CIFAR" --max-minutes "$MIN" \
+  --snapshot-minutes "$SNAPS" --quiet "${X[@]}" "$@"; }
+snapshots() {  # a run's snapshot files, by minutes
+  local f m; for f in "$1"/snapshot-*min.pt; do m=${f##*snapshot-}; echo "${m%min.pt} $f"; done |
+    sort -g | cut -d' ' -f2-
+}
+last() { snapshots "$1" | tail -1; }
+cars_sh() {  # cars_sh train|score VAR=VALUE...: benchmarks/gpu/cars.sh on this round's folders
+  local what=$1; shift
+  (cd "$C" && env OUT="$R/res/cars" R="$R/cars" "$@" bash benchmarks/gpu/cars.sh "$what")
+}
+cars_classes=("AM General Hummer SUV 2000" "Bugatti Veyron 16.4 Coupe 2009"
+  "Ford F-150 Regular Cab 2012" "Lamborghini Aventador Coupe 2012"
+  "Chevrolet Express Cargo Van 2007" "Jeep Wrangler SUV 2012" "smart fortwo Convertible 2012"
+  "Volkswagen Beetle Hatchback 2012")
+
+q0() {
+  stamp "train ours (A)"; recipe --out "$R/A" || return
+  waitfor "$R/fid.ready"; local a s cases=()
+  a=$(last "$R/A")
+  while read -r s; do cases+=(--case "$s:ema:ddim:50"); done < <(snapshots "$R/A")
+  stamp "sweep A"
+  sweep --json "$R/res/A-sweep.json" --grid "$((${#cases[@]} / 2 - 1)):$R/res/A-samples.png" \
+    "${cases[@]}" --case "$a:ema:ddim:10" --case "$a:ema:ddim:20" \
+    --case "$a:ema:dpm-solver:10" --case "$a:ema:dpm-solver:20" \
+    --case "$a:ema:ddpm:50::variance=small" --case "$a:ema:ddpm:50::variance=large" \
+    --case "$a:ema:ddpm:100::variance=small" --case "$a:ema:ddpm:100::variance=large"
+  stamp "bits/dim A"
+  ddpm eval --checkpoint "$a" --nll --data "cifar10:$R/test.zip" --n "$NNLL" \
+    --nll-t-samples 100 --variance small --quiet "${DEV[@]}" --json "$R/res/A-nll.json"
+  waitfor "$R/cars-trained"
+  stamp "score Stanford Cars"
+  cars_sh score N="$NC" INCEPTION="$R/fid/fid-inception-fp16.pt" EVAL_ARGS="${DEV[*]}"
+}
+
+q1() {
+  stamp "train the peer (B)"
+  python3 "$C/benchmarks/peer_quality.py" --data "$CIFAR" --out "$R/B" "${PEER[@]}" || return
+  waitfor "$R/cars.ready"
+  stamp "Stanford Cars: the tutorial's recipe, then ours"
+  cars_sh train TRAIN_ARGS="${TUT[*]}" && touch "$R/cars-trained"
+  waitfor "$R/fid.ready"
+  stamp "sweep B"
+  local cases=()
+  for s in "$R"/B/snapshot-*min; do cases+=(--case "$s:ema:ddim:50"); done
+  sweep --json "$R/res/B-sweep.json" --grid "$((${#cases[@]} / 2 - 1)):$R/res/B-samples.png" \
+    "${cases[@]}"
+}
+
+q2() {
+  stamp "train learned variances + hybrid loss (C)"
+  recipe --learn-sigma --loss hybrid --out "$R/C" || return
+  waitfor "$R/fid.ready"; local c; c=$(last "$R/C")
+  stamp "sweep C"
+  sweep --json "$R/res/C-sweep.json" --case "$c:ema:ddim:50" \
+    --case "$c:ema:ddpm:50::variance=learned" --case "$c:ema:ddpm:50::variance=small" \
+    --case "$c:ema:ddpm:50::variance=large" --case "$c:ema:ddpm:100::variance=learned" \
+    --case "$c:ema:ddpm:100::variance=small" --case "$c:ema:ddpm:100::variance=large"
+  stamp "bits/dim C"
+  ddpm eval --checkpoint "$c" --nll --data "cifar10:$R/test.zip" --n "$NNLL" \
+    --nll-t-samples 100 --variance learned --quiet "${DEV[@]}" --json "$R/res/C-nll.json"
+  waitfor "$R/res/cars/minutes.txt"
+  local m; m=$(awk '{print $3}' "$R/res/cars/minutes.txt")
+  stamp "Stanford Cars, class-conditional, $m min"
+  ddpm train --recipe cars64-fast --data "$CARS" --resize squash --max-minutes "$m" \
+    --class-cond --cond-drop 0.1 --out "$R/cars-cond" --quiet "${TUT[@]}" || return
+  local k=() name; for name in "${cars_classes[@]}"; do k+=(--class "$name"); done
+  ddpm sample --checkpoint "$R/cars-cond" --grid-by-class --n 8 --guidance 3 "${k[@]}" \
+    --out "$R/res/cars-classes.png" --quiet "${DEV[@]}"
+  waitfor "$R/cars/cars64.npz"
+  for w in 0 3; do
+    ddpm eval --checkpoint "$R/cars-cond" --fid-stats "$R/cars/cars64.npz" \
+      --inception "$R/fid/fid-inception-fp16.pt" --n "$NC" --sampler ddim --steps 50 \
+      --classes data --guidance $w --quiet "${DEV[@]}" --json "$R/res/cars-cond-w$w.json"
+  done
+}
+
+q3() {
+  stamp "train class-conditional (D)"
+  recipe --class-cond --cond-drop 0.1 --out "$R/D" || return
+  waitfor "$R/fid.ready"; waitfor "$R/test.zip"; local d; d=$(last "$R/D")
+  stamp "guidance sweep D"
+  python3 "$C/benchmarks/guidance_sweep.py" --checkpoint "$d" --train-zip "$R/stage/cifar10-train.zip" \
+    --test-zip "$R/test.zip" --fid-stats "$R/fid/cifar10-train-inception-stats.npz" \
+    --inception "$R/fid/fid-inception-fp16.pt" --n "$N" --null-row "${DEV[@]}" "${GUIDE[@]}" \
+    --json "$R/res/D-guidance.json"
+  for w in 0 2; do
+    ddpm sample --checkpoint "$d" --grid-by-class --n 10 --guidance $w --no-compile \
+      --out "$R/res/cifar10-classes-w$w.png" --quiet "${DEV[@]}"
+  done
+  stamp "DDP timing, 1 GPU"
+  python3 "$C/benchmarks/ddp_scaling.py" --gpus 1 --keep --out "$R/res/ddp" "${DDP[@]}"
+}
+
+run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
+  export CUDA_VISIBLE_DEVICES=$1
+  local t0=$SECONDS
+  "q$1" >"$Q/q$1.log" 2>&1
+  echo "exit $? after $((SECONDS - t0)) s" >>"$Q/q$1.log"
+  touch "$Q/q$1.done"
+}
+
+pack() {  # the results so far (small files only), the queue logs and the training logs
+  for run in A B C D cars/tutorial cars/ours cars-cond; do
+    [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
+  done
+  [[ -f $R/B/result.json ]] && cp "$R/B/result.json" "$R/res/B-result.json"
+  cp "$Q"/*.log "$R/res/" 2>/dev/null
+  tar -czf "$OUT/round.tgz" -C "$R" res
+}
+
+status() {
+  for k in 0 1 2 3; do
+    local state=running; [[ -e $Q/q$k.done ]] && state=done
+    echo "q$k $state: $(grep -E '^[0-9:]{8} |^exit|Error|error' "$Q/q$k.log" 2>/dev/null | tail -n 3 | tr '\n' '|')"
+  done
+}
+
+export PYTHONPATH=$C/src:$R/site PYTHONUNBUFFERED=1
+case ${1:-} in
+launch)  # call 1: the code, the CIFAR-10 train zip and diffusers, then the four queues
+  rm -rf "$C" && mkdir -p "$C" "$R/stage" && cp -r src benchmarks "$C/" && cp .stage/* "$R/stage/"
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$R/site" \
+    "$R"/stage/diffusers-*.whl
+  nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader 2>/dev/null
+  python3 -c "import torch; print('torch', torch.__version__)"
+  for k in 0 1 2 3; do
+    setsid bash "$C/benchmarks/gpu/round.sh" queue "$k" </dev/null >/dev/null 2>&1 &
+  done
+  sleep 20; status
+  ;;
+queue) run_queue "$2" ;;
+data)  # call 2: Stanford Cars (photos and devkit) and the CIFAR-10 test zip
+  mkdir -p "$C/.cars" && cp -r .cars/. "$C/.cars/"
+  cp .test/test.zip "$R/test.zip" && touch "$R/cars.ready" && status
+  ;;
+fid)  # call 3: the Inception network and the CIFAR-10 train statistics
+  mkdir -p "$R/fid" && cp .fid/* "$R/fid/" && touch "$R/fid.ready" && status
+  ;;
+wait)  # wait until every queue is done or $2 seconds have passed; bring the results
+  end=$((SECONDS + ${2:-560}))
+  while ((SECONDS < end)) && [[ $(ls "$Q"/*.done 2>/dev/null | wc -l) -lt 4 ]]; do sleep 5; done
+  status; pack; ls "$R/res"
+  ;;
+ddp)  # after the queues: DDP on 2 and 4 GPUs, appended to the 1-GPU timing of queue 3
+  export CUDA_VISIBLE_DEVICES=0,1,2,3
+  python3 "$C/benchmarks/ddp_scaling.py" --gpus "${GPUS:-2,4}" --keep --out "$R/res/ddp" \
+    "${DDP[@]}" 2>&1 | tee "$R/res/ddp.log"
+  pack
+  ;;
+*)
+  echo "usage: bash benchmarks/gpu/round.sh launch|data|fid|wait [SECONDS]|ddp" >&2
+  exit 2
+  ;;
+esac
