@@ -20,7 +20,8 @@
 #   3. carry .fid (Inception network, CIFAR-10 train stats):   bash benchmarks/gpu/round.sh fid
 #   4. bash benchmarks/gpu/round.sh wait 560   (repeat; each brings $OUT/round.tgz, the results
 #      so far, and prints each queue's state)
-#   5. bash benchmarks/gpu/round.sh ddp        (after every queue says done)
+#   5. bash benchmarks/gpu/round.sh ddp        (after every queue says done; CASES=cifar10 for
+#      one case when time is short)
 #
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
@@ -200,7 +201,7 @@ wait)  # wait until every queue is done or $2 seconds have passed; bring the res
 ddp)  # after the queues: DDP on 2 and 4 GPUs, appended to the 1-GPU timing of queue 3
   export CUDA_VISIBLE_DEVICES=0,1,2,3
   python3 "$C/benchmarks/ddp_scaling.py" --gpus "${GPUS:-2,4}" --keep --out "$R/res/ddp" \
-    "${DDP[@]}" 2>&1 | tee "$R/res/ddp.log"
+    "${DDP[@]}" ${CASES:+--cases "$CASES"} 2>&1 | tee "$R/res/ddp.log"
   pack
   ;;
 *)

@@ -57,8 +57,8 @@ RECIPES: dict[str, Recipe] = {
         "dropout, twice Ho et al.'s learning rate after 500 warm-up steps, cosine decay to "
         "zero at the time limit, Min-SNR-5 loss weighting, a power-function EMA of length "
         "0.1 (and one of 0.2 kept beside it), snapshots at 1, 2, 4 and 8 minutes. Measured "
-        "on 2026-11-27: FID-10k 15.9 with DDIM-50 after 7 minutes (docs/benchmarks.md, with "
-        "the losers).",
+        "on 2026-11-27: FID-10k 14.9 with DDIM-50 (diffusers' recipe in the same run: 20.0; "
+        "docs/benchmarks.md, with the losers).",
         {
             "preset": "ddpm-cifar10",
             "image_size": "32",
