@@ -1,0 +1,76 @@
+"""benchmarks/fid_sweep.py's case syntax and benchmarks/quality_curve.py's grouping: a case's
+sampling options reach ddpm eval's settings, and the curves keep them apart."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_case_parses_its_fixed_fields_and_options():
+    Case = load("fid_sweep").Case
+    plain = Case.parse("run/snapshot-8min.pt:ema:ddim:50")
+    assert (plain.checkpoint, plain.weights, plain.sampler, plain.steps) == (
+        "run/snapshot-8min.pt",
+        "ema",
+        "ddim",
+        50,
+    )
+    assert plain.spacing is None and plain.options == {}
+    assert Case.parse("c.pt:0.05:heun:25:karras").spacing == "karras"
+
+    ddpm = Case.parse("c.pt:ema:ddpm:100::variance=large")
+    assert ddpm.spacing is None and ddpm.options == {"variance": "large"}
+    guided = Case.parse("c.pt:ema:ddim:50:trailing:guidance=0.5:classes=data")
+    assert guided.spacing == "trailing"
+    assert guided.options == {"guidance": 0.5, "classes": "data"}
+    assert "guidance=0.5" in guided.label()
+
+
+def test_the_options_are_sampler_settings_of_ddpm_eval():
+    from ddpm.evaluate import SamplerSettings
+
+    fid_sweep = load("fid_sweep")
+    fields = SamplerSettings.__dataclass_fields__
+    assert all(option in fields for option in fid_sweep.OPTIONS)
+    case = fid_sweep.Case.parse("c.pt:ema:ddpm:50::variance=small:eta=1")
+    settings = SamplerSettings(case.sampler, case.steps, **case.options)
+    assert (settings.variance, settings.eta) == ("small", 1.0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["c.pt:ema:ddim", "c.pt:ema:ddim:50:leading:extra", "c.pt:ema:ddim:50::colour=red"],
+)
+def test_a_malformed_case_is_one_clear_error(text):
+    with pytest.raises(SystemExit, match="--case"):
+        load("fid_sweep").Case.parse(text)
+
+
+def test_curves_keep_the_ddpm_variances_apart():
+    quality_curve = load("quality_curve")
+    rows = [
+        {"checkpoint": "r/snapshot-8min.pt", "weights": "ema", "sampler": s, "steps": k,
+         "spacing": None, "options": o, "nfe": k, "fid": f}
+        for s, k, o, f in [
+            ("ddim", 50, {}, 15.0),
+            ("ddpm", 50, {"variance": "small"}, 20.0),
+            ("ddpm", 50, {"variance": "large"}, 150.0),
+        ]
+    ]  # fmt: skip
+    assert quality_curve.curve(rows, "ddpm", 50) == []  # options are not the plain sampler
+    assert quality_curve.curve(rows, "ddim", 50) == [(8.0, 15.0)]
+    groups = quality_curve.by_nfe(rows, 8.0)
+    assert groups["ddpm (variance small)"] == [(50, 20.0)]
+    assert groups["ddpm (variance large)"] == [(50, 150.0)]
