@@ -26,9 +26,9 @@
 # Seen on 2026-11-27 (4x H100, torch 2.11; docs/benchmarks.md has the numbers): start 60 s;
 # the trainings 8.4 min with decoding; then sweep A 18.8 min with its bits/dim (about 100 s of
 # compiling, 35-175 s a case: DDPM-100 and cases scored while three other GPUs also compile are
-# the slow ones), the peer's 4 cases 8.7 min, the guidance sweep and class grids 13.8 min, the cars trainings
-# 7 min: the queues needed about 31 minutes, more than a 30-minute budget holds. Cars scoring
-# and the DDP tail did not fit; give them a round of their own.
+# the slow ones), the peer's 4 cases 8.7 min, the guidance sweep and class grids 13.8 min, the
+# cars trainings 7 min: the queues needed about 31 minutes, more than a 30-minute budget holds.
+# Cars scoring and the DDP tail did not fit; give them a round of their own.
 #
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
