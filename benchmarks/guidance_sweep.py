@@ -224,12 +224,35 @@ def load_labelled(path: str) -> ImageDataset:
     return data
 
 
+def plot_record(record: dict, png: Path, unconditional: float | None = None) -> None:
+    """FID and class accuracy against w, from a sweep's record (the --json contents); the null
+    class, the classifier's own test accuracy and an unconditional model's FID as dashed
+    levels."""
+    from ddpm.plots import Panel, Series, plot
+
+    rows = [r for r in record["rows"] if r["w"] is not None]
+    ws = [r["w"] for r in rows]
+    span = [min(ws), max(ws)]
+    fid = Panel("FID-10k against guidance", "guidance w", "FID", logy=True)
+    fid.series.append(Series("conditional, guided", ws, [r["fid"] for r in rows]))
+    for r in record["rows"]:
+        if r["w"] is None:
+            fid.series.append(Series("null class", span, [r["fid"]] * 2, dashed=True))
+    if unconditional is not None:
+        fid.series.append(Series("unconditional model", span, [unconditional] * 2, dashed=True))
+    acc = Panel("share of samples of the asked class", "guidance w", "class accuracy (%)")
+    acc.series.append(Series("samples", ws, [100 * r["accuracy"] for r in rows]))
+    test = 100 * record["classifier"]["test_accuracy"]
+    acc.series.append(Series("classifier on real test images", span, [test] * 2, dashed=True))
+    plot([fid, acc], png)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--checkpoint", required=True, type=Path, help="a --class-cond checkpoint")
-    p.add_argument("--train-zip", required=True, help="CIFAR-10 train images (class folders)")
-    p.add_argument("--test-zip", required=True, help="CIFAR-10 test images (class folders)")
-    p.add_argument("--fid-stats", required=True, type=Path, help="reference statistics .npz")
+    p.add_argument("--checkpoint", type=Path, help="a --class-cond checkpoint")
+    p.add_argument("--train-zip", help="CIFAR-10 train images (class folders)")
+    p.add_argument("--test-zip", help="CIFAR-10 test images (class folders)")
+    p.add_argument("--fid-stats", type=Path, help="reference statistics .npz")
     p.add_argument("--inception", type=Path, help="Inception TorchScript (.pt)")
     p.add_argument("--n", type=int, default=10000, help="samples per guidance weight")
     p.add_argument("--ws", default="0,0.5,1,2,4", help="guidance weights, comma-separated")
@@ -248,7 +271,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classifier-width", type=int, default=64)
     p.add_argument("--classifier-batch", type=int, default=512)
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--plot", type=Path, help="also draw FID and accuracy against w (PNG)")
+    p.add_argument("--unconditional-fid", type=float, help="a level to draw beside the FIDs")
+    p.add_argument("--replot", type=Path, help="only draw --plot from an earlier --json file")
     args = p.parse_args(argv)
+    if args.replot is not None:
+        if args.plot is None:
+            p.error("--replot needs --plot")
+        plot_record(json.loads(args.replot.read_text()), args.plot, args.unconditional_fid)
+        return 0
+    for flag in ("checkpoint", "train_zip", "test_zip", "fid_stats"):
+        if getattr(args, flag) is None:
+            p.error(f"--{flag.replace('_', '-')} is required (unless --replot)")
     ws = [float(w) for w in args.ws.split(",") if w.strip()]
     for path in (args.checkpoint, args.fid_stats, args.inception):
         if path is not None and not Path(path).is_file():
@@ -321,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         w = "null class" if r["w"] is None else f"{r['w']:g}"
         a = "-" if r["accuracy"] is None else f"{r['accuracy']:.2%}"
         print(f"| {w} | {r['fid']:.2f} | {a} | {r['seconds']:.0f} |")
+    if args.plot is not None:
+        plot_record(record, args.plot, args.unconditional_fid)
     return 0
 
 

@@ -100,3 +100,25 @@ def test_the_sweep_runs_end_to_end_on_the_cpu(tmp_path, monkeypatch, capsys):
     assert all(np.isfinite(r["fid"]) and r["fid"] >= 0 for r in rows)
     assert all(0 <= r["accuracy"] <= 1 for r in rows[:2]) and rows[2]["accuracy"] is None
     assert "| null class |" in text and "test accuracy" in text
+
+
+def test_replot_draws_a_saved_sweep_and_the_sweep_needs_its_inputs(tmp_path, capsys):
+    script = load_script()
+    record = {
+        "classifier": {"test_accuracy": 0.9, "train_seconds": 1.0},
+        "rows": [
+            {"w": 0.0, "fid": 12.0, "accuracy": 0.7, "seconds": 1.0},
+            {"w": 1.0, "fid": 10.0, "accuracy": 0.95, "seconds": 1.0},
+            {"w": None, "fid": 17.0, "accuracy": None, "seconds": 1.0},
+        ],
+    }
+    saved = tmp_path / "sweep.json"
+    saved.write_text(json.dumps(record))
+    png = tmp_path / "plot.png"
+    assert (
+        script.main(["--replot", str(saved), "--plot", str(png), "--unconditional-fid", "15"]) == 0
+    )
+    assert Image.open(png).size[0] > 0
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--train-zip", "x.zip"])
+    assert stop.value.code == 2 and "--checkpoint is required" in capsys.readouterr().err
