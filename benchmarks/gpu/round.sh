@@ -30,6 +30,16 @@
 # cars trainings 7 min: the queues needed about 31 minutes, more than a 30-minute budget holds.
 # Cars scoring and the DDP tail did not fit; give them a round of their own.
 #
+# PLAN=rest (given to `launch`) is the second round, what the first left: the DDP timings at
+# 1, 2 and 4 GPUs first, on an idle host; then, side by side, the tutorial's Stanford Cars run
+# (GPU 0) and ours for the tutorial's measured 2.8 minutes (GPU 1, CARS_MINUTES), both scored
+# against the 8,144 photos; and the paper's improved-DDPM comparison (benchmarks/improved_ddpm.sh:
+# no loss weighting, cosine schedule), fixed (GPU 2) against learned + hybrid (GPU 3), each
+# arm's bits/dim with each of its variances and its respaced-DDPM FIDs. Same calls as above,
+# with `PLAN=rest bash benchmarks/gpu/round.sh launch` first (and CASES=cifar10 there to time
+# one DDP case: each case and world size compiles for 1.5-2 minutes; with one case the round
+# should take about 25 minutes). Ran end to end on the CPU (SMOKE=1) on 2026-11-27.
+#
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
 set -u
@@ -40,16 +50,19 @@ Q=$R/queues
 mkdir -p "$R/res" "$Q" "$OUT"
 
 if [[ -n "${SMOKE:-}" ]]; then  # tiny everything, on the CPU
+  CARS_MINUTES=${CARS_MINUTES:-0.1}
   MIN=${MIN:-0.1} N=${N:-64} NC=${NC:-32} NNLL=${NNLL:-8} DEV=(--device cpu)
   SNAPS=0.02,0.05,0.08,0.1 X=(--preset small --image-size 16 --batch-size 8 --device cpu)
   PEER=(--minutes "$MIN" --snapshot-minutes 0.05,0.1 --batch-size 8 --no-compile)
   GUIDE=(--classifier-epochs 1 --classifier-width 8 --batch-size 16)
   TUT=(--epochs 0.02 --device cpu --batch-size 8) DDP=(--device cpu --cases tiny --steps 2 --warmup 1)
 else
+  CARS_MINUTES=${CARS_MINUTES:-2.796}  # the tutorial run's minutes, measured on 2026-11-27
   MIN=${MIN:-8} N=${N:-10000} NC=${NC:-8144} NNLL=${NNLL:-1000} DEV=()
   SNAPS=1,2,4,8 X=() PEER=(--minutes "$MIN" --snapshot-minutes "$SNAPS") GUIDE=() TUT=()
   DDP=(--cases cifar10,cars64)
 fi
+PLAN=${PLAN:-first}            # first: the round of 2026-11-27; rest: what it left
 STATS=(--stats "$R/fid/cifar10-train-inception-stats.npz" --inception "$R/fid/fid-inception-fp16.pt")
 CIFAR=cifar10:$R/stage/cifar10-train.zip
 CARS=stanford-cars:$R/cars/stanford_cars/cars_train_128x96.zip
@@ -155,10 +168,62 @@ q3() {
   python3 "$C/benchmarks/ddp_scaling.py" --gpus 1 --keep --out "$R/res/ddp" "${DDP[@]}"
 }
 
+# PLAN=rest: the second round
+ddp_first() {  # queue 0 times DDP on all four GPUs while the others wait for it
+  if [[ $1 == 0 ]]; then
+    stamp "DDP timing, 1, 2 and 4 GPUs"
+    CUDA_VISIBLE_DEVICES=0,1,2,3 python3 "$C/benchmarks/ddp_scaling.py" --gpus 1,2,4 \
+      --out "$R/res/ddp" "${DDP[@]}" ${CASES:+--cases "$CASES"}
+    touch "$R/ddp.done"
+  fi
+  waitfor "$R/ddp.done"
+}
+cars_run() {  # cars_run NAME TRAIN-FLAGS...: train, then FID against the photos and a grid
+  local name=$1; shift
+  waitfor "$R/cars.ready"
+  stamp "Stanford Cars: $name"
+  ddpm train --data "$CARS" --out "$R/cars/$name" --quiet "${TUT[@]}" "$@" || return
+  waitfor "$R/fid.ready"
+  [[ $name == tutorial ]] && ddpm fid-stats "$CARS" --image-size 64 --resize squash \
+    -o "$R/cars/cars64.npz" --inception "$R/fid/fid-inception-fp16.pt" --quiet "${DEV[@]}"
+  waitfor "$R/cars/cars64.npz"
+  local sampler=(--sampler ddim --steps 50); [[ $name == tutorial ]] && sampler=(--sampler ddpm)
+  [[ -n ${SMOKE:-} ]] && sampler+=(--steps 3)
+  ddpm eval --checkpoint "$R/cars/$name" --fid-stats "$R/cars/cars64.npz" \
+    --inception "$R/fid/fid-inception-fp16.pt" --n "$NC" "${sampler[@]}" --quiet "${DEV[@]}" \
+    --json "$R/res/cars/$name-fid.json"
+  ddpm sample --checkpoint "$R/cars/$name" --n 64 "${sampler[@]}" --out "$R/res/cars/$name.png" \
+    --quiet "${DEV[@]}"
+}
+improved_arm() {  # improved_arm fixed|hybrid: benchmarks/improved_ddpm.sh's arm, then its scores
+  local arm=$1 dest=$R/improved
+  stamp "improved DDPM, $arm arm"
+  local knobs=(env MINUTES="$MIN" ARMS="$arm" PHASES=train)
+  [[ -n ${SMOKE:-} ]] && knobs+=(SPEED= PRESET=small EXTRA="--image-size 16 --device cpu")
+  "${knobs[@]}" bash "$C/benchmarks/improved_ddpm.sh" "$R/stage/cifar10-train.zip" - - - "$dest" \
+    || return
+  waitfor "$R/fid.ready"; waitfor "$R/test.zip"
+  local ckpt variances=(small large) cases=() v
+  ckpt=$(ls "$dest/$arm"/ckpt-*.pt | sort | tail -1)
+  [[ $arm == hybrid ]] && variances=(learned small large)
+  for v in "${variances[@]}"; do
+    ddpm eval --checkpoint "$ckpt" --nll --data "cifar10:$R/test.zip" --n "$NNLL" \
+      --nll-t-samples 100 --variance "$v" --quiet "${DEV[@]}" --json "$R/res/$arm-nll-$v.json"
+    cases+=(--case "$ckpt:ema:ddpm:50::variance=$v" --case "$ckpt:ema:ddpm:100::variance=$v")
+  done
+  sweep --json "$R/res/$arm-sweep.json" --case "$ckpt:ema:ddim:50" "${cases[@]}"
+  cp "$dest/$arm/log.csv" "$R/res/improved-$arm-log.csv"
+}
+r0() { ddp_first 0; cars_run tutorial --recipe tutorial; }
+r1() { ddp_first 1; cars_run ours --recipe cars64-fast --resize squash --max-minutes "$CARS_MINUTES"; }
+r2() { ddp_first 2; improved_arm fixed; }
+r3() { ddp_first 3; improved_arm hybrid; }
+
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
-  local t0=$SECONDS
-  "q$1" >"$Q/q$1.log" 2>&1
+  local t0=$SECONDS q=q$1
+  [[ $PLAN == rest ]] && q=r$1
+  "$q" >"$Q/q$1.log" 2>&1
   echo "exit $? after $((SECONDS - t0)) s" >>"$Q/q$1.log"
   touch "$Q/q$1.done"
 }
@@ -194,7 +259,7 @@ launch)  # call 1: the code, the CIFAR-10 train zip and diffusers, then the four
   ;;
 queue) run_queue "$2" ;;
 data)  # call 2: Stanford Cars (photos and devkit) and the CIFAR-10 test zip
-  mkdir -p "$C/.cars" && cp -r .cars/. "$C/.cars/"
+  mkdir -p "$C/.cars" "$R/cars" && cp -r .cars/. "$C/.cars/" && cp -r .cars/. "$R/cars/"
   cp .test/test.zip "$R/test.zip" && touch "$R/cars.ready" && status
   ;;
 fid)  # call 3: the Inception network and the CIFAR-10 train statistics
