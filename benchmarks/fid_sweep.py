@@ -145,7 +145,10 @@ def main() -> None:
             **case.options,
         )
         stats = model_stats(loaded, net, args.n, settings)
-        if k in grids:  # images 0..99 again: each depends on (seed, index) alone
+        if k in grids:  # images 0..99 again: each depends on (seed, index, class) alone
+            labels = None
+            if loaded.num_classes is not None:  # the classes model_stats drew for them
+                labels = loaded.draw_classes(settings.seed, range(100), settings.classes)
             x = generate(
                 loaded,
                 100,
@@ -157,6 +160,7 @@ def main() -> None:
                 clip=settings.clip,
                 batch_size=100,
                 spacing=case.spacing,
+                class_labels=labels,
                 guidance=settings.guidance,
             )
             save_grid(x, grids[k], nrow=10)

@@ -76,9 +76,16 @@ stamp() { echo "$(date -u +%T) $*"; }
 # the recipe, 8 minutes, snapshots at 1/2/4/8 (and the last one named for its minutes)
 recipe() { ddpm train --recipe cifar10-8min --data "$CIFAR" --max-minutes "$MIN" \
   --snapshot-minutes "$SNAPS" --quiet "${X[@]}" "$@"; }
-snapshots() {  # a run's snapshot files, by minutes
-  local f m; for f in "$1"/snapshot-*min.pt; do m=${f##*snapshot-}; echo "${m%min.pt} $f"; done |
-    sort -g | cut -d' ' -f2-
+snapshots() {  # a run's snapshots (our .pt files, the peer's folders), by minutes
+  local f m; for f in "$1"/snapshot-*min "$1"/snapshot-*min.pt; do
+    [[ -e $f ]] || continue; m=${f##*snapshot-}; m=${m%.pt}; echo "${m%min} $f"
+  done | sort -g | cut -d' ' -f2-
+}
+curve() {  # curve RUN NAME [--case ...]: DDIM-50 of each snapshot (a grid of the last), and more
+  local run=$1 name=$2 s cases=(); shift 2
+  while read -r s; do cases+=(--case "$s:ema:ddim:50"); done < <(snapshots "$run")
+  sweep --json "$R/res/$name-sweep.json" \
+    --grid "$((${#cases[@]} / 2 - 1)):$R/res/$name-samples.png" "${cases[@]}" "$@"
 }
 last() { snapshots "$1" | tail -1; }
 cars_sh() {  # cars_sh train|score VAR=VALUE...: benchmarks/gpu/cars.sh on this round's folders
@@ -92,12 +99,9 @@ cars_classes=("AM General Hummer SUV 2000" "Bugatti Veyron 16.4 Coupe 2009"
 
 q0() {
   stamp "train ours (A)"; recipe --out "$R/A" || return
-  waitfor "$R/fid.ready"; local a s cases=()
-  a=$(last "$R/A")
-  while read -r s; do cases+=(--case "$s:ema:ddim:50"); done < <(snapshots "$R/A")
+  waitfor "$R/fid.ready"; local a; a=$(last "$R/A")
   stamp "sweep A"
-  sweep --json "$R/res/A-sweep.json" --grid "$((${#cases[@]} / 2 - 1)):$R/res/A-samples.png" \
-    "${cases[@]}" --case "$a:ema:ddim:10" --case "$a:ema:ddim:20" \
+  curve "$R/A" A --case "$a:ema:ddim:10" --case "$a:ema:ddim:20" \
     --case "$a:ema:dpm-solver:10" --case "$a:ema:dpm-solver:20" \
     --case "$a:ema:ddpm:50::variance=small" --case "$a:ema:ddpm:50::variance=large" \
     --case "$a:ema:ddpm:100::variance=small" --case "$a:ema:ddpm:100::variance=large"
@@ -117,10 +121,7 @@ q1() {
   cars_sh train TRAIN_ARGS="${TUT[*]}" && touch "$R/cars-trained"
   waitfor "$R/fid.ready"
   stamp "sweep B"
-  local cases=()
-  for s in "$R"/B/snapshot-*min; do cases+=(--case "$s:ema:ddim:50"); done
-  sweep --json "$R/res/B-sweep.json" --grid "$((${#cases[@]} / 2 - 1)):$R/res/B-samples.png" \
-    "${cases[@]}"
+  curve "$R/B" B
 }
 
 q2() {
