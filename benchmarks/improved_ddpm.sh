@@ -4,12 +4,14 @@
 #   fixed:  L_simple (eps MSE), fixed variances            (Ho et al.)
 #   hybrid: --learn-sigma --loss hybrid (L_simple + 0.001 L_vlb)   (Nichol & Dhariwal §3.1)
 # then for each arm
-#   - bits/dim on N_NLL test images with its standard error (the variational bound with the
-#     arm's variance: learned for hybrid, small for fixed; NLL_T_SAMPLES > 0 estimates the
-#     T-step bound from that many stratified timesteps per image, unbiased, and the error bar
-#     then includes the t sampling; NLL_T_SAMPLES=0 computes all T terms);
-#   - FID of DDPM on 50 and 100 respaced steps (§4) with each variance the arm has (hybrid:
-#     learned, small, large; fixed: small, large), N_FID samples against the train statistics.
+#   - bits/dim on N_NLL test images with its standard error, the variational bound with each
+#     variance the arm has (hybrid: learned, small, large; fixed: small, large), so that a gap
+#     between the arms splits into mean and variance; NLL_T_SAMPLES > 0 estimates the T-step
+#     bound from that many stratified timesteps per image, unbiased, and the error bar then
+#     includes the t sampling; NLL_T_SAMPLES=0 computes all T terms;
+#   - FID of DDIM-50, and of DDPM on 50 and 100 respaced steps (§4) with each of those
+#     variances, N_FID samples against the train statistics, in one benchmarks/fid_sweep.py
+#     process (one compiled network for all the arm's cases).
 # and prints one table. Each run's JSON and log.csv stay under OUT.
 #
 #   PYTHONPATH=src bash benchmarks/improved_ddpm.sh TRAIN.zip TEST.zip STATS.npz INCEPTION.pt [OUT]
@@ -53,7 +55,6 @@ recipe=(--data "cifar10:$TRAIN" --preset "$PRESET" --image-size 32 --batch-size 
   --sample-every 1000000 --checkpoint-every 1000000 --num-samples 16 --quiet --seed 0)
 declare -A ARM_FLAGS=([fixed]="--loss l2" [hybrid]="--learn-sigma --loss hybrid")
 declare -A ARM_VARIANCES=([fixed]="small large" [hybrid]="learned small large")
-declare -A ARM_NLL_VARIANCE=([fixed]=small [hybrid]=learned)
 
 for arm in $ARMS; do
   if has train; then
@@ -67,19 +68,22 @@ for arm in $ARMS; do
   if has nll; then
     nll=(--nll --data "cifar10:$TEST" --n "$N_NLL" --batch-size 1000 --quiet)
     [[ "$NLL_T_SAMPLES" != 0 ]] && nll+=(--nll-t-samples "$NLL_T_SAMPLES")
-    echo "== $arm: bits/dim"
-    ddpm eval --checkpoint "$ckpt" "${nll[@]}" --variance "${ARM_NLL_VARIANCE[$arm]}" \
-      --json "$DEST/$arm-nll.json" || exit 1
+    for variance in ${ARM_VARIANCES[$arm]}; do
+      echo "== $arm: bits/dim, variance $variance"
+      ddpm eval --checkpoint "$ckpt" "${nll[@]}" --variance "$variance" \
+        --json "$DEST/$arm-nll-$variance.json" || exit 1
+    done
   fi
   if has fid; then
+    cases=(--case "$ckpt:ema:ddim:50")
     for steps in $FID_STEPS; do
       for variance in ${ARM_VARIANCES[$arm]}; do
-        echo "== $arm: FID, DDPM $steps respaced steps, variance $variance"
-        ddpm eval --checkpoint "$ckpt" --fid-stats "$STATS" --inception "$INCEPTION" \
-          --n "$N_FID" --sampler ddpm --steps "$steps" --variance "$variance" --bf16 \
-          --batch-size 1000 --quiet --json "$DEST/$arm-fid-$steps-$variance.json" || exit 1
+        cases+=(--case "$ckpt:ema:ddpm:$steps::variance=$variance")
       done
     done
+    echo "== $arm: FID, DDIM-50 and DDPM on $FID_STEPS respaced steps"
+    python3 "$(dirname "$0")/fid_sweep.py" --stats "$STATS" --inception "$INCEPTION" \
+      --n "$N_FID" --json "$DEST/$arm-fid.json" "${cases[@]}" || exit 1
   fi
 done
 
@@ -89,26 +93,34 @@ import csv, json, sys
 from pathlib import Path
 
 d = Path(sys.argv[1])
-print()
-print("| arm | steps trained | bits/dim (± s.e.) | bound | DDPM steps | variance | FID |")
-print("|---|---:|---:|---|---:|---|---:|")
+rows, bound = {}, ""
 for arm in ("fixed", "hybrid"):
     if not (d / arm / "log.csv").exists():
         continue
     log = list(csv.DictReader(open(d / arm / "log.csv")))
     trained = log[-1]["step"] if log else "?"
-    bpd, bound = "-", "-"
-    if (d / f"{arm}-nll.json").exists():
-        nll = json.loads((d / f"{arm}-nll.json").read_text())["nll"]
-        k = nll["t_samples"]
-        bound = f"T={nll['T']}, {nll['variance']}" + (f", {k} stratified t/image" if k else "")
-        bpd = f"{nll['bpd']:.4f} ± {nll['stderr']:.4f} ({nll['n']} images)"
-    fids = sorted(d.glob(f"{arm}-fid-*.json"), key=lambda p: (int(p.stem.split("-")[2]), p.stem))
-    if not fids:
-        print(f"| {arm} | {trained} | {bpd} | {bound} | - | - | - |")
-    for f in fids:
-        fid = json.loads(f.read_text())["fid"]
-        print(f"| {arm} | {trained} | {bpd} | {bound} | {fid['steps']} | {fid['variance']} "
-              f"| {fid['fid']:.2f} ({fid['n']}) |")
-        bpd, bound = "", ""
+    nll = {}
+    for f in d.glob(f"{arm}-nll-*.json"):
+        n = json.loads(f.read_text())["nll"]
+        nll[n["variance"]] = n
+        k = n["t_samples"]
+        bound = f"T={n['T']} bound, {n['n']} test images"
+        bound += f", {k} stratified t each" if k else ""
+    fid_json = d / f"{arm}-fid.json"
+    fids = json.loads(fid_json.read_text()) if fid_json.exists() else []
+    ddim = [r["fid"] for r in fids if r["sampler"] == "ddim"]
+    sampled = [r["options"]["variance"] for r in fids if r["options"]]
+    variances = list(dict.fromkeys([*sampled, *nll]))
+    for v in variances or ["-"]:
+        bpd = f"{nll[v]['bpd']:.4f} ± {nll[v]['stderr']:.4f}" if v in nll else "-"
+        ddpm = {r["steps"]: r["fid"] for r in fids if r["options"].get("variance") == v}
+        rows[(arm, v)] = (trained, bpd, ddpm, ddim[0] if ddim else None)
+steps = sorted({k for *_, ddpm, _ in rows.values() for k in ddpm})
+print(f"\nbits/dim: {bound or 'not measured'}; FID: DDIM-50, and DDPM on K respaced steps\n")
+print("| arm | steps trained | variance | bits/dim (± s.e.) | DDIM-50 |"
+      + "".join(f" DDPM-{k} |" for k in steps))
+print("|---|---:|---|---:|---:|" + "---:|" * len(steps))
+for (arm, v), (trained, bpd, ddpm, ddim) in rows.items():
+    cells = "".join(f" {ddpm[k]:.2f} |" if k in ddpm else " - |" for k in steps)
+    print(f"| {arm} | {trained} | {v} | {bpd} | {'-' if ddim is None else f'{ddim:.2f}'} |{cells}")
 PY

@@ -196,24 +196,18 @@ cars_run() {  # cars_run NAME TRAIN-FLAGS...: train, then FID against the photos
   ddpm sample --checkpoint "$R/cars/$name" --n 64 "${sampler[@]}" --out "$R/res/cars/$name.png" \
     --quiet "${DEV[@]}"
 }
-improved_arm() {  # improved_arm fixed|hybrid: benchmarks/improved_ddpm.sh's arm, then its scores
+improved_arm() {  # improved_arm fixed|hybrid: benchmarks/improved_ddpm.sh's arm, trained, scored
   local arm=$1 dest=$R/improved
+  local script=(env MINUTES="$MIN" ARMS="$arm" N_FID="$N" N_NLL="$NNLL" bash
+    "$C/benchmarks/improved_ddpm.sh" "$R/stage/cifar10-train.zip" "$R/test.zip" "${STATS[1]}"
+    "${STATS[3]}" "$dest")
+  [[ -n ${SMOKE:-} ]] && script=(env SPEED= PRESET=small EXTRA="--image-size 16 --device cpu"
+    "${script[@]:1}")
   stamp "improved DDPM, $arm arm"
-  local knobs=(env MINUTES="$MIN" ARMS="$arm" PHASES=train)
-  [[ -n ${SMOKE:-} ]] && knobs+=(SPEED= PRESET=small EXTRA="--image-size 16 --device cpu")
-  "${knobs[@]}" bash "$C/benchmarks/improved_ddpm.sh" "$R/stage/cifar10-train.zip" - - - "$dest" \
-    || return
+  PHASES=train "${script[@]}" || return
   waitfor "$R/fid.ready"; waitfor "$R/test.zip"
-  local ckpt variances=(small large) cases=() v
-  ckpt=$(ls "$dest/$arm"/ckpt-*.pt | sort | tail -1)
-  [[ $arm == hybrid ]] && variances=(learned small large)
-  for v in "${variances[@]}"; do
-    ddpm eval --checkpoint "$ckpt" --nll --data "cifar10:$R/test.zip" --n "$NNLL" \
-      --nll-t-samples 100 --variance "$v" --quiet "${DEV[@]}" --json "$R/res/$arm-nll-$v.json"
-    cases+=(--case "$ckpt:ema:ddpm:50::variance=$v" --case "$ckpt:ema:ddpm:100::variance=$v")
-  done
-  sweep --json "$R/res/$arm-sweep.json" --case "$ckpt:ema:ddim:50" "${cases[@]}"
-  cp "$dest/$arm/log.csv" "$R/res/improved-$arm-log.csv"
+  PHASES="nll fid table" "${script[@]}"
+  cp "$dest/$arm-"*.json "$R/res/"; cp "$dest/$arm/log.csv" "$R/res/improved-$arm-log.csv"
 }
 r0() { ddp_first 0; cars_run tutorial --recipe tutorial; }
 r1() { ddp_first 1; cars_run ours --recipe cars64-fast --resize squash --max-minutes "$CARS_MINUTES"; }
