@@ -33,9 +33,12 @@
 # PLAN=rest (given to `launch`) is the second round, what the first left: the DDP timings at
 # 1, 2 and 4 GPUs first, on an idle host; then, side by side, the tutorial's Stanford Cars run
 # (GPU 0) and ours for the tutorial's measured 2.8 minutes (GPU 1, CARS_MINUTES), both scored
-# against the 8,144 photos; and the paper's improved-DDPM comparison (benchmarks/improved_ddpm.sh:
+# against the 8,144 photos, then the DDP loss comparison on GPUs 0 and 1 (1 GPU at batch 256
+# against 2 at 128 each); and the paper's improved-DDPM comparison (benchmarks/improved_ddpm.sh:
 # no loss weighting, cosine schedule), fixed (GPU 2) against learned + hybrid (GPU 3), each
-# arm's bits/dim with each of its variances and its respaced-DDPM FIDs. Same calls as above,
+# arm's bits/dim with each of its variances and its respaced-DDPM FIDs (the hybrid arm sampled
+# with learned and small variances: the large one's collapse is the fixed arm's to show). After
+# the DDP timings each queue runs on its own quarter of the host's cores. Same calls as above,
 # with `PLAN=rest bash benchmarks/gpu/round.sh launch` first (and CASES=cifar10 there to time
 # one DDP case: each case and world size compiles for 1.5-2 minutes; with one case the round
 # should take about 25 minutes). Ran end to end on the CPU (SMOKE=1) on 2026-11-27.
@@ -56,11 +59,12 @@ if [[ -n "${SMOKE:-}" ]]; then  # tiny everything, on the CPU
   PEER=(--minutes "$MIN" --snapshot-minutes 0.05,0.1 --batch-size 8 --no-compile)
   GUIDE=(--classifier-epochs 1 --classifier-width 8 --batch-size 16)
   TUT=(--epochs 0.02 --device cpu --batch-size 8) DDP=(--device cpu --cases tiny --steps 2 --warmup 1)
+  LOSS=(--device cpu --loss-preset small --loss-steps 4 --loss-batch 8)
 else
   CARS_MINUTES=${CARS_MINUTES:-2.796}  # the tutorial run's minutes, measured on 2026-11-27
   MIN=${MIN:-8} N=${N:-10000} NC=${NC:-8144} NNLL=${NNLL:-1000} DEV=()
   SNAPS=1,2,4,8 X=() PEER=(--minutes "$MIN" --snapshot-minutes "$SNAPS") GUIDE=() TUT=()
-  DDP=(--cases cifar10,cars64)
+  DDP=(--cases cifar10,cars64) LOSS=()
 fi
 PLAN=${PLAN:-first}            # first: the round of 2026-11-27; rest: what it left
 STATS=(--stats "$R/fid/cifar10-train-inception-stats.npz" --inception "$R/fid/fid-inception-fp16.pt")
@@ -209,10 +213,30 @@ improved_arm() {  # improved_arm fixed|hybrid: benchmarks/improved_ddpm.sh's arm
   PHASES="nll fid table" "${script[@]}"
   cp "$dest/$arm-"*.json "$R/res/"; cp "$dest/$arm/log.csv" "$R/res/improved-$arm-log.csv"
 }
-r0() { ddp_first 0; cars_run tutorial --recipe tutorial; }
-r1() { ddp_first 1; cars_run ours --recipe cars64-fast --resize squash --max-minutes "$CARS_MINUTES"; }
-r2() { ddp_first 2; improved_arm fixed; }
-r3() { ddp_first 3; improved_arm hybrid; }
+pin() {  # pin CORES...: this queue (and what it starts) to those quarters of the host's cores
+  local n=$(($(nproc) / 4)) list=() k
+  ((n > 0)) || return 0
+  for k in "$@"; do list+=("$((k * n))-$((k * n + n - 1))"); done
+  taskset -pc "$(IFS=,; echo "${list[*]}")" $BASHPID >/dev/null
+}
+ddp_loss() {  # the 2-GPU loss against the 1-GPU loss at global batch 256, on GPUs 0 and 1
+  waitfor "$R/cars-ours.done"; pin 0 1
+  stamp "DDP loss comparison, 1 and 2 GPUs"
+  CUDA_VISIBLE_DEVICES=0,1 python3 "$C/benchmarks/ddp_scaling.py" --loss "$CIFAR" \
+    --out "$R/ddp-loss" "${LOSS[@]}"
+  for w in 1 2; do cp "$R/ddp-loss/loss-${w}gpu/log.csv" "$R/res/ddp-loss-${w}gpu.csv"; done
+}
+# After the DDP timings each queue keeps to a quarter of the host's cores (a one-GPU machine
+# has 16 of them): in the first round four queues compiling and taking matrix square roots on
+# all 64 cores at once made one FID case take 35-175 s.
+r0() { ddp_first 0; pin 0; cars_run tutorial --recipe tutorial; ddp_loss; }
+r1() {
+  ddp_first 1; pin 1
+  cars_run ours --recipe cars64-fast --resize squash --max-minutes "$CARS_MINUTES"
+  touch "$R/cars-ours.done"
+}
+r2() { ddp_first 2; pin 2; improved_arm fixed; }
+r3() { ddp_first 3; pin 3; HYBRID_FID_VARIANCES="learned small" improved_arm hybrid; }
 
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
