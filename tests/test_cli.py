@@ -200,11 +200,12 @@ def test_architecture_flags_override_the_preset(tmp_path):
     assert cfg["attention_levels"] == [1] and cfg["in_channels"] == 1
 
 
-def test_bad_architecture_flag_values(capsys):
+def test_bad_architecture_flag_values(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["train", "--channel-mults", "1,x"])
     assert e.value.code == 2 and "--channel-mults" in error_line(capsys)
-    assert main(["train", "--attention-levels", "9", "--steps", "1"]) == 2
+    out = str(tmp_path / "run")
+    assert main(["train", "--attention-levels", "9", "--steps", "1", "--out", out]) == 2
     assert "attention_levels" in error_line(capsys)
 
 

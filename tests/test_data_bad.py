@@ -177,7 +177,10 @@ def test_unusable_sources_give_one_clear_line(tmp_path, capsys, make, expected):
 
 def test_stanford_cars_without_devkit_prints_the_expected_tree(tmp_path, capsys):
     write_images(tmp_path / "cars" / "cars_train", ["00001.jpg"], (8, 8))
-    code, err = run_cli(capsys, ["train", "--data", f"stanford-cars:{tmp_path / 'cars'}"])
+    code, err = run_cli(
+        capsys,
+        ["train", "--data", f"stanford-cars:{tmp_path / 'cars'}", "--out", str(tmp_path / "run")],
+    )
     assert code == 1 and "devkit/cars_meta.mat" in err
     for part in ("devkit/cars_train_annos.mat", "cars_train/00001.jpg", "cars_test/"):
         assert part in err  # the tree
@@ -206,12 +209,25 @@ def test_split_is_only_for_datasets_that_have_them(tmp_path):
 
 def test_bbox_needs_boxes(tmp_path, capsys):
     write_images(tmp_path / "f", ["a.png"], (8, 8))
-    code, err = run_cli(capsys, ["train", "--data", str(tmp_path / "f"), "--resize", "bbox"])
+    code, err = run_cli(
+        capsys,
+        [
+            "train",
+            "--data",
+            str(tmp_path / "f"),
+            "--resize",
+            "bbox",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert code == 1 and "bbox needs bounding boxes" in err
 
 
 def test_cifar10_folder_without_batches_or_images(tmp_path, capsys):
     (tmp_path / "c" / "cifar-10-batches-py").mkdir(parents=True)
     (tmp_path / "c" / "cifar-10-batches-py" / "batches.meta").write_bytes(b"junk")
-    code, err = run_cli(capsys, ["train", "--data", f"cifar10:{tmp_path / 'c'}"])
+    code, err = run_cli(
+        capsys, ["train", "--data", f"cifar10:{tmp_path / 'c'}", "--out", str(tmp_path / "run")]
+    )
     assert code == 1 and "no data_batch_1" in err

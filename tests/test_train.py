@@ -66,6 +66,15 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, blobs):
     assert [l for s, l in full.losses if s > 10] == [l for s, l in resumed.losses if s > 10]
 
 
+def test_a_new_run_into_a_used_folder_is_refused_and_keeps_the_old_run(tmp_path, blobs):
+    first = train(tiny_config(tmp_path, steps=10), data=blobs, progress=False)
+    log = (tmp_path / "run" / "log.csv").read_text()
+    with pytest.raises(ConfigError, match="already holds a run.*--resume.*--out"):
+        train(tiny_config(tmp_path, steps=5), data=blobs, progress=False)
+    assert C.load_checkpoint(first.last_checkpoint)["step"] == 10
+    assert (tmp_path / "run" / "log.csv").read_text() == log
+
+
 def test_resume_with_another_shape_is_refused(tmp_path, blobs):
     cfg = tiny_config(tmp_path, steps=5)
     train(cfg, data=blobs, progress=False)
@@ -153,6 +162,11 @@ def test_a_time_budget_ends_the_run_with_a_checkpoint(tmp_path, blobs):
 def test_meaningless_loss_combinations_are_refused_naming_the_flags(kw, flags):
     with pytest.raises(ConfigError, match=flags):
         TrainConfig(**kw)
+
+
+def test_the_hybrid_loss_under_a_loss_weighting_warns():
+    with pytest.warns(UserWarning, match="--loss hybrid.*--loss-weight"):
+        TrainConfig(loss="hybrid", learn_sigma=True, loss_weight="min-snr", min_snr_gamma=5.0)
 
 
 def test_timestep_sampling_defaults_to_importance_for_vlb_only():

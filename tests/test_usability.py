@@ -155,6 +155,10 @@ def test_off_a_terminal_progress_is_one_line_per_interval():
     assert len(lines) == 4  # at 30, 60 and 90 s, and the last
     assert lines[0].startswith("sampling: 30/100 steps (30%), 1 steps/s, 0:30 elapsed, ~1:10")
     assert lines[-1] == "sampling: 100/100 steps (100%), in 1:40"
+    batches = io.StringIO()
+    with Progress(2, "sampling", "batch", interval=0, file=batches, clock=lambda: now[0]) as bar:
+        bar.update(2)
+    assert "2/2 batches (100%)" in batches.getvalue()
 
 
 def test_progress_lines_show_values_and_stay_silent_when_disabled():

@@ -203,7 +203,8 @@ def frechet_distance(
                 "(too few images for 2048 features?)"
             )
         covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    fd = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    return max(fd, 0.0)  # a distance: identical statistics give -1e-4 or so in floating point
 
 
 def _sqrtm(a: np.ndarray) -> np.ndarray:

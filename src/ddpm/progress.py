@@ -25,6 +25,11 @@ def _now() -> float:
     return time.monotonic()
 
 
+def plural(unit: str) -> str:
+    """step -> steps, batch -> batches."""
+    return unit + ("es" if unit.endswith(("s", "sh", "ch", "x")) else "s")
+
+
 def _clock(seconds: float) -> str:
     s = round(seconds)
     h, rest = divmod(s, 3600)
@@ -111,13 +116,13 @@ class Progress:
         done = self.n - self.start_n
         counts = f"{self.n}/{self.total}" if self.total else f"{self.n}"
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
-        parts = [f"{self.desc}: {counts} {self.unit}s{pct}"]
+        parts = [f"{self.desc}: {counts} {plural(self.unit)}{pct}"]
         if final:
             parts.append(f"in {_clock(elapsed)}")
         else:
             rate = done / elapsed if elapsed > 0 else 0.0
             parts.append(
-                f"{rate:.3g} {self.unit}s/s"
+                f"{rate:.3g} {plural(self.unit)}/s"
                 if rate >= 1 or rate == 0
                 else f"{1 / rate:.3g} s/{self.unit}"
             )

@@ -35,7 +35,7 @@ USER_ERRORS = (ConfigError, ScheduleError, DataError, CheckpointError)
 COMMANDS = (
     (
         "train",
-        "train a model (default: the bundled digits, about 5 minutes on 2 CPU cores)",
+        "train a model (default: the bundled digits, about 2 minutes on 2 CPU cores)",
         "Train a diffusion model; checkpoints, log.csv and pictures go to --out.",
         "ddpm train\n"
         "ddpm train --data ~/photos --image-size 64 --preset cars64 --out runs/cars\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,6 +242,14 @@ class TrainConfig:
             raise ConfigError(
                 "loss_weight / min_snr_gamma (--loss-weight, --min-snr-gamma) weight L_simple, "
                 "which loss vlb (--loss vlb) does not have"
+            )
+        if self.loss == "hybrid" and self.loss_weight != "none":
+            warnings.warn(
+                f"loss hybrid (--loss hybrid) with loss_weight {self.loss_weight} "
+                "(--loss-weight): the weighting shrinks L_simple at low t while 0.001 L_vlb stays "
+                "unweighted; measured on CIFAR-10 (docs/benchmarks.md, issue 11) the learned "
+                "variances then lost to fixed ones, and won without a weighting",
+                stacklevel=3,
             )
         if self.loss == "vlb" and self.t_sampling == "lognormal":
             raise ConfigError(

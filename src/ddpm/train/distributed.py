@@ -22,6 +22,7 @@ distribution rather than bit for bit.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -255,6 +256,11 @@ def wrap(
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     torch._dynamo.config.optimize_ddp = split_graph  # True: "ddp_optimizer", False: none
+    # Channels-last 1x1 convolution weights have strides (C, 1, C, C) and their gradients
+    # (C, 1, 1, 1): the same memory, which DDP's reducer takes for a layout mismatch and warns
+    # about on every rank ("may impair performance"). The copy it then makes is part of the
+    # 95-97% scaling efficiency measured on H100s (docs/benchmarks.md): not worth a warning.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return DDP(
         model,
         device_ids=[dist.device.index] if dist.device.type == "cuda" else None,

@@ -211,6 +211,17 @@ class Snapshots:
             t.join()
 
 
+def refuse_a_used_folder(out: str) -> None:
+    """A new run would mix its files with an earlier run's there, and keeping the newest
+    checkpoints would delete its own first ones (the earlier run's steps can be higher)."""
+    found = ckpt_io.list_checkpoints(out)
+    if found:
+        raise ConfigError(
+            f"--out {out} already holds a run (newest checkpoint {found[-1].name}): pass "
+            f"--resume to continue it, or another --out (or remove the folder) for a new run"
+        )
+
+
 def clamp_batch_size(cfg: TrainConfig, n: int, processes: int = 1) -> TrainConfig:
     """A batch larger than the dataset becomes the whole dataset, said once (16 images train
     with the default batch size, as in diffusers' and lucidrains' trainers); under DDP, the
@@ -265,6 +276,8 @@ def train(
     rank 0 alone writes files (and shows progress).
     """
     check_output_folder(cfg.out, "run folder")
+    if resume is None:
+        refuse_a_used_folder(cfg.out)
     dist = distributed.init(cfg.device, cfg.batch_size) if dist is None else dist
     distributed.check_batch(cfg.batch_size, dist.world_size)
     main, W = dist.is_main, dist.world_size
