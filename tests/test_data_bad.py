@@ -231,3 +231,15 @@ def test_cifar10_folder_without_batches_or_images(tmp_path, capsys):
         capsys, ["train", "--data", f"cifar10:{tmp_path / 'c'}", "--out", str(tmp_path / "run")]
     )
     assert code == 1 and "no data_batch_1" in err
+
+
+@pytest.mark.parametrize(
+    "spec, hint",
+    [("mnsit", "did you mean mnist"), ("cifar-10", "did you mean --data cifar10:PATH")],
+)
+def test_a_misspelt_data_name_gets_a_hint_and_leaves_no_run_folder(tmp_path, capsys, spec, hint):
+    out = tmp_path / "run"
+    code, err = run_cli(capsys, ["train", "--data", spec, "--out", str(out)])
+    assert code == 1 and err.startswith(f"ddpm train: error: --data {spec}: no such file")
+    assert hint in err
+    assert not out.exists()

@@ -244,3 +244,14 @@ def test_a_checkpoint_from_before_learned_variances_loads_samples_and_resumes(
         resume=str(old),
     )
     assert more.step == 8
+
+
+def test_dropout_zero_fits_a_network_without_dropout_and_more_is_refused():
+    from ddpm.data import ImageDataset
+    from ddpm.train.state import make_model
+
+    data = ImageDataset(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), source="zeros")
+    arch, _, _ = make_model(TrainConfig(preset="tutorial", dropout=0.0), data)
+    assert arch == "tutorial"  # what a recipe's "dropout 0" asks for, as the network is
+    with pytest.raises(ConfigError, match="preset tutorial has no dropout.*--dropout 0.1"):
+        make_model(TrainConfig(preset="tutorial", dropout=0.1), data)

@@ -43,6 +43,24 @@
 # one DDP case: each case and world size compiles for 1.5-2 minutes; with one case the round
 # should take about 25 minutes). Ran end to end on the CPU (SMOKE=1) on 2026-11-27.
 #
+# Seen in that second round (2026-11-27, 12:14-12:41 UTC; docs/benchmarks.md): start 60 s, the
+# DDP timings of one case 4.7 minutes, the cars runs and their scoring 5-6 minutes, the loss
+# comparison 4 minutes, each improved-DDPM arm 13.6 minutes (8 training, 0.8 bits/dim, 4.5 FID):
+# the queues were done 19.6 minutes after the launch. Pinned to 16 cores, one FID-10k case took
+# 35-68 s (against 35-175 s unpinned in the first round). The cars64 DDP timings afterwards
+# needed more than the 7.5 minutes left: 128 and 119 s of compile per world size.
+#
+# PLAN=third is what the second left, and two ablations for issue 9, in about 20 minutes:
+# first the cars64 DDP timing at 1 and 4 GPUs on the idle host (#13's last row); then GPU 0 the
+# tutorial's cars run and GPU 1 ours (cars64-fast) for the tutorial's 2.22 minutes (measured in
+# the second round; CARS_MINUTES), each scored, then two candidates for the same minutes (#10):
+# the tutorial's own SimpleUnet with our training (GPU 1) and cars64-fast without CUDA graphs
+# (a shorter compile; GPU 0); GPU 2 the cifar10-8min recipe as it is (the control) and GPU 3 at
+# 96 channels instead of 128 (predicted ~1.6x the steps; FID within 1 of the control, better
+# or worse), each scored with its EMA lengths 0.05, 0.1 and 0.2 (#9). Launch it with
+# `PLAN=third CASES=cars64 DDP_GPUS=1,4 bash benchmarks/gpu/round.sh launch`, then the same
+# data, fid and wait calls. (CPU smoke: as below, with PLAN=third CASES=tiny.)
+#
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
 set -u
@@ -61,7 +79,8 @@ if [[ -n "${SMOKE:-}" ]]; then  # tiny everything, on the CPU
   TUT=(--epochs 0.02 --device cpu --batch-size 8) DDP=(--device cpu --cases tiny --steps 2 --warmup 1)
   LOSS=(--device cpu --loss-preset small --loss-steps 4 --loss-batch 8)
 else
-  CARS_MINUTES=${CARS_MINUTES:-2.796}  # the tutorial run's minutes, measured on 2026-11-27
+  CARS_MINUTES=${CARS_MINUTES:-2.796}  # the tutorial run's minutes in the first round
+  [[ ${PLAN:-} == third ]] && CARS_MINUTES=${CARS_MINUTES_THIRD:-2.22}  # ... in the second
   MIN=${MIN:-8} N=${N:-10000} NC=${NC:-8144} NNLL=${NNLL:-1000} DEV=()
   SNAPS=1,2,4,8 X=() PEER=(--minutes "$MIN" --snapshot-minutes "$SNAPS") GUIDE=() TUT=()
   DDP=(--cases cifar10,cars64) LOSS=()
@@ -176,8 +195,8 @@ q3() {
 # PLAN=rest: the second round
 ddp_first() {  # queue 0 times DDP on all four GPUs while the others wait for it
   if [[ $1 == 0 ]]; then
-    stamp "DDP timing, 1, 2 and 4 GPUs"
-    CUDA_VISIBLE_DEVICES=0,1,2,3 python3 "$C/benchmarks/ddp_scaling.py" --gpus 1,2,4 \
+    stamp "DDP timing, ${DDP_GPUS:-1,2,4} GPUs"
+    CUDA_VISIBLE_DEVICES=0,1,2,3 python3 "$C/benchmarks/ddp_scaling.py" --gpus "${DDP_GPUS:-1,2,4}" \
       --out "$R/res/ddp" "${DDP[@]}" ${CASES:+--cases "$CASES"}
     touch "$R/ddp.done"
   fi
@@ -238,17 +257,37 @@ r1() {
 r2() { ddp_first 2; pin 2; improved_arm fixed; }
 r3() { ddp_first 3; pin 3; HYBRID_FID_VARIANCES="learned small" improved_arm hybrid; }
 
+# PLAN=third
+ablation() {  # ablation NAME FLAGS...: the cifar10-8min recipe with FLAGS, each EMA length scored
+  local name=$1 last; shift
+  stamp "issue 9: $name"
+  recipe --ema-extra 0.05,0.2 --out "$R/$name" "$@" || return
+  waitfor "$R/fid.ready"; last=$(last "$R/$name")
+  sweep --json "$R/res/$name-sweep.json" --grid "0:$R/res/$name-samples.png" \
+    --case "$last:ema:ddim:50" --case "$last:0.05:ddim:50" --case "$last:0.2:ddim:50"
+}
+ours=(--recipe cars64-fast --resize squash --max-minutes "$CARS_MINUTES")
+t0() {
+  ddp_first 0; pin 0; cars_run tutorial --recipe tutorial
+  cars_run ours-default-compile "${ours[@]}" --compile-mode default
+}
+t1() { ddp_first 1; pin 1; cars_run ours "${ours[@]}"; cars_run simpleunet-ours "${ours[@]}" --preset tutorial; }
+t2() { ddp_first 2; pin 2; ablation control; }
+t3() { ddp_first 3; pin 3; ablation width96 --base-channels 96; }
+
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
   local t0=$SECONDS q=q$1
   [[ $PLAN == rest ]] && q=r$1
+  [[ $PLAN == third ]] && q=t$1
   "$q" >"$Q/q$1.log" 2>&1
   echo "exit $? after $((SECONDS - t0)) s" >>"$Q/q$1.log"
   touch "$Q/q$1.done"
 }
 
 pack() {  # the results so far (small files only), the queue logs and the training logs
-  for run in A B C D cars/tutorial cars/ours cars-cond; do
+  for run in A B C D cars/tutorial cars/ours cars-cond control width96 \
+    cars/ours-default-compile cars/simpleunet-ours; do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done
   [[ -f $R/B/result.json ]] && cp "$R/B/result.json" "$R/res/B-result.json"

@@ -12,6 +12,7 @@ Each resolves to a `Source`: a list of files to decode (`Entry`), or pictures al
 
 from __future__ import annotations
 
+import difflib
 import pickle
 import tarfile
 from collections.abc import Callable
@@ -59,6 +60,19 @@ def resolve(spec: str, split: str | None = None) -> Source:
         )
     if split is not None:
         raise DataError(f"--split applies to stanford-cars:PATH and cifar10:PATH, not to {spec}")
+    if not Path(spec).exists():
+        close = difflib.get_close_matches(spec.lower(), ["mnist", "cifar10", "stanford-cars"], 1)
+        hint = (
+            {"mnist": " (did you mean mnist, the bundled digits?)"}.get(close[0], "")
+            if close
+            else ""
+        )
+        if close and not hint:
+            hint = f" (did you mean --data {close[0]}:PATH?)"
+        raise DataError(
+            f"--data {spec}: no such file or folder; expected a folder or .zip of images, "
+            f"mnist, cifar10:PATH or stanford-cars:PATH{hint}"
+        )
     return image_folder(Path(spec))
 
 

@@ -282,6 +282,7 @@ def train(
     distributed.check_batch(cfg.batch_size, dist.world_size)
     main, W = dist.is_main, dist.world_size
     progress = progress and main
+    made = main and resume is None and not Path(cfg.out).exists()
     if main and resume is None:  # before the data is decoded: a folder that cannot be made
         Path(cfg.out).mkdir(parents=True, exist_ok=True)  # stops the run at once
     evaluator = make_fid_evaluator(cfg, dist) if cfg.eval_every is not None else None
@@ -290,7 +291,12 @@ def train(
     def read(resume: str, out: str) -> tuple[Path, dict]:  # rank 0 reads, the others receive
         return dist.on_main(lambda: read_resume(resume, out))
 
-    device, data, arch, model_cfg, state = setup(cfg, data, resume, dist.device, read, progress)
+    try:
+        device, data, arch, model_cfg, state = setup(cfg, data, resume, dist.device, read, progress)
+    except BaseException:
+        if made and not any(Path(cfg.out).iterdir()):  # bad data or flags: leave no trace
+            Path(cfg.out).rmdir()
+        raise
     distributed.seed_process(cfg.seed, dist, state.step)  # dropout: a generator per process
     cfg = clamp_batch_size(cfg, len(data), W)
     if cfg.epochs is not None:  # whole passes over the data, as many steps as that takes
