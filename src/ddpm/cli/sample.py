@@ -216,7 +216,7 @@ def run_sample(args: argparse.Namespace) -> int:
         save_npy(to_uint8(x).numpy(), args.out)
     else:
         save_grid(x, args.out, nrow)
-    where = f"{args.out}" + (f" and {args.folder}/" if args.folder else "")
+    where = f"{args.out}" + (f" and {args.folder.rstrip('/')}/" if args.folder else "")
     what = ""
     if labels is not None:
         names = loaded.names
