@@ -120,6 +120,12 @@ cars_classes=("AM General Hummer SUV 2000" "Bugatti Veyron 16.4 Coupe 2009"
   "Chevrolet Express Cargo Van 2007" "Jeep Wrangler SUV 2012" "smart fortwo Convertible 2012"
   "Volkswagen Beetle Hatchback 2012")
 
+bits_per_dim() {  # bits_per_dim CHECKPOINT VARIANCE NAME: the bound on the CIFAR-10 test images
+  stamp "bits/dim $3"
+  ddpm eval --checkpoint "$1" --nll --data "cifar10:$R/test.zip" --n "$NNLL" \
+    --nll-t-samples 100 --variance "$2" --quiet "${DEV[@]}" --json "$R/res/$3-nll.json"
+}
+
 q0() {
   stamp "train ours (A)"; recipe --out "$R/A" || return
   waitfor "$R/fid.ready"; local a; a=$(last "$R/A")
@@ -128,9 +134,7 @@ q0() {
     --case "$a:ema:dpm-solver:10" --case "$a:ema:dpm-solver:20" \
     --case "$a:ema:ddpm:50::variance=small" --case "$a:ema:ddpm:50::variance=large" \
     --case "$a:ema:ddpm:100::variance=small" --case "$a:ema:ddpm:100::variance=large"
-  stamp "bits/dim A"
-  ddpm eval --checkpoint "$a" --nll --data "cifar10:$R/test.zip" --n "$NNLL" \
-    --nll-t-samples 100 --variance small --quiet "${DEV[@]}" --json "$R/res/A-nll.json"
+  bits_per_dim "$a" small A
   waitfor "$R/cars-trained"
   stamp "score Stanford Cars"
   cars_sh score N="$NC" INCEPTION="$R/fid/fid-inception-fp16.pt" EVAL_ARGS="${DEV[*]}"
@@ -156,9 +160,7 @@ q2() {
     --case "$c:ema:ddpm:50::variance=learned" --case "$c:ema:ddpm:50::variance=small" \
     --case "$c:ema:ddpm:50::variance=large" --case "$c:ema:ddpm:100::variance=learned" \
     --case "$c:ema:ddpm:100::variance=small" --case "$c:ema:ddpm:100::variance=large"
-  stamp "bits/dim C"
-  ddpm eval --checkpoint "$c" --nll --data "cifar10:$R/test.zip" --n "$NNLL" \
-    --nll-t-samples 100 --variance learned --quiet "${DEV[@]}" --json "$R/res/C-nll.json"
+  bits_per_dim "$c" learned C
   waitfor "$R/res/cars/minutes.txt"
   local m; m=$(awk '{print $3}' "$R/res/cars/minutes.txt")
   stamp "Stanford Cars, class-conditional, $m min"

@@ -62,12 +62,10 @@ def resolve(spec: str, split: str | None = None) -> Source:
         raise DataError(f"--split applies to stanford-cars:PATH and cifar10:PATH, not to {spec}")
     if not Path(spec).exists():
         close = difflib.get_close_matches(spec.lower(), ["mnist", "cifar10", "stanford-cars"], 1)
-        hint = (
-            {"mnist": " (did you mean mnist, the bundled digits?)"}.get(close[0], "")
-            if close
-            else ""
-        )
-        if close and not hint:
+        hint = ""
+        if close == ["mnist"]:
+            hint = " (did you mean mnist, the bundled digits?)"
+        elif close:
             hint = f" (did you mean --data {close[0]}:PATH?)"
         raise DataError(
             f"--data {spec}: no such file or folder; expected a folder or .zip of images, "

@@ -282,8 +282,9 @@ def train(
     distributed.check_batch(cfg.batch_size, dist.world_size)
     main, W = dist.is_main, dist.world_size
     progress = progress and main
-    made = main and resume is None and not Path(cfg.out).exists()
+    made = False  # this run made --out: a failure before any file is written removes it
     if main and resume is None:  # before the data is decoded: a folder that cannot be made
+        made = not Path(cfg.out).exists()
         Path(cfg.out).mkdir(parents=True, exist_ok=True)  # stops the run at once
     evaluator = make_fid_evaluator(cfg, dist) if cfg.eval_every is not None else None
     fids: list[tuple[int, float]] = []

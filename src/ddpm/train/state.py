@@ -143,11 +143,11 @@ def make_model(
     if num_classes is not None:
         overrides["num_classes"] = num_classes
     overrides.update(cfg.model_overrides)
-    if cfg.dropout is not None and spec.arch not in ("unet", "unet1d", "mlp"):
-        if cfg.dropout > 0:  # 0 asks for what such a network already is (a recipe may say so)
+    if cfg.dropout is not None:
+        if spec.arch in ("unet", "unet1d", "mlp"):
+            overrides["dropout"] = cfg.dropout
+        elif cfg.dropout > 0:  # 0 asks for what such a network already is (a recipe may say so)
             raise ConfigError(f"preset {name} has no dropout (--dropout {cfg.dropout})")
-    elif cfg.dropout is not None:
-        overrides["dropout"] = cfg.dropout
     if cfg.learn_sigma:
         overrides["learn_sigma"] = True
     spec = preset(name, **overrides)
