@@ -50,14 +50,16 @@
 # 35-68 s (against 35-175 s unpinned in the first round). The cars64 DDP timings afterwards
 # needed more than the 7.5 minutes left: 128 and 119 s of compile per world size.
 #
-# PLAN=third is what the second left, and two ablations for issue 9, in about 20 minutes:
+# PLAN=third is what the second left, and three runs for issue 9:
 # first the cars64 DDP timing at 1 and 4 GPUs on the idle host (#13's last row); then GPU 0 the
 # tutorial's cars run and GPU 1 ours (cars64-fast) for the tutorial's 2.22 minutes (measured in
 # the second round; CARS_MINUTES), each scored, then two candidates for the same minutes (#10):
-# the tutorial's own SimpleUnet with our training (GPU 1) and cars64-fast without CUDA graphs
-# (a shorter compile; GPU 0); GPU 2 the cifar10-8min recipe as it is (the control) and GPU 3 at
-# 96 channels instead of 128 (predicted ~1.6x the steps; FID within 1 of the control, better
-# or worse), each scored with its EMA lengths 0.05, 0.1 and 0.2 (#9). Launch it with
+# the tutorial's own SimpleUnet with our training and then cars64-fast without CUDA graphs (a
+# shorter compile), both on GPU 1; three runs of the cifar10-8min recipe for issue 9, each
+# scored with its EMA lengths 0.05, 0.1 and 0.2 and with DPM-Solver++(2M) at 50 steps: as it is
+# (the control, GPU 2), at 96 channels instead of 128 (GPU 3; predicted ~1.6x the steps, FID
+# within 1 of the control, better or worse) and at twice its learning rate, 8e-4 (GPU 0 after
+# the tutorial's run; predicted within 1 of the control). About 25 minutes. Launch it with
 # `PLAN=third CASES=cars64 DDP_GPUS=1,4 bash benchmarks/gpu/round.sh launch`, then the same
 # data, fid and wait calls. (CPU smoke: as below, with PLAN=third CASES=tiny.)
 #
@@ -266,14 +268,16 @@ ablation() {  # ablation NAME FLAGS...: the cifar10-8min recipe with FLAGS, each
   recipe --ema-extra 0.05,0.2 --out "$R/$name" "$@" || return
   waitfor "$R/fid.ready"; last=$(last "$R/$name")
   sweep --json "$R/res/$name-sweep.json" --grid "0:$R/res/$name-samples.png" \
-    --case "$last:ema:ddim:50" --case "$last:0.05:ddim:50" --case "$last:0.2:ddim:50"
+    --case "$last:ema:ddim:50" --case "$last:0.05:ddim:50" --case "$last:0.2:ddim:50" \
+    --case "$last:ema:dpm-solver:50"
 }
 ours=(--recipe cars64-fast --resize squash --max-minutes "$CARS_MINUTES")
-t0() {
-  ddp_first 0; pin 0; cars_run tutorial --recipe tutorial
+t0() { ddp_first 0; pin 0; cars_run tutorial --recipe tutorial; ablation lr8 --lr 8e-4; }
+t1() {
+  ddp_first 1; pin 1; cars_run ours "${ours[@]}"
+  cars_run simpleunet-ours "${ours[@]}" --preset tutorial
   cars_run ours-default-compile "${ours[@]}" --compile-mode default
 }
-t1() { ddp_first 1; pin 1; cars_run ours "${ours[@]}"; cars_run simpleunet-ours "${ours[@]}" --preset tutorial; }
 t2() { ddp_first 2; pin 2; ablation control; }
 t3() { ddp_first 3; pin 3; ablation width96 --base-channels 96; }
 
@@ -288,7 +292,7 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
 }
 
 pack() {  # the results so far (small files only), the queue logs and the training logs
-  for run in A B C D cars/tutorial cars/ours cars-cond control width96 \
+  for run in A B C D cars/tutorial cars/ours cars-cond control width96 lr8 \
     cars/ours-default-compile cars/simpleunet-ours; do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done
