@@ -180,6 +180,12 @@ def test_flags_given_beside_a_recipe_win():
     assert plain.lr == TrainConfig().lr and plain.preset == TrainConfig().preset
 
 
+def test_no_compile_undoes_a_recipes_compile():
+    assert parse_train(["train", "--recipe", "cars64-fast"]).compile
+    assert not parse_train(["train", "--recipe", "cars64-fast", "--no-compile"]).compile
+    assert parse_train(["train", "--compile"]).compile and not parse_train(["train"]).compile
+
+
 def test_every_recipe_makes_a_valid_config():
     for name in RECIPES:
         parse_train(["train", "--recipe", name])

@@ -404,7 +404,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         default=d["bf16"],
         help="bfloat16 autocast on CUDA (ignored on the CPU)",
     )
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=d["compile"],
+        help="torch.compile the model (--no-compile undoes a --recipe's)",
+    )
     g.add_argument(
         "--compile-mode",
         choices=COMPILE_MODES,
