@@ -221,10 +221,15 @@ def dpm_solver_sample(
     clip: bool = False,
     generator: Generators = None,
     callback: Callback | None = None,
-    spacing: str = "leading",
+    spacing: str = "trailing",
 ) -> Tensor:
     """DPM-Solver++(2M), Lu et al. 2022 Algorithm 2: a deterministic second-order multistep
     solver of the diffusion ODE in the data-prediction form, on `timesteps_for`'s timesteps.
+
+    Trailing by default: on DDIM's leading timesteps the last update jumps from t = T/steps to
+    t = 0, four times the previous step in log-SNR (r = 1/4), and the extrapolation
+    3 x̂_0 - 2 x̂_0_prev that it then takes makes the solver less accurate than DDIM at 10 and
+    20 steps (tests/test_solvers.py measures both on an ODE with a known solution).
 
     With α = √ᾱ, σ = √(1-ᾱ), λ = log(α/σ) and h = λ_i - λ_{i-1}:
     x_i = (σ_i/σ_{i-1}) x_{i-1} - α_i (e^{-h} - 1) D, where D is x̂_0 on the first and last
@@ -328,7 +333,7 @@ def sample(
 ) -> Tensor:
     """Dispatch by name: "ddpm" (all T steps when `steps` is None, else the respaced K-step
     chain of Nichol & Dhariwal §4), "ddim", "dpm-solver" or "heun" (`steps` steps on
-    `spacing`'s timesteps; None: leading for ddim and dpm-solver, karras for heun)."""
+    `spacing`'s timesteps; None: leading for ddim, trailing for dpm-solver, karras for heun)."""
     if sampler == "ddpm":
         if steps is not None:
             _check_steps(steps, schedule.T)
@@ -340,7 +345,7 @@ def sample(
         sp = spacing or "leading"
         return ddim_sample(model, schedule, x_T, steps, eta, clip, generator, callback, sp)
     if sampler == "dpm-solver":
-        sp = spacing or "leading"
+        sp = spacing or "trailing"
         return dpm_solver_sample(model, schedule, x_T, steps, clip, generator, callback, sp)
     if sampler == "heun":
         sp = spacing or "karras"

@@ -59,7 +59,8 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
         "--spacing",
         choices=SPACINGS,
         help="timesteps of ddim / dpm-solver / heun: leading (DDIM's), trailing (start at T) or "
-        "karras (EDM's ρ=7 noise levels); default: karras for heun, leading otherwise",
+        "karras (EDM's ρ=7 noise levels); default: leading for ddim, trailing for dpm-solver, "
+        "karras for heun",
     )
     g.add_argument("--variance", choices=VARIANCES, help=VARIANCE_HELP)
     g.add_argument(
