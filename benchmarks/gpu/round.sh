@@ -63,6 +63,11 @@
 # `PLAN=third CASES=cars64 DDP_GPUS=1,4 bash benchmarks/gpu/round.sh launch`, then the same
 # data, fid and wait calls. (CPU smoke: as below, with PLAN=third CASES=tiny.)
 #
+# Seen in the third round (2026-11-27, 13:32-13:58 UTC): start 60 s, the cars64 DDP timings at 1
+# and 4 GPUs 4.6 minutes, the cars queue (four runs and their scoring) 17 minutes, each issue-9
+# run 16 minutes (8 training, about 8 scoring four cases: the first compiles the sampler for
+# 85 s); GPU 0's two jobs were done 25 minutes after the launch. Held 1,283 s in all.
+#
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
 set -u
