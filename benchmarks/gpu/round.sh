@@ -68,6 +68,17 @@
 # run 16 minutes (8 training, about 8 scoring four cases: the first compiles the sampler for
 # 85 s); GPU 0's two jobs were done 25 minutes after the launch. Held 1,283 s in all.
 #
+# PLAN=fourth (written 2026-11-27 after the third, not yet run; about 20 minutes): GPU 0 times a
+# cold compile and the steady speed of `--compile-scope model` against `blocks` (regional
+# compilation) for cifar10-8min and cars64-fast (benchmarks/compile_scope.py); GPU 1 trains the
+# cifar10-8min recipe and scores it with DDIM at 50/100/200 steps (leading, and 50 trailing)
+# and DPM-Solver++(2M) at 10/20/50 on its new trailing default (and 20 on leading), which
+# says whether DDIM-50 sits below the model's converged ODE and what the solver's new default
+# is worth (#9); GPU 2 the tutorial's cars run, then cars64-fast for its minutes with
+# --compile-scope blocks and as it is (#10); GPU 3 the recipe with --compile-scope blocks,
+# scored (#9). No DDP step: `PLAN=fourth bash benchmarks/gpu/round.sh launch`, then the data,
+# fid and wait calls.
+#
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
 set -u
@@ -85,12 +96,13 @@ if [[ -n "${SMOKE:-}" ]]; then  # tiny everything, on the CPU
   GUIDE=(--classifier-epochs 1 --classifier-width 8 --batch-size 16)
   TUT=(--epochs 0.02 --device cpu --batch-size 8) DDP=(--device cpu --cases tiny --steps 2 --warmup 1)
   LOSS=(--device cpu --loss-preset small --loss-steps 4 --loss-batch 8)
+  SCOPE=(--steps 6 --window 3 --batch 8 --minutes 0.1 --extra "--device cpu")
 else
   CARS_MINUTES=${CARS_MINUTES:-2.796}  # the tutorial run's minutes in the first round
   [[ ${PLAN:-} == third ]] && CARS_MINUTES=${CARS_MINUTES_THIRD:-2.22}  # ... in the second
   MIN=${MIN:-8} N=${N:-10000} NC=${NC:-8144} NNLL=${NNLL:-1000} DEV=()
   SNAPS=1,2,4,8 X=() PEER=(--minutes "$MIN" --snapshot-minutes "$SNAPS") GUIDE=() TUT=()
-  DDP=(--cases cifar10,cars64) LOSS=()
+  DDP=(--cases cifar10,cars64) LOSS=() SCOPE=(--steps 1000 --window 100)
 fi
 PLAN=${PLAN:-first}            # first: the round of 2026-11-27; rest: what it left
 STATS=(--stats "$R/fid/cifar10-train-inception-stats.npz" --inception "$R/fid/fid-inception-fp16.pt")
@@ -286,11 +298,43 @@ t1() {
 t2() { ddp_first 2; pin 2; ablation control; }
 t3() { ddp_first 3; pin 3; ablation width96 --base-channels 96; }
 
+# PLAN=fourth
+minutes_of() {  # minutes_of LOG.CSV: a run's training-loop minutes (the sum of its windows)
+  python3 -c "import csv,sys; print(sum(float(r['seconds']) for r in csv.DictReader(open(sys.argv[1]))) / 60)" "$1"
+}
+scope_bench() {  # cold compile and steady speed, --compile-scope model against blocks
+  waitfor "$R/cars.ready"
+  stamp "compile scope: model against blocks"
+  python3 "$C/benchmarks/compile_scope.py" --data "$CIFAR" --json "$R/res/compile-scope.json" \
+    --case "cifar10-8min ${X[*]}" --case "cars64-fast --data $CARS --resize squash ${X[*]}" \
+    "${SCOPE[@]}"
+}
+f0() { pin 0; scope_bench; }
+f1() {
+  pin 1; stamp "issue 9: the recipe, then samplers and spacings"
+  recipe --out "$R/control" || return
+  waitfor "$R/fid.ready"; local a; a=$(last "$R/control")
+  sweep --json "$R/res/control-sweep.json" --grid "0:$R/res/control-samples.png" \
+    --case "$a:ema:ddim:50" --case "$a:ema:ddim:100" --case "$a:ema:ddim:200" \
+    --case "$a:ema:ddim:50:trailing" --case "$a:ema:dpm-solver:10" \
+    --case "$a:ema:dpm-solver:20" --case "$a:ema:dpm-solver:50" \
+    --case "$a:ema:dpm-solver:20:leading"
+}
+f2() {
+  pin 2; cars_run tutorial --recipe tutorial || return
+  local m; m=$(minutes_of "$R/cars/tutorial/log.csv")
+  local ours=(--recipe cars64-fast --resize squash --max-minutes "$m")
+  cars_run ours-blocks "${ours[@]}" --compile-scope blocks
+  cars_run ours "${ours[@]}"
+}
+f3() { pin 3; ablation blocks --compile-scope blocks; }
+
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
   local t0=$SECONDS q=q$1
   [[ $PLAN == rest ]] && q=r$1
   [[ $PLAN == third ]] && q=t$1
+  [[ $PLAN == fourth ]] && q=f$1
   "$q" >"$Q/q$1.log" 2>&1
   echo "exit $? after $((SECONDS - t0)) s" >>"$Q/q$1.log"
   touch "$Q/q$1.done"
@@ -298,7 +342,7 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
 
 pack() {  # the results so far (small files only), the queue logs and the training logs
   for run in A B C D cars/tutorial cars/ours cars-cond control width96 lr8 \
-    cars/ours-default-compile cars/simpleunet-ours; do
+    cars/ours-default-compile cars/simpleunet-ours blocks cars/ours-blocks; do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done
   [[ -f $R/B/result.json ]] && cp "$R/B/result.json" "$R/res/B-result.json"

@@ -30,7 +30,7 @@ from ddpm.cli.args import (
 from ddpm.diffusion import LOSS_WEIGHTS, PREDICTIONS
 from ddpm.losses import LOSSES
 from ddpm.schedule import SCHEDULES
-from ddpm.speed import COMPILE_MODES
+from ddpm.speed import COMPILE_MODES, COMPILE_SCOPES
 from ddpm.timesteps import TIMESTEP_SAMPLERS
 from ddpm.train.recipes import RECIPES, recipe_settings
 from ddpm.unet import PRESETS
@@ -415,6 +415,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         choices=COMPILE_MODES,
         default=d["compile_mode"],
         help="torch.compile mode (reduce-overhead: CUDA graphs)",
+    )
+    g.add_argument(
+        "--compile-scope",
+        choices=COMPILE_SCOPES,
+        default=d["compile_scope"],
+        help="model: the whole network as one graph; blocks: each repeated block on its own "
+        "(regional compilation: the first step comes sooner, later steps may be slower)",
     )
     g.add_argument(
         "--channels-last",

@@ -18,7 +18,7 @@ from ddpm.diffusion import LOSS_WEIGHTS, PREDICTIONS
 from ddpm.losses import HYBRID_LAMBDA, LOSSES, SIMPLE_LOSSES
 from ddpm.samplers import SAMPLERS
 from ddpm.schedule import SCHEDULES, NoiseSchedule, make_schedule
-from ddpm.speed import COMPILE_MODES
+from ddpm.speed import COMPILE_MODES, COMPILE_SCOPES
 from ddpm.timesteps import TIMESTEP_SAMPLERS
 from ddpm.unet import ConfigError, preset
 
@@ -94,6 +94,7 @@ class TrainConfig:
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on the CPU)
     compile: bool = False  # torch.compile the model in place (falls back to eager if it can't)
     compile_mode: str = "default"  # or reduce-overhead (CUDA graphs), max-autotune[-no-cudagraphs]
+    compile_scope: str = "model"  # or "blocks": each repeated block on its own (a shorter compile)
     channels_last: bool = False  # NHWC weights and activations on CUDA (ignored on the CPU)
     max_nonfinite: int = 20  # stop after this many non-finite steps in a row
     # Under torchrun (several processes; see ddpm.train.distributed), DistributedDataParallel:
@@ -157,6 +158,11 @@ class TrainConfig:
                 "compile_mode",
                 self.compile_mode in COMPILE_MODES,
                 f"one of {', '.join(COMPILE_MODES)}",
+            ),
+            (
+                "compile_scope",
+                self.compile_scope in COMPILE_SCOPES,
+                f"one of {', '.join(COMPILE_SCOPES)}",
             ),
             ("channels", self.channels in (None, 1, 3), "1 or 3"),
             ("lr", self.lr > 0, "a positive number"),

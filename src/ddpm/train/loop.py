@@ -313,7 +313,9 @@ def train(
     if main:
         out.mkdir(parents=True, exist_ok=True)
     # in place: parameter names (and the EMA's pairing) stay the same
-    compiled = cfg.compile and compile_model(state.model, device, cfg.compile_mode)
+    compiled = cfg.compile and compile_model(
+        state.model, device, cfg.compile_mode, cfg.compile_scope
+    )
     graph_mode = cfg.compile_mode if compiled else None
     ddp = None
     if W > 1:
