@@ -9,8 +9,8 @@ an empty inductor cache, so every compile is cold, as on a newly started machine
 A case is a recipe name, optionally followed by more `ddpm train` flags (quoted as one
 argument). The table gives, per case and scope: the first window's seconds (compilation,
 CUDA-graph capture and the window's own steps), the median img/s of the later windows, and
-how many steps each would make in the case's minutes (MINUTES: the first window, then the
-steady rate).
+how many steps each would make in --minutes (the first window, then the median rate of the
+later ones).
 """
 
 from __future__ import annotations
@@ -41,14 +41,16 @@ def run(case: list[str], scope: str, args: argparse.Namespace) -> dict:
         subprocess.run(cmd, env=env, check=True)
         with open(os.path.join(out, "log.csv")) as f:
             rows = list(csv.DictReader(f))
-    first = float(rows[0]["seconds"])
-    rate = median(float(r["img_per_s"]) for r in rows[1:]) if len(rows) > 1 else float("nan")
+    later = list(zip(rows, rows[1:]))  # (previous, this) for each window after the first
+    img_s = [float(r["img_per_s"]) for _, r in later] or [float("nan")]
+    steps_s = [(int(r["step"]) - int(p["step"])) / float(r["seconds"]) for p, r in later]
     return {
         "case": shlex.join(case),
         "scope": scope,
-        "first_window_s": first,
-        "window_steps": args.window,
-        "img_per_s": rate,
+        "first_window_s": float(rows[0]["seconds"]),
+        "first_window_steps": int(rows[0]["step"]),
+        "img_per_s": median(img_s),
+        "steps_per_s": median(steps_s or [float("nan")]),
         "windows": len(rows),
     }
 
@@ -60,7 +62,6 @@ def main() -> None:
     p.add_argument("--scopes", default="model,blocks")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--window", type=int, default=100, help="steps per log window")
-    p.add_argument("--batch", type=int, default=128, help="for steps per minute")
     p.add_argument("--minutes", type=float, default=8.0, help="for the steps-in-budget column")
     p.add_argument("--extra", default="", help="flags for every run, e.g. '--device cpu'")
     p.add_argument("--json", type=Path)
@@ -73,7 +74,7 @@ def main() -> None:
     print("|---|---|---:|---:|---:|")
     for r in rows:
         rest = max(0.0, args.minutes * 60 - r["first_window_s"])
-        steps = r["window_steps"] + rest * r["img_per_s"] / args.batch
+        steps = r["first_window_steps"] + rest * r["steps_per_s"]
         print(
             f"| {r['case']} | {r['scope']} | {r['first_window_s']:.1f} | {r['img_per_s']:,.0f} "
             f"| {steps:,.0f} |"

@@ -31,13 +31,10 @@ def gaussian_eps(schedule):
     return eps
 
 
-DEFAULT_SPACING = {"ddim": "leading", "dpm-solver": "trailing", "heun": "karras"}  # S.sample's
-
-
 def ode_error(sampler, schedule, steps, spacing=None):
     """Largest error against the exact ODE solution; spacing None: the sampler's default."""
     x_T = torch.randn(16, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    ts = S.timesteps_for(schedule, steps, spacing or DEFAULT_SPACING[sampler])
+    ts = S.timesteps_for(schedule, steps, spacing or S.DEFAULT_SPACING[sampler])
     abar_first = float(schedule.alphas_cumprod[ts[0]])
     sigma_first = math.sqrt((1 - abar_first) / abar_first)
     exact = x_T / math.sqrt(abar_first) * C / math.sqrt(C**2 + sigma_first**2)

@@ -96,7 +96,7 @@ if [[ -n "${SMOKE:-}" ]]; then  # tiny everything, on the CPU
   GUIDE=(--classifier-epochs 1 --classifier-width 8 --batch-size 16)
   TUT=(--epochs 0.02 --device cpu --batch-size 8) DDP=(--device cpu --cases tiny --steps 2 --warmup 1)
   LOSS=(--device cpu --loss-preset small --loss-steps 4 --loss-batch 8)
-  SCOPE=(--steps 6 --window 3 --batch 8 --minutes 0.1 --extra "--device cpu")
+  SCOPE=(--steps 6 --window 3 --minutes 0.1 --extra "--device cpu")
 else
   CARS_MINUTES=${CARS_MINUTES:-2.796}  # the tutorial run's minutes in the first round
   [[ ${PLAN:-} == third ]] && CARS_MINUTES=${CARS_MINUTES_THIRD:-2.22}  # ... in the second

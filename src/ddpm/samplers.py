@@ -96,6 +96,8 @@ def _check_steps(steps: int, T: int) -> None:
 
 
 SPACINGS = ("leading", "trailing", "karras")
+# Each few-step sampler's timesteps when none are asked for (dpm_solver_sample says why its own).
+DEFAULT_SPACING = {"ddim": "leading", "dpm-solver": "trailing", "heun": "karras"}
 
 
 def ddim_timesteps(T: int, steps: int, spacing: str = "leading") -> list[int]:
@@ -184,7 +186,7 @@ def ddim_sample(
     clip: bool = False,
     generator: Generators = None,
     callback: Callback | None = None,
-    spacing: str = "leading",
+    spacing: str = DEFAULT_SPACING["ddim"],
 ) -> Tensor:
     """DDIM, Song et al. 2021 eq. 12, on the timesteps of `timesteps_for` (`spacing`).
 
@@ -221,7 +223,7 @@ def dpm_solver_sample(
     clip: bool = False,
     generator: Generators = None,
     callback: Callback | None = None,
-    spacing: str = "trailing",
+    spacing: str = DEFAULT_SPACING["dpm-solver"],
 ) -> Tensor:
     """DPM-Solver++(2M), Lu et al. 2022 Algorithm 2: a deterministic second-order multistep
     solver of the diffusion ODE in the data-prediction form, on `timesteps_for`'s timesteps.
@@ -273,7 +275,7 @@ def heun_sample(
     clip: bool = False,
     generator: Generators = None,
     callback: Callback | None = None,
-    spacing: str = "karras",
+    spacing: str = DEFAULT_SPACING["heun"],
 ) -> Tensor:
     """Heun's second-order method on the probability-flow ODE, Karras et al. 2022 Algorithm 1,
     on `timesteps_for`'s timesteps (Karras spacing by default): 2 * steps - 1 network calls.
@@ -333,7 +335,7 @@ def sample(
 ) -> Tensor:
     """Dispatch by name: "ddpm" (all T steps when `steps` is None, else the respaced K-step
     chain of Nichol & Dhariwal §4), "ddim", "dpm-solver" or "heun" (`steps` steps on
-    `spacing`'s timesteps; None: leading for ddim, trailing for dpm-solver, karras for heun)."""
+    `spacing`'s timesteps; None: `DEFAULT_SPACING`'s)."""
     if sampler == "ddpm":
         if steps is not None:
             _check_steps(steps, schedule.T)
@@ -341,13 +343,11 @@ def sample(
         return ddpm_sample(model, schedule, x_T, variance, clip, generator, callback)
     if steps is None:
         raise ValueError(f"the {sampler} sampler needs a number of steps")
+    if sampler not in DEFAULT_SPACING:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+    sp = spacing or DEFAULT_SPACING[sampler]
     if sampler == "ddim":
-        sp = spacing or "leading"
         return ddim_sample(model, schedule, x_T, steps, eta, clip, generator, callback, sp)
     if sampler == "dpm-solver":
-        sp = spacing or "trailing"
         return dpm_solver_sample(model, schedule, x_T, steps, clip, generator, callback, sp)
-    if sampler == "heun":
-        sp = spacing or "karras"
-        return heun_sample(model, schedule, x_T, steps, clip, generator, callback, sp)
-    raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+    return heun_sample(model, schedule, x_T, steps, clip, generator, callback, sp)

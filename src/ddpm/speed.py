@@ -66,7 +66,10 @@ def compile_blocks(model: nn.Module) -> list[nn.Module]:
 
     def visit(module: nn.Module) -> None:
         for child in module.children():
-            found.append(child) if isinstance(child, kinds) else visit(child)
+            if isinstance(child, kinds):
+                found.append(child)
+            else:
+                visit(child)
 
     visit(model)
     return found

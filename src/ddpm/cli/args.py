@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from ddpm.data import DataError, parse_size
 from ddpm.paths import check_output_file, check_output_folder
+from ddpm.samplers import DEFAULT_SPACING
 from ddpm.unet import ConfigError
 
 
@@ -252,6 +253,11 @@ SAMPLER_HELP = (
 STEPS_HELP = (
     "DDIM / DPM-Solver / Heun steps (default 50); with --sampler ddpm, sample on K respaced "
     "steps (Nichol & Dhariwal 2021 §4; default: all T)"
+)
+SPACING_HELP = (
+    "timesteps of ddim / dpm-solver / heun: leading (DDIM's), trailing (start at T) or karras "
+    "(EDM's ρ=7 noise levels); default: "
+    + ", ".join(f"{s} for {name}" for name, s in DEFAULT_SPACING.items())
 )
 VARIANCE_HELP = (
     "DDPM reverse variance: small (the posterior's beta-tilde_t), large (beta_t) or learned "

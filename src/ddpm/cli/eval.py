@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ddpm.cli.args import (
     GUIDANCE_HELP,
     SAMPLER_HELP,
+    SPACING_HELP,
     STEPS_HELP,
     add_inception_args,
     add_speed_args,
@@ -79,9 +80,7 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--spacing",
         choices=SPACINGS,
-        help="timesteps of ddim / dpm-solver / heun: leading (DDIM's), trailing (start at T) or "
-        "karras (EDM's ρ=7 noise levels); default: leading for ddim, trailing for dpm-solver, "
-        "karras for heun",
+        help=SPACING_HELP,
     )
     g.add_argument(
         "--clip",

@@ -8,6 +8,7 @@ from pathlib import Path
 from ddpm.cli.args import (
     GUIDANCE_HELP,
     SAMPLER_HELP,
+    SPACING_HELP,
     STEPS_HELP,
     VARIANCE_HELP,
     add_device_arg,
@@ -58,9 +59,7 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--spacing",
         choices=SPACINGS,
-        help="timesteps of ddim / dpm-solver / heun: leading (DDIM's), trailing (start at T) or "
-        "karras (EDM's ρ=7 noise levels); default: leading for ddim, trailing for dpm-solver, "
-        "karras for heun",
+        help=SPACING_HELP,
     )
     g.add_argument("--variance", choices=VARIANCES, help=VARIANCE_HELP)
     g.add_argument(
