@@ -47,8 +47,6 @@ def check_output_file(path: str | os.PathLike, kind: str, what: str = "file") ->
     if path.suffix.lower() not in allowed:
         found = f"'{path.suffix}'" if path.suffix else "no extension"
         raise ConfigError(f"{path}: a {what} must end in {', '.join(allowed)}; got {found}")
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a folder; expected the name of a {what} to write")
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{path}: the file exists and is not writable")
     _writable_base(path)
