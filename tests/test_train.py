@@ -1,3 +1,6 @@
+import csv
+import time
+
 import pytest
 import torch
 
@@ -143,6 +146,37 @@ def test_a_time_budget_ends_the_run_with_a_checkpoint(tmp_path, blobs):
     result = train(cfg, data=blobs, progress=False)
     assert not result.stopped_early and 0 < result.step < 100_000
     assert C.load_checkpoint(result.last_checkpoint)["step"] == result.step
+
+
+def test_a_time_limited_decay_spans_the_budget_left_after_the_warm_up(tmp_path, blobs, monkeypatch):
+    """The first step stands in for a compile that takes half of a 3-second budget: the cosine
+    decay starts when the warm-up is over, so the steps after it run at about the full rate
+    (they ran at half of it when the decay counted the compile), and still ends near zero."""
+    from ddpm.train import loop
+
+    real, calls = loop.train_step, []
+
+    def compiling_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(1.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", compiling_first)
+    cfg = tiny_config(
+        tmp_path,
+        steps=100_000,
+        max_minutes=0.05,
+        warmup=2,
+        log_every=1,
+        lr_decay="cosine",
+        checkpoint_every=100_000,
+    )
+    train(cfg, data=blobs, progress=False)
+    with open(tmp_path / "run" / "log.csv") as f:
+        lr = {int(r["step"]): float(r["lr"]) for r in csv.DictReader(f)}
+    assert lr[4] > 0.9 * cfg.lr, lr[4]
+    assert lr[max(lr)] < 0.05 * cfg.lr, lr[max(lr)]
 
 
 # --- learned variances, the hybrid and vlb losses (Nichol & Dhariwal 2021) ----------------------

@@ -286,8 +286,8 @@ def build_schedule(cfg: TrainConfig) -> NoiseSchedule:
 
 def lr_at(cfg: TrainConfig, step: int, time_fraction: float = 0.0) -> float:
     """Linear warm-up to cfg.lr, then constant or cosine decay to zero at the end of the run:
-    at cfg.steps, or at cfg.max_minutes when `time_fraction` (the share of the time budget
-    spent) gets there first."""
+    at cfg.steps, or at cfg.max_minutes when `time_fraction` (the share spent of the time that
+    the budget had left when the warm-up ended) gets there first."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     if cfg.lr_decay == "cosine":

@@ -66,7 +66,7 @@ class TrainState:
     nonfinite_total: int = 0
     best_metric: float | None = None
     extra_emas: dict[float, EMA] = field(default_factory=dict)  # σ_rel -> power-function EMA
-    time_fraction: float = 0.0  # share of cfg.max_minutes spent (for a time-based lr decay)
+    time_fraction: float = 0.0  # of the budget left after the warm-up, the share spent (lr)
     timesteps: Any = None  # how t is drawn (ddpm.timesteps); None: uniform
     timesteps_saved: dict[str, Tensor] = field(default_factory=dict)  # its state when resumed
     class_names: list[str] | None = None  # of a class-conditional model, by label index
