@@ -16,6 +16,7 @@ from ddpm.timesteps import LogNormalTimesteps, UniformTimesteps, log_sigmas
 from ddpm.train import EMA, TrainConfig, train
 from ddpm.train.config import power_ema_beta, power_ema_exponent
 from ddpm.train.recipes import RECIPES
+from ddpm.unet import PRESETS, ResBlock, build_model
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +185,32 @@ def test_no_compile_undoes_a_recipes_compile():
     assert parse_train(["train", "--recipe", "cars64-fast"]).compile
     assert not parse_train(["train", "--recipe", "cars64-fast", "--no-compile"]).compile
     assert parse_train(["train", "--compile"]).compile and not parse_train(["train"]).compile
+
+
+def test_cars64_2min_is_cars64_fast_with_one_residual_block_a_level():
+    fast, short = PRESETS["cars64-fast"], PRESETS["cars64-2min"]
+    assert {**fast.config, "num_res_blocks": 1} == short.config
+    assert fast.image_size == short.image_size == (64, 64)
+    blocks = {}
+    for name in ("cars64-fast", "cars64-2min"):
+        model = build_model("unet", {**PRESETS[name].config, "in_channels": 3})
+        blocks[name] = sum(isinstance(m, ResBlock) for m in model.modules())
+    # per level: n on the way down, n + 1 on the way up (4 levels), and 2 in the middle
+    assert blocks == {"cars64-fast": 4 * 2 + 4 * 3 + 2, "cars64-2min": 4 * 1 + 4 * 2 + 2}
+
+
+def test_recipe_cars64_2min_changes_only_the_network_batch_time_and_sampler_of_cars64_fast():
+    fast = vars(parse_train(["train", "--recipe", "cars64-fast"]))
+    short = vars(parse_train(["train", "--recipe", "cars64-2min"]))
+    changed = {k: short[k] for k in fast if fast[k] != short[k]}
+    assert changed == dict(
+        preset="cars64-2min",
+        resize="squash",
+        batch_size=64,
+        max_minutes=2.15,
+        sample_sampler="ddpm",
+        sample_steps=100,
+    )
 
 
 def test_every_recipe_makes_a_valid_config():

@@ -487,6 +487,20 @@ PRESETS: dict[str, ModelSpec] = {
         },
         (64, 64),
     ),
+    # cars64-fast with one residual block per level instead of two (6.1M parameters): 1.5x its
+    # steps a second, and the better model after the tutorial's 2.4 minutes on Stanford Cars
+    # (docs/benchmarks.md, issue 10's fourth round).
+    "cars64-2min": ModelSpec(
+        "unet",
+        {
+            "base_channels": 64,
+            "channel_mults": (1, 2, 2, 2),
+            "attention_levels": (2,),
+            "num_res_blocks": 1,
+            "dropout": 0.0,
+        },
+        (64, 64),
+    ),
     # The reference tutorial's SimpleUnet: 62.4M parameters for RGB input.
     "tutorial": ModelSpec("tutorial", {}, (64, 64)),
     # Small enough to train on a 2-core CPU in minutes: the bundled digits at 16x16 (1.1M
