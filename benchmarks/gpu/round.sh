@@ -68,7 +68,7 @@
 # run 16 minutes (8 training, about 8 scoring four cases: the first compiles the sampler for
 # 85 s); GPU 0's two jobs were done 25 minutes after the launch. Held 1,283 s in all.
 #
-# PLAN=fourth (written 2026-11-27 after the third, not yet run; about 20 minutes): GPU 0 times a
+# PLAN=fourth (written 2026-11-27 after the third, never run: see fifth; about 20 minutes): GPU 0 times a
 # cold compile and the steady speed of `--compile-scope model` against `blocks` (regional
 # compilation) for cifar10-8min and cars64-fast (benchmarks/compile_scope.py); GPU 1 trains the
 # cifar10-8min recipe and scores it with DDIM at 50/100/200 steps (leading, and 50 trailing)
@@ -78,6 +78,17 @@
 # --compile-scope blocks and as it is (#10); GPU 3 the recipe with --compile-scope blocks,
 # scored (#9). No DDP step: `PLAN=fourth bash benchmarks/gpu/round.sh launch`, then the data,
 # fid and wait calls.
+#
+# PLAN=fifth (run 2026-11-27, 15:43-16:04 UTC, in place of the fourth, whose compile-scope
+# benchmark the runs themselves answer): GPU 2 runs the tutorial's cars run, and its loop's
+# minutes go to every issue-10 candidate (cars64-fast variants: one residual block a level,
+# regional compile, batch 64, no compile...). The queues take the candidates in order as they
+# come free (a claim is a directory), until CAND_DEADLINE seconds after the launch; each is
+# scored with DDIM-50, DPM-Solver-20 and DDPM-100 in one process. GPU 1 is the fourth's:
+# the recipe and its samplers. GPU 3 is the recipe with --compile-scope blocks. Both then
+# take candidates. Launch with `PLAN=fifth CAND_DEADLINE=1000 bash
+# benchmarks/gpu/round.sh launch`, then data, fid and wait. Seen: the queues were done
+# 21 minutes after the launch, eight candidates in all; held 1,294 s with two waits.
 #
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
@@ -329,12 +340,81 @@ f2() {
 }
 f3() { pin 3; ablation blocks --compile-scope blocks; }
 
+# PLAN=fifth
+# Issue 10's candidates: cars64-fast variants, each trained for the tutorial's measured minutes
+# and scored three ways. Queues take them in this order as they come free (a claim is a
+# directory, made atomically) and start none later than CAND_DEADLINE seconds after the launch.
+cand_order=(nrb1 blocks nrb1-blocks b64 ours eager blocks-default nrb1-b64)
+declare -A cand_flags=(
+  [nrb1]="--num-res-blocks 1" [blocks]="--compile-scope blocks"
+  [nrb1-blocks]="--num-res-blocks 1 --compile-scope blocks" [b64]="--batch-size 64"
+  [ours]="--ema-extra 0.05,0.2" [eager]="--no-compile --no-channels-last"
+  [blocks-default]="--compile-scope blocks --compile-mode default"
+  [nrb1-b64]="--num-res-blocks 1 --batch-size 64"
+)
+cars_stats() {  # the 8,144 photos' statistics, written under another name and then moved
+  ddpm fid-stats "$CARS" --image-size 64 --resize squash -o "$R/cars/cars64-part.npz" \
+    --inception "$R/fid/fid-inception-fp16.pt" --quiet "${DEV[@]}" &&
+    mv "$R/cars/cars64-part.npz" "$R/cars/cars64.npz"
+}
+cars_tutorial() {  # the tutorial's run, its minutes (for the candidates), its FID and grid
+  waitfor "$R/cars.ready"; mkdir -p "$R/res/cars"; stamp "Stanford Cars: tutorial"
+  ddpm train --data "$CARS" --recipe tutorial --out "$R/cars/tutorial" --quiet "${TUT[@]}" ||
+    return
+  minutes_of "$R/cars/tutorial/log.csv" >"$R/cars/minutes.part" &&
+    mv "$R/cars/minutes.part" "$R/cars/minutes.txt"
+  waitfor "$R/fid.ready"; cars_stats || return
+  local sampler=(--sampler ddpm); [[ -n ${SMOKE:-} ]] && sampler+=(--steps 3)
+  ddpm eval --checkpoint "$R/cars/tutorial" --fid-stats "$R/cars/cars64.npz" \
+    --inception "$R/fid/fid-inception-fp16.pt" --n "$NC" "${sampler[@]}" --quiet "${DEV[@]}" \
+    --json "$R/res/cars/tutorial-fid.json"
+  ddpm sample --checkpoint "$R/cars/tutorial" --n 64 "${sampler[@]}" \
+    --out "$R/res/cars/tutorial.png" --quiet "${DEV[@]}"
+}
+candidate() {  # candidate NAME: train it for the tutorial's minutes, then its FIDs and a grid
+  local name=$1 m ck extra=(); waitfor "$R/cars/minutes.txt"; m=$(cat "$R/cars/minutes.txt")
+  stamp "Stanford Cars candidate $name: ${cand_flags[$name]} for $m min"
+  # shellcheck disable=SC2086  # the flags are words
+  ddpm train --data "$CARS" --recipe cars64-fast --resize squash --max-minutes "$m" \
+    --no-final-pictures --out "$R/cars/$name" --quiet "${TUT[@]}" ${cand_flags[$name]} || return
+  waitfor "$R/cars/cars64.npz"; ck=$(ls "$R/cars/$name"/ckpt-*.pt | tail -n 1)
+  [[ $name == ours ]] && extra=(--case "$ck:raw:ddim:50" --case "$ck:0.05:ddim:50"
+    --case "$ck:0.2:ddim:50")
+  local steps=(50 20 100); [[ -n ${SMOKE:-} ]] && steps=(3 3 3)
+  python3 "$C/benchmarks/fid_sweep.py" --stats "$R/cars/cars64.npz" \
+    --inception "$R/fid/fid-inception-fp16.pt" --n "$NC" "${DEV[@]}" \
+    --json "$R/res/cars/$name-sweep.json" --grid "0:$R/res/cars/$name.png" \
+    --case "$ck:ema:ddim:${steps[0]}" --case "$ck:ema:dpm-solver:${steps[1]}" \
+    --case "$ck:ema:ddpm:${steps[2]}" "${extra[@]}"
+}
+candidates() {  # take the next unclaimed candidate until none is left or the deadline passed
+  local name launched; launched=$(cat "$R/launched")
+  mkdir -p "$R/claims" "$R/res/cars"
+  for name in "${cand_order[@]}"; do
+    (($(date +%s) - launched < ${CAND_DEADLINE:-1000})) || { stamp "deadline: no more"; return; }
+    mkdir "$R/claims/$name" 2>/dev/null || continue
+    candidate "$name" || stamp "candidate $name failed"
+  done
+}
+p0() { pin 0; candidates; }
+p1() { f1; candidates; }
+p2() { pin 2; cars_tutorial; candidates; }
+p3() {
+  pin 3; stamp "issue 9: the recipe with --compile-scope blocks"
+  if recipe --out "$R/blocks" --compile-scope blocks; then
+    waitfor "$R/fid.ready"; local a; a=$(last "$R/blocks")
+    sweep --json "$R/res/blocks-sweep.json" --case "$a:ema:ddim:50" --case "$a:ema:dpm-solver:20"
+  fi
+  candidates
+}
+
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
   local t0=$SECONDS q=q$1
   [[ $PLAN == rest ]] && q=r$1
   [[ $PLAN == third ]] && q=t$1
   [[ $PLAN == fourth ]] && q=f$1
+  [[ $PLAN == fifth ]] && q=p$1
   "$q" >"$Q/q$1.log" 2>&1
   echo "exit $? after $((SECONDS - t0)) s" >>"$Q/q$1.log"
   touch "$Q/q$1.done"
@@ -342,7 +422,8 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
 
 pack() {  # the results so far (small files only), the queue logs and the training logs
   for run in A B C D cars/tutorial cars/ours cars-cond control width96 lr8 \
-    cars/ours-default-compile cars/simpleunet-ours blocks cars/ours-blocks; do
+    cars/ours-default-compile cars/simpleunet-ours blocks cars/ours-blocks \
+    $(printf 'cars/%s ' "${cand_order[@]}"); do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done
   [[ -f $R/B/result.json ]] && cp "$R/B/result.json" "$R/res/B-result.json"
@@ -355,6 +436,7 @@ status() {
     local state=running; [[ -e $Q/q$k.done ]] && state=done
     echo "q$k $state: $(grep -E '^[0-9:]{8} |^exit|Error|error' "$Q/q$k.log" 2>/dev/null | tail -n 3 | tr '\n' '|')"
   done
+  [[ -d $R/claims ]] && echo "claimed: $(ls "$R/claims" | tr '\n' ' ')"
 }
 
 export PYTHONPATH=$C/src:$R/site PYTHONUNBUFFERED=1
@@ -365,6 +447,7 @@ launch)  # call 1: the code, the CIFAR-10 train zip and diffusers, then the four
     "$R"/stage/diffusers-*.whl
   nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader 2>/dev/null
   python3 -c "import torch; print('torch', torch.__version__)"
+  date +%s >"$R/launched"
   for k in 0 1 2 3; do
     setsid bash "$C/benchmarks/gpu/round.sh" queue "$k" </dev/null >/dev/null 2>&1 &
   done
