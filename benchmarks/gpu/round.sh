@@ -68,24 +68,13 @@
 # run 16 minutes (8 training, about 8 scoring four cases: the first compiles the sampler for
 # 85 s); GPU 0's two jobs were done 25 minutes after the launch. Held 1,283 s in all.
 #
-# PLAN=fourth (written 2026-11-27 after the third, never run: see fifth; about 20 minutes): GPU 0 times a
-# cold compile and the steady speed of `--compile-scope model` against `blocks` (regional
-# compilation) for cifar10-8min and cars64-fast (benchmarks/compile_scope.py); GPU 1 trains the
-# cifar10-8min recipe and scores it with DDIM at 50/100/200 steps (leading, and 50 trailing)
-# and DPM-Solver++(2M) at 10/20/50 on its new trailing default (and 20 on leading), which
-# says whether DDIM-50 sits below the model's converged ODE and what the solver's new default
-# is worth (#9); GPU 2 the tutorial's cars run, then cars64-fast for its minutes with
-# --compile-scope blocks and as it is (#10); GPU 3 the recipe with --compile-scope blocks,
-# scored (#9). No DDP step: `PLAN=fourth bash benchmarks/gpu/round.sh launch`, then the data,
-# fid and wait calls.
-#
-# PLAN=fifth (run 2026-11-27, 15:43-16:04 UTC, in place of the fourth, whose compile-scope
-# benchmark the runs themselves answer): GPU 2 runs the tutorial's cars run, and its loop's
+# PLAN=fifth (run 2026-11-27, 15:43-16:04 UTC; a fourth plan, which timed the compile scopes
+# on their own, was dropped for it unrun): GPU 2 runs the tutorial's cars run, and its loop's
 # minutes go to every issue-10 candidate (cars64-fast variants: one residual block a level,
 # regional compile, batch 64, no compile...). The queues take the candidates in order as they
 # come free (a claim is a directory), until CAND_DEADLINE seconds after the launch; each is
-# scored with DDIM-50, DPM-Solver-20 and DDPM-100 in one process. GPU 1 is the fourth's:
-# the recipe and its samplers. GPU 3 is the recipe with --compile-scope blocks. Both then
+# scored with DDIM-50, DPM-Solver-20 and DDPM-100 in one process. GPU 1 trains the recipe and
+# scores it with DDIM at 50/100/200 steps and DPM-Solver++(2M) at 10/20/50 (trailing). GPU 3 is the recipe with --compile-scope blocks. Both then
 # take candidates. Launch with `PLAN=fifth CAND_DEADLINE=1000 bash
 # benchmarks/gpu/round.sh launch`, then data, fid and wait. Seen: the queues were done
 # 21 minutes after the launch, eight candidates in all; held 1,294 s with two waits.
@@ -107,13 +96,12 @@ if [[ -n "${SMOKE:-}" ]]; then  # tiny everything, on the CPU
   GUIDE=(--classifier-epochs 1 --classifier-width 8 --batch-size 16)
   TUT=(--epochs 0.02 --device cpu --batch-size 8) DDP=(--device cpu --cases tiny --steps 2 --warmup 1)
   LOSS=(--device cpu --loss-preset small --loss-steps 4 --loss-batch 8)
-  SCOPE=(--steps 6 --window 3 --minutes 0.1 --extra "--device cpu")
 else
   CARS_MINUTES=${CARS_MINUTES:-2.796}  # the tutorial run's minutes in the first round
   [[ ${PLAN:-} == third ]] && CARS_MINUTES=${CARS_MINUTES_THIRD:-2.22}  # ... in the second
   MIN=${MIN:-8} N=${N:-10000} NC=${NC:-8144} NNLL=${NNLL:-1000} DEV=()
   SNAPS=1,2,4,8 X=() PEER=(--minutes "$MIN" --snapshot-minutes "$SNAPS") GUIDE=() TUT=()
-  DDP=(--cases cifar10,cars64) LOSS=() SCOPE=(--steps 1000 --window 100)
+  DDP=(--cases cifar10,cars64) LOSS=()
 fi
 PLAN=${PLAN:-first}            # first: the round of 2026-11-27; rest: what it left
 STATS=(--stats "$R/fid/cifar10-train-inception-stats.npz" --inception "$R/fid/fid-inception-fp16.pt")
@@ -309,19 +297,11 @@ t1() {
 t2() { ddp_first 2; pin 2; ablation control; }
 t3() { ddp_first 3; pin 3; ablation width96 --base-channels 96; }
 
-# PLAN=fourth
+# PLAN=fifth
 minutes_of() {  # minutes_of LOG.CSV: a run's training-loop minutes (the sum of its windows)
   python3 -c "import csv,sys; print(sum(float(r['seconds']) for r in csv.DictReader(open(sys.argv[1]))) / 60)" "$1"
 }
-scope_bench() {  # cold compile and steady speed, --compile-scope model against blocks
-  waitfor "$R/cars.ready"
-  stamp "compile scope: model against blocks"
-  python3 "$C/benchmarks/compile_scope.py" --data "$CIFAR" --json "$R/res/compile-scope.json" \
-    --case "cifar10-8min ${X[*]}" --case "cars64-fast --data $CARS --resize squash ${X[*]}" \
-    "${SCOPE[@]}"
-}
-f0() { pin 0; scope_bench; }
-f1() {
+recipe_samplers() {  # the recipe, then DDIM and DPM-Solver at several steps (#9)
   pin 1; stamp "issue 9: the recipe, then samplers and spacings"
   recipe --out "$R/control" || return
   waitfor "$R/fid.ready"; local a; a=$(last "$R/control")
@@ -331,16 +311,6 @@ f1() {
     --case "$a:ema:dpm-solver:20" --case "$a:ema:dpm-solver:50" \
     --case "$a:ema:dpm-solver:20:leading"
 }
-f2() {
-  pin 2; cars_run tutorial --recipe tutorial || return
-  local m; m=$(minutes_of "$R/cars/tutorial/log.csv")
-  local ours=(--recipe cars64-fast --resize squash --max-minutes "$m")
-  cars_run ours-blocks "${ours[@]}" --compile-scope blocks
-  cars_run ours "${ours[@]}"
-}
-f3() { pin 3; ablation blocks --compile-scope blocks; }
-
-# PLAN=fifth
 # Issue 10's candidates: cars64-fast variants, each trained for the tutorial's measured minutes
 # and scored three ways. Queues take them in this order as they come free (a claim is a
 # directory, made atomically) and start none later than CAND_DEADLINE seconds after the launch.
@@ -397,7 +367,7 @@ candidates() {  # take the next unclaimed candidate until none is left or the de
   done
 }
 p0() { pin 0; candidates; }
-p1() { f1; candidates; }
+p1() { recipe_samplers; candidates; }
 p2() { pin 2; cars_tutorial; candidates; }
 p3() {
   pin 3; stamp "issue 9: the recipe with --compile-scope blocks"
@@ -413,7 +383,6 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   local t0=$SECONDS q=q$1
   [[ $PLAN == rest ]] && q=r$1
   [[ $PLAN == third ]] && q=t$1
-  [[ $PLAN == fourth ]] && q=f$1
   [[ $PLAN == fifth ]] && q=p$1
   "$q" >"$Q/q$1.log" 2>&1
   echo "exit $? after $((SECONDS - t0)) s" >>"$Q/q$1.log"
@@ -422,7 +391,7 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
 
 pack() {  # the results so far (small files only), the queue logs and the training logs
   for run in A B C D cars/tutorial cars/ours cars-cond control width96 lr8 \
-    cars/ours-default-compile cars/simpleunet-ours blocks cars/ours-blocks \
+    cars/ours-default-compile cars/simpleunet-ours blocks \
     $(printf 'cars/%s ' "${cand_order[@]}"); do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done
