@@ -74,10 +74,11 @@
 # regional compile, batch 64, no compile...). The queues take the candidates in order as they
 # come free (a claim is a directory), until CAND_DEADLINE seconds after the launch; each is
 # scored with DDIM-50, DPM-Solver-20 and DDPM-100 in one process. GPU 1 trains the recipe and
-# scores it with DDIM at 50/100/200 steps and DPM-Solver++(2M) at 10/20/50 (trailing). GPU 3 is the recipe with --compile-scope blocks. Both then
-# take candidates. Launch with `PLAN=fifth CAND_DEADLINE=1000 bash
-# benchmarks/gpu/round.sh launch`, then data, fid and wait. Seen: the queues were done
-# 21 minutes after the launch, eight candidates in all; held 1,294 s with two waits.
+# scores it with DDIM at 50/100/200 steps and DPM-Solver++(2M) at 10/20/50 (trailing); GPU 3
+# the recipe with --compile-scope blocks. Both then take candidates. Launch with
+# `PLAN=fifth CAND_DEADLINE=1000 bash benchmarks/gpu/round.sh launch`, then data, fid and
+# wait. Seen: the queues were done 21 minutes after the launch, eight candidates in all;
+# held 1,294 s with two waits.
 #
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
