@@ -16,7 +16,7 @@ from ddpm.timesteps import LogNormalTimesteps, UniformTimesteps, log_sigmas
 from ddpm.train import EMA, TrainConfig, train
 from ddpm.train.config import power_ema_beta, power_ema_exponent
 from ddpm.train.recipes import RECIPES
-from ddpm.unet import PRESETS, ResBlock, build_model
+from ddpm.unet import PRESETS, ConfigError, ResBlock, build_model
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +179,18 @@ def test_flags_given_beside_a_recipe_win():
     assert cfg.preset == RECIPES["cifar10-8min"].settings["preset"]
     plain = parse_train(["train"])
     assert plain.lr == TrainConfig().lr and plain.preset == TrainConfig().preset
+
+
+def test_another_loss_weighting_takes_the_recipes_min_snr_gamma_with_it():
+    edm = parse_train(["train", "--recipe", "cifar10-8min", "--loss-weight", "edm"])
+    assert edm.loss_weight == "edm" and edm.min_snr_gamma is None
+    assert parse_train(["train", "--recipe", "cifar10-8min"]).min_snr_gamma == 5.0
+    kept = ["train", "--recipe", "cifar10-8min", "--loss-weight", "min-snr"]
+    assert parse_train(kept).min_snr_gamma == 5.0
+    with pytest.raises(ConfigError, match="min_snr_gamma"):  # both given: a real conflict
+        parse_train(
+            ["train", "--recipe", "cifar10-8min", "--loss-weight", "edm", "--min-snr-gamma", "3"]
+        )
 
 
 def test_no_compile_undoes_a_recipes_compile():

@@ -474,9 +474,16 @@ def apply_recipe(p: argparse.ArgumentParser, argv: list[str]) -> None:
         return
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--recipe")
+    pre.add_argument("--loss-weight")
+    pre.add_argument("--min-snr-gamma")
     known, _ = pre.parse_known_args(argv[1:])
     if known.recipe in RECIPES:
-        p.set_defaults(**recipe_settings(known.recipe))
+        settings = recipe_settings(known.recipe)
+        # a recipe's Min-SNR γ belongs to its min-snr weighting: another weighting given on
+        # the command line takes the γ away with it (unless γ is given too)
+        if known.loss_weight not in (None, "min-snr") and known.min_snr_gamma is None:
+            settings["min_snr_gamma"] = None
+        p.set_defaults(**settings)
 
 
 def _train_config_cls():
