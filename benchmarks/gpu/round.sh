@@ -80,6 +80,17 @@
 # wait. Seen: the queues were done 21 minutes after the launch, eight candidates in all;
 # held 1,294 s with two waits.
 #
+# PLAN=sixth (written after the fifth, CPU smoke-tested, not yet run; about 16 minutes): what
+# the fifth left. GPU 0: the cifar10-8min recipe as it is now, with the learning-rate decay
+# starting after the warm-up: its 1/2/4/8-minute curve, against 14.49/14.66 (predicted
+# within 0.5). GPU 1: the recipe with EDM's choices that we have (v-prediction, log-normal
+# noise levels, EDM's weighting; log-normal failed with eps alone; predicted 14-16). GPU 2: the
+# recipe with one residual block a level (the cars winner; predicted worse, 15-17: at 14,000
+# steps capacity matters more). GPU 3: the tutorial's cars run, then --recipe cars64-2min
+# twice (seeds 0 and 1) for its minutes, the first also scored with DDPM-50/200 and
+# DDIM-50 at eta 1 (the spread of the recipe's FID and the best short-run sampler). Launch:
+# `PLAN=sixth bash benchmarks/gpu/round.sh launch`, then data, fid and wait.
+#
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
 set -u
@@ -323,6 +334,8 @@ declare -A cand_flags=(
   [blocks-default]="--compile-scope blocks --compile-mode default"
   [nrb1-b64]="--num-res-blocks 1 --batch-size 64"
 )
+declare -A cand_cases=([ours]="raw:ddim:50 0.05:ddim:50 0.2:ddim:50")  # scored besides the three
+CAND_BASE=(--recipe cars64-fast --resize squash)
 cars_stats() {  # the 8,144 photos' statistics, written under another name and then moved
   ddpm fid-stats "$CARS" --image-size 64 --resize squash -o "$R/cars/cars64-part.npz" \
     --inception "$R/fid/fid-inception-fp16.pt" --quiet "${DEV[@]}" &&
@@ -346,11 +359,10 @@ candidate() {  # candidate NAME: train it for the tutorial's minutes, then its F
   local name=$1 m ck extra=(); waitfor "$R/cars/minutes.txt"; m=$(cat "$R/cars/minutes.txt")
   stamp "Stanford Cars candidate $name: ${cand_flags[$name]} for $m min"
   # shellcheck disable=SC2086  # the flags are words
-  ddpm train --data "$CARS" --recipe cars64-fast --resize squash --max-minutes "$m" \
-    --no-final-pictures --out "$R/cars/$name" --quiet "${TUT[@]}" ${cand_flags[$name]} || return
+  ddpm train --data "$CARS" "${CAND_BASE[@]}" --max-minutes "$m" --no-final-pictures \
+    --out "$R/cars/$name" --quiet "${TUT[@]}" ${cand_flags[$name]} || return
   waitfor "$R/cars/cars64.npz"; ck=$(ls "$R/cars/$name"/ckpt-*.pt | tail -n 1)
-  [[ $name == ours ]] && extra=(--case "$ck:raw:ddim:50" --case "$ck:0.05:ddim:50"
-    --case "$ck:0.2:ddim:50")
+  local c; for c in ${cand_cases[$name]:-}; do extra+=(--case "$ck:$c"); done
   local steps=(50 20 100); [[ -n ${SMOKE:-} ]] && steps=(3 3 3)
   python3 "$C/benchmarks/fid_sweep.py" --stats "$R/cars/cars64.npz" \
     --inception "$R/fid/fid-inception-fp16.pt" --n "$NC" "${DEV[@]}" \
@@ -379,12 +391,31 @@ p3() {
   candidates
 }
 
+# PLAN=sixth (written 2026-11-27 after the fifth, CPU smoke-tested, not yet run)
+if [[ $PLAN == sixth ]]; then
+  CAND_BASE=(--recipe cars64-2min) cand_order=(2min-a 2min-b)
+  cand_flags=([2min-a]="" [2min-b]="--seed 1")
+  cand_cases=([2min-a]="ema:ddpm:50 ema:ddpm:200 ema:ddim:50::eta=1")
+fi
+s0() {  # the recipe as it is now (the decay after the warm-up): its curve, and DPM-Solver-20
+  pin 0; stamp "issue 9: the recipe, decay after the warm-up"
+  if recipe --out "$R/c10-control"; then
+    waitfor "$R/fid.ready"; local a; a=$(last "$R/c10-control")
+    curve "$R/c10-control" c10-control --case "$a:ema:dpm-solver:20"
+  fi
+  candidates
+}
+s1() { pin 1; ablation c10-edm --prediction v --t-sampling lognormal --loss-weight edm; candidates; }
+s2() { pin 2; ablation c10-nrb1 --num-res-blocks 1; candidates; }
+s3() { pin 3; cars_tutorial; candidates; }
+
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
   local t0=$SECONDS q=q$1
   [[ $PLAN == rest ]] && q=r$1
   [[ $PLAN == third ]] && q=t$1
   [[ $PLAN == fifth ]] && q=p$1
+  [[ $PLAN == sixth ]] && q=s$1
   "$q" >"$Q/q$1.log" 2>&1
   echo "exit $? after $((SECONDS - t0)) s" >>"$Q/q$1.log"
   touch "$Q/q$1.done"
@@ -392,7 +423,7 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
 
 pack() {  # the results so far (small files only), the queue logs and the training logs
   for run in A B C D cars/tutorial cars/ours cars-cond control width96 lr8 \
-    cars/ours-default-compile cars/simpleunet-ours blocks \
+    cars/ours-default-compile cars/simpleunet-ours blocks c10-control c10-edm c10-nrb1 \
     $(printf 'cars/%s ' "${cand_order[@]}"); do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done
