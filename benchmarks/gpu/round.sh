@@ -437,7 +437,7 @@ status() {
     local state=running; [[ -e $Q/q$k.done ]] && state=done
     echo "q$k $state: $(grep -E '^[0-9:]{8} |^exit|Error|error' "$Q/q$k.log" 2>/dev/null | tail -n 3 | tr '\n' '|')"
   done
-  [[ -d $R/claims ]] && echo "claimed: $(ls "$R/claims" | tr '\n' ' ')"
+  if [[ -d $R/claims ]]; then echo "claimed: $(ls "$R/claims" | tr '\n' ' ')"; fi
 }
 
 export PYTHONPATH=$C/src:$R/site PYTHONUNBUFFERED=1
