@@ -187,6 +187,9 @@ def test_another_loss_weighting_takes_the_recipes_min_snr_gamma_with_it():
     assert parse_train(["train", "--recipe", "cifar10-8min"]).min_snr_gamma == 5.0
     kept = ["train", "--recipe", "cifar10-8min", "--loss-weight", "min-snr"]
     assert parse_train(kept).min_snr_gamma == 5.0
+    hybrid = ["train", "--recipe", "cifar10-8min", "--loss", "hybrid", "--learn-sigma"]
+    with pytest.warns(UserWarning, match="loss hybrid"):  # --loss is not --loss-weight
+        assert parse_train(hybrid).min_snr_gamma == 5.0
     with pytest.raises(ConfigError, match="min_snr_gamma"):  # both given: a real conflict
         parse_train(
             ["train", "--recipe", "cifar10-8min", "--loss-weight", "edm", "--min-snr-gamma", "3"]

@@ -472,7 +472,8 @@ def apply_recipe(p: argparse.ArgumentParser, argv: list[str]) -> None:
     every flag given on the command line still wins. An unknown name is left to the parser."""
     if not argv or argv[0] != "train":
         return
-    pre = argparse.ArgumentParser(add_help=False)
+    # no abbreviations: here "--loss hybrid" would pass for "--loss-weight hybrid"
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--recipe")
     pre.add_argument("--loss-weight")
     pre.add_argument("--min-snr-gamma")
