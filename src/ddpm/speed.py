@@ -82,8 +82,9 @@ def compile_model(
 
     scope "model" compiles the whole network as one graph (the fastest steps); "blocks"
     compiles each of its repeated blocks on its own (regional compilation: blocks of the same
-    shapes share one compiled graph, so the first step comes sooner, while the glue between
-    blocks runs eagerly). A network without such blocks is compiled whole.
+    shapes share one compiled graph, and the glue between blocks runs eagerly). Meant to bring
+    the first step sooner; on an H100 it did not, and its steps ran at 0.56-0.89x the speed
+    (docs/benchmarks.md, fourth round). A network without such blocks is compiled whole.
 
     Compilation happens lazily at the first call. `suppress_errors` makes a graph that the
     compiler then fails on run eagerly (with torch's own warning) instead of stopping a run.

