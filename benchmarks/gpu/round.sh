@@ -234,14 +234,24 @@ ddp_first() {  # queue 0 times DDP on all four GPUs while the others wait for it
   fi
   waitfor "$R/ddp.done"
 }
+minutes_of() {  # minutes_of LOG.CSV: a run's training-loop minutes (the sum of its windows)
+  python3 -c "import csv,sys; print(sum(float(r['seconds']) for r in csv.DictReader(open(sys.argv[1]))) / 60)" "$1"
+}
+cars_stats() {  # the 8,144 photos' statistics, written under another name and then moved
+  ddpm fid-stats "$CARS" --image-size 64 --resize squash -o "$R/cars/cars64-part.npz" \
+    --inception "$R/fid/fid-inception-fp16.pt" --quiet "${DEV[@]}" &&
+    mv "$R/cars/cars64-part.npz" "$R/cars/cars64.npz"
+}
 cars_run() {  # cars_run NAME TRAIN-FLAGS...: train, then FID against the photos and a grid
   local name=$1; shift
-  waitfor "$R/cars.ready"
+  waitfor "$R/cars.ready"; mkdir -p "$R/res/cars"
   stamp "Stanford Cars: $name"
   ddpm train --data "$CARS" --out "$R/cars/$name" --quiet "${TUT[@]}" "$@" || return
-  waitfor "$R/fid.ready"
-  [[ $name == tutorial ]] && ddpm fid-stats "$CARS" --image-size 64 --resize squash \
-    -o "$R/cars/cars64.npz" --inception "$R/fid/fid-inception-fp16.pt" --quiet "${DEV[@]}"
+  if [[ $name == tutorial ]]; then  # its minutes, for the runs given as many (PLAN=fifth on)
+    minutes_of "$R/cars/tutorial/log.csv" >"$R/cars/minutes.part" &&
+      mv "$R/cars/minutes.part" "$R/cars/minutes.txt"
+    waitfor "$R/fid.ready"; cars_stats || return
+  fi
   waitfor "$R/cars/cars64.npz"
   local sampler=(--sampler ddim --steps 50); [[ $name == tutorial ]] && sampler=(--sampler ddpm)
   [[ -n ${SMOKE:-} ]] && sampler+=(--steps 3)
@@ -310,9 +320,6 @@ t2() { ddp_first 2; pin 2; ablation control; }
 t3() { ddp_first 3; pin 3; ablation width96 --base-channels 96; }
 
 # PLAN=fifth
-minutes_of() {  # minutes_of LOG.CSV: a run's training-loop minutes (the sum of its windows)
-  python3 -c "import csv,sys; print(sum(float(r['seconds']) for r in csv.DictReader(open(sys.argv[1]))) / 60)" "$1"
-}
 recipe_samplers() {  # the recipe, then DDIM and DPM-Solver at several steps (#9)
   pin 1; stamp "issue 9: the recipe, then samplers and spacings"
   recipe --out "$R/control" || return
@@ -336,25 +343,6 @@ declare -A cand_flags=(
 )
 declare -A cand_cases=([ours]="raw:ddim:50 0.05:ddim:50 0.2:ddim:50")  # scored besides the three
 CAND_BASE=(--recipe cars64-fast --resize squash)
-cars_stats() {  # the 8,144 photos' statistics, written under another name and then moved
-  ddpm fid-stats "$CARS" --image-size 64 --resize squash -o "$R/cars/cars64-part.npz" \
-    --inception "$R/fid/fid-inception-fp16.pt" --quiet "${DEV[@]}" &&
-    mv "$R/cars/cars64-part.npz" "$R/cars/cars64.npz"
-}
-cars_tutorial() {  # the tutorial's run, its minutes (for the candidates), its FID and grid
-  waitfor "$R/cars.ready"; mkdir -p "$R/res/cars"; stamp "Stanford Cars: tutorial"
-  ddpm train --data "$CARS" --recipe tutorial --out "$R/cars/tutorial" --quiet "${TUT[@]}" ||
-    return
-  minutes_of "$R/cars/tutorial/log.csv" >"$R/cars/minutes.part" &&
-    mv "$R/cars/minutes.part" "$R/cars/minutes.txt"
-  waitfor "$R/fid.ready"; cars_stats || return
-  local sampler=(--sampler ddpm); [[ -n ${SMOKE:-} ]] && sampler+=(--steps 3)
-  ddpm eval --checkpoint "$R/cars/tutorial" --fid-stats "$R/cars/cars64.npz" \
-    --inception "$R/fid/fid-inception-fp16.pt" --n "$NC" "${sampler[@]}" --quiet "${DEV[@]}" \
-    --json "$R/res/cars/tutorial-fid.json"
-  ddpm sample --checkpoint "$R/cars/tutorial" --n 64 "${sampler[@]}" \
-    --out "$R/res/cars/tutorial.png" --quiet "${DEV[@]}"
-}
 candidate() {  # candidate NAME: train it for the tutorial's minutes, then its FIDs and a grid
   local name=$1 m ck extra=(); waitfor "$R/cars/minutes.txt"; m=$(cat "$R/cars/minutes.txt")
   stamp "Stanford Cars candidate $name: ${cand_flags[$name]} for $m min"
@@ -381,7 +369,7 @@ candidates() {  # take the next unclaimed candidate until none is left or the de
 }
 p0() { pin 0; candidates; }
 p1() { recipe_samplers; candidates; }
-p2() { pin 2; cars_tutorial; candidates; }
+p2() { pin 2; cars_run tutorial --recipe tutorial; candidates; }
 p3() {
   pin 3; stamp "issue 9: the recipe with --compile-scope blocks"
   if recipe --out "$R/blocks" --compile-scope blocks; then
@@ -407,7 +395,7 @@ s0() {  # the recipe as it is now (the decay after the warm-up): its curve, and 
 }
 s1() { pin 1; ablation c10-edm --prediction v --t-sampling lognormal --loss-weight edm; candidates; }
 s2() { pin 2; ablation c10-nrb1 --num-res-blocks 1; candidates; }
-s3() { pin 3; cars_tutorial; candidates; }
+s3() { pin 3; cars_run tutorial --recipe tutorial; candidates; }
 
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
