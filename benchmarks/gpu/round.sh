@@ -80,16 +80,15 @@
 # wait. Seen: the queues were done 21 minutes after the launch, eight candidates in all;
 # held 1,294 s with two waits.
 #
-# PLAN=sixth (written after the fifth, CPU smoke-tested, not yet run; about 16 minutes): what
-# the fifth left. GPU 0: the cifar10-8min recipe as it is now, with the learning-rate decay
-# starting after the warm-up: its 1/2/4/8-minute curve, against 14.49/14.66 (predicted
-# within 0.5). GPU 1: the recipe with EDM's choices that we have (v-prediction, log-normal
-# noise levels, EDM's weighting; log-normal failed with eps alone; predicted 14-16). GPU 2: the
-# recipe with one residual block a level (the cars winner; predicted worse, 15-17: at 14,000
-# steps capacity matters more). GPU 3: the tutorial's cars run, then --recipe cars64-2min
-# twice (seeds 0 and 1) for its minutes, the first also scored with DDPM-50/200 and
-# DDIM-50 at eta 1 (the spread of the recipe's FID and the best short-run sampler). Launch:
-# `PLAN=sixth bash benchmarks/gpu/round.sh launch`, then data, fid and wait.
+# PLAN=sixth (about 15 minutes): issue 9 alone, four arms in a chain, each the cifar10-8min
+# recipe plus one change against the arm before it. GPU 0: the recipe as it is now (the
+# learning-rate decay starts after the warm-up; predicted within 0.5 of 14.49). GPU 3: batch
+# 64 (predicted 1.6x the steps, FID 13-14). GPU 1: batch 64 and one residual block a level
+# (24.3M parameters; issue 10's winner: predicted 2.5x the steps, FID 11-13). GPU 2: that and
+# EDM's choices we have (v-prediction, log-normal noise levels, EDM's weighting; predicted
+# within 1 of GPU 1). Each arm: FID at 1/2/4/8 minutes (DDIM-50), DPM-Solver-20 at 8, and
+# `ddpm eval` of the 8-minute checkpoint. Calls: `PLAN=sixth bash benchmarks/gpu/round.sh
+# launch` (carry .stage), then fid (carry .fid) and wait; no data call.
 #
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
@@ -379,23 +378,28 @@ p3() {
   candidates
 }
 
-# PLAN=sixth (written 2026-11-27 after the fifth, CPU smoke-tested, not yet run)
-if [[ $PLAN == sixth ]]; then
-  CAND_BASE=(--recipe cars64-2min) cand_order=(2min-a 2min-b)
-  cand_flags=([2min-a]="" [2min-b]="--seed 1")
-  cand_cases=([2min-a]="ema:ddpm:50 ema:ddpm:200 ema:ddim:50::eta=1")
-fi
-s0() {  # the recipe as it is now (the decay after the warm-up): its curve, and DPM-Solver-20
-  pin 0; stamp "issue 9: the recipe, decay after the warm-up"
-  if recipe --out "$R/c10-control"; then
-    waitfor "$R/fid.ready"; local a; a=$(last "$R/c10-control")
-    curve "$R/c10-control" c10-control --case "$a:ema:dpm-solver:20"
-  fi
-  candidates
+# PLAN=sixth (rewritten 2026-11-27 in the seventh session before it ran: issue 10 was resolved,
+# so all four GPUs go to issue 9). A chain of arms, each the recipe plus one change against
+# the arm before it: s0 the recipe as it is (the decay after the warm-up), s3 batch 64, s1
+# batch 64 and one residual block a level (issue 10's winner), s2 that and EDM's choices.
+# Each is scored at every snapshot (the curve), with DPM-Solver-20, and by `ddpm eval`.
+arm() {  # arm NAME FLAGS...: the recipe with FLAGS, its curve, DPM-Solver-20 and `ddpm eval`
+  local name=$1 a; shift
+  stamp "issue 9: $name"
+  recipe --out "$R/$name" "$@" || return
+  waitfor "$R/fid.ready"; a=$(last "$R/$name")
+  curve "$R/$name" "$name" --case "$a:ema:dpm-solver:20"
+  stamp "ddpm eval $name"
+  local steps=50; [[ -n ${SMOKE:-} ]] && steps=3
+  ddpm eval --checkpoint "$a" --fid-stats "${STATS[1]}" --inception "${STATS[3]}" --n "$N" \
+    --sampler ddim --steps "$steps" --quiet "${DEV[@]}" --json "$R/res/$name-eval.json"
 }
-s1() { pin 1; ablation c10-edm --prediction v --t-sampling lognormal --loss-weight edm; candidates; }
-s2() { pin 2; ablation c10-nrb1 --num-res-blocks 1; candidates; }
-s3() { pin 3; cars_run tutorial --recipe tutorial; candidates; }
+B64=(--batch-size 64) NRB1=(--num-res-blocks 1) EDM=(--prediction v --t-sampling lognormal
+  --loss-weight edm)
+s0() { pin 0; arm c10-control; }
+s1() { pin 1; arm c10-nrb1-b64 "${NRB1[@]}" "${B64[@]}"; }
+s2() { pin 2; arm c10-nrb1-b64-edm "${NRB1[@]}" "${B64[@]}" "${EDM[@]}"; }
+s3() { pin 3; arm c10-b64 "${B64[@]}"; }
 
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
@@ -411,7 +415,7 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
 
 pack() {  # the results so far (small files only), the queue logs and the training logs
   for run in A B C D cars/tutorial cars/ours cars-cond control width96 lr8 \
-    cars/ours-default-compile cars/simpleunet-ours blocks c10-control c10-edm c10-nrb1 \
+    cars/ours-default-compile cars/simpleunet-ours blocks c10-control c10-b64 c10-nrb1-b64 c10-nrb1-b64-edm \
     $(printf 'cars/%s ' "${cand_order[@]}"); do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done
