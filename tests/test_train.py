@@ -134,11 +134,30 @@ def test_ema_follows_parameters_by_position():
         ("preset", "nope"),
         ("lr", 0.0),
         ("channels", 2),
+        ("sample_steps", 0),
     ],
 )
 def test_config_names_the_bad_field(field, value):
     with pytest.raises(ConfigError, match=field if field != "preset" else "unknown preset"):
         TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "sampler, steps, want",
+    [
+        ("ddim", None, 50),
+        ("ddpm", None, None),  # the whole chain
+        ("ddpm", 100, 100),  # a respaced chain, as cars64-2min asks
+        ("ddpm", 5000, None),
+        ("dpm-solver", 20, 20),
+        ("ddim", 5000, 1000),
+    ],
+)
+def test_grids_sample_on_the_steps_asked_for(sampler, steps, want):
+    from ddpm.train import grid_steps
+
+    cfg = TrainConfig(sample_sampler=sampler, sample_steps=steps)
+    assert grid_steps(cfg, 1000) == want
 
 
 def test_a_time_budget_ends_the_run_with_a_checkpoint(tmp_path, blobs):

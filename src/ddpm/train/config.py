@@ -83,7 +83,7 @@ class TrainConfig:
     # sampling on the default run's digits and clearly better than eta 0 or DPM-Solver-20
     # (docs/benchmarks.md, "End-of-training sampler"); FID during training keeps eta 0.
     sample_sampler: str = "ddim"
-    sample_steps: int = 50
+    sample_steps: int | None = None  # None: 50 for DDIM / DPM-Solver / Heun, all T for DDPM
     sample_eta: float = 1.0
     num_samples: int = 64
     sample_clip: bool = True  # clip x_0 predictions to [-1, 1] when sampling (as Ho et al.)
@@ -123,11 +123,11 @@ class TrainConfig:
             "log_every",
             "sample_every",
             "checkpoint_every",
-            "sample_steps",
             "num_samples",
             "max_nonfinite",
         )
-        for name in positive:
+        optional = ("sample_steps",)  # None or a positive integer
+        for name in positive + tuple(n for n in optional if getattr(self, n) is not None):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

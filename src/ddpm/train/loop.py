@@ -110,9 +110,13 @@ PLOT_SAMPLES = {"points": 2000, "sequences": 64}  # samples in a preview plot
 
 
 def grid_steps(cfg: TrainConfig, T: int) -> int | None:
-    """The steps of the periodic grids and FID: sample_steps for DDIM / DPM-Solver, and all T
-    (None) for DDPM, whose grids have always run the whole chain."""
-    return None if cfg.sample_sampler == "ddpm" else min(cfg.sample_steps, T)
+    """The steps of the periodic grids and FID: sample_steps where set (DDPM: a respaced chain of
+    that many steps), else 50 for DDIM / DPM-Solver / Heun and all T (None) for DDPM."""
+    if cfg.sample_steps is None:
+        return None if cfg.sample_sampler == "ddpm" else min(50, T)
+    if cfg.sample_sampler == "ddpm" and cfg.sample_steps >= T:
+        return None
+    return min(cfg.sample_steps, T)
 
 
 def picture_budget(cfg: TrainConfig, seconds: float) -> float:
