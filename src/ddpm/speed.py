@@ -125,6 +125,14 @@ def uses_cudagraphs(mode: str) -> bool:
     return mode in ("reduce-overhead", "max-autotune")
 
 
+def without_cudagraphs(mode: str) -> str:
+    """The compile mode that generates the same kernels as `mode` but replays no CUDA graphs of
+    its own (for a model inside a graph captured around it)."""
+    return {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}.get(
+        mode, mode
+    )
+
+
 def mark_step(mode: str | None) -> None:
     """Tell CUDA-graph trees that a new training step (or sampling step) begins."""
     if mode is not None and uses_cudagraphs(mode):

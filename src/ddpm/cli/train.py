@@ -424,6 +424,15 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "(regional compilation; on an H100 it compiled no faster and ran 0.56-0.89x as fast)",
     )
     g.add_argument(
+        "--step-graph",
+        action=argparse.BooleanOptionalAction,
+        default=d["step_graph"],
+        help="on CUDA, capture the whole training step (noise, loss, backward, clipping, AdamW, "
+        "EMAs) as one CUDA graph, so that the host does not set the pace of small steps; the "
+        "model then compiles without graphs of its own (one process; not with importance "
+        "sampling)",
+    )
+    g.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=d["channels_last"],

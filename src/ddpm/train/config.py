@@ -95,6 +95,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model in place (falls back to eager if it can't)
     compile_mode: str = "default"  # or reduce-overhead (CUDA graphs), max-autotune[-no-cudagraphs]
     compile_scope: str = "model"  # or "blocks": each repeated block on its own (slower, measured)
+    # with compile on CUDA: the whole step (noise, loss, backward, clipping, AdamW, EMAs) as one
+    # CUDA graph (ddpm.train.step.StepGraph) in place of the model's own graphs
+    step_graph: bool = False
     channels_last: bool = False  # NHWC weights and activations on CUDA (ignored on the CPU)
     max_nonfinite: int = 20  # stop after this many non-finite steps in a row
     # Under torchrun (several processes; see ddpm.train.distributed), DistributedDataParallel:

@@ -35,7 +35,7 @@ from ddpm.paths import check_output_folder
 from ddpm.progress import Progress
 from ddpm.samplers import network_evaluations, per_sample_noise, sample, sample_generators
 from ddpm.schedule import NoiseSchedule
-from ddpm.speed import compile_model, mark_step
+from ddpm.speed import compile_model, mark_step, without_cudagraphs
 from ddpm.timesteps import make_timestep_sampler
 from ddpm.train import distributed
 from ddpm.train.config import TrainConfig, build_schedule, lr_at
@@ -51,7 +51,7 @@ from ddpm.train.state import (
     snapshot_dict,
     use_timesteps,
 )
-from ddpm.train.step import train_step
+from ddpm.train.step import StepGraph, step_graph_unavailable, train_step, warn_step_graph
 from ddpm.train.tensorboard import TensorBoard
 from ddpm.unet import ConfigError
 
@@ -316,11 +316,15 @@ def train(
     out = Path(cfg.out)
     if main:
         out.mkdir(parents=True, exist_ok=True)
+    no_graph = step_graph_unavailable(cfg, device, W) if cfg.step_graph else None
+    if no_graph is not None and main:
+        warn_step_graph(no_graph)
+    use_step_graph = cfg.step_graph and no_graph is None
+    # the model replays no CUDA graphs of its own inside the step's
+    mode = without_cudagraphs(cfg.compile_mode) if use_step_graph else cfg.compile_mode
     # in place: parameter names (and the EMA's pairing) stay the same
-    compiled = cfg.compile and compile_model(
-        state.model, device, cfg.compile_mode, cfg.compile_scope
-    )
-    graph_mode = cfg.compile_mode if compiled else None
+    compiled = cfg.compile and compile_model(state.model, device, mode, cfg.compile_scope)
+    graph_mode = mode if compiled else None
     ddp = None
     if W > 1:
         ddp = distributed.wrap(
@@ -374,6 +378,7 @@ def train(
     last_grid = None
     t_grid = time.perf_counter()  # the end of the previous grid (or the start)
 
+    step_graph = StepGraph(state, schedule, cfg, autocast, device) if use_step_graph else None
     state.model.train()
     with StopRequested() as stop:
         while state.step < cfg.steps:
@@ -381,7 +386,10 @@ def train(
             if inject_nan_at and state.step in inject_nan_at:
                 x_0 = x_0 * float("nan")
             mark_step(graph_mode)  # CUDA-graph trees: a new step begins (no-op otherwise)
-            loss, ok = train_step(state, schedule, cfg, x_0, y, autocast, ddp, rows)
+            if step_graph is not None:
+                loss, ok = step_graph(x_0, y)
+            else:
+                loss, ok = train_step(state, schedule, cfg, x_0, y, autocast, ddp, rows)
             loss_sum += torch.where(ok, loss.float(), 0.0)
             ok_count += ok
             run = (run + 1) * (~ok)
