@@ -230,6 +230,12 @@ class StepGraph:
         try:
             with torch.cuda.graph(graph):
                 self.out = self._step()
+        except RuntimeError as e:
+            raise RuntimeError(
+                f"capturing the training step as one CUDA graph (--step-graph) failed: {e}\n"
+                "Train without --step-graph (the model's own graphs: --compile-mode "
+                "reduce-overhead)."
+            ) from e
         finally:
             for group in opt.param_groups:  # replays need it no more; checkpoints keep False
                 group["capturable"] = False
