@@ -77,9 +77,10 @@ RECIPES: dict[str, Recipe] = {
         "(compile included, data decoding not): no "
         "dropout, twice Ho et al.'s learning rate after 500 warm-up steps, cosine decay to "
         "zero at the time limit, Min-SNR-5 loss weighting, a power-function EMA of length "
-        "0.1 (and one of 0.2 kept beside it), snapshots at 1, 2, 4 and 8 minutes. Measured "
-        "on 2026-11-27: FID-10k 14.9 with DDIM-50 (diffusers' recipe in the same run: 20.0; "
-        "docs/benchmarks.md, with the losers).",
+        "0.1 (and one of 0.2 kept beside it), snapshots at 1, 2, 4 and 8 minutes, and the "
+        "whole training step as one CUDA graph. Measured on 2026-11-27: FID-10k 14.0 with "
+        "DDIM-50 after 15,010 steps (14.5-15.7 with the model's own graphs alone; diffusers' "
+        "recipe beside ours: 20.0; docs/benchmarks.md, with the losers).",
         {
             "preset": "ddpm-cifar10",
             "image_size": "32",
@@ -100,6 +101,9 @@ RECIPES: dict[str, Recipe] = {
             "sample_every": 1_000_000,
             "checkpoint_every": 1_000_000,
             **FAST,
+            # one CUDA graph for the whole step: 4,744 img/s, steady to 1%, where the steps
+            # around the model's own graphs were host-bound (3,821-4,566; docs/benchmarks.md)
+            "step_graph": True,
         },
     ),
     "cars64-fast": Recipe(
