@@ -89,6 +89,9 @@
 # within 1 of GPU 1). Each arm: FID at 1/2/4/8 minutes (DDIM-50), DPM-Solver-20 at 8, and
 # `ddpm eval` of the 8-minute checkpoint. Calls: `PLAN=sixth bash benchmarks/gpu/round.sh
 # launch` (carry .stage), then fid (carry .fid) and wait; no data call.
+# Seen (2026-11-27, 17:44-17:58 UTC): the queues were done 14.5 minutes after the launch; held
+# 931 s with two waits. Every arm was host-bound (about 30 steps a second at either batch
+# size), which led to --step-graph and benchmarks/gpu/step_graph.sh.
 #
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
