@@ -126,3 +126,24 @@ def test_a_captured_step_graph_trains_as_eager_steps_do(tmp_path, blobs, compile
     assert graphed.step == 10
     assert graphed_losses == pytest.approx(plain_losses, rel=1e-3)
     same_weights(plain, graphed, rtol=1e-3, atol=1e-4)
+
+
+def test_a_step_graph_run_checkpoints_numbers_and_restores(tmp_path, blobs):
+    """Its learning rates are device tensors; the checkpoint stores them as numbers, loads
+    without executing code and restores the step and the weights."""
+    from ddpm import checkpoint as C
+    from ddpm.train.state import checkpoint_dict, restore
+
+    cfg = config(tmp_path)
+    cpu = torch.device("cpu")
+    graphed, _ = run_steps(cfg, blobs, cpu, 4, graphed=True)
+    assert isinstance(graphed.optimizer.param_groups[0]["lr"], torch.Tensor)
+    _, _, arch, model_cfg, resumed = setup(cfg, blobs, device=cpu)
+    path = tmp_path / "ckpt.pt"
+    C.atomic_save(checkpoint_dict(graphed, cfg, arch, model_cfg), path)
+    ckpt = torch.load(path, weights_only=True)
+    assert all(type(g["lr"]) is float for g in ckpt["optimizer"]["param_groups"])
+    restore(resumed, ckpt, arch, model_cfg, path)
+    assert resumed.step == 4
+    for p, q in zip(resumed.model.parameters(), graphed.model.parameters(), strict=True):
+        assert torch.equal(p, q)

@@ -194,6 +194,17 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) -> 
 # --- checkpoints ------------------------------------------------------------------------------
 
 
+def optimizer_state(opt: torch.optim.Optimizer) -> dict:
+    """The optimizer's state_dict, its learning rates as numbers: a step graph's are device
+    tensors that it refills every step (ddpm.train.step.StepGraph)."""
+    sd = opt.state_dict()
+    sd["param_groups"] = [
+        {**g, "lr": float(g["lr"])} if isinstance(g["lr"], Tensor) else g
+        for g in sd["param_groups"]
+    ]
+    return sd
+
+
 def checkpoint_dict(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: dict) -> dict:
     rng = {"torch": torch.get_rng_state(), "noise": state.noise_gen.get_state()}
     if torch.cuda.is_available():
@@ -208,7 +219,7 @@ def checkpoint_dict(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: d
         "model": state.model.state_dict(),
         "ema": state.ema.model.state_dict(),
         "emas": {ema_key(k): e.model.state_dict() for k, e in state.extra_emas.items()},
-        "optimizer": state.optimizer.state_dict(),
+        "optimizer": optimizer_state(state.optimizer),
         "rng": rng,
         "nonfinite_total": state.nonfinite_total,
         "best_metric": state.best_metric,
