@@ -93,6 +93,17 @@
 # 931 s with two waits. Every arm was host-bound (about 30 steps a second at either batch
 # size), which led to --step-graph and benchmarks/gpu/step_graph.sh.
 #
+# PLAN=seventh (about 16 minutes): what the step graph's runs left. GPU 0: the cifar10-8min
+# recipe as it is now (with --step-graph): its 1/2/4/8-minute curve for the README, and
+# DPM-Solver++(2M) at 10, 20 and 50 and DDIM-20 at 8 minutes. GPU 1: the same with the
+# model's own CUDA graphs (--no-step-graph), beside it on the same host: the step graph's
+# speed ratio at batch 128 and a repeat of its FID gain (predicted 1.05-1.25x the img/s, FID
+# 0.3-1.5 better). GPU 2: the tutorial's Stanford Cars run, which sets the minutes; then GPUs
+# 2 and 3 run --recipe cars64-2min for those minutes with and without --step-graph, each
+# scored with DDIM-50, DPM-Solver-20 and DDPM-100 (predicted: at batch 64 the step graph
+# makes 1.3-1.7x the steps and a lower FID). Calls: launch (carry .stage), data (carry .cars
+# and .test), fid (carry .fid), then wait.
+#
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
 set -u
@@ -404,6 +415,21 @@ s1() { pin 1; arm c10-nrb1-b64 "${NRB1[@]}" "${B64[@]}"; }
 s2() { pin 2; arm c10-nrb1-b64-edm "${NRB1[@]}" "${B64[@]}" "${EDM[@]}"; }
 s3() { pin 3; arm c10-b64 "${B64[@]}"; }
 
+# PLAN=seventh (written 2026-11-27 after the step graph's runs, CPU smoke-tested, not yet run)
+if [[ $PLAN == seventh ]]; then
+  CAND_BASE=(--recipe cars64-2min) cand_order=(2min-graph 2min)
+  cand_flags=([2min-graph]="--step-graph" [2min]="")
+fi
+v0() {  # the recipe as it is now (the step graph): the README's curve, and the solvers
+  pin 0; arm c10-graph || return
+  local a; a=$(last "$R/c10-graph")
+  sweep --json "$R/res/c10-graph-solvers.json" --case "$a:ema:dpm-solver:10" \
+    --case "$a:ema:dpm-solver:50" --case "$a:ema:ddim:20"
+}
+v1() { pin 1; arm c10-model-graphs --no-step-graph; }  # the same, the model's own graphs
+v2() { pin 2; cars_run tutorial --recipe tutorial; candidates; }
+v3() { pin 3; candidates; }
+
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
   local t0=$SECONDS q=q$1
@@ -411,6 +437,7 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   [[ $PLAN == third ]] && q=t$1
   [[ $PLAN == fifth ]] && q=p$1
   [[ $PLAN == sixth ]] && q=s$1
+  [[ $PLAN == seventh ]] && q=v$1
   "$q" >"$Q/q$1.log" 2>&1
   echo "exit $? after $((SECONDS - t0)) s" >>"$Q/q$1.log"
   touch "$Q/q$1.done"
@@ -419,6 +446,7 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
 pack() {  # the results so far (small files only), the queue logs and the training logs
   for run in A B C D cars/tutorial cars/ours cars-cond control width96 lr8 \
     cars/ours-default-compile cars/simpleunet-ours blocks c10-control c10-b64 c10-nrb1-b64 c10-nrb1-b64-edm \
+    c10-graph c10-model-graphs \
     $(printf 'cars/%s ' "${cand_order[@]}"); do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done

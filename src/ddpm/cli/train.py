@@ -427,10 +427,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--step-graph",
         action=argparse.BooleanOptionalAction,
         default=d["step_graph"],
-        help="on CUDA, capture the whole training step (noise, loss, backward, clipping, AdamW, "
-        "EMAs) as one CUDA graph, so that the host does not set the pace of small steps; the "
-        "model then compiles without graphs of its own (one process; not with importance "
-        "sampling)",
+        help="on CUDA (ignored elsewhere), capture the whole training step (noise, loss, "
+        "backward, clipping, AdamW, EMAs) as one CUDA graph, so that the host does not set "
+        "the pace of small steps; the model then compiles without graphs of its own (one "
+        "process; not with importance sampling)",
     )
     g.add_argument(
         "--channels-last",

@@ -317,7 +317,7 @@ def train(
     if main:
         out.mkdir(parents=True, exist_ok=True)
     no_graph = step_graph_unavailable(cfg, device, W) if cfg.step_graph else None
-    if no_graph is not None and main:
+    if no_graph is not None and main and device.type == "cuda":  # elsewhere: as channels-last
         warn_step_graph(no_graph)
     use_step_graph = cfg.step_graph and no_graph is None
     # the model replays no CUDA graphs of its own inside the step's
