@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from ddpm.data import ImageDataset
+from ddpm.train import TrainConfig
 from ddpm.unet import PRESETS, ModelSpec
 
 # A 2-level U-Net that trains in milliseconds on 8x8 images.
@@ -13,6 +14,25 @@ TINY_UNET = dict(
     norm_groups=8,
     dropout=0.0,
 )
+
+
+def tiny_config(tmp_path, **kw) -> TrainConfig:
+    """A training run of the "tiny" preset (needs the tiny_preset fixture): 20 quick steps."""
+    base = dict(
+        preset="tiny",
+        T=100,
+        steps=20,
+        batch_size=16,
+        lr=2e-3,
+        warmup=5,
+        log_every=5,
+        sample_every=1000,
+        checkpoint_every=10,
+        sample_steps=5,
+        num_samples=4,
+        out=str(tmp_path / "run"),
+    )
+    return TrainConfig(**{**base, **kw})
 
 
 @pytest.fixture(autouse=True)

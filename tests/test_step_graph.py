@@ -4,9 +4,10 @@
 import pytest
 import torch
 
+from conftest import tiny_config
 from ddpm import speed
 from ddpm.data import batches
-from ddpm.train import TrainConfig, train
+from ddpm.train import train
 from ddpm.train.config import build_schedule
 from ddpm.train.state import setup
 from ddpm.train.step import StepGraph, step_graph_unavailable, train_step
@@ -14,21 +15,10 @@ from ddpm.train.step import StepGraph, step_graph_unavailable, train_step
 pytestmark = pytest.mark.usefixtures("tiny_preset")
 
 
-def config(tmp_path, **kw) -> TrainConfig:
-    base = dict(
-        preset="tiny",
-        T=100,
-        steps=20,
-        batch_size=16,
-        lr=2e-3,
-        warmup=3,
-        ema_sigma_rel=0.1,
-        ema_extra=(0.2,),
-        loss_weight="min-snr",
-        min_snr_gamma=5.0,
-        out=str(tmp_path / "run"),
-    )
-    return TrainConfig(**{**base, **kw})
+def config(tmp_path, **kw):
+    """tiny_config with both kinds of EMA and a loss weighting: every rate a step takes."""
+    rates = dict(ema_sigma_rel=0.1, ema_extra=(0.2,), loss_weight="min-snr", min_snr_gamma=5.0)
+    return tiny_config(tmp_path, **{"warmup": 3, **rates, **kw})
 
 
 def run_steps(cfg, blobs, device, n, graphed, capture=False, nan_at=(), compiled=False):

@@ -4,30 +4,13 @@ import time
 import pytest
 import torch
 
+from conftest import tiny_config
 from ddpm import checkpoint as C
 from ddpm.generate import load_model
 from ddpm.train import EMA, TrainConfig, train
 from ddpm.unet import ConfigError
 
 pytestmark = pytest.mark.usefixtures("tiny_preset")
-
-
-def tiny_config(tmp_path, **kw) -> TrainConfig:
-    base = dict(
-        preset="tiny",
-        T=100,
-        steps=20,
-        batch_size=16,
-        lr=2e-3,
-        warmup=5,
-        log_every=5,
-        sample_every=1000,
-        checkpoint_every=10,
-        sample_steps=5,
-        num_samples=4,
-        out=str(tmp_path / "run"),
-    )
-    return TrainConfig(**{**base, **kw})
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])
