@@ -51,7 +51,7 @@ from ddpm.train.state import (
     snapshot_dict,
     use_timesteps,
 )
-from ddpm.train.step import StepGraph, step_graph_unavailable, train_step, warn_step_graph
+from ddpm.train.step import StepGraph, step_graph_unavailable, train_step
 from ddpm.train.tensorboard import TensorBoard
 from ddpm.unet import ConfigError
 
@@ -318,7 +318,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     no_graph = step_graph_unavailable(cfg, device, W) if cfg.step_graph else None
     if no_graph is not None and main and device.type == "cuda":  # elsewhere: as channels-last
-        warn_step_graph(no_graph)
+        warnings.warn(f"--step-graph ignored: {no_graph}", stacklevel=2)
     use_step_graph = cfg.step_graph and no_graph is None
     # the model replays no CUDA graphs of its own inside the step's
     mode = without_cudagraphs(cfg.compile_mode) if use_step_graph else cfg.compile_mode

@@ -4,7 +4,6 @@ same step captured whole as one CUDA graph (`StepGraph`)."""
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -222,12 +221,10 @@ class StepGraph:
         state, opt = self.state, self.state.optimizer
         graph = torch.cuda.CUDAGraph()
         graph.register_generator_state(state.noise_gen)
-        self._fill(self.x, self.y)  # type: ignore[arg-type]
         step = state.step
         for group in opt.param_groups:  # AdamW refuses capture without it
             group["capturable"] = True
-        torch.cuda.synchronize()
-        try:
+        try:  # torch.cuda.graph synchronises before it captures
             with torch.cuda.graph(graph):
                 self.out = self._step()
         except RuntimeError as e:
@@ -252,7 +249,3 @@ def step_graph_unavailable(cfg: TrainConfig, device: torch.device, world_size: i
     if cfg.timestep_sampling == "importance":
         return "the importance sampler keeps its loss history on the host"
     return None
-
-
-def warn_step_graph(reason: str) -> None:
-    warnings.warn(f"--step-graph ignored: {reason}", stacklevel=2)
