@@ -421,7 +421,11 @@ if [[ $PLAN == seventh ]]; then
   cand_flags=([2min-graph]="--step-graph" [2min]="")
 fi
 v0() {  # the recipe as it is now (the step graph): the README's curve, and the solvers
-  pin 0; arm c10-graph || return
+  pin 0
+  if [[ -z ${SMOKE:-} ]]; then  # the captured graph against eager steps, before it is trusted
+    (cd "$C" && python3 -m pytest -q -m gpu tests/test_step_graph.py -p no:cacheprovider) || true
+  fi
+  arm c10-graph || return
   local a; a=$(last "$R/c10-graph")
   sweep --json "$R/res/c10-graph-solvers.json" --case "$a:ema:dpm-solver:10" \
     --case "$a:ema:dpm-solver:50" --case "$a:ema:ddim:20"
@@ -466,7 +470,7 @@ status() {
 export PYTHONPATH=$C/src:$R/site PYTHONUNBUFFERED=1
 case ${1:-} in
 launch)  # call 1: the code, the CIFAR-10 train zip and diffusers, then the four queues
-  rm -rf "$C" && mkdir -p "$C" "$R/stage" && cp -r src benchmarks "$C/" && cp .stage/* "$R/stage/"
+  rm -rf "$C" && mkdir -p "$C" "$R/stage" && cp -r src benchmarks tests pyproject.toml "$C/" && cp .stage/* "$R/stage/"
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$R/site" \
     "$R"/stage/diffusers-*.whl
   nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader 2>/dev/null
