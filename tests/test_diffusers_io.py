@@ -188,13 +188,17 @@ def test_a_bare_unet_folder_with_old_attention_names_loads(tmp_path):
     )
 
 
-def test_the_name_table_works_both_ways(tiny_preset):
-    ours = build_model("unet", {**PRESETS["tiny"].config, "in_channels": 3})
+@pytest.mark.parametrize("scale_shift", [False, True])
+def test_the_name_table_works_both_ways(tiny_preset, scale_shift):
+    ours = build_model(
+        "unet", {**PRESETS["tiny"].config, "in_channels": 3, "scale_shift": scale_shift}
+    )
     sd = ours.state_dict()
     theirs_sd = to_diffusers_state_dict(sd)
     config = diffusers_unet_config("unet", full_config("unet", ours.config.__dict__), (3, 8, 8))
     theirs = diffusers.UNet2DModel(**{k: v for k, v in config.items() if k[0] != "_"})
     theirs.load_state_dict(theirs_sd, strict=True)  # every name placed, none left over
+    assert unet_config_from_diffusers(config, "config.json")[0]["scale_shift"] == scale_shift
     back = from_diffusers_state_dict(theirs_sd)
     assert back.keys() == sd.keys()
     for k in sd:
@@ -236,7 +240,8 @@ def test_scheduler_configs_give_our_schedules(name, diffusers_name):
     [
         ({"_class_name": "UNet2DConditionModel"}, "not a UNet2DModel"),
         ({"time_embedding_type": "fourier"}, "time_embedding_type"),
-        ({"resnet_time_scale_shift": "scale_shift"}, "resnet_time_scale_shift"),
+        ({"resnet_time_scale_shift": "ada_group"}, "resnet_time_scale_shift"),
+        ({"resnet_time_scale_shift": "scale_shift"}, "attn_norm_num_groups None"),
         ({"out_channels": 6}, "out_channels = 6"),
         ({"num_class_embeds": 10}, "num_class_embeds"),
         (

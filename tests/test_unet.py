@@ -66,6 +66,42 @@ def test_time_embedding_changes_the_output():
     assert not torch.allclose(model(x, torch.tensor([0])), model(x, torch.tensor([500])))
 
 
+def test_scale_shift_with_a_zero_projection_is_the_additive_block():
+    """AdaGN's GN(h)(1 + s) + b at s = b = 0 is GN(h), as the additive block with e = 0; with
+    a random projection the two differ (the embedding acts through both scale and shift)."""
+    from ddpm.unet import ResBlock
+
+    torch.manual_seed(0)
+    add, ada = ResBlock(8, 16, 12, 0.0, 4), ResBlock(8, 16, 12, 0.0, 4, scale_shift=True)
+    assert ada.time_proj.out_features == 32
+    shared = {k: v for k, v in add.state_dict().items() if not k.startswith("time_proj")}
+    ada.load_state_dict(shared, strict=False)
+    for block in (add, ada):
+        torch.nn.init.normal_(block.conv2.weight, std=0.1)  # zero-initialised: would hide h
+        torch.nn.init.zeros_(block.time_proj.weight)
+        torch.nn.init.zeros_(block.time_proj.bias)
+    ada.conv2.load_state_dict(add.conv2.state_dict())
+    x, emb = torch.randn(2, 8, 6, 6), torch.randn(2, 12)
+    torch.testing.assert_close(ada(x, emb), add(x, emb))
+    torch.nn.init.normal_(ada.time_proj.weight, std=0.5)
+    scale_only = ada.time_proj.weight.detach().clone()
+    scale_only[16:] = 0  # the shift half zero: the scale alone still moves the output
+    with torch.no_grad():
+        ada.time_proj.weight.copy_(scale_only)
+    assert not torch.allclose(ada(x, emb), add(x, emb), atol=1e-3)
+
+
+def test_scale_shift_is_an_architecture_flag():
+    from ddpm.cli import build_parser
+    from ddpm.cli.train import config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["train", "--data", "x", "--scale-shift"]))
+    assert cfg.model_overrides == {"scale_shift": True}
+    model = UNet(UNetConfig(in_channels=3, scale_shift=True, **TINY))
+    x = torch.randn(2, 3, 8, 8)
+    assert model(x, torch.tensor([0, 999])).shape == x.shape
+
+
 def test_bad_configs_are_named():
     with pytest.raises(ConfigError, match="unknown preset"):
         preset("huge")

@@ -204,11 +204,11 @@ FIXED = {
     "downsample_type": "conv",
     "upsample_type": "conv",
     "act_fn": "silu",
-    "resnet_time_scale_shift": "default",
     "add_attention": True,
     "class_embed_type": None,
     "num_class_embeds": None,
 }
+SCALE_SHIFT = {"default": False, "scale_shift": True}  # resnet_time_scale_shift -> ours
 
 
 def unet_config_from_diffusers(cfg: dict[str, Any], where: str) -> tuple[dict[str, Any], bool]:
@@ -255,6 +255,11 @@ def unet_config_from_diffusers(cfg: dict[str, Any], where: str) -> tuple[dict[st
     heads = {1} if head_dim is None else {w // head_dim for w in attention_widths}
     if len(heads) != 1 or (head_dim is not None and any(w % head_dim for w in attention_widths)):
         raise refuse(f"attention_head_dim = {head_dim} over attention widths {attention_widths}")
+    if c["resnet_time_scale_shift"] not in SCALE_SHIFT:
+        raise refuse(f"resnet_time_scale_shift = {c['resnet_time_scale_shift']!r}")
+    if c["resnet_time_scale_shift"] == "scale_shift" and c["attn_norm_num_groups"] is None:
+        # diffusers' middle block then leaves its attention unnormalised
+        raise refuse("resnet_time_scale_shift 'scale_shift' with attn_norm_num_groups None")
     if c["freq_shift"] not in (0, 1) or c["downsample_padding"] not in (0, 1):
         raise refuse(
             f"freq_shift = {c['freq_shift']}, downsample_padding = {c['downsample_padding']}"
@@ -271,6 +276,7 @@ def unet_config_from_diffusers(cfg: dict[str, Any], where: str) -> tuple[dict[st
         "norm_eps": float(c["norm_eps"]),
         "downsample_padding": c["downsample_padding"],
         "freq_shift": c["freq_shift"],
+        "scale_shift": SCALE_SHIFT[c["resnet_time_scale_shift"]],
     }
     try:
         return full_config("unet", fields), bool(c["flip_sin_to_cos"])
@@ -335,6 +341,9 @@ def diffusers_unet_config(arch: str, config: dict[str, Any], shape: tuple[int, .
         "attention_head_dim": head_dim,
         "norm_num_groups": cfg.norm_groups,
         "norm_eps": cfg.norm_eps,
+        "resnet_time_scale_shift": "scale_shift" if cfg.scale_shift else "default",
+        # with scale_shift, diffusers' middle attention is unnormalised unless this is set
+        "attn_norm_num_groups": cfg.norm_groups if cfg.scale_shift else None,
     }
 
 

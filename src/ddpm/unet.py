@@ -112,6 +112,9 @@ class UNetConfig:
     norm_eps: float = 1e-5  # GroupNorm epsilon (Ho et al.'s TF code and google/ddpm-*: 1e-6)
     downsample_padding: int = 1  # 1: pad every side; 0: right and bottom only (TF's "SAME")
     freq_shift: int = 1  # time-embedding frequencies (`timestep_embedding`; diffusers' default 0)
+    # Dhariwal & Nichol 2021's adaptive GroupNorm: the time embedding scales and shifts each
+    # block's second normalisation instead of being added before it (diffusers' "scale_shift")
+    scale_shift: bool = False
     dims: ClassVar[int] = 2  # images; `UNet1DConfig` (ddpm.unet1d) sets 1 (not stored: a ClassVar)
 
     def __post_init__(self) -> None:
@@ -156,7 +159,9 @@ class UNetConfig:
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, plus the projected time embedding, GroupNorm-SiLU-dropout-conv, skip.
 
-    `dims` 2 for images (B, C, H, W), 1 for sequences (B, C, L).
+    With `scale_shift` the embedding is projected to a scale s and a shift b that act after the
+    second GroupNorm, GN(h)(1 + s) + b (Dhariwal & Nichol 2021's AdaGN, their Table 1 ablation),
+    instead of being added to h. `dims` 2 for images (B, C, H, W), 1 for sequences (B, C, L).
     """
 
     def __init__(
@@ -168,11 +173,13 @@ class ResBlock(nn.Module):
         groups: int,
         eps: float = 1e-5,
         dims: int = 2,
+        scale_shift: bool = False,
     ):
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1 = nn.GroupNorm(groups, c_in, eps)
         self.conv1 = conv_nd(dims, c_in, c_out, 3, padding=1)
-        self.time_proj = nn.Linear(t_dim, c_out)
+        self.time_proj = nn.Linear(t_dim, 2 * c_out if scale_shift else c_out)
         self.norm2 = nn.GroupNorm(groups, c_out, eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = conv_nd(dims, c_out, c_out, 3, padding=1)
@@ -182,9 +189,14 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        e = self.time_proj(F.silu(emb))  # (B, c_out)
-        h = h + e.view(*e.shape, *([1] * (h.ndim - 2)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        e = self.time_proj(F.silu(emb))  # (B, c_out), or (B, 2 c_out) with scale_shift
+        e = e.view(*e.shape, *([1] * (h.ndim - 2)))
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + e)
+        h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 
@@ -266,12 +278,13 @@ class UNet(nn.Module):
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = config
-        ch, groups, p, eps, dims = (
+        ch, groups, p, eps, dims, ss = (
             config.base_channels,
             config.norm_groups,
             config.dropout,
             config.norm_eps,
             config.dims,
+            config.scale_shift,
         )
         t_dim = 4 * ch
         self.time_mlp = nn.Sequential(nn.Linear(ch, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
@@ -288,7 +301,7 @@ class UNet(nn.Module):
         for level, width in enumerate(widths):
             blocks, attns = [], []
             for _ in range(config.num_res_blocks):
-                blocks.append(ResBlock(c, width, t_dim, p, groups, eps, dims))
+                blocks.append(ResBlock(c, width, t_dim, p, groups, eps, dims, ss))
                 attns.append(Attention(width, config.num_heads, groups, eps, dims))
                 c = width
                 skip_channels.append(c)
@@ -300,16 +313,18 @@ class UNet(nn.Module):
             if not last:
                 skip_channels.append(c)
 
-        self.mid_block1 = ResBlock(c, c, t_dim, p, groups, eps, dims)
+        self.mid_block1 = ResBlock(c, c, t_dim, p, groups, eps, dims, ss)
         self.mid_attn = Attention(c, config.num_heads, groups, eps, dims)
-        self.mid_block2 = ResBlock(c, c, t_dim, p, groups, eps, dims)
+        self.mid_block2 = ResBlock(c, c, t_dim, p, groups, eps, dims, ss)
 
         self.up = nn.ModuleList()
         self.upsamplers = nn.ModuleList()
         for level, width in reversed(list(enumerate(widths))):
             blocks, attns = [], []
             for _ in range(config.num_res_blocks + 1):
-                blocks.append(ResBlock(c + skip_channels.pop(), width, t_dim, p, groups, eps, dims))
+                blocks.append(
+                    ResBlock(c + skip_channels.pop(), width, t_dim, p, groups, eps, dims, ss)
+                )
                 attns.append(Attention(width, config.num_heads, groups, eps, dims))
                 c = width
             self.up.append(Level(blocks, attns if level in config.attention_levels else None))

@@ -183,7 +183,13 @@ def int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-ARCH_FLAGS = ("base_channels", "channel_mults", "num_res_blocks", "attention_levels")
+ARCH_FLAGS = (
+    "base_channels",
+    "channel_mults",
+    "num_res_blocks",
+    "attention_levels",
+    "scale_shift",
+)
 
 
 def image_size(text: str) -> str:

@@ -162,6 +162,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "preset's)",
     )
     g.add_argument(
+        "--scale-shift",
+        action=argparse.BooleanOptionalAction,
+        help="adaptive GroupNorm: the time embedding scales and shifts each residual block's "
+        "second normalisation instead of being added (Dhariwal & Nichol 2021; default: the "
+        "preset's, off)",
+    )
+    g.add_argument(
         "--learn-sigma",
         action="store_true",
         help="the network also outputs the reverse variance (Nichol & Dhariwal 2021 §3.1); "
