@@ -10,6 +10,10 @@ betas 0.95/0.999, weight decay 1e-6), 500 warm-up steps then cosine decay, gradi
 google/ddpm-cifar10-32's configuration (35,746,307 parameters, dropout 0.1). Speed features, as
 ours: bf16 autocast, channels-last, `compile(mode="reduce-overhead")` (CUDA graphs), fused
 AdamW, a foreach EMA, and the training images decoded once into GPU memory (our loader).
+With `--step-graph` (as our `--step-graph`) the whole step is one CUDA graph instead: noise,
+forward, loss, backward, clipping, AdamW and the EMA update, replayed once a step, with the
+learning rate and the EMA's decay (diffusers' own schedules, computed on the host) filled
+into the graph before each replay.
 
     python benchmarks/peer_quality.py --data cifar10:train.zip --minutes 8 \
         --snapshot-minutes 1,2,4,8 --out /root/peer
@@ -52,6 +56,7 @@ def main() -> None:
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--step-graph", action="store_true", help="the whole step as one CUDA graph")
     args = p.parse_args()
 
     diffusers = diffusers_or_none()
@@ -88,8 +93,9 @@ def main() -> None:
         power=3 / 4,
         foreach=True,
     )
-    if fast and not args.no_compile:
-        unet.compile(mode="reduce-overhead", dynamic=False)
+    graph = fast and args.step_graph
+    if fast and not args.no_compile:  # inside a step graph, the model replays no graphs itself
+        unet.compile(mode="default" if graph else "reduce-overhead", dynamic=False)
 
     stream = batches(data, args.batch_size, args.seed, 0, device, hflip=True)
     gen = torch.Generator(device=device).manual_seed(args.seed)
@@ -114,24 +120,15 @@ def main() -> None:
     unet.train()
     step, loss_sum, t0 = 0, torch.zeros((), device=device), time.perf_counter()
     t_win, s_win = t0, 0
+    step_fn = GraphedStep(unet, opt, ema, alphas_cumprod, gen, fast) if graph else None
     while True:
         x_0, _ = next(stream)
-        noise = torch.randn(x_0.shape, device=device, generator=gen)
-        t = torch.randint(0, 1000, (x_0.shape[0],), device=device, generator=gen)
-        a = alphas_cumprod[t].view(-1, 1, 1, 1)
-        x_t = a.sqrt() * x_0 + (1 - a).sqrt() * noise  # DDPMScheduler.add_noise
-        if fast:
-            x_t = x_t.contiguous(memory_format=torch.channels_last)
-            torch.compiler.cudagraph_mark_step_begin()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
-            pred = unet(x_t, t, return_dict=False)[0]
-        loss = F.mse_loss(pred.float(), noise.float())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0, foreach=True)
-        opt.step()
-        lr_sched.step()
-        opt.zero_grad(set_to_none=True)
-        ema.step(unet.parameters())
+        if step_fn is not None:
+            loss = step_fn(x_0, lr_sched)
+        else:
+            loss = peer_step(unet, opt, alphas_cumprod, gen, x_0, fast)
+            lr_sched.step()
+            ema.step(unet.parameters())
         loss_sum += loss.detach()
         step += 1
         now = time.perf_counter()
@@ -162,6 +159,91 @@ def main() -> None:
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: summary[k] for k in ("steps", "seconds", "img_per_s_mean")}))
+
+
+def peer_step(unet, opt, alphas_cumprod, gen, x_0, fast: bool) -> torch.Tensor:
+    """diffusers' training step, up to the optimiser's step (its scheduler and EMA follow)."""
+    noise = torch.randn(x_0.shape, device=x_0.device, generator=gen)
+    t = torch.randint(0, 1000, (x_0.shape[0],), device=x_0.device, generator=gen)
+    a = alphas_cumprod[t].view(-1, 1, 1, 1)
+    x_t = a.sqrt() * x_0 + (1 - a).sqrt() * noise  # DDPMScheduler.add_noise
+    if fast:
+        x_t = x_t.contiguous(memory_format=torch.channels_last)
+        torch.compiler.cudagraph_mark_step_begin()
+    with torch.autocast(x_0.device.type, dtype=torch.bfloat16, enabled=fast, cache_enabled=False):
+        pred = unet(x_t, t, return_dict=False)[0]
+    loss = F.mse_loss(pred.float(), noise.float())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0, foreach=True)
+    opt.step()
+    return loss.detach()
+
+
+class GraphedStep:
+    """`peer_step` and diffusers' EMA update captured as one CUDA graph (as our StepGraph):
+    three eager warm-up steps on a side stream, then capture; each call fills the batch, the
+    learning rate of diffusers' scheduler and 1 - the decay of its EMAModel, then replays.
+    With `capture=False` every call runs the same step on the same tensors eagerly (how the
+    CPU test checks it against diffusers' own step)."""
+
+    def __init__(self, unet, opt, ema, alphas_cumprod, gen, fast: bool, warmup=3, capture=True):
+        self.unet, self.opt, self.ema = unet, opt, ema
+        self.a, self.gen, self.fast = alphas_cumprod, gen, fast
+        self.warmup, self.capture, self.calls = warmup, capture, 0
+        device = alphas_cumprod.device
+        self.lr = torch.tensor(opt.param_groups[0]["lr"], device=device)
+        self.w = torch.zeros((), device=device)  # 1 - the EMA's decay
+        for group in opt.param_groups:
+            group["lr"] = self.lr
+        self.params = [p for p in unet.parameters() if p.requires_grad]
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.x: torch.Tensor | None = None
+        self.out: torch.Tensor | None = None
+
+    def _step(self) -> torch.Tensor:
+        loss = peer_step(self.unet, self.opt, self.a, self.gen, self.x, self.fast)
+        with torch.no_grad():  # EMAModel.step's foreach update, with its 1 - decay a tensor
+            shadow = self.ema.shadow_params
+            torch._foreach_sub_(
+                shadow, torch._foreach_mul(torch._foreach_sub(shadow, self.params), self.w)
+            )
+        return loss
+
+    def _capture(self) -> None:
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(self.gen)
+        for group in self.opt.param_groups:  # AdamW refuses capture without it
+            group["capturable"] = True
+        with torch.cuda.graph(graph):  # captures without running: each replay is a step
+            self.out = self._step()
+        self.graph = graph
+
+    def __call__(self, x_0: torch.Tensor, lr_sched) -> torch.Tensor:
+        self.calls += 1
+        if self.x is None:
+            self.x = x_0.clone()
+        self.x.copy_(x_0)
+        self.lr.fill_(lr_sched.get_last_lr()[0])
+        self.ema.optimization_step += 1  # as EMAModel.step counts
+        self.w.fill_(1 - self.ema.get_decay(self.ema.optimization_step))
+        if self.capture and self.graph is None and self.calls > self.warmup:
+            self._capture()
+        if self.graph is not None:
+            self.graph.replay()
+            loss = self.out
+        elif not self.capture:
+            loss = self._step()
+        else:  # the warm-up: eager, on a side stream (compiles, settles cuDNN and the allocator)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                loss = self._step()
+            torch.cuda.current_stream().wait_stream(side)
+        lr_sched.step()  # the next step's rate
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr  # LambdaLR may write a float; the graph reads this tensor
+        return loss
 
 
 if __name__ == "__main__":
