@@ -104,6 +104,17 @@
 # makes 1.3-1.7x the steps and a lower FID). Calls: launch (carry .stage), data (carry .cars
 # and .test), fid (carry .fid), then wait.
 #
+# PLAN=eighth (about 15 minutes; replaces the unrun seventh, whose Stanford Cars half had no
+# open issue left): issue 9 alone, each arm 8 minutes with the step graph. GPU 0: the recipe as
+# it is, its 1/2/4/8-minute curve for the README, DPM-Solver-20 and `ddpm eval` of the
+# 8-minute checkpoint (predicted 13.5-14.5). GPU 1: diffusers' recipe given the step graph too
+# (benchmarks/peer_quality.py --step-graph, cosine over PEER_STEPS), its curve, then DDIM at
+# 10 and 20 and DPM-Solver at 10 and 50 on GPU 0's checkpoint (the NFE curve). GPU 2: the
+# recipe with one residual block a level (24.3M parameters; predicted 1.3-1.4x the steps now
+# that the step is not host-bound, FID 12.5-14), then the step graph's CUDA tests. GPU 3: the
+# recipe with adaptive GroupNorm (--scale-shift; predicted 0.5-1.5 better than GPU 0 at about
+# the same steps). Calls: launch (carry .stage), fid (carry .fid), then wait; no data call.
+#
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
 set -u
@@ -398,11 +409,13 @@ p3() {
 # batch 64 and one residual block a level (issue 10's winner), s2 that and EDM's choices.
 # Each is scored at every snapshot (the curve), with DPM-Solver-20, and by `ddpm eval`.
 arm() {  # arm NAME FLAGS...: the recipe with FLAGS, its curve, DPM-Solver-20 and `ddpm eval`
-  local name=$1 a; shift
+  local name=$1 a; shift  # (ARM_EVAL empty: no `ddpm eval`)
   stamp "issue 9: $name"
   recipe --out "$R/$name" "$@" || return
+  touch "$R/$name.trained"
   waitfor "$R/fid.ready"; a=$(last "$R/$name")
   curve "$R/$name" "$name" --case "$a:ema:dpm-solver:20"
+  [[ -n ${ARM_EVAL-1} ]] || return 0
   stamp "ddpm eval $name"
   local steps=50; [[ -n ${SMOKE:-} ]] && steps=3
   ddpm eval --checkpoint "$a" --fid-stats "${STATS[1]}" --inception "${STATS[3]}" --n "$N" \
@@ -434,6 +447,48 @@ v1() { pin 1; arm c10-model-graphs --no-step-graph; }  # the same, the model's o
 v2() { pin 2; cars_run tutorial --recipe tutorial; candidates; }
 v3() { pin 3; candidates; }
 
+# PLAN=eighth (written 2026-11-27 in the eighth session)
+gpu_tests() {  # the captured step against eager steps, on this GPU
+  [[ -z ${SMOKE:-} ]] || return 0
+  stamp "the step graph's CUDA tests"
+  (cd "$C" && python3 -m pytest -q -m gpu tests/test_step_graph.py -p no:cacheprovider) || true
+}
+e0() { pin 0; arm c10-graph; }
+e1() {
+  pin 1; stamp "the peer, its whole step one CUDA graph"
+  python3 "$C/benchmarks/peer_quality.py" --data "$CIFAR" --out "$R/peer" --step-graph \
+    --cosine-steps "${PEER_STEPS:-13000}" "${PEER[@]}" || return
+  cp "$R/peer/summary.json" "$R/res/peer-summary.json"
+  waitfor "$R/fid.ready"; stamp "sweep the peer"; curve "$R/peer" peer
+  waitfor "$R/c10-graph.trained"; local a; a=$(last "$R/c10-graph")
+  stamp "the recipe's 8 minutes against network evaluations"
+  local s=(10 20 50); [[ -n ${SMOKE:-} ]] && s=(2 3 4)
+  sweep --json "$R/res/c10-graph-nfe.json" --case "$a:ema:ddim:${s[0]}" \
+    --case "$a:ema:ddim:${s[1]}" --case "$a:ema:dpm-solver:${s[0]}" \
+    --case "$a:ema:dpm-solver:${s[2]}"
+}
+e2() { pin 2; ARM_EVAL='' arm c10-nrb1 --num-res-blocks 1; gpu_tests; }
+e3() { pin 3; ARM_EVAL='' arm c10-scale-shift --scale-shift; }
+# PLAN=ninth: one arm on a one-GPU machine (QUEUES=0), the recipe with ARM_FLAGS (named
+# ARM_NAME), scored as the arms above with `ddpm eval`, on all the machine's cores.
+# `ddpm eval` of 8 minutes first, the curve after it: the most needed number first, when
+# device time is short.
+n0() {
+  local name=${ARM_NAME:-c10-next} a s cases=()
+  stamp "issue 9: $name"
+  # shellcheck disable=SC2086  # the flags are words
+  recipe --out "$R/$name" ${ARM_FLAGS:-} || return
+  waitfor "$R/fid.ready"; a=$(last "$R/$name")
+  stamp "ddpm eval $name"
+  local steps=50; [[ -n ${SMOKE:-} ]] && steps=3
+  ddpm eval --checkpoint "$a" --fid-stats "${STATS[1]}" --inception "${STATS[3]}" --n "$N" \
+    --sampler ddim --steps "$steps" --quiet "${DEV[@]}" --json "$R/res/$name-eval.json"
+  stamp "sweep $name"
+  while read -r s; do [[ $s == "$a" ]] || cases+=(--case "$s:ema:ddim:50"); done < <(snapshots "$R/$name" | tac)
+  sweep --json "$R/res/$name-sweep.json" --grid "0:$R/res/$name-samples.png" \
+    --case "$a:ema:ddim:50" "${cases[@]}" --case "$a:ema:dpm-solver:20"
+}
+
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
   local t0=$SECONDS q=q$1
@@ -442,6 +497,8 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   [[ $PLAN == fifth ]] && q=p$1
   [[ $PLAN == sixth ]] && q=s$1
   [[ $PLAN == seventh ]] && q=v$1
+  [[ $PLAN == eighth ]] && q=e$1
+  [[ $PLAN == ninth ]] && q=n$1
   "$q" >"$Q/q$1.log" 2>&1
   echo "exit $? after $((SECONDS - t0)) s" >>"$Q/q$1.log"
   touch "$Q/q$1.done"
@@ -450,7 +507,7 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
 pack() {  # the results so far (small files only), the queue logs and the training logs
   for run in A B C D cars/tutorial cars/ours cars-cond control width96 lr8 \
     cars/ours-default-compile cars/simpleunet-ours blocks c10-control c10-b64 c10-nrb1-b64 c10-nrb1-b64-edm \
-    c10-graph c10-model-graphs \
+    c10-graph c10-model-graphs c10-nrb1 c10-scale-shift ${ARM_NAME:-c10-next} \
     $(printf 'cars/%s ' "${cand_order[@]}"); do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done
@@ -459,8 +516,9 @@ pack() {  # the results so far (small files only), the queue logs and the traini
   tar -czf "$OUT/round.tgz" -C "$R" res
 }
 
+queues() { cat "$R/queue-list" 2>/dev/null || echo 0 1 2 3; }  # as launched (QUEUES)
 status() {
-  for k in 0 1 2 3; do
+  for k in $(queues); do
     local state=running; [[ -e $Q/q$k.done ]] && state=done
     echo "q$k $state: $(grep -E '^[0-9:]{8} |^exit|Error|error' "$Q/q$k.log" 2>/dev/null | tail -n 3 | tr '\n' '|')"
   done
@@ -476,7 +534,8 @@ launch)  # call 1: the code, the CIFAR-10 train zip and diffusers, then the four
   nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader 2>/dev/null
   python3 -c "import torch; print('torch', torch.__version__)"
   date +%s >"$R/launched"
-  for k in 0 1 2 3; do
+  echo "${QUEUES:-0 1 2 3}" >"$R/queue-list"  # QUEUES=0: queue 0 alone, on a one-GPU machine
+  for k in $(queues); do
     setsid bash "$C/benchmarks/gpu/round.sh" queue "$k" </dev/null >/dev/null 2>&1 &
   done
   sleep 20; status
@@ -491,7 +550,8 @@ fid)  # call 3: the Inception network and the CIFAR-10 train statistics
   ;;
 wait)  # wait until every queue is done or $2 seconds have passed; bring the results
   end=$((SECONDS + ${2:-560}))
-  while ((SECONDS < end)) && [[ $(ls "$Q"/*.done 2>/dev/null | wc -l) -lt 4 ]]; do sleep 5; done
+  n=$(queues | wc -w)
+  while ((SECONDS < end)) && [[ $(ls "$Q"/*.done 2>/dev/null | wc -l) -lt $n ]]; do sleep 5; done
   status; pack; ls "$R/res"
   ;;
 ddp)  # after the queues: DDP on 2 and 4 GPUs, appended to the 1-GPU timing of queue 3
