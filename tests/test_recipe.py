@@ -214,6 +214,15 @@ def test_cars64_2min_is_cars64_fast_with_one_residual_block_a_level():
     assert blocks == {"cars64-fast": 4 * 2 + 4 * 3 + 2, "cars64-2min": 4 * 1 + 4 * 2 + 2}
 
 
+def test_the_cifar10_8min_network_is_hos_with_one_block_a_level_and_adaptive_norm():
+    ho, fast = PRESETS["ddpm-cifar10"], PRESETS["cifar10-8min"]
+    changes = {"num_res_blocks": 1, "scale_shift": True, "dropout": 0.0}
+    assert {**ho.config, **changes} == fast.config
+    model = build_model("unet", {**fast.config, "in_channels": 3})
+    assert sum(p.numel() for p in model.parameters()) == 25_917_187  # as the H100 run printed
+    assert parse_train(["train", "--recipe", "cifar10-8min"]).preset == "cifar10-8min"
+
+
 def test_recipe_cars64_2min_changes_only_the_network_batch_time_and_sampler_of_cars64_fast():
     fast = vars(parse_train(["train", "--recipe", "cars64-fast"]))
     short = vars(parse_train(["train", "--recipe", "cars64-2min"]))

@@ -478,6 +478,21 @@ PRESETS: dict[str, ModelSpec] = {
         },
         (32, 32),
     ),
+    # Ho et al.'s CIFAR-10 layout for an 8-minute budget (the cifar10-8min recipe): one
+    # residual block a level instead of two (1.48x the steps a second) and adaptive GroupNorm,
+    # no dropout; 25.9M parameters (docs/benchmarks.md, issue 9's eighth round).
+    "cifar10-8min": ModelSpec(
+        "unet",
+        {
+            "base_channels": 128,
+            "channel_mults": (1, 2, 2, 2),
+            "attention_levels": (1,),
+            "num_res_blocks": 1,
+            "scale_shift": True,
+            "dropout": 0.0,
+        },
+        (32, 32),
+    ),
     # 64x64 Stanford Cars: one more level than CIFAR-10 so the 8x8 bottleneck matches; attention
     # at 16x16 as Ho et al. do for their 256x256 models (35.8M parameters at ch=96... see README).
     "cars64": ModelSpec(
