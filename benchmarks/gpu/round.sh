@@ -114,6 +114,21 @@
 # that the step is not host-bound, FID 12.5-14), then the step graph's CUDA tests. GPU 3: the
 # recipe with adaptive GroupNorm (--scale-shift; predicted 0.5-1.5 better than GPU 0 at about
 # the same steps). Calls: launch (carry .stage), fid (carry .fid), then wait; no data call.
+# Seen (2026-11-27, 20:01-20:16 UTC): the queues were done 14.7 minutes after the launch; held
+# 1,112 s with two waits, of which about 200 s were a first launch lost when the machine went
+# back between the launch and fid calls (the fid call started a fresh one; launch again at
+# once if a call says warm: false). FIDs in docs/benchmarks.md. The recipe took both changes
+# afterwards, so run now GPU 0 measures the new recipe and GPUs 2 and 3 repeat it.
+#
+# PLAN=ninth: one arm on a one-GPU machine, `PLAN=ninth QUEUES=0 ARM_NAME=NAME ARM_FLAGS="..."
+# bash benchmarks/gpu/round.sh launch` (carry .stage), then fid (carry .fid), then wait.
+# (In the run below the wait calls lacked ARM_NAME, then needed, and left the training log
+# behind; launch now writes it down for them.) `ddpm eval` of the
+# 8-minute checkpoint comes first, then the curve and DPM-Solver-20. Seen (20:20-20:31 UTC,
+# ARM_FLAGS="--num-res-blocks 1 --scale-shift", the recipe now): start 60 s, training and
+# decoding 8.5 minutes, `ddpm eval` 80 s; the curve needs about 4 minutes more, which the
+# session's device time did not hold. Next: ARM_NAME=c10-recipe with no flags, for the
+# recipe's own 1/2/4/8-minute curve and grid (about 14.5 minutes held).
 #
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
@@ -507,7 +522,7 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
 pack() {  # the results so far (small files only), the queue logs and the training logs
   for run in A B C D cars/tutorial cars/ours cars-cond control width96 lr8 \
     cars/ours-default-compile cars/simpleunet-ours blocks c10-control c10-b64 c10-nrb1-b64 c10-nrb1-b64-edm \
-    c10-graph c10-model-graphs c10-nrb1 c10-scale-shift ${ARM_NAME:-c10-next} \
+    c10-graph c10-model-graphs c10-nrb1 c10-scale-shift "$(cat "$R/arm-name" 2>/dev/null)" \
     $(printf 'cars/%s ' "${cand_order[@]}"); do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done
@@ -535,6 +550,7 @@ launch)  # call 1: the code, the CIFAR-10 train zip and diffusers, then the four
   python3 -c "import torch; print('torch', torch.__version__)"
   date +%s >"$R/launched"
   echo "${QUEUES:-0 1 2 3}" >"$R/queue-list"  # QUEUES=0: queue 0 alone, on a one-GPU machine
+  echo "${ARM_NAME:-c10-next}" >"$R/arm-name"  # PLAN=ninth's run, for the wait calls' pack
   for k in $(queues); do
     setsid bash "$C/benchmarks/gpu/round.sh" queue "$k" </dev/null >/dev/null 2>&1 &
   done
