@@ -134,7 +134,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         choices=tuple(PRESETS),
         default=d["preset"],
         help="the network: small (1.1M parameters, for the CPU), ddpm-cifar10 (Ho et al.'s "
-        "35.7M CIFAR-10 U-Net), cars64 (64x64), tutorial (DeepFindr's SimpleUnet), ...; "
+        "35.7M CIFAR-10 U-Net), cifar10-8min (the cifar10-8min recipe's 25.9M), cars64 (64x64), "
+        "tutorial (DeepFindr's SimpleUnet), ...; "
         "default: from the data: small (images), mlp (points), unet1d (sequences)",
     )
     g.add_argument(
