@@ -118,6 +118,7 @@ def test_ema_follows_parameters_by_position():
         ("lr", 0.0),
         ("channels", 2),
         ("sample_steps", 0),
+        ("adam_beta2", 1.0),
     ],
 )
 def test_config_names_the_bad_field(field, value):
@@ -291,3 +292,16 @@ def test_dropout_zero_fits_a_network_without_dropout_and_more_is_refused():
     assert arch == "tutorial"  # what a recipe's "dropout 0" asks for, as the network is
     with pytest.raises(ConfigError, match="preset tutorial has no dropout.*--dropout 0.1"):
         make_model(TrainConfig(preset="tutorial", dropout=0.1), data)
+
+
+def test_adam_beta2_reaches_the_optimizer_from_the_command_line():
+    from ddpm.cli import build_parser
+    from ddpm.cli.train import config_from_args
+    from ddpm.train import make_optimizer
+
+    argv = ["train", "--data", "x", "--adam-beta2", "0.99"]
+    cfg = config_from_args(build_parser().parse_args(argv))
+    opt = make_optimizer(cfg, torch.nn.Linear(2, 2), torch.device("cpu"))
+    assert opt.param_groups[0]["betas"] == (0.9, 0.99)
+    default = make_optimizer(TrainConfig(), torch.nn.Linear(2, 2), torch.device("cpu"))
+    assert default.param_groups[0]["betas"] == (0.9, 0.999)

@@ -303,6 +303,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--weight-decay", type=nonneg_float, default=d["weight_decay"], help="AdamW weight decay"
     )
     g.add_argument(
+        "--adam-beta2",
+        type=float,
+        default=d["adam_beta2"],
+        help="AdamW's beta2, the decay of its second-moment estimate (default 0.999; 0.99 "
+        "forgets faster, as EDM2 trains)",
+    )
+    g.add_argument(
         "--grad-clip",
         type=nonneg_float,
         default=d["grad_clip"],

@@ -65,6 +65,7 @@ class TrainConfig:
     warmup: int = 100  # linear warm-up steps (Ho et al.: 5000 for a 800k-step run)
     lr_decay: str = "constant"  # or "cosine" to 0 at `steps`
     weight_decay: float = 0.0
+    adam_beta2: float = 0.999  # AdamW's second-moment decay (EDM2 uses 0.99 for short memory)
     grad_clip: float = 1.0  # Ho et al. clip the global norm at 1; 0: no clipping
     ema_decay: float = 0.9999  # upper bound; early on the decay follows 1 - (1 + step)^-ema_power
     ema_power: float = 0.75
@@ -171,6 +172,7 @@ class TrainConfig:
             ("lr", self.lr > 0, "a positive number"),
             ("warmup", self.warmup >= 0, "a non-negative integer"),
             ("weight_decay", self.weight_decay >= 0, "a non-negative number"),
+            ("adam_beta2", 0 < self.adam_beta2 < 1, "a number in (0, 1)"),
             ("grad_clip", self.grad_clip >= 0, "a non-negative number (0: no clipping)"),
             ("ema_decay", 0 <= self.ema_decay < 1, "a number in [0, 1)"),
             ("keep_checkpoints", self.keep_checkpoints >= 1, "a positive integer"),

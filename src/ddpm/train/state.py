@@ -187,7 +187,11 @@ def load_training_data(cfg: TrainConfig, progress: bool = False) -> Dataset | Ar
 def make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.AdamW:
     # fused=True honours `found_inf`, which lets a non-finite step be skipped on the device.
     return torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
+        model.parameters(),
+        lr=cfg.lr,
+        betas=(0.9, cfg.adam_beta2),
+        weight_decay=cfg.weight_decay,
+        fused=True,
     )
 
 
