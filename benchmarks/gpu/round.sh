@@ -120,6 +120,25 @@
 # once if a call says warm: false). FIDs in docs/benchmarks.md. The recipe took both changes
 # afterwards, so run now GPU 0 measures the new recipe and GPUs 2 and 3 repeat it.
 #
+# PLAN=tenth (see the header)
+LR6=(--lr 6e-4 --warmup 1000)
+k0() {
+  pin 0; arm c10-recipe --ema-extra 0.05,0.2 || return
+  local a; a=$(last "$R/c10-recipe"); local s=50; [[ -n ${SMOKE:-} ]] && s=3
+  sweep --json "$R/res/c10-recipe-ema.json" --case "$a:0.05:ddim:$s" --case "$a:0.2:ddim:$s"
+}
+k1() { pin 1; ARM_EVAL='' arm c10-beta2 --adam-beta2 0.99; }
+k2() { pin 2; ARM_EVAL='' arm c10-beta2-lr6 --adam-beta2 0.99 "${LR6[@]}"; }
+k3() {
+  pin 3; ARM_EVAL='' arm c10-lr6 "${LR6[@]}"
+  waitfor "$R/c10-recipe.trained"; local a; a=$(last "$R/c10-recipe")
+  stamp "the recipe's 8 minutes against network evaluations"
+  local s=(10 20 50); [[ -n ${SMOKE:-} ]] && s=(2 3 4)
+  sweep --json "$R/res/c10-recipe-nfe.json" --case "$a:ema:ddim:${s[0]}" \
+    --case "$a:ema:ddim:${s[1]}" --case "$a:ema:dpm-solver:${s[0]}" \
+    --case "$a:ema:dpm-solver:${s[2]}"  # (DPM-Solver-20 is in GPU 0's own sweep)
+}
+
 # PLAN=ninth: one arm on a one-GPU machine, `PLAN=ninth QUEUES=0 ARM_NAME=NAME ARM_FLAGS="..."
 # bash benchmarks/gpu/round.sh launch` (carry .stage), then fid (carry .fid), then wait.
 # (In the run below the wait calls lacked ARM_NAME, then needed, and left the training log
@@ -129,6 +148,16 @@
 # decoding 8.5 minutes, `ddpm eval` 80 s; the curve needs about 4 minutes more, which the
 # session's device time did not hold. Next: ARM_NAME=c10-recipe with no flags, for the
 # recipe's own 1/2/4/8-minute curve and grid (about 14.5 minutes held).
+#
+# PLAN=tenth (written 2026-11-27 after the eighth round, CPU smoke-tested, not yet run; about
+# 15 minutes): the recipe now (one block a level, adaptive GroupNorm) and a 2x2 of Adam's
+# beta2 and a higher learning rate. GPU 0: the recipe with EMAs 0.05 and 0.2 kept: its
+# 1/2/4/8-minute curve and grid for the README, `ddpm eval` (predicted 12.6-13.2), EMA 0.05 and
+# 0.2 at 8 minutes. GPU 1: --adam-beta2 0.99 (predicted within 0.5 of GPU 0). GPU 2: that and
+# --lr 6e-4 --warmup 1000 (predicted 0.3-1.0 below GPU 0, if it does not diverge as 8e-4
+# did). GPU 3: --lr 6e-4 --warmup 1000 alone (predicted within 0.5 of GPU 0, or divergence),
+# then DDIM and DPM-Solver at 10, 20 and 50 on GPU 0's checkpoint (the NFE curve). Calls:
+# launch (carry .stage), fid (carry .fid), then wait.
 #
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
@@ -514,6 +543,7 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   [[ $PLAN == seventh ]] && q=v$1
   [[ $PLAN == eighth ]] && q=e$1
   [[ $PLAN == ninth ]] && q=n$1
+  [[ $PLAN == tenth ]] && q=k$1
   "$q" >"$Q/q$1.log" 2>&1
   echo "exit $? after $((SECONDS - t0)) s" >>"$Q/q$1.log"
   touch "$Q/q$1.done"
@@ -523,6 +553,7 @@ pack() {  # the results so far (small files only), the queue logs and the traini
   for run in A B C D cars/tutorial cars/ours cars-cond control width96 lr8 \
     cars/ours-default-compile cars/simpleunet-ours blocks c10-control c10-b64 c10-nrb1-b64 c10-nrb1-b64-edm \
     c10-graph c10-model-graphs c10-nrb1 c10-scale-shift "$(cat "$R/arm-name" 2>/dev/null)" \
+    c10-recipe c10-beta2 c10-beta2-lr6 c10-lr6 \
     $(printf 'cars/%s ' "${cand_order[@]}"); do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done
