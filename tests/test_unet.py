@@ -111,3 +111,17 @@ def test_bad_configs_are_named():
         UNetConfig(base_channels=20, norm_groups=32)
     with pytest.raises(ValueError, match="divisible"):
         UNet(UNetConfig(in_channels=1, **TINY))(torch.randn(1, 1, 7, 8), torch.tensor([0]))
+
+
+def test_attention_levels_none_leaves_the_middle_blocks_attention_alone():
+    from ddpm.cli import build_parser
+    from ddpm.cli.train import config_from_args
+
+    argv = ["train", "--data", "x", "--attention-levels", "none"]
+    cfg = config_from_args(build_parser().parse_args(argv))
+    assert cfg.model_overrides == {"attention_levels": ()}
+    model = UNet(UNetConfig(in_channels=3, **{**TINY, "attention_levels": ()}))
+    attentions = [m for m in model.modules() if m.__class__.__name__ == "Attention"]
+    assert attentions == [model.mid_attn]
+    x = torch.randn(2, 3, 8, 8)
+    assert model(x, torch.tensor([0, 999])).shape == x.shape

@@ -183,6 +183,12 @@ def int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def level_list(text: str) -> tuple[int, ...]:
+    """`int_list`, or "none" for no levels (--attention-levels none: attention only in the
+    middle block)."""
+    return () if text.strip().lower() == "none" else int_list(text)
+
+
 ARCH_FLAGS = (
     "base_channels",
     "channel_mults",

@@ -16,6 +16,7 @@ from ddpm.cli.args import (
     group,
     image_size,
     int_list,
+    level_list,
     nonneg_float,
     nonneg_int,
     output_folder,
@@ -158,9 +159,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--attention-levels",
-        type=int_list,
-        help="levels with self-attention, 0 = full resolution, e.g. 1 or 2,3 (default: the "
-        "preset's)",
+        type=level_list,
+        help="levels with self-attention, 0 = full resolution, e.g. 1 or 2,3, or none (the "
+        "middle block's only; default: the preset's)",
     )
     g.add_argument(
         "--scale-shift",
