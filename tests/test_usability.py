@@ -161,6 +161,25 @@ def test_off_a_terminal_progress_is_one_line_per_interval():
     assert "2/2 batches (100%)" in batches.getvalue()
 
 
+def test_a_time_limited_count_shows_the_steps_its_time_allows():
+    """A run of 10M steps or 100 s (the recipes' form): at one step a second the line says
+    100 steps and the time that is left, not 10M steps and years."""
+    now = [0.0]
+    log = io.StringIO()
+    bar = Progress(
+        10_000_000, "training", interval=30, file=log, clock=lambda: now[0], time_limit=100.0
+    )
+    for _ in range(30):
+        now[0] += 1.0
+        bar.update(1)
+    assert log.getvalue().startswith(
+        "training: 30/100 steps (30%), 1 steps/s, 0:30 elapsed, ~1:10 left"
+    )
+    short = Progress(50, "training", file=io.StringIO(), clock=lambda: now[0], time_limit=1e6)
+    short.update(1)
+    assert short.total == 50  # the step count binds first: it stays
+
+
 def test_progress_lines_show_values_and_stay_silent_when_disabled():
     now = [0.0]
     log = io.StringIO()

@@ -40,8 +40,11 @@ class Progress:
     """Count `total` units of work, shown as `desc: n/total unit`.
 
     enabled=False shows nothing (`--quiet`); leave=False clears the bar when done (a bar
-    shown below another). `file` defaults to sys.stderr at construction; `interval` is the
-    seconds between plain lines (default: INTERVAL); `clock` exists for tests.
+    shown below another). `time_limit`: seconds from now at which the work stops whatever
+    the count (a time-limited training run); the total shown is then the count that the rate
+    so far reaches by that time, when that is fewer. `file` defaults to sys.stderr at
+    construction; `interval` is the seconds between plain lines (default: INTERVAL); `clock`
+    exists for tests.
     """
 
     def __init__(
@@ -55,14 +58,17 @@ class Progress:
         file: TextIO | None = None,
         interval: float | None = None,
         clock: Callable[[], float] | None = None,
+        time_limit: float | None = None,
     ):
         self.total, self.desc, self.unit, self.n = total, desc, unit, initial
+        self.limit = total  # the count asked for; `total` may shrink to the time limit's
         self.file = file if file is not None else sys.stderr
         self.enabled = enabled
         self.interval = INTERVAL if interval is None else interval
         self.clock = clock or _now
         self.postfix: dict[str, Any] = {}
         self.start = self.last = self.clock()
+        self.ends_at = None if time_limit is None else self.start + time_limit
         self.start_n = initial
         self.closed = False
         self.bar = None
@@ -81,6 +87,8 @@ class Progress:
 
     def update(self, n: int = 1) -> None:
         self.n += n
+        if self.ends_at is not None:
+            self._project(self.clock())
         if self.bar is not None:
             self.bar.update(n)
         elif self.enabled:
@@ -88,6 +96,18 @@ class Progress:
             if now - self.last >= self.interval:
                 self.last = now
                 self._line(now)
+
+    def _project(self, now: float) -> None:
+        """Shrink the total to the count reached by the time limit at the rate so far."""
+        elapsed, done = now - self.start, self.n - self.start_n
+        if elapsed <= 0 or done <= 0:
+            return
+        reached = self.n + int(done / elapsed * max(self.ends_at - now, 0.0))
+        total = reached if self.limit is None else min(self.limit, reached)
+        if total != self.total:
+            self.total = total
+            if self.bar is not None:
+                self.bar.total = total
 
     def set_postfix(self, **values: Any) -> None:
         """Values shown after the counts (on the bar, or at the end of each line)."""

@@ -373,7 +373,14 @@ def train(
     # half the budget, and the steps after it ran at under half the rate.
     t_decay = None
     snapshots = Snapshots(out, cfg.snapshot_minutes if main else (), t_start)
-    bar = Progress(cfg.steps, "training", "step", progress, initial=state.step)
+    bar = Progress(
+        cfg.steps,
+        "training",
+        "step",
+        progress,
+        initial=state.step,
+        time_limit=None if deadline is None else deadline - time.perf_counter(),
+    )
     train_seconds = 0.0  # wall-clock time of the run without its sample grids
     last_grid = None
     t_grid = time.perf_counter()  # the end of the previous grid (or the start)
