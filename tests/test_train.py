@@ -305,3 +305,5 @@ def test_adam_beta2_reaches_the_optimizer_from_the_command_line():
     assert opt.param_groups[0]["betas"] == (0.9, 0.99)
     default = make_optimizer(TrainConfig(), torch.nn.Linear(2, 2), torch.device("cpu"))
     assert default.param_groups[0]["betas"] == (0.9, 0.999)
+    with pytest.raises(SystemExit):  # argparse: "argument --adam-beta2: expected ..."
+        build_parser().parse_args(["train", "--adam-beta2", "1"])

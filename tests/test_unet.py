@@ -113,7 +113,7 @@ def test_bad_configs_are_named():
         UNet(UNetConfig(in_channels=1, **TINY))(torch.randn(1, 1, 7, 8), torch.tensor([0]))
 
 
-def test_attention_levels_none_leaves_the_middle_blocks_attention_alone():
+def test_attention_levels_none_leaves_the_middle_blocks_attention_alone(capsys):
     from ddpm.cli import build_parser
     from ddpm.cli.train import config_from_args
 
@@ -125,3 +125,6 @@ def test_attention_levels_none_leaves_the_middle_blocks_attention_alone():
     assert attentions == [model.mid_attn]
     x = torch.randn(2, 3, 8, 8)
     assert model(x, torch.tensor([0, 999])).shape == x.shape
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--attention-levels", "nonee"])
+    assert "integers >= 0 or none, got 'nonee'" in capsys.readouterr().err

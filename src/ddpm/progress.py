@@ -87,7 +87,7 @@ class Progress:
 
     def update(self, n: int = 1) -> None:
         self.n += n
-        if self.ends_at is not None:
+        if self.ends_at is not None and self.enabled:  # nothing to project when quiet
             self._project(self.clock())
         if self.bar is not None:
             self.bar.update(n)

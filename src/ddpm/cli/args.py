@@ -154,6 +154,7 @@ positive_float = _number(float, "a positive number", lambda v: v > 0)
 nonneg_float = _number(float, "a non-negative number", lambda v: v >= 0)
 unit_float = _number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
 decay_float = _number(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+open_unit_float = _number(float, "a number in (0, 1)", lambda v: 0 < v < 1)
 probability = _number(float, "a probability in [0, 1)", lambda v: 0 <= v < 1)
 seed_int = _number(int, "an integer in [0, 2^63)", lambda v: 0 <= v < 2**63)
 
@@ -186,7 +187,14 @@ def int_list(text: str) -> tuple[int, ...]:
 def level_list(text: str) -> tuple[int, ...]:
     """`int_list`, or "none" for no levels (--attention-levels none: attention only in the
     middle block)."""
-    return () if text.strip().lower() == "none" else int_list(text)
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return int_list(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers >= 0 or none, got {text!r}"
+        ) from None
 
 
 ARCH_FLAGS = (

@@ -19,6 +19,7 @@ from ddpm.cli.args import (
     level_list,
     nonneg_float,
     nonneg_int,
+    open_unit_float,
     output_folder,
     positive_float,
     positive_int,
@@ -305,7 +306,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--adam-beta2",
-        type=float,
+        type=open_unit_float,
         default=d["adam_beta2"],
         help="AdamW's beta2, the decay of its second-moment estimate (default 0.999; 0.99 "
         "forgets faster, as EDM2 trains)",
