@@ -15,6 +15,16 @@ TINY_UNET = dict(
     dropout=0.0,
 )
 
+# The same layout as a diffusers UNet2DModel config (the interchange and peer tests).
+TINY_UNET2D = dict(
+    sample_size=8,
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    norm_num_groups=8,
+)
+
 
 def tiny_config(tmp_path, **kw) -> TrainConfig:
     """A training run of the "tiny" preset (needs the tiny_preset fixture): 20 quick steps."""

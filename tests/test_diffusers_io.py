@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_UNET2D
 from ddpm.checkpoint import CheckpointError
 from ddpm.cli import main
 from ddpm.diffusers_io import (
@@ -72,14 +73,6 @@ GOOGLE_SCHEDULER = {
 
 # Tiny UNet2DModels: as google's checkpoints (TF padding, eps 1e-6, [sin, cos], shift 1), and
 # as diffusers' defaults ([cos, sin], shift 0, two heads of 16 channels).
-TINY = dict(
-    sample_size=8,
-    block_out_channels=(16, 32),
-    layers_per_block=1,
-    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    norm_num_groups=8,
-)
 VARIANTS = {
     "google": dict(
         attention_head_dim=None,
@@ -95,7 +88,7 @@ VARIANTS = {
 def random_unet(in_channels=3, **overrides):
     """A UNet2DModel with every weight random (no zero-initialised layer hides a mismatch)."""
     model = diffusers.UNet2DModel(
-        in_channels=in_channels, out_channels=in_channels, **{**TINY, **overrides}
+        in_channels=in_channels, out_channels=in_channels, **{**TINY_UNET2D, **overrides}
     )
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():

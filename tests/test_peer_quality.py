@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TINY_UNET2D
+
 diffusers = pytest.importorskip("diffusers")
 from diffusers.optimization import get_cosine_schedule_with_warmup  # noqa: E402
 from diffusers.training_utils import EMAModel  # noqa: E402
@@ -26,17 +28,7 @@ def load(name: str):
 
 def peer(seed: int):
     torch.manual_seed(seed)
-    unet = diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-        dropout=0.0,
-    )
+    unet = diffusers.UNet2DModel(in_channels=3, out_channels=3, **TINY_UNET2D)
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-2, betas=(0.95, 0.999), weight_decay=1e-6)
     sched = get_cosine_schedule_with_warmup(opt, 2, 6)
     ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, power=3 / 4)
