@@ -120,25 +120,6 @@
 # once if a call says warm: false). FIDs in docs/benchmarks.md. The recipe took both changes
 # afterwards, so run now GPU 0 measures the new recipe and GPUs 2 and 3 repeat it.
 #
-# PLAN=tenth (see the header)
-LR6=(--lr 6e-4 --warmup 1000)
-k0() {
-  pin 0; arm c10-recipe --ema-extra 0.05,0.2 || return
-  local a; a=$(last "$R/c10-recipe"); local s=50; [[ -n ${SMOKE:-} ]] && s=3
-  sweep --json "$R/res/c10-recipe-ema.json" --case "$a:0.05:ddim:$s" --case "$a:0.2:ddim:$s"
-}
-k1() { pin 1; ARM_EVAL='' arm c10-beta2 --adam-beta2 0.99; }
-k2() { pin 2; ARM_EVAL='' arm c10-beta2-lr6 --adam-beta2 0.99 "${LR6[@]}"; }
-k3() {
-  pin 3; ARM_EVAL='' arm c10-lr6 "${LR6[@]}"
-  waitfor "$R/c10-recipe.trained"; local a; a=$(last "$R/c10-recipe")
-  stamp "the recipe's 8 minutes against network evaluations"
-  local s=(10 20 50); [[ -n ${SMOKE:-} ]] && s=(2 3 4)
-  sweep --json "$R/res/c10-recipe-nfe.json" --case "$a:ema:ddim:${s[0]}" \
-    --case "$a:ema:ddim:${s[1]}" --case "$a:ema:dpm-solver:${s[0]}" \
-    --case "$a:ema:dpm-solver:${s[2]}"  # (DPM-Solver-20 is in GPU 0's own sweep)
-}
-
 # PLAN=ninth: one arm on a one-GPU machine, `PLAN=ninth QUEUES=0 ARM_NAME=NAME ARM_FLAGS="..."
 # bash benchmarks/gpu/round.sh launch` (carry .stage), then fid (carry .fid), then wait.
 # (In the run below the wait calls lacked ARM_NAME, then needed, and left the training log
@@ -452,6 +433,20 @@ p3() {
 # the arm before it: s0 the recipe as it is (the decay after the warm-up), s3 batch 64, s1
 # batch 64 and one residual block a level (issue 10's winner), s2 that and EDM's choices.
 # Each is scored at every snapshot (the curve), with DPM-Solver-20, and by `ddpm eval`.
+eval_fid() {  # eval_fid NAME CHECKPOINT: `ddpm eval` with DDIM-50, as the sweeps score it
+  stamp "ddpm eval $1"
+  local steps=50; [[ -n ${SMOKE:-} ]] && steps=3
+  ddpm eval --checkpoint "$2" --fid-stats "${STATS[1]}" --inception "${STATS[3]}" --n "$N" \
+    --sampler ddim --steps "$steps" --quiet "${DEV[@]}" --json "$R/res/$1-eval.json"
+}
+nfe_sweep() {  # nfe_sweep NAME: DDIM at 10 and 20, DPM-Solver at 10 and 50, on NAME's 8 minutes
+  waitfor "$R/$1.trained"; local a; a=$(last "$R/$1")  # (DDIM-50, DPM-Solver-20: in its arm)
+  stamp "$1's 8 minutes against network evaluations"
+  local s=(10 20 50); [[ -n ${SMOKE:-} ]] && s=(2 3 4)
+  sweep --json "$R/res/$1-nfe.json" --case "$a:ema:ddim:${s[0]}" \
+    --case "$a:ema:ddim:${s[1]}" --case "$a:ema:dpm-solver:${s[0]}" \
+    --case "$a:ema:dpm-solver:${s[2]}"
+}
 arm() {  # arm NAME FLAGS...: the recipe with FLAGS, its curve, DPM-Solver-20 and `ddpm eval`
   local name=$1 a; shift  # (ARM_EVAL empty: no `ddpm eval`)
   stamp "issue 9: $name"
@@ -460,10 +455,7 @@ arm() {  # arm NAME FLAGS...: the recipe with FLAGS, its curve, DPM-Solver-20 an
   waitfor "$R/fid.ready"; a=$(last "$R/$name")
   curve "$R/$name" "$name" --case "$a:ema:dpm-solver:20"
   [[ -n ${ARM_EVAL-1} ]] || return 0
-  stamp "ddpm eval $name"
-  local steps=50; [[ -n ${SMOKE:-} ]] && steps=3
-  ddpm eval --checkpoint "$a" --fid-stats "${STATS[1]}" --inception "${STATS[3]}" --n "$N" \
-    --sampler ddim --steps "$steps" --quiet "${DEV[@]}" --json "$R/res/$name-eval.json"
+  eval_fid "$name" "$a"
 }
 B64=(--batch-size 64) NRB1=(--num-res-blocks 1) EDM=(--prediction v --t-sampling lognormal
   --loss-weight edm)
@@ -504,12 +496,7 @@ e1() {
     --cosine-steps "${PEER_STEPS:-13000}" "${PEER[@]}" || return
   cp "$R/peer/summary.json" "$R/res/peer-summary.json"
   waitfor "$R/fid.ready"; stamp "sweep the peer"; curve "$R/peer" peer
-  waitfor "$R/c10-graph.trained"; local a; a=$(last "$R/c10-graph")
-  stamp "the recipe's 8 minutes against network evaluations"
-  local s=(10 20 50); [[ -n ${SMOKE:-} ]] && s=(2 3 4)
-  sweep --json "$R/res/c10-graph-nfe.json" --case "$a:ema:ddim:${s[0]}" \
-    --case "$a:ema:ddim:${s[1]}" --case "$a:ema:dpm-solver:${s[0]}" \
-    --case "$a:ema:dpm-solver:${s[2]}"
+  nfe_sweep c10-graph
 }
 e2() { pin 2; ARM_EVAL='' arm c10-nrb1 --num-res-blocks 1; gpu_tests; }
 e3() { pin 3; ARM_EVAL='' arm c10-scale-shift --scale-shift; }
@@ -523,15 +510,23 @@ n0() {
   # shellcheck disable=SC2086  # the flags are words
   recipe --out "$R/$name" ${ARM_FLAGS:-} || return
   waitfor "$R/fid.ready"; a=$(last "$R/$name")
-  stamp "ddpm eval $name"
-  local steps=50; [[ -n ${SMOKE:-} ]] && steps=3
-  ddpm eval --checkpoint "$a" --fid-stats "${STATS[1]}" --inception "${STATS[3]}" --n "$N" \
-    --sampler ddim --steps "$steps" --quiet "${DEV[@]}" --json "$R/res/$name-eval.json"
+  eval_fid "$name" "$a"
   stamp "sweep $name"
   while read -r s; do [[ $s == "$a" ]] || cases+=(--case "$s:ema:ddim:50"); done < <(snapshots "$R/$name" | tac)
   sweep --json "$R/res/$name-sweep.json" --grid "0:$R/res/$name-samples.png" \
     --case "$a:ema:ddim:50" "${cases[@]}" --case "$a:ema:dpm-solver:20"
 }
+
+# PLAN=tenth (see the header)
+LR6=(--lr 6e-4 --warmup 1000)
+k0() {
+  pin 0; arm c10-recipe --ema-extra 0.05,0.2 || return
+  local a; a=$(last "$R/c10-recipe"); local s=50; [[ -n ${SMOKE:-} ]] && s=3
+  sweep --json "$R/res/c10-recipe-ema.json" --case "$a:0.05:ddim:$s" --case "$a:0.2:ddim:$s"
+}
+k1() { pin 1; ARM_EVAL='' arm c10-beta2 --adam-beta2 0.99; }
+k2() { pin 2; ARM_EVAL='' arm c10-beta2-lr6 --adam-beta2 0.99 "${LR6[@]}"; }
+k3() { pin 3; ARM_EVAL='' arm c10-lr6 "${LR6[@]}"; nfe_sweep c10-recipe; }
 
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
