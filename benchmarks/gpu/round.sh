@@ -130,15 +130,18 @@
 # session's device time did not hold. Next: ARM_NAME=c10-recipe with no flags, for the
 # recipe's own 1/2/4/8-minute curve and grid (about 14.5 minutes held).
 #
-# PLAN=tenth (written 2026-11-27 after the eighth round, CPU smoke-tested, not yet run; about
-# 15 minutes): the recipe now (one block a level, adaptive GroupNorm) and a 2x2 of Adam's
-# beta2 and a higher learning rate. GPU 0: the recipe with EMAs 0.05 and 0.2 kept: its
-# 1/2/4/8-minute curve and grid for the README, `ddpm eval` (predicted 12.6-13.2), EMA 0.05 and
-# 0.2 at 8 minutes. GPU 1: --adam-beta2 0.99 (predicted within 0.5 of GPU 0). GPU 2: that and
-# --lr 6e-4 --warmup 1000 (predicted 0.3-1.0 below GPU 0, if it does not diverge as 8e-4
-# did). GPU 3: --lr 6e-4 --warmup 1000 alone (predicted within 0.5 of GPU 0, or divergence),
-# then DDIM and DPM-Solver at 10, 20 and 50 on GPU 0's checkpoint (the NFE curve). Calls:
-# launch (carry .stage), fid (carry .fid), then wait.
+# PLAN=tenth (written 2026-11-27 after the eighth round; about 20 minutes): the recipe now
+# (one block a level, adaptive GroupNorm) and five levers in two waves. GPU 0: the recipe with
+# EMAs 0.05 and 0.2 kept: its 1/2/4/8-minute curve and grid for the README, `ddpm eval`
+# (predicted 12.6-13.2), EMA 0.05 and 0.2 at 8 minutes (predicted 0.2-1 worse than 0.1).
+# Each lever is scored at 4 and 8 minutes only, so that two fit one after the other:
+# GPU 1: --adam-beta2 0.99 (predicted within 0.5 of GPU 0), then everything at once (below).
+# GPU 2: that and --lr 6e-4 --warmup 1000 (predicted 0.3-1.0 below GPU 0, if it does not
+# diverge as 8e-4 did with beta2 0.999), then beta2 0.99 with --lr 8e-4 --warmup 1000.
+# GPU 3: --attention-levels none, attention only in the middle block (predicted 1.15-1.3x the
+# steps, FID within 0.7 of GPU 0), then DDIM and DPM-Solver at 10, 20 and 50 on GPU 0's
+# checkpoint (the NFE curve). GPU 1's second lever is all three: middle-only attention, beta2
+# 0.99, lr 6e-4. Calls: launch (carry .stage), fid (carry .fid), then wait.
 #
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
@@ -187,7 +190,7 @@ curve() {  # curve RUN NAME [--case ...]: DDIM-50 of each snapshot (a grid of th
   local run=$1 name=$2 s cases=(); shift 2
   while read -r s; do cases+=(--case "$s:ema:ddim:50"); done < <(snapshots "$run")
   sweep --json "$R/res/$name-sweep.json" \
-    --grid "$((${#cases[@]} / 2 - 1)):$R/res/$name-samples.png" "${cases[@]}" "$@"
+    --grid "$((${#cases[@]} - 1)):$R/res/$name-samples.png" "${cases[@]}" "$@"
 }
 last() { snapshots "$1" | tail -1; }
 cars_sh() {  # cars_sh train|score VAR=VALUE...: benchmarks/gpu/cars.sh on this round's folders
@@ -518,15 +521,24 @@ n0() {
 }
 
 # PLAN=tenth (see the header)
-LR6=(--lr 6e-4 --warmup 1000)
+LR6=(--lr 6e-4 --warmup 1000) B2=(--adam-beta2 0.99) NOATTN=(--attention-levels none)
+lever() {  # lever NAME FLAGS...: the recipe with FLAGS, DDIM-50 at 4 and 8 minutes only
+  local name=$1; shift
+  stamp "issue 9: $name"
+  recipe --out "$R/$name" "$@" || return
+  touch "$R/$name.trained"
+  waitfor "$R/fid.ready"
+  local s cases=(); while read -r s; do cases+=(--case "$s:ema:ddim:50"); done < <(snapshots "$R/$name" | tail -2)
+  sweep --json "$R/res/$name-sweep.json" "${cases[@]}"
+}
 k0() {
   pin 0; arm c10-recipe --ema-extra 0.05,0.2 || return
   local a; a=$(last "$R/c10-recipe"); local s=50; [[ -n ${SMOKE:-} ]] && s=3
   sweep --json "$R/res/c10-recipe-ema.json" --case "$a:0.05:ddim:$s" --case "$a:0.2:ddim:$s"
 }
-k1() { pin 1; ARM_EVAL='' arm c10-beta2 --adam-beta2 0.99; }
-k2() { pin 2; ARM_EVAL='' arm c10-beta2-lr6 --adam-beta2 0.99 "${LR6[@]}"; }
-k3() { pin 3; ARM_EVAL='' arm c10-lr6 "${LR6[@]}"; nfe_sweep c10-recipe; }
+k1() { pin 1; lever c10-beta2 "${B2[@]}"; lever c10-all "${NOATTN[@]}" "${B2[@]}" "${LR6[@]}"; }
+k2() { pin 2; lever c10-beta2-lr6 "${B2[@]}" "${LR6[@]}"; lever c10-beta2-lr8 "${B2[@]}" --lr 8e-4 --warmup 1000; }
+k3() { pin 3; lever c10-noattn "${NOATTN[@]}"; nfe_sweep c10-recipe; }
 
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
@@ -548,7 +560,7 @@ pack() {  # the results so far (small files only), the queue logs and the traini
   for run in A B C D cars/tutorial cars/ours cars-cond control width96 lr8 \
     cars/ours-default-compile cars/simpleunet-ours blocks c10-control c10-b64 c10-nrb1-b64 c10-nrb1-b64-edm \
     c10-graph c10-model-graphs c10-nrb1 c10-scale-shift "$(cat "$R/arm-name" 2>/dev/null)" \
-    c10-recipe c10-beta2 c10-beta2-lr6 c10-lr6 \
+    c10-recipe c10-beta2 c10-beta2-lr6 c10-lr6 c10-all c10-beta2-lr8 c10-noattn \
     $(printf 'cars/%s ' "${cand_order[@]}"); do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done
