@@ -97,6 +97,21 @@ def on_device(case: Case, cache: dict, device: torch.device, compile: bool) -> L
     )
 
 
+def parse_grids(specs: list[str], n_cases: int, error) -> dict[int, str]:
+    """--grid CASE_INDEX:PNG values as {index: path}; a bad one is an error before any sampling
+    (an index past the cases used to draw nothing, silently: a lost grid is a lost GPU call)."""
+    grids = {}
+    for spec in specs:
+        index, _, path = spec.partition(":")
+        if not index.isdigit() or not path or int(index) >= n_cases:
+            error(
+                f"--grid {spec!r}: expected CASE_INDEX:PNG with CASE_INDEX a case's position "
+                f"from 0 to {n_cases - 1} (in --case order)"
+            )
+        grids[int(index)] = path
+    return grids
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stats", required=True)
@@ -115,7 +130,7 @@ def main() -> None:
     reference = load_stats(args.stats)
     net = load_inception(args.inception, device)
     models: dict = {}
-    grids = {int(g.split(":", 1)[0]): g.split(":", 1)[1] for g in args.grid}
+    grids = parse_grids(args.grid, len(args.case), p.error)
     pool = ThreadPoolExecutor(max_workers=4)
     pending, results = [], []
 

@@ -74,3 +74,15 @@ def test_curves_keep_the_ddpm_variances_apart():
     groups = quality_curve.by_nfe(rows, 8.0)
     assert groups["ddpm (variance small)"] == [(50, 20.0)]
     assert groups["ddpm (variance large)"] == [(50, 150.0)]
+
+
+def test_a_grid_must_name_one_of_the_cases():
+    parse_grids = load("fid_sweep").parse_grids
+
+    def error(message):
+        raise ValueError(message)
+
+    assert parse_grids(["0:a.png", "2:dir/b.png"], 3, error) == {0: "a.png", 2: "dir/b.png"}
+    for bad in ("3:c.png", "x:c.png", "1", "-1:c.png"):
+        with pytest.raises(ValueError, match="--grid.*from 0 to 2"):
+            parse_grids([bad], 3, error)

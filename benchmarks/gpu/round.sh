@@ -189,8 +189,9 @@ snapshots() {  # a run's snapshots (our .pt files, the peer's folders), by minut
 curve() {  # curve RUN NAME [--case ...]: DDIM-50 of each snapshot (a grid of the last), and more
   local run=$1 name=$2 s cases=(); shift 2
   while read -r s; do cases+=(--case "$s:ema:ddim:50"); done < <(snapshots "$run")
+  # (cases holds two words a snapshot, --case and its spec: the last snapshot is case n/2 - 1)
   sweep --json "$R/res/$name-sweep.json" \
-    --grid "$((${#cases[@]} - 1)):$R/res/$name-samples.png" "${cases[@]}" "$@"
+    --grid "$((${#cases[@]} / 2 - 1)):$R/res/$name-samples.png" "${cases[@]}" "$@"
 }
 last() { snapshots "$1" | tail -1; }
 cars_sh() {  # cars_sh train|score VAR=VALUE...: benchmarks/gpu/cars.sh on this round's folders
