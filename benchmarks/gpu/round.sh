@@ -142,6 +142,11 @@
 # steps, FID within 0.7 of GPU 0), then DDIM and DPM-Solver at 10, 20 and 50 on GPU 0's
 # checkpoint (the NFE curve). GPU 1's second lever is all three: middle-only attention, beta2
 # 0.99, lr 6e-4. Calls: launch (carry .stage), fid (carry .fid), then wait.
+# Seen (2026-11-27, 22:01-22:22 UTC, held 1,235 s; docs/benchmarks.md): start 60 s, the first
+# wave's training 8.5 minutes with 71-77 s of compile, a lever's two FIDs 1.5 minutes, the
+# second wave's compile 8.5-9 s (inductor's cache, warm from the first wave), the recipe's
+# queue 14 minutes, the second wave done 20 minutes after the launch. The recipe's grid was
+# lost to a wrong --grid index (fid_sweep now refuses one).
 #
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait

@@ -79,8 +79,9 @@ RECIPES: dict[str, Recipe] = {
         "learning rate after 500 warm-up steps, cosine decay to zero at the time limit, "
         "Min-SNR-5 loss weighting, a power-function EMA of length 0.1 (and one of 0.2 kept "
         "beside it), snapshots at 1, 2, 4 and 8 minutes, and the whole training step as one "
-        "CUDA graph. Measured on 2026-11-27: FID-10k 12.9 with DDIM-50 (`ddpm eval`) after "
-        "21,850 steps; Ho et al.'s network with the same training: 14.0-14.4; diffusers' "
+        "CUDA graph. Measured on 2026-11-27: FID-10k 12.8 and 12.9 with DDIM-50 (`ddpm "
+        "eval`, two runs) after 21,837-21,850 steps, 12.6 with DPM-Solver-50; Ho et al.'s "
+        "network with the same training: 14.0-14.4; diffusers' "
         "recipe with the same speed features: 18.9 (docs/benchmarks.md, with the losers).",
         {
             "preset": "cifar10-8min",
