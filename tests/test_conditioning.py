@@ -226,7 +226,9 @@ def test_drawn_classes_depend_on_seed_and_index_only():
         class_weights("data", 2, None)
 
 
-@pytest.mark.parametrize("sampler, steps", [("ddpm", None), ("ddim", 5), ("dpm-solver", 5)])
+@pytest.mark.parametrize(
+    "sampler, steps", [("ddpm", None), ("ddim", 5), ("dpm-solver", 5), ("dpm-solver-3m", 5)]
+)
 def test_image_i_depends_only_on_seed_index_and_class(tmp_path, sampler, steps):
     cfg = tiny_config(tmp_path, T=10, sample_steps=3)
     result = train(cfg, data=two_colours(), progress=False)

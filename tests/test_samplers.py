@@ -25,11 +25,11 @@ def test_ddim_eta0_recovers_x0_from_an_oracle(schedule, steps):
 
 
 @pytest.mark.parametrize("steps", [2, 10, 25])
-def test_dpm_solver_recovers_x0_from_an_oracle(schedule, steps):
+@pytest.mark.parametrize("order", [2, 3])
+def test_dpm_solver_recovers_x0_from_an_oracle(schedule, steps, order):
     x_0 = torch.rand(1, 1, 4, 4, dtype=torch.float64) * 2 - 1
-    out = S.dpm_solver_sample(
-        oracle_for(schedule, x_0), schedule, torch.randn(3, 1, 4, 4, dtype=torch.float64), steps
-    )
+    x_T = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    out = S.dpm_solver_sample(oracle_for(schedule, x_0), schedule, x_T, steps, order=order)
     torch.testing.assert_close(out, x_0.expand_as(out), atol=1e-9, rtol=0)
 
 
@@ -141,7 +141,7 @@ def test_ddim_and_dpm_solver_ignore_v():
     schedule = make_schedule("linear", 100)
     model = lambda x, t: 0.3 * x  # noqa: E731
     x_T = torch.randn(2, 1, 4, 4, dtype=torch.float64)
-    for name in ("ddim", "dpm-solver"):
+    for name in ("ddim", "dpm-solver", "dpm-solver-3m"):
         a = S.sample(name, model, schedule, x_T, 10)
         assert torch.equal(a, S.sample(name, with_v(model, 0.9), schedule, x_T, 10))
 

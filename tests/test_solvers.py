@@ -82,3 +82,54 @@ def test_spacings_start_where_they_say_and_never_repeat(schedule):
     assert S.network_evaluations("ddim", 50, 1000) == 50
     with pytest.raises(ValueError, match="spacing"):
         S.ddim_timesteps(1000, 10, "uniform")
+
+
+def exact_path(lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_t and x̂_0 at log-SNR λ on one exact ODE path of the Gaussian data above: in x̃ = x_t/α
+    with σ = e^{-λ} the path is x̃ = √(c² + σ²) and x̂_0 = c² x̃ / (c² + σ²)."""
+    var = C**2 + math.exp(-2 * lam)
+    alpha = math.sqrt(1 / (1 + math.exp(-2 * lam)))
+    return torch.tensor(alpha * math.sqrt(var), dtype=torch.float64), torch.tensor(
+        C**2 / math.sqrt(var), dtype=torch.float64
+    )
+
+
+RATIOS = [(1.0, 1.0), (0.6, 1.5)]  # the earlier steps' lengths against the last: equal, or not
+
+
+def dpm_local_error(order: int, h: float, ratios: tuple[float, float]) -> float:
+    """The error of one DPM-Solver++ update of `order` over a step h in log-SNR, taken from the
+    exact path with the exact data predictions of the steps before it."""
+    lams = [0.0 - h * sum(ratios[: order - 1 - j]) for j in range(order)]  # oldest first
+    x0s = [exact_path(lam)[1] for lam in lams]
+    x = S.dpm_solver_update(exact_path(lams[-1])[0], x0s, lams, lams[-1] + h)
+    return abs(x - exact_path(lams[-1] + h)[0]).item()
+
+
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("ratios", RATIOS)
+def test_a_dpm_solver_update_has_its_order(order, ratios):
+    """One update of order k is off by O(h^(k+1)): halving every step divides its error by
+    about 2^(k+1), with equal steps or not (r0 != 1)."""
+    errors = [dpm_local_error(order, h, ratios) for h in (0.2, 0.1, 0.05)]
+    for coarse, fine in zip(errors, errors[1:]):
+        assert coarse / fine == pytest.approx(2 ** (order + 1), rel=0.1)
+
+
+@pytest.mark.parametrize("ratios", RATIOS)
+def test_a_3m_update_is_far_closer_than_a_2m_one(ratios):
+    """3M as everyone writes it: its error still falls as h^3 (its D2 is half the Taylor
+    term; see dpm_solver_sample), but it is at least 5x smaller than 2M's at every h."""
+    for h in (0.1, 0.05, 0.025):
+        assert dpm_local_error(3, h, ratios) * 5 < dpm_local_error(2, h, ratios)
+    fine = dpm_local_error(3, 0.025, ratios)
+    assert dpm_local_error(3, 0.05, ratios) / fine == pytest.approx(8, rel=0.25)
+
+
+def test_dpm_solver_3m_beats_2m_from_20_steps(schedule):
+    """The chain as `ddpm sample --sampler dpm-solver-3m` runs it: ahead of 2M at 20 and 40
+    steps on Karras' timesteps (the first, lower-order steps bound both at 10)."""
+    for n in (20, 40):
+        assert ode_error("dpm-solver-3m", schedule, n, "karras") < ode_error(
+            "dpm-solver", schedule, n, "karras"
+        )

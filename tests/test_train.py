@@ -134,6 +134,7 @@ def test_config_names_the_bad_field(field, value):
         ("ddpm", 100, 100),  # a respaced chain, as cars64-2min asks
         ("ddpm", 5000, None),
         ("dpm-solver", 20, 20),
+        ("dpm-solver-3m", 20, 20),
         ("ddim", 5000, 1000),
     ],
 )

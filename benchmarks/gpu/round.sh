@@ -454,7 +454,8 @@ nfe_sweep() {  # nfe_sweep NAME: DDIM at 10 and 20, DPM-Solver at 10 and 50, on 
   local s=(10 20 50); [[ -n ${SMOKE:-} ]] && s=(2 3 4)
   sweep --json "$R/res/$1-nfe.json" --case "$a:ema:ddim:${s[0]}" \
     --case "$a:ema:ddim:${s[1]}" --case "$a:ema:dpm-solver:${s[0]}" \
-    --case "$a:ema:dpm-solver:${s[2]}"
+    --case "$a:ema:dpm-solver:${s[2]}" --case "$a:ema:dpm-solver-3m:${s[0]}" \
+    --case "$a:ema:dpm-solver-3m:${s[1]}" --case "$a:ema:dpm-solver-3m:${s[2]}"
 }
 arm() {  # arm NAME FLAGS...: the recipe with FLAGS, its curve, DPM-Solver-20 and `ddpm eval`
   local name=$1 a; shift  # (ARM_EVAL empty: no `ddpm eval`)

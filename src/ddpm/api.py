@@ -47,7 +47,8 @@ def sample(
 ) -> Tensor:
     """n images (n, C, H, W) in [-1, 1] on the CPU, as `ddpm sample` draws them: image i
     depends on (seed, i) only; `sampler` is "ddim" (with `steps` and `eta`), "ddpm"
-    (ancestral, all T steps) or "dpm-solver" (`steps`); x_0 predictions clipped to [-1, 1]."""
+    (ancestral, all T steps), "dpm-solver" or "dpm-solver-3m" (`steps`), or "heun"; x_0
+    predictions clipped to [-1, 1]."""
     return generate(
         model, n, seed, sampler, steps, eta, clip=clip, batch_size=batch_size, progress=progress
     )

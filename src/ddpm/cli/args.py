@@ -268,14 +268,15 @@ def add_resize_arg(p: argparse.ArgumentParser) -> None:
 
 SAMPLER_HELP = (
     "ddpm: ancestral sampling (Ho et al. Alg. 2); ddim (Song et al.); dpm-solver: "
-    "DPM-Solver++(2M), good at 10-25 steps; heun: Karras et al.'s 2nd-order ODE solver"
+    "DPM-Solver++(2M), good at 10-25 steps; dpm-solver-3m: DPM-Solver++(3M), as diffusers' "
+    "solver_order=3; heun: Karras et al.'s 2nd-order ODE solver"
 )
 STEPS_HELP = (
     "DDIM / DPM-Solver / Heun steps (default 50); with --sampler ddpm, sample on K respaced "
     "steps (Nichol & Dhariwal 2021 §4; default: all T)"
 )
 SPACING_HELP = (
-    "timesteps of ddim / dpm-solver / heun: leading (DDIM's), trailing (start at T) or karras "
+    "timesteps of ddim / dpm-solver(-3m) / heun: leading (DDIM's), trailing (start at T) or karras "
     "(EDM's ρ=7 noise levels); default: "
     + ", ".join(f"{s} for {name}" for name, s in DEFAULT_SPACING.items())
 )
