@@ -547,6 +547,18 @@ k1() { pin 1; lever c10-beta2 "${B2[@]}"; lever c10-all "${NOATTN[@]}" "${B2[@]}
 k2() { pin 2; lever c10-beta2-lr6 "${B2[@]}" "${LR6[@]}"; lever c10-beta2-lr8 "${B2[@]}" --lr 8e-4 --warmup 1000; }
 k3() { pin 3; lever c10-noattn "${NOATTN[@]}"; nfe_sweep c10-recipe; }
 
+# PLAN=eleventh (one GPU, QUEUES=0; the tenth round's last 530 s of device time): is 3M worth
+# having? The recipe for 4 minutes (its cosine ends there), then DPM-Solver++ 2M against 3M at
+# 10 and 20 evaluations, then DDIM at 10 and 20 if time is left.
+l0() {
+  recipe --out "$R/c10-4min" --max-minutes "${L_MIN:-4}" || return
+  touch "$R/c10-4min.trained"; waitfor "$R/fid.ready"
+  local a s=(10 20); a=$(last "$R/c10-4min"); [[ -n ${SMOKE:-} ]] && s=(2 3)
+  sweep --json "$R/res/c10-4min-nfe.json" --case "$a:ema:dpm-solver:${s[0]}" \
+    --case "$a:ema:dpm-solver-3m:${s[0]}" --case "$a:ema:dpm-solver:${s[1]}" \
+    --case "$a:ema:dpm-solver-3m:${s[1]}" --case "$a:ema:ddim:${s[0]}" --case "$a:ema:ddim:${s[1]}"
+}
+
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
   local t0=$SECONDS q=q$1
@@ -558,6 +570,7 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   [[ $PLAN == eighth ]] && q=e$1
   [[ $PLAN == ninth ]] && q=n$1
   [[ $PLAN == tenth ]] && q=k$1
+  [[ $PLAN == eleventh ]] && q=l$1
   "$q" >"$Q/q$1.log" 2>&1
   echo "exit $? after $((SECONDS - t0)) s" >>"$Q/q$1.log"
   touch "$Q/q$1.done"
@@ -567,7 +580,7 @@ pack() {  # the results so far (small files only), the queue logs and the traini
   for run in A B C D cars/tutorial cars/ours cars-cond control width96 lr8 \
     cars/ours-default-compile cars/simpleunet-ours blocks c10-control c10-b64 c10-nrb1-b64 c10-nrb1-b64-edm \
     c10-graph c10-model-graphs c10-nrb1 c10-scale-shift "$(cat "$R/arm-name" 2>/dev/null)" \
-    c10-recipe c10-beta2 c10-beta2-lr6 c10-lr6 c10-all c10-beta2-lr8 c10-noattn \
+    c10-recipe c10-beta2 c10-beta2-lr6 c10-lr6 c10-all c10-beta2-lr8 c10-noattn c10-4min \
     $(printf 'cars/%s ' "${cand_order[@]}"); do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done
