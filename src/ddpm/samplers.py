@@ -270,8 +270,10 @@ def dpm_solver_sample(
         if i + 1 == len(ts):
             return x_0  # α = 1, σ = 0: the ODE's end point is the data prediction itself
         x0s = [*x0s[1 - order :], x_0]
-        k = 2 if steps < 15 and i + 2 == len(ts) else order
-        x = dpm_solver_update(x, x0s[-k:], lam[max(i + 1 - k, 0) : i + 1], lam[i + 1])
+        # the order this update takes: what the history allows, and 2 at most in the last
+        # one of a short chain
+        n = min(len(x0s), 2 if steps < 15 and i + 2 == len(ts) else order)
+        x = dpm_solver_update(x, x0s[-n:], lam[i + 1 - n : i + 1], lam[i + 1])
     raise AssertionError("unreachable")
 
 
