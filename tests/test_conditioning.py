@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+import conftest
 from conftest import TINY_UNET
 from ddpm import checkpoint as C
 from ddpm import evaluate
@@ -73,22 +74,9 @@ def two_colours(n: int = 32, size: int = 8) -> ImageDataset:
 
 
 def tiny_config(tmp_path, **kw) -> TrainConfig:
-    base = dict(
-        preset="tiny",
-        T=100,
-        steps=4,
-        batch_size=16,
-        lr=3e-3,
-        warmup=10,
-        log_every=50,
-        sample_every=1000,
-        checkpoint_every=1000,
-        sample_steps=5,
-        num_samples=4,
-        class_cond=True,
-        out=str(tmp_path / "run"),
-    )
-    return TrainConfig(**{**base, **kw})
+    """conftest's tiny run, class-conditional: 4 steps, no checkpoint before the last."""
+    cond = dict(steps=4, lr=3e-3, warmup=10, log_every=50, checkpoint_every=1000, class_cond=True)
+    return conftest.tiny_config(tmp_path, **{**cond, **kw})
 
 
 def test_the_train_step_feeds_null_labels_at_cond_drop(tmp_path):

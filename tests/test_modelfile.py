@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+import conftest
 from ddpm import checkpoint as C
 from ddpm.cli import main
 from ddpm.generate import load_model
@@ -19,19 +20,20 @@ NEW_FIELDS = ("norm_eps", "downsample_padding", "freq_shift")
 
 
 def tiny_config(tmp_path, **kw) -> TrainConfig:
-    base = dict(
-        preset="tiny",
+    """conftest's tiny run, shorter: 4 steps with a checkpoint every 2 (at TrainConfig's own
+    learning rate and warm-up)."""
+    short = dict(
         T=50,
         steps=4,
         batch_size=8,
+        lr=TrainConfig.lr,
+        warmup=TrainConfig.warmup,
         log_every=2,
-        sample_every=1000,
         checkpoint_every=2,
         sample_steps=2,
         num_samples=2,
-        out=str(tmp_path / "run"),
     )
-    return TrainConfig(**{**base, **kw})
+    return conftest.tiny_config(tmp_path, **{**short, **kw})
 
 
 def test_a_checkpoint_written_before_the_new_unet_fields_loads_and_resumes(tmp_path, blobs):
