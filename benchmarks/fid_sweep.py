@@ -12,9 +12,13 @@ threads while the GPU samples the next case. Each case is `ddpm eval`'s computat
 A case is CHECKPOINT:WEIGHTS:SAMPLER:STEPS[:SPACING][:KEY=VALUE...], WEIGHTS being `ema`,
 `raw` or the sigma_rel of an extra power-function EMA, SPACING possibly empty, and the
 KEY=VALUE options any of `ddpm eval`'s sampling settings: `variance=small|large|learned` (DDPM),
-`eta=` (DDIM), `guidance=W` and `classes=uniform|data` (class-conditional models), e.g.
-`run/ckpt.pt:ema:ddpm:50::variance=large`. `--grid CASE_INDEX:PNG` also saves 100 samples of a
-case as a 10x10 grid.
+`eta=` (DDIM), `guidance=W` and `classes=uniform|data` (class-conditional models), and for
+autoguidance `guide=CHECKPOINT` (its EMA weights) and/or `guide_ema=SIGMA_REL` (that EMA of the
+guide, by default of the case's own checkpoint) and `interval=LOW,HIGH` (guidance only at noise
+levels in that range), e.g. `run/ckpt.pt:ema:ddpm:50::variance=large` or
+`run/snapshot-8min.pt:ema:dpm-solver:25::guidance=1:guide=run/snapshot-4min.pt`. The NFE
+column counts two evaluations for each guided step. `--grid CASE_INDEX:PNG` also saves 100
+samples of a case as a 10x10 grid.
 """
 
 from __future__ import annotations
@@ -34,9 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ddpm.evaluate import SamplerSettings, load_inception, load_stats, model_stats
 from ddpm.fid import fid_from_stats
-from ddpm.generate import Loaded, generate, load_model, speed_up
+from ddpm.generate import Loaded, evaluations, generate, load_model, speed_up, with_guidance
 from ddpm.images import save_grid
-from ddpm.samplers import network_evaluations
 
 
 @dataclass
@@ -63,8 +66,18 @@ class Case:
             if key not in OPTIONS:
                 raise SystemExit(f"--case {text!r}: unknown option {key!r}; expected {OPTIONS}")
             options[key] = float(value) if key in ("eta", "guidance") else value
+        if "interval" in options:
+            try:
+                lo, hi = (float(v) for v in options["interval"].split(","))
+            except ValueError:
+                raise SystemExit(f"--case {text!r}: interval=LOW,HIGH, two numbers") from None
+            options["interval"] = (lo, hi)
         spacing = fixed[4] or None if len(fixed) == 5 else None
         return cls(fixed[0], fixed[1], fixed[2], int(fixed[3]), spacing, options)
+
+    def settings_options(self) -> dict:
+        """The options that are SamplerSettings fields (the guide's are the model's)."""
+        return {k: v for k, v in self.options.items() if k not in GUIDE_OPTIONS}
 
     def label(self) -> str:
         sp = f" {self.spacing}" if self.spacing else ""
@@ -72,16 +85,33 @@ class Case:
         return f"{Path(self.checkpoint).name} {self.weights} {self.sampler}-{self.steps}{sp}{opts}"
 
 
-OPTIONS = ("variance", "eta", "guidance", "classes")
+GUIDE_OPTIONS = ("guide", "guide_ema", "interval")
+OPTIONS = ("variance", "eta", "guidance", "classes", *GUIDE_OPTIONS)
 
 
 def on_device(case: Case, cache: dict, device: torch.device, compile: bool) -> Loaded:
-    """The case's model on `device`: its weights copied into an already compiled network of
-    the same architecture where there is one (diffusers' and ours differ), else a new one."""
-    raw = case.weights == "raw"
-    ema = None if case.weights in ("ema", "raw") else case.weights
-    loaded = load_model(case.checkpoint, "cpu", raw_weights=raw, ema=ema)
-    key = (type(loaded.model).__name__, repr(getattr(loaded.model, "config", None)))
+    """The case's model (and guide) on `device`, with the case's guide and interval."""
+    loaded = weights_on_device(case.checkpoint, case.weights, cache, device, compile)
+    opts = case.options
+    guide = None
+    if "guide" in opts or "guide_ema" in opts:
+        path, weights = opts.get("guide", case.checkpoint), opts.get("guide_ema", "ema")
+        guide = weights_on_device(path, weights, cache, device, compile, role="guide")
+    if guide is None and "interval" not in opts:
+        return loaded
+    return with_guidance(loaded, guide, opts.get("interval"))
+
+
+def weights_on_device(
+    checkpoint: str, weights: str, cache: dict, device: torch.device, compile: bool, role=""
+) -> Loaded:
+    """A checkpoint's weights on `device`, copied into an already compiled network of the same
+    architecture (and role: a guide needs a network of its own) where there is one
+    (diffusers' and ours differ), else a new one."""
+    raw = weights == "raw"
+    ema = None if weights in ("ema", "raw") else weights
+    loaded = load_model(checkpoint, "cpu", raw_weights=raw, ema=ema)
+    key = (role, type(loaded.model).__name__, repr(getattr(loaded.model, "config", None)))
     if key not in cache:
         loaded.model.to(device)
         cache[key] = speed_up(loaded, compile=compile and device.type == "cuda")
@@ -134,11 +164,11 @@ def main() -> None:
     pool = ThreadPoolExecutor(max_workers=4)
     pending, results = [], []
 
-    def record(case: Case, future, seconds: float, step: int, T: int) -> None:
+    def record(case: Case, future, seconds: float, step: int, nfe: int) -> None:
         fid = future.result()
         row = {
             **case.__dict__,
-            "nfe": network_evaluations(case.sampler, case.steps, T),
+            "nfe": nfe,
             "step": step,
             "fid": fid,
             "n": args.n,
@@ -157,7 +187,7 @@ def main() -> None:
             seed=args.seed,
             batch_size=args.batch_size,
             spacing=case.spacing,
-            **case.options,
+            **case.settings_options(),
         )
         stats = model_stats(loaded, net, args.n, settings)
         if k in grids:  # images 0..99 again: each depends on (seed, index, class) alone
@@ -181,7 +211,8 @@ def main() -> None:
             save_grid(x, grids[k], nrow=10)
         seconds = time.perf_counter() - t0
         future = pool.submit(fid_from_stats, stats, reference)
-        pending.append((case, future, seconds, loaded.step, loaded.schedule.T))
+        nfe = evaluations(loaded, case.sampler, case.steps, settings.guidance, case.spacing)
+        pending.append((case, future, seconds, loaded.step, nfe))
         while pending and pending[0][1].done():
             record(*pending.pop(0))
     for item in pending:

@@ -43,7 +43,10 @@ def test_the_options_are_sampler_settings_of_ddpm_eval():
 
     fid_sweep = load("fid_sweep")
     fields = SamplerSettings.__dataclass_fields__
-    assert all(option in fields for option in fid_sweep.OPTIONS)
+    assert all(o in fields for o in fid_sweep.OPTIONS if o not in fid_sweep.GUIDE_OPTIONS)
+    guided = fid_sweep.Case.parse("c.pt:ema:ddim:25::guidance=1:guide=b.pt:interval=0.3,5")
+    assert guided.options["interval"] == (0.3, 5.0)
+    assert guided.settings_options() == {"guidance": 1.0}
     case = fid_sweep.Case.parse("c.pt:ema:ddpm:50::variance=small:eta=1")
     settings = SamplerSettings(case.sampler, case.steps, **case.options)
     assert (settings.variance, settings.eta) == ("small", 1.0)
@@ -86,3 +89,33 @@ def test_a_grid_must_name_one_of_the_cases():
     for bad in ("3:c.png", "x:c.png", "1", "-1:c.png"):
         with pytest.raises(ValueError, match="--grid.*from 0 to 2"):
             parse_grids([bad], 3, error)
+
+
+def test_the_best_case_within_the_budget_becomes_ddpm_flags_for_the_same_samples():
+    import json
+
+    from ddpm.cli import build_parser
+
+    fid_sweep, best_case = load("fid_sweep"), load("best_case")
+    spec = "r/s.pt:0.2:dpm-solver:30:trailing:guidance=1.5:guide=r/g.pt:interval=0.28,5.42"
+    case = fid_sweep.Case.parse(spec)
+    rows = [
+        {**case.__dict__, "nfe": 45, "fid": 11.0},
+        {**fid_sweep.Case.parse("r/s.pt:ema:ddim:100").__dict__, "nfe": 100, "fid": 9.0},
+        {**fid_sweep.Case.parse("r/s.pt:ema:ddim:50").__dict__, "nfe": 50, "fid": 12.0},
+    ]
+    row = best_case.best(json.loads(json.dumps(rows)), max_nfe=50)  # as read from the JSON
+    assert row["fid"] == 11.0
+    words = best_case.flags(row)
+    for command in ("eval", "sample"):
+        args = build_parser().parse_args([command, *words])
+        assert (args.checkpoint, args.ema, args.sampler, args.steps) == (
+            Path("r/s.pt"),
+            "0.2",
+            "dpm-solver",
+            30,
+        )
+        assert (args.spacing, args.guidance) == ("trailing", 1.5)
+        assert (args.guide_model, args.guidance_interval) == (Path("r/g.pt"), (0.28, 5.42))
+    with pytest.raises(SystemExit, match="no case within 20"):
+        best_case.best(rows, max_nfe=20)

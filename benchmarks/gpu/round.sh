@@ -148,6 +148,22 @@
 # queue 14 minutes, the second wave done 20 minutes after the launch. The recipe's grid was
 # lost to a wrong --grid index (fid_sweep now refuses one).
 #
+# PLAN=twelfth (written 2026-11-27 in the twelfth session; about 20 minutes): guidance within
+# the target's 50 network evaluations, which counts two for each guided step. GPU 0: the
+# recipe, its curve, grid and `ddpm eval` (predicted 12.6-13.1), then GPU 2's lever scored,
+# then `ddpm eval` and a grid of the best case within 50 evaluations (benchmarks/best_case.py)
+# of the autoguidance sweeps. GPU 2: batch 256 at lr 6e-4, warm-up 250 (predicted 0.55x the
+# steps at 1.1x the img/s, FID 12.5-14), then the autoguidance sweeps on GPU 0's model
+# (Karras et al. 2024, its own 4- and 2-minute snapshots and its 0.2 EMA as the weaker
+# model; DPM-Solver++(2M) at 25 steps guided: predicted 10.5-12 at w = 1, against about 14
+# unguided at 25 steps; the 2-minute guide and the 0.2 EMA worse; 30 steps with guidance in
+# sigma (0.28, 5.42], 45 evaluations, level or better). GPU 1: the recipe class-conditional
+# (labels dropped with p 0.1): DPM-Solver-50 unguided (predicted 10.9-11.5), classifier-free
+# guidance at 25 steps w 0.5 and 1 (9.5-11), at 30 steps with the interval w 1 and 2 (9-10.5),
+# autoguidance by its 4-minute snapshot; then `ddpm eval` and a grid of its best. GPU 3: the
+# recipe for 16 minutes (predicted 9.0-10.0 with DDIM-50: 12.8 x (2.2x the steps)^-0.4).
+# Calls: launch (carry .stage), fid (carry .fid), then wait.
+#
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
 set -u
@@ -530,12 +546,19 @@ n0() {
 # PLAN=tenth (see the header)
 LR6=(--lr 6e-4 --warmup 1000) B2=(--adam-beta2 0.99) NOATTN=(--attention-levels none)
 lever() {  # lever NAME FLAGS...: the recipe with FLAGS, DDIM-50 at 4 and 8 minutes only
+  lever_train "$@" && lever_score "$1"
+}
+lever_train() {  # lever_train NAME FLAGS...
   local name=$1; shift
   stamp "issue 9: $name"
   recipe --out "$R/$name" "$@" || return
   touch "$R/$name.trained"
+}
+lever_score() {  # lever_score NAME: DDIM-50 at its 4 and 8 minutes
+  local name=$1; [[ -e $R/$name.trained ]] || return
   waitfor "$R/fid.ready"
-  local s cases=(); while read -r s; do cases+=(--case "$s:ema:ddim:50"); done < <(snapshots "$R/$name" | tail -2)
+  local s k=50 cases=(); [[ -n ${SMOKE:-} ]] && k=3
+  while read -r s; do cases+=(--case "$s:ema:ddim:$k"); done < <(snapshots "$R/$name" | tail -2)
   sweep --json "$R/res/$name-sweep.json" "${cases[@]}"
 }
 k0() {
@@ -560,6 +583,66 @@ l0() {
     --case "$a:ema:dpm-solver-3m:${s[1]}" --case "$a:ema:ddim:${s[0]}" --case "$a:ema:ddim:${s[1]}"
 }
 
+# PLAN=twelfth (see the header): guidance at the target's 50 evaluations, a 16-minute point
+best() {  # best NAME JSON...: `ddpm eval` and a grid of the lowest FID within 50 evaluations
+  local name=$1 flags; shift
+  flags=$(python3 "$C/benchmarks/best_case.py" --max-nfe 50 "$@") || return
+  stamp "best of $name: $flags"
+  echo "$flags" >"$R/res/$name-best-flags.txt"
+  # shellcheck disable=SC2086  # the flags are words
+  ddpm eval $flags --fid-stats "${STATS[1]}" --inception "${STATS[3]}" --n "$N" --quiet \
+    "${DEV[@]}" --json "$R/res/$name-best-eval.json"
+  # shellcheck disable=SC2086
+  ddpm sample $flags --n 100 --out "$R/res/$name-best.png" --quiet "${DEV[@]}"
+}
+before_last() { snapshots "$1" | tail -n "$2" | head -n 1; }  # the snapshot $2 - 1 before the last
+autoguide() {  # autoguide RUN PART: the run's 8 minutes guided by its own earlier snapshots
+  waitfor "$R/$1.trained"; waitfor "$R/fid.ready"
+  local a g4 g2 k=(25 30) c=(); a=$(last "$R/$1")
+  g4=$(before_last "$R/$1" 2) g2=$(before_last "$R/$1" 3); [[ -n ${SMOKE:-} ]] && k=(3 4)
+  local iv=interval=0.28,5.42
+  if [[ $2 == 1 ]]; then
+    c=("$a:ema:dpm-solver:${k[0]}" "$a:ema:dpm-solver:${k[0]}::guidance=1:guide=$g4"
+      "$a:ema:dpm-solver:${k[0]}::guidance=0.5:guide=$g4" "$a:ema:dpm-solver:${k[0]}::guidance=2:guide=$g4")
+  else
+    c=("$a:ema:dpm-solver:${k[1]}::guidance=1:guide=$g4:$iv"
+      "$a:ema:dpm-solver:${k[0]}::guidance=0.5:guide=$g2"
+      "$a:ema:dpm-solver:${k[0]}::guidance=1:guide_ema=0.2")
+  fi
+  stamp "autoguidance of $1, part $2"
+  sweep --json "$R/res/$1-ag$2-sweep.json" $(printf -- '--case %s ' "${c[@]}")
+  touch "$R/$1.ag$2"
+}
+w0() {
+  pin 0; arm c10-recipe || return; lever_score c10-b256; waitfor "$R/c10-recipe.ag2"
+  best c10-recipe "$R"/res/c10-recipe-ag1-sweep.json "$R"/res/c10-recipe-ag2-sweep.json \
+    "$R/res/c10-recipe-sweep.json"
+}
+w1() {
+  pin 1; stamp "issue 9: the recipe, class-conditional"
+  recipe --out "$R/c10-cond" --class-cond --cond-drop 0.1 || return
+  waitfor "$R/fid.ready"
+  local a g4 k=(25 30 50) iv=interval=0.28,5.42; [[ -n ${SMOKE:-} ]] && k=(3 4 6)
+  a=$(last "$R/c10-cond") g4=$(before_last "$R/c10-cond" 2)
+  sweep --json "$R/res/c10-cond-sweep.json" --case "$a:ema:dpm-solver:${k[2]}" \
+    --case "$a:ema:dpm-solver:${k[0]}::guidance=0.5" --case "$a:ema:dpm-solver:${k[0]}::guidance=1" \
+    --case "$a:ema:dpm-solver:${k[1]}::guidance=1:$iv" --case "$a:ema:dpm-solver:${k[1]}::guidance=2:$iv" \
+    --case "$a:ema:dpm-solver:${k[0]}::guidance=1:guide=$g4"
+  best c10-cond "$R/res/c10-cond-sweep.json"
+}
+w2() {
+  pin 2; local b=(--batch-size 256 --lr 6e-4 --warmup 250)
+  [[ -n ${SMOKE:-} ]] && b=(--batch-size 16 --lr 6e-4 --warmup 2)
+  lever_train c10-b256 "${b[@]}"; autoguide c10-recipe 1; autoguide c10-recipe 2
+}
+w3() {  # the recipe for twice the minutes: the curve's 16-minute point
+  pin 3; stamp "issue 9: the recipe for 16 minutes"
+  local m=16 k=50; [[ -n ${SMOKE:-} ]] && m=0.2 k=3
+  recipe --out "$R/c10-16min" --max-minutes "$m" --snapshot-minutes "$m" || return
+  waitfor "$R/fid.ready"; local a; a=$(last "$R/c10-16min")
+  sweep --json "$R/res/c10-16min-sweep.json" --case "$a:ema:ddim:$k" --case "$a:ema:dpm-solver:$k"
+}
+
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
   local t0=$SECONDS q=q$1
@@ -572,6 +655,7 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   [[ $PLAN == ninth ]] && q=n$1
   [[ $PLAN == tenth ]] && q=k$1
   [[ $PLAN == eleventh ]] && q=l$1
+  [[ $PLAN == twelfth ]] && q=w$1
   "$q" >"$Q/q$1.log" 2>&1
   echo "exit $? after $((SECONDS - t0)) s" >>"$Q/q$1.log"
   touch "$Q/q$1.done"
@@ -582,6 +666,7 @@ pack() {  # the results so far (small files only), the queue logs and the traini
     cars/ours-default-compile cars/simpleunet-ours blocks c10-control c10-b64 c10-nrb1-b64 c10-nrb1-b64-edm \
     c10-graph c10-model-graphs c10-nrb1 c10-scale-shift "$(cat "$R/arm-name" 2>/dev/null)" \
     c10-recipe c10-beta2 c10-beta2-lr6 c10-lr6 c10-all c10-beta2-lr8 c10-noattn c10-4min \
+    c10-cond c10-b256 c10-16min \
     $(printf 'cars/%s ' "${cand_order[@]}"); do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done

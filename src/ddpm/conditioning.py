@@ -1,4 +1,5 @@
-"""Class conditioning and classifier-free guidance (Ho & Salimans 2022).
+"""Class conditioning and classifier-free guidance (Ho & Salimans 2022); autoguidance
+(Karras et al. 2024) and limited guidance intervals (Kynkäänniemi et al. 2024).
 
 One network learns both the conditional eps(x_t, t, y) and the unconditional eps(x_t, t, ∅):
 in training, `drop_labels` replaces each label by the null class ∅ (label index
@@ -89,6 +90,49 @@ def guided(network: Network, y: Tensor, w: float = 0.0, null: int | None = None)
         out = network(torch.cat([x_t, x_t]), torch.cat([t, t]), y2)
         cond, uncond = out.to(x_t.dtype).chunk(2)  # combined in x_t's precision, not bf16
         return combine(cond, uncond, w, x_t.shape[1])
+
+    return model
+
+
+def autoguided(main: Model, guide: Model, w: float, channels: int) -> Model:
+    """Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of
+    itself"): (1 + w) main(x_t, t) - w guide(x_t, t), the guide a weaker model of the same
+    data (an earlier snapshot of the same run, a shorter EMA). Where the two models differ,
+    the step moves further in the direction the better one improves on the worse: the
+    under-trained model's errors, extrapolated away. It needs no labels, so it guides
+    unconditional models too; the paper's w is our 1 + w, as in classifier-free guidance.
+
+    Both models must predict the same quantity (the callers pass eps); any variance channels
+    come from `main`. Each call runs both networks: twice the network evaluations.
+    """
+
+    def model(x_t: Tensor, t: Tensor) -> Tensor:
+        return combine(main(x_t, t).to(x_t.dtype), guide(x_t, t).to(x_t.dtype), w, channels)
+
+    return model
+
+
+def interval_timesteps(alphas_cumprod: Tensor, sigma_lo: float, sigma_hi: float) -> range:
+    """The timesteps t whose noise level sigma_t = sqrt((1 - ᾱ_t) / ᾱ_t) lies in
+    (sigma_lo, sigma_hi]: where a limited guidance interval (Kynkäänniemi et al. 2024) guides.
+    sigma_t grows with t, so they are one range (maybe empty)."""
+    if not 0 <= sigma_lo < sigma_hi:
+        raise ConfigError(f"a guidance interval needs 0 <= low < high, got {sigma_lo}, {sigma_hi}")
+    abar = alphas_cumprod.detach().double().cpu()
+    sigma = ((1 - abar) / abar).sqrt()
+    inside = ((sigma > sigma_lo) & (sigma <= sigma_hi)).nonzero().flatten().tolist()
+    return range(inside[0], inside[-1] + 1) if inside else range(0)
+
+
+def limited(guided_model: Model, plain: Model, timesteps: range) -> Model:
+    """`guided_model` at the timesteps in `timesteps`, `plain` (one network evaluation, not
+    two) elsewhere: guidance in a limited interval of noise levels (Kynkäänniemi et al.
+    2024, "Applying guidance in a limited interval improves sample and distribution
+    quality"). The samplers step every image of a batch at one timestep, so t[0] decides
+    for the batch (one host read per step)."""
+
+    def model(x_t: Tensor, t: Tensor) -> Tensor:
+        return (guided_model if int(t[0]) in timesteps else plain)(x_t, t)
 
     return model
 

@@ -18,7 +18,14 @@ from torch import Tensor, nn
 from ddpm import arrayplots
 from ddpm.arrays import ArrayInfo
 from ddpm.checkpoint import CheckpointError
-from ddpm.conditioning import class_weights, draw_classes, guided
+from ddpm.conditioning import (
+    autoguided,
+    class_weights,
+    draw_classes,
+    guided,
+    interval_timesteps,
+    limited,
+)
 from ddpm.diffusion import eps_model
 from ddpm.images import process_strip, save_gif
 from ddpm.interchange import read_model
@@ -36,8 +43,9 @@ from ddpm.speed import autocast_call, compile_model, use_channels_last
 from ddpm.unet import ConfigError, build_model
 
 UNCONDITIONAL = (
-    "class labels and guidance need a class-conditional model (trained with --class-cond); "
-    "this one is unconditional"
+    "class labels and classifier-free guidance need a class-conditional model (trained with "
+    "--class-cond); this one is unconditional (autoguidance by a weaker model guides any: "
+    "--guide-model)"
 )
 
 
@@ -55,6 +63,13 @@ class Loaded:
     origin: str = "checkpoint"  # or "safetensors", "diffusers" (`ddpm.interchange.read_model`)
     class_names: list[str] | None = None  # of a class-conditional model, by label index
     class_counts: list[int] | None = None  # its training labels' histogram (K,)
+
+    def to(self, device: torch.device | str) -> Loaded:
+        """The model, its schedule and its guide on `device`."""
+        guide = self.guide.to(device) if self.guide is not None else None
+        return dataclasses.replace(
+            self, model=self.model.to(device), schedule=self.schedule.to(device), guide=guide
+        )
 
     @property
     def num_classes(self) -> int | None:
@@ -77,9 +92,26 @@ class Loaded:
     def eps_given(
         self, class_labels: Tensor | None = None, guidance: float = 0.0
     ) -> Callable[[Tensor, Tensor], Tensor]:
-        """eps(x_t, t) for labels (B,) at classifier-free guidance w (`ddpm.conditioning`):
-        (1 + w) eps(x_t, t, y) - w eps(x_t, t, null); w = 0 is the plain conditional model.
-        With learned variances the v channels follow, taken from the conditional branch."""
+        """eps(x_t, t) for labels (B,) at guidance w (`ddpm.conditioning`): classifier-free,
+        (1 + w) eps(x_t, t, y) - w eps(x_t, t, null), or with a `guide` model autoguidance,
+        (1 + w) eps(x_t, t[, y]) - w eps_guide(x_t, t[, y]); w = 0 is the model alone. With a
+        `guidance_interval`, guided only at those timesteps. With learned variances the v
+        channels follow, taken from the conditional branch (the main model)."""
+        plain = self._eps_given(class_labels)
+        if guidance == 0:
+            return plain
+        if self.guide is not None:
+            strong = autoguided(plain, self.guide._eps_given(class_labels), guidance, self.shape[0])
+        else:
+            strong = self._eps_given(class_labels, guidance)
+        if self.guidance_interval is None:
+            return strong
+        return limited(strong, plain, self.guidance_interval)
+
+    def _eps_given(
+        self, class_labels: Tensor | None = None, guidance: float = 0.0
+    ) -> Callable[[Tensor, Tensor], Tensor]:
+        """This network's eps(x_t, t), classifier-free guided at w = `guidance`."""
         device = next(self.model.parameters()).device
         net = autocast_call(self.model, device, self.bf16)
         if class_labels is None:
@@ -131,6 +163,8 @@ class Loaded:
         return variance
 
     data: ArrayInfo | None = None  # points / sequences: the scaler, classes (None: images)
+    guide: Loaded | None = None  # autoguidance's weaker model (`with_guidance`)
+    guidance_interval: range | None = None  # the timesteps guided (None: all)
 
     @property
     def kind(self) -> str:
@@ -158,7 +192,43 @@ def speed_up(
     if channels_last and device.type == "cuda":
         use_channels_last(loaded.model)
     compiled = compile and compile_model(loaded.model, device, compile_mode)
-    return dataclasses.replace(loaded, bf16=bf16 and device.type == "cuda", fixed_batch=compiled)
+    guide = loaded.guide
+    if guide is not None:
+        guide = speed_up(guide, bf16, channels_last, compile, compile_mode)
+        compiled = compiled or guide.fixed_batch
+    return dataclasses.replace(
+        loaded, bf16=bf16 and device.type == "cuda", fixed_batch=compiled, guide=guide
+    )
+
+
+def with_guidance(
+    loaded: Loaded,
+    guide: Loaded | None = None,
+    interval: tuple[float, float] | None = None,
+) -> Loaded:
+    """`loaded` with autoguidance by `guide` (a weaker model of the same data: an earlier
+    snapshot, a shorter EMA; `ddpm.conditioning.autoguided`) and/or its guidance limited to
+    the noise levels sigma in `interval` = (low, high] (sigma = sqrt((1 - ᾱ_t) / ᾱ_t); with
+    images in [-1, 1], Kynkäänniemi et al.'s EDM values carry over). The guidance weight
+    itself is sampling's `guidance`. A guide that does not fit is a ConfigError saying why."""
+    if guide is not None:
+        a = loaded.schedule.alphas_cumprod
+        b = guide.schedule.alphas_cumprod.to(a.device)
+        problem = None
+        if guide.shape != loaded.shape:
+            problem = f"its samples are {guide.shape}, the model's {loaded.shape}"
+        elif a.shape != b.shape or not torch.allclose(a, b, rtol=1e-5, atol=1e-7):
+            problem = "its noise schedule differs (T or the betas)"
+        elif guide.num_classes != loaded.num_classes:
+            problem = f"it has {guide.num_classes} classes, the model {loaded.num_classes}"
+        elif guide.kind != loaded.kind:
+            problem = f"it is a model of {guide.kind}, not of {loaded.kind}"
+        if problem:
+            raise ConfigError(f"the guide model does not fit the model: {problem}")
+    timesteps = None
+    if interval is not None:
+        timesteps = interval_timesteps(loaded.schedule.alphas_cumprod, *interval)
+    return dataclasses.replace(loaded, guide=guide, guidance_interval=timesteps)
 
 
 def load_model(
@@ -262,6 +332,32 @@ def generate(
     return torch.cat(out)
 
 
+def evaluations(
+    loaded: Loaded,
+    sampler: str,
+    steps: int | None,
+    guidance: float = 0.0,
+    spacing: str | None = None,
+) -> int:
+    """Network evaluations per image of `generate`'s sampling: one a sampler step, two where
+    it is guided (classifier-free: the batch of 2B; autoguidance: the two networks). With a
+    guidance interval the sampler's timesteps are found by running it once on one image
+    with a stand-in model that records them."""
+    calls = network_evaluations(sampler, steps, loaded.schedule.T)
+    if guidance == 0 or loaded.guidance_interval is None:
+        return calls * (1 if guidance == 0 else 2)
+    seen: list[int] = []
+
+    def record(x_t: Tensor, t: Tensor) -> Tensor:
+        seen.append(int(t[0]))
+        return torch.zeros_like(x_t)
+
+    x_T = torch.zeros(1, *loaded.shape, device=loaded.schedule.alphas_cumprod.device)
+    variance = "small" if loaded.variance() == "learned" else loaded.variance()
+    sample(sampler, record, loaded.schedule, x_T, steps, variance=variance, spacing=spacing)  # type: ignore[arg-type]
+    return len(seen) + sum(t in loaded.guidance_interval for t in seen)
+
+
 def counted(model: EpsModel, progress: Progress) -> EpsModel:
     """`model`, advancing `progress` by one at each call (pure Python: no device sync)."""
 
@@ -323,7 +419,7 @@ def _labels(
     """The checked labels (n,) of `generate` (drawn when None), or None for an unconditional
     model (which takes no labels and no guidance)."""
     if loaded.num_classes is None:
-        if class_labels is not None or guidance != 0:
+        if class_labels is not None or (guidance != 0 and loaded.guide is None):
             raise ConfigError(UNCONDITIONAL)
         return None
     if class_labels is None:

@@ -345,8 +345,68 @@ def fast_path(loaded, args: argparse.Namespace):
 
 
 GUIDANCE_HELP = (
-    "classifier-free guidance w of a class-conditional model (Ho & Salimans 2022): "
-    "eps = eps_cond + w (eps_cond - eps_uncond); 0 (the default) is the plain conditional "
-    "model, larger w follows the class more closely with less variety (diffusers' "
-    "guidance_scale is 1 + w); w > 0 runs the network on a batch of 2B"
+    "guidance weight w. A class-conditional model: classifier-free guidance (Ho & Salimans "
+    "2022), eps = eps_cond + w (eps_cond - eps_uncond); 0 (the default) is the plain "
+    "conditional model, larger w follows the class more closely with less variety (diffusers' "
+    "guidance_scale is 1 + w); w > 0 runs the network on a batch of 2B. With --guide-model or "
+    "--guide-ema, any model: autoguidance, eps = eps + w (eps - eps_guide)"
 )
+
+
+def add_guide_args(g: Any) -> None:
+    """Autoguidance and limited guidance intervals, for `ddpm sample` and `ddpm eval`."""
+    g.add_argument(
+        "--guide-model",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="autoguidance (Karras et al. 2024): guide with this weaker model of the same data "
+        "and schedule, e.g. an earlier snapshot of the same run (snapshot-4min.pt); works for "
+        "unconditional models; each step then runs both networks (twice the evaluations); "
+        "needs --guidance W > 0 (default: none)",
+    )
+    g.add_argument(
+        "--guide-ema",
+        type=ema_name,
+        metavar="SIGMA_REL",
+        help="the guide's extra power-function EMA of this σ_rel; without --guide-model, the "
+        "same checkpoint's (its longer --ema-extra EMA, e.g. 0.2, as the weaker model) "
+        "(default: the guide's main EMA)",
+    )
+    g.add_argument(
+        "--guidance-interval",
+        type=interval,
+        metavar="LOW,HIGH",
+        help="guide only at noise levels sigma_t = sqrt((1 - ᾱ_t) / ᾱ_t) in (LOW, HIGH] and run "
+        "the model alone elsewhere (one evaluation a step there; Kynkäänniemi et al. 2024 "
+        "use 0.28,5.42 with EDM2) (default: every step)",
+    )
+
+
+def interval(text: str) -> tuple[float, float]:
+    """`LOW,HIGH` with 0 <= LOW < HIGH."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}") from None
+    if not (0 <= lo < hi and math.isfinite(lo)):
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH with 0 <= LOW < HIGH, got {text!r}")
+    return lo, hi
+
+
+def guided_by(loaded, args: argparse.Namespace):
+    """`loaded` with the guide and interval that --guide-model, --guide-ema and
+    --guidance-interval ask for (`ddpm.generate.with_guidance`), on the model's device."""
+    from ddpm.generate import load_model, with_guidance
+
+    asked = args.guide_model is not None or args.guide_ema is not None
+    if not asked and args.guidance_interval is None:
+        return loaded
+    if args.guidance == 0:
+        flag = "--guidance-interval" if not asked else "--guide-model / --guide-ema"
+        raise ConfigError(f"{flag} acts through the guidance weight: give --guidance W > 0")
+    guide = None
+    if asked:
+        path = args.guide_model if args.guide_model is not None else args.checkpoint
+        device = next(loaded.model.parameters()).device
+        guide = load_model(path, device, ema=args.guide_ema)
+    return with_guidance(loaded, guide, args.guidance_interval)

@@ -4,7 +4,6 @@ and sequences, MMD and energy distance to held-out data beside their two referen
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,12 +12,14 @@ from ddpm.cli.args import (
     SAMPLER_HELP,
     SPACING_HELP,
     STEPS_HELP,
+    add_guide_args,
     add_inception_args,
     add_speed_args,
     add_split_arg,
     add_weights_args,
     fast_path,
     group,
+    guided_by,
     json_arg,
     nonneg_float,
     positive_int,
@@ -115,6 +116,7 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
         metavar="W",
         help=GUIDANCE_HELP,
     )
+    add_guide_args(g)
     g.add_argument(
         "--classes",
         choices=CLASS_DISTRIBUTIONS,
@@ -189,10 +191,11 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
     if args.nll_steps is not None and args.nll_steps > T:
         raise ConfigError(f"--nll-steps {args.nll_steps} exceeds the model's T = {T}")
     conditional = loaded.num_classes is not None
-    if reference is not None and not conditional and args.guidance != 0:
+    loaded = guided_by(loaded, args)
+    if reference is not None and not conditional and args.guidance != 0 and not loaded.guide:
         raise ConfigError(
-            f"--guidance needs a class-conditional model (trained with --class-cond); "
-            f"{args.checkpoint} is unconditional"
+            f"--guidance needs a class-conditional model (trained with --class-cond) or a "
+            f"guide (--guide-model); {args.checkpoint} is unconditional"
         )
     if reference is not None and conditional and args.classes == "data" and not loaded.class_counts:
         raise ConfigError(
@@ -208,9 +211,7 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
             args.data, (H, W), C, split=args.split, stream=False, progress=not args.quiet
         )
     net = load_inception(args.inception, device) if reference is not None else None
-    loaded = dataclasses.replace(
-        loaded, model=loaded.model.to(device), schedule=loaded.schedule.to(device)
-    )
+    loaded = loaded.to(device)
     chain = args.nll_steps or T
     if args.nll_t_samples is not None and not 2 <= args.nll_t_samples <= chain:
         raise ConfigError(
@@ -297,10 +298,11 @@ def run_eval_arrays(args: argparse.Namespace, loaded, device) -> int:
     steps = args.steps if args.steps is not None or args.sampler == "ddpm" else DEFAULT_STEPS
     if steps is not None and steps > loaded.schedule.T:
         raise ConfigError(f"--steps {steps} exceeds the model's T = {loaded.schedule.T}")
-    if loaded.num_classes is None and args.guidance != 0:
+    loaded = guided_by(loaded, args)
+    if loaded.num_classes is None and args.guidance != 0 and not loaded.guide:
         raise ConfigError(
-            f"--guidance needs a class-conditional model (trained with --class-cond); "
-            f"{args.checkpoint} is unconditional"
+            f"--guidance needs a class-conditional model (trained with --class-cond) or a "
+            f"guide (--guide-model); {args.checkpoint} is unconditional"
         )
     ckpt_cfg = _train_config(args.checkpoint)
     scaler = loaded.data.scaler
@@ -318,9 +320,7 @@ def run_eval_arrays(args: argparse.Namespace, loaded, device) -> int:
                 f"{d.source}: {name} has samples of shape {d.shape}; the model's are "
                 f"{tuple(loaded.shape)}"
             )
-    loaded = dataclasses.replace(
-        loaded, model=loaded.model.to(device), schedule=loaded.schedule.to(device)
-    )
+    loaded = loaded.to(device)
     settings = SamplerSettings(
         args.sampler,
         steps,

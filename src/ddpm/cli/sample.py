@@ -12,11 +12,13 @@ from ddpm.cli.args import (
     STEPS_HELP,
     VARIANCE_HELP,
     add_device_arg,
+    add_guide_args,
     add_quiet_arg,
     add_speed_args,
     add_weights_args,
     fast_path,
     group,
+    guided_by,
     nonneg_float,
     output_file,
     output_folder,
@@ -114,6 +116,7 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
         "uniformly from (--seed, i)",
     )
     g.add_argument("--guidance", type=nonneg_float, default=0.0, metavar="W", help=GUIDANCE_HELP)
+    add_guide_args(g)
     g.add_argument(
         "--grid-by-class",
         action="store_true",
@@ -134,7 +137,7 @@ def class_plan(args: argparse.Namespace, loaded) -> tuple[list[int] | None, int,
             flag
             for flag, on in (
                 ("--class", args.classes),
-                ("--guidance", args.guidance),
+                ("--guidance", args.guidance and not loaded.guide),
                 ("--grid-by-class", args.grid_by_class),
             )
             if on
@@ -143,6 +146,7 @@ def class_plan(args: argparse.Namespace, loaded) -> tuple[list[int] | None, int,
             raise ConfigError(
                 f"{asked[0]} needs a class-conditional model (trained with --class-cond); "
                 f"{args.checkpoint} is unconditional"
+                + (" (autoguidance guides any model: --guide-model)" * (asked[0] == "--guidance"))
             )
         return None, args.n or 64, None
     names = loaded.names
@@ -161,6 +165,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
     loaded = load_model(args.checkpoint, resolve_device(args.device), args.raw_weights, args.ema)
     say_which_checkpoint(args.checkpoint, loaded)
+    loaded = guided_by(loaded, args)
     if args.steps is not None and args.steps > loaded.schedule.T:
         raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
     if loaded.data is not None:
