@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Does autoguidance help within 50 network evaluations? One call on one GPU, for when too
+# little device time is left for a round (written 2026-11-27 in the twelfth session, after
+# that round's machine went back with its results): the CIFAR-10 *test* split (10,000 images,
+# 10 MB: it fits the 64 MiB upload beside the Inception network, the train zip does not) is
+# both the training data and the FID reference (statistics computed here), the recipe trains
+# on it for MINUTES (3; snapshots at 2 and 3), and the 3-minute model is scored with N
+# (4,000) samples a case: DPM-Solver++(2M) at 25 steps alone and guided by the 2-minute
+# snapshot (w 1 and 0.5; 50 evaluations), with the guidance limited to sigma in (0.28, 5.42]
+# at 30 steps (45), and unguided at 50 steps. The FIDs are against the 10,000 training
+# images, so they compare the cases with each other only, not with the FID-10k of the
+# train-split recipe. Each case is written to $OUT as it is scored: a call cut short keeps
+# those done.
+#   carry .test (test.zip) and .inc (the Inception network alone, 44 MB):
+#   bash benchmarks/gpu/autoguide_probe.sh        (CPU smoke: SMOKE=1 OUT=/tmp/o bash ...)
+set -u
+OUT=${OUT:-/tmp/out} W=${W:-/root/ag}
+mkdir -p "$W" "$OUT"
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+ddpm() { python3 -m ddpm "$@"; }
+stamp() { echo "$(date -u +%T) $*"; }
+DATA=.test/test.zip
+if [[ -n ${SMOKE:-} ]]; then  # 100 of the images, a small network, a few seconds
+  MIN=0.1 SNAPS=0.05,0.1 N=64 K=(3 4 6) X=(--preset small --image-size 16 --batch-size 8 --device cpu)
+  DEV=(--device cpu) DATA=$W/small.zip
+  python3 -c "import zipfile, sys; a = zipfile.ZipFile(sys.argv[1]); b = zipfile.ZipFile(sys.argv[2], 'w')
+for n in [n for n in a.namelist() if n.endswith('.jpg')][::100]: b.writestr(n, a.read(n))" .test/test.zip "$DATA"
+else
+  MIN=${MINUTES:-3} SNAPS=2,${MINUTES:-3} N=${N:-4000} K=(25 30 50) X=() DEV=()
+fi
+INC=${INC:-.inc/fid-inception-fp16.pt}  # the network alone: with the statistics file it would not fit
+stamp "reference statistics of the 10,000 test images"
+ddpm fid-stats "$DATA" -o "$W/ref.npz" --inception "$INC" --quiet "${DEV[@]}" || exit 1
+stamp "the recipe on them for $MIN minutes"
+ddpm train --recipe cifar10-8min --data "$DATA" --max-minutes "$MIN" \
+  --snapshot-minutes "$SNAPS" --out "$W/run" --quiet --no-final-pictures "${X[@]}" || exit 1
+cp "$W/run/log.csv" "$OUT/train-log.csv"
+a=$(ls "$W"/run/snapshot-*min.pt | sort -V | tail -n 1) g=$(ls "$W"/run/snapshot-*min.pt | sort -V | head -n 1)
+stamp "sweep: $a guided by $g"
+iv=interval=0.28,5.42
+python3 benchmarks/fid_sweep.py --stats "$W/ref.npz" --inception "$INC" --n "$N" "${DEV[@]}" \
+  --json "$OUT/autoguide.json" --case "$a:ema:dpm-solver:${K[0]}" \
+  --case "$a:ema:dpm-solver:${K[0]}::guidance=1:guide=$g" \
+  --case "$a:ema:dpm-solver:${K[0]}::guidance=0.5:guide=$g" \
+  --case "$a:ema:dpm-solver:${K[1]}::guidance=1:guide=$g:$iv" \
+  --case "$a:ema:dpm-solver:${K[2]}"
+stamp done
