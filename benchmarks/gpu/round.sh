@@ -157,12 +157,19 @@
 # (Karras et al. 2024, its own 4- and 2-minute snapshots and its 0.2 EMA as the weaker
 # model; DPM-Solver++(2M) at 25 steps guided: predicted 10.5-12 at w = 1, against about 14
 # unguided at 25 steps; the 2-minute guide and the 0.2 EMA worse; 30 steps with guidance in
-# sigma (0.28, 5.42], 45 evaluations, level or better). GPU 1: the recipe class-conditional
+# sigma (0.28, 5.42], 45 evaluations, level or better; w 1.5 and 2: not predicted). GPU 1: the recipe class-conditional
 # (labels dropped with p 0.1): DPM-Solver-50 unguided (predicted 10.9-11.5), classifier-free
 # guidance at 25 steps w 0.5 and 1 (9.5-11), at 30 steps with the interval w 1 and 2 (9-10.5),
 # autoguidance by its 4-minute snapshot; then `ddpm eval` and a grid of its best. GPU 3: the
 # recipe for 16 minutes (predicted 9.0-10.0 with DDIM-50: 12.8 x (2.2x the steps)^-0.4).
-# Calls: launch (carry .stage), fid (carry .fid), then wait.
+# Calls: launch (carry .stage), fid (carry .fid), then wait, each wait issued alone and at
+# once (the machine goes back 30 s after a call).
+# Seen (2026-11-27, 23:25-23:37 UTC): lost after the first wait, when a local command issued
+# beside it kept the machine idle past its 30 s (docs/benchmarks.md). Came back: the recipe
+# 22,737 steps, DPM-Solver-25 13.93; batch 256 7,917 img/s against 7,005; GPU 3 slowed to
+# 2,500 img/s (unexplained). A 3-minute probe afterwards (benchmarks/gpu/autoguide_probe.sh)
+# found autoguidance w = 1 20% better than 50 unguided steps and better than w = 0.5, so the
+# autoguidance sweeps now try w 1, 1.5 and 2 (written after that probe, not yet run).
 #
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
@@ -603,10 +610,10 @@ autoguide() {  # autoguide RUN PART: the run's 8 minutes guided by its own earli
   local iv=interval=0.28,5.42
   if [[ $2 == 1 ]]; then
     c=("$a:ema:dpm-solver:${k[0]}" "$a:ema:dpm-solver:${k[0]}::guidance=1:guide=$g4"
-      "$a:ema:dpm-solver:${k[0]}::guidance=0.5:guide=$g4" "$a:ema:dpm-solver:${k[0]}::guidance=2:guide=$g4")
+      "$a:ema:dpm-solver:${k[0]}::guidance=1.5:guide=$g4" "$a:ema:dpm-solver:${k[0]}::guidance=2:guide=$g4")
   else
-    c=("$a:ema:dpm-solver:${k[1]}::guidance=1:guide=$g4:$iv"
-      "$a:ema:dpm-solver:${k[0]}::guidance=0.5:guide=$g2"
+    c=("$a:ema:dpm-solver:${k[1]}::guidance=1.5:guide=$g4:$iv"
+      "$a:ema:dpm-solver:${k[0]}::guidance=1:guide=$g2"
       "$a:ema:dpm-solver:${k[0]}::guidance=1:guide_ema=0.2")
   fi
   stamp "autoguidance of $1, part $2"
