@@ -113,7 +113,10 @@ def test_the_flags_sample_and_evaluate_as_the_library_does(run, tmp_path, capsys
     argv = ["eval", "--checkpoint", ckpt, "--fid-stats", str(stats), "--n", "6", "--steps", "5"]
     argv += ["--guidance", "1.5", "--guide-model", guide, "--guidance-interval", "0.3,8"]
     assert main([*argv, "--json", str(out), "--quiet"]) == 0
-    capsys.readouterr()
+    said = capsys.readouterr().out
+    assert f"autoguidance w=1.5 by {guide}, guided only at sigma in (0.3, 8]" in said
+    record = json.loads(out.read_text())["fid"]
+    assert (record["guide_model"], record["guidance_interval"]) == (guide, [0.3, 8.0])
     loaded = with_guidance(load_model(ckpt), load_model(guide), (0.3, 8.0))
     r = model_fid(loaded, load_stats(stats), FakeInception(), 6, SamplerSettings("ddim", 5))
     unguided = json.loads(out.read_text())["fid"]["fid"]
@@ -125,6 +128,7 @@ def test_the_flags_sample_and_evaluate_as_the_library_does(run, tmp_path, capsys
     grid = str(tmp_path / "g.png")
     base = ["sample", "--checkpoint", ckpt, "--n", "4", "--steps", "4", "--out", grid]
     assert main([*base, "--guidance", "1", "--guide-ema", "0.2"]) == 0  # its own 0.2 EMA
+    assert f"autoguidance w=1 by {ckpt} (EMA 0.2)" in capsys.readouterr().out
     assert main([*base, "--guide-model", guide]) == 2
     assert "--guide-model / --guide-ema acts through the guidance weight" in error_line(capsys)
     assert main([*base, "--guidance", "1"]) == 2

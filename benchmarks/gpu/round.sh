@@ -148,28 +148,31 @@
 # queue 14 minutes, the second wave done 20 minutes after the launch. The recipe's grid was
 # lost to a wrong --grid index (fid_sweep now refuses one).
 #
-# PLAN=twelfth (written 2026-11-27 in the twelfth session; about 20 minutes): guidance within
-# the target's 50 network evaluations, which counts two for each guided step. GPU 0: the
-# recipe, its curve, grid and `ddpm eval` (predicted 12.6-13.1), then GPU 2's lever scored,
-# then `ddpm eval` and a grid of the best case within 50 evaluations (benchmarks/best_case.py)
-# of the autoguidance sweeps. GPU 2: batch 256 at lr 6e-4, warm-up 250 (predicted 0.55x the
-# steps at 1.1x the img/s, FID 12.5-14), then the autoguidance sweeps on GPU 0's model
-# (Karras et al. 2024, its own 4- and 2-minute snapshots and its 0.2 EMA as the weaker
-# model; DPM-Solver++(2M) at 25 steps guided: predicted 10.5-12 at w = 1, against about 14
-# unguided at 25 steps; the 2-minute guide and the 0.2 EMA worse; 30 steps with guidance in
-# sigma (0.28, 5.42], 45 evaluations, level or better; w 1.5 and 2: not predicted). GPU 1: the recipe class-conditional
-# (labels dropped with p 0.1): DPM-Solver-50 unguided (predicted 10.9-11.5), classifier-free
-# guidance at 25 steps w 0.5 and 1 (9.5-11), at 30 steps with the interval w 1 and 2 (9-10.5),
-# autoguidance by its 4-minute snapshot; then `ddpm eval` and a grid of its best. GPU 3: the
-# recipe for 16 minutes (predicted 9.0-10.0 with DDIM-50: 12.8 x (2.2x the steps)^-0.4).
-# Calls: launch (carry .stage), fid (carry .fid), then wait, each wait issued alone and at
-# once (the machine goes back 30 s after a call).
-# Seen (2026-11-27, 23:25-23:37 UTC): lost after the first wait, when a local command issued
-# beside it kept the machine idle past its 30 s (docs/benchmarks.md). Came back: the recipe
-# 22,737 steps, DPM-Solver-25 13.93; batch 256 7,917 img/s against 7,005; GPU 3 slowed to
-# 2,500 img/s (unexplained). A 3-minute probe afterwards (benchmarks/gpu/autoguide_probe.sh)
-# found autoguidance w = 1 20% better than 50 unguided steps and better than w = 0.5, so the
-# autoguidance sweeps now try w 1, 1.5 and 2 (written after that probe, not yet run).
+# PLAN=twelfth (written 2026-11-27 in the twelfth session, rewritten after its first run was
+# lost; about 18 minutes): guidance within the target's 50 network evaluations, which counts
+# two for each guided step. GPU 0: the recipe, its curve, grid and `ddpm eval` (predicted
+# 12.6-13.1), then `ddpm eval` and a grid of the best case within 50 evaluations
+# (benchmarks/best_case.py) of the autoguidance sweeps. GPUs 2 and 3 each train a lever and,
+# once GPU 0's model is trained, run half of the autoguidance sweep on it (Karras et al.
+# 2024; the guide is the run's own 4-minute snapshot, its 2-minute one or its 0.2 EMA;
+# DPM-Solver++(2M) at 25 steps guided, 50 evaluations: predicted 10.5-12 at w = 1 against
+# about 14 unguided at 25 steps; w 1.5 and 2 not predicted; the 2-minute guide and the 0.2
+# EMA worse than the 4-minute one; 30 steps guided only in sigma (0.28, 5.42], 45
+# evaluations, level or better), then score their lever at 4 and 8 minutes. GPU 2's lever:
+# Min-SNR gamma 2 instead of 5 (predicted 0-0.7 worse). GPU 3's: batch 256, lr 6e-4, warm-up
+# 250 (predicted 0.55x the steps at 1.1x the img/s, FID 12.5-14). GPU 1: the recipe
+# class-conditional (labels dropped with p 0.1): DPM-Solver-50 unguided (predicted
+# 10.9-11.5), classifier-free guidance at 25 steps w 0.5 and 1 (9.5-11), at 30 steps with
+# the interval w 1 and 2 (9-10.5), autoguidance by its 4-minute snapshot; then `ddpm eval`
+# and a grid of its best. Calls: launch (carry .stage), fid (carry .fid), then wait, each
+# wait issued alone and at once (the machine goes back 30 s after a call).
+# Seen in its first run (2026-11-27, 23:25-23:37 UTC, when GPU 3 ran the recipe for 16
+# minutes and GPU 2 batch 256 and the whole sweep): lost after the first wait, when a local
+# command issued beside it kept the machine idle past its 30 s (docs/benchmarks.md). Came
+# back: the recipe 22,737 steps, DPM-Solver-25 13.93; batch 256 7,917 img/s against 7,005;
+# GPU 3 slowed to 2,500 img/s (unexplained), so the 16-minute point is dropped. A 3-minute
+# probe afterwards (benchmarks/gpu/autoguide_probe.sh) found autoguidance w = 1 20% better
+# than 50 unguided steps and better than w = 0.5, so the sweep now tries w 1, 1.5 and 2.
 #
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
@@ -621,7 +624,8 @@ autoguide() {  # autoguide RUN PART: the run's 8 minutes guided by its own earli
   touch "$R/$1.ag$2"
 }
 w0() {
-  pin 0; arm c10-recipe || return; lever_score c10-b256; waitfor "$R/c10-recipe.ag2"
+  pin 0; arm c10-recipe || return
+  waitfor "$R/c10-recipe.ag1"; waitfor "$R/c10-recipe.ag2"
   best c10-recipe "$R"/res/c10-recipe-ag1-sweep.json "$R"/res/c10-recipe-ag2-sweep.json \
     "$R/res/c10-recipe-sweep.json"
 }
@@ -638,16 +642,13 @@ w1() {
   best c10-cond "$R/res/c10-cond-sweep.json"
 }
 w2() {
-  pin 2; local b=(--batch-size 256 --lr 6e-4 --warmup 250)
-  [[ -n ${SMOKE:-} ]] && b=(--batch-size 16 --lr 6e-4 --warmup 2)
-  lever_train c10-b256 "${b[@]}"; autoguide c10-recipe 1; autoguide c10-recipe 2
+  pin 2; local g=(--min-snr-gamma 2)
+  lever_train c10-gamma2 "${g[@]}"; autoguide c10-recipe 1; lever_score c10-gamma2
 }
-w3() {  # the recipe for twice the minutes: the curve's 16-minute point
-  pin 3; stamp "issue 9: the recipe for 16 minutes"
-  local m=16 k=50; [[ -n ${SMOKE:-} ]] && m=0.2 k=3
-  recipe --out "$R/c10-16min" --max-minutes "$m" --snapshot-minutes "$m" || return
-  waitfor "$R/fid.ready"; local a; a=$(last "$R/c10-16min")
-  sweep --json "$R/res/c10-16min-sweep.json" --case "$a:ema:ddim:$k" --case "$a:ema:dpm-solver:$k"
+w3() {
+  pin 3; local b=(--batch-size 256 --lr 6e-4 --warmup 250)
+  [[ -n ${SMOKE:-} ]] && b=(--batch-size 16 --lr 6e-4 --warmup 2)
+  lever_train c10-b256 "${b[@]}"; autoguide c10-recipe 2; lever_score c10-b256
 }
 
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
@@ -673,7 +674,7 @@ pack() {  # the results so far (small files only), the queue logs and the traini
     cars/ours-default-compile cars/simpleunet-ours blocks c10-control c10-b64 c10-nrb1-b64 c10-nrb1-b64-edm \
     c10-graph c10-model-graphs c10-nrb1 c10-scale-shift "$(cat "$R/arm-name" 2>/dev/null)" \
     c10-recipe c10-beta2 c10-beta2-lr6 c10-lr6 c10-all c10-beta2-lr8 c10-noattn c10-4min \
-    c10-cond c10-b256 c10-16min \
+    c10-cond c10-b256 c10-16min c10-gamma2 \
     $(printf 'cars/%s ' "${cand_order[@]}"); do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done

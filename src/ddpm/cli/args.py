@@ -393,6 +393,19 @@ def interval(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def guide_words(args: argparse.Namespace) -> str:
+    """What guides the samples, for the printed summary ("" without a guide or interval)."""
+    words = []
+    if args.guide_model is not None or args.guide_ema is not None:
+        guide = args.guide_model if args.guide_model is not None else args.checkpoint
+        ema = f" (EMA {args.guide_ema})" if args.guide_ema is not None else ""
+        words.append(f"autoguidance w={args.guidance:g} by {guide}{ema}")
+    if args.guidance_interval is not None:
+        lo, hi = args.guidance_interval
+        words.append(f"guided only at sigma in ({lo:g}, {hi:g}]")
+    return "".join(f", {w}" for w in words)
+
+
 def guided_by(loaded, args: argparse.Namespace):
     """`loaded` with the guide and interval that --guide-model, --guide-ema and
     --guidance-interval ask for (`ddpm.generate.with_guidance`), on the model's device."""

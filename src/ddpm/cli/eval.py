@@ -19,6 +19,7 @@ from ddpm.cli.args import (
     add_weights_args,
     fast_path,
     group,
+    guide_words,
     guided_by,
     json_arg,
     nonneg_float,
@@ -253,10 +254,16 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
         procs = f", {dist.world_size} processes" if dist.world_size > 1 else ""
         if main:
             print(
-                f"FID {r.fid:.3f}: {r.n} samples, {settings.describe(conditional)}{bf16}, "
-                f"{which}, vs {args.fid_stats} ({r.seconds:.0f} s{procs})"
+                f"FID {r.fid:.3f}: {r.n} samples, {settings.describe(conditional)}"
+                f"{guide_words(args)}{bf16}, {which}, vs {args.fid_stats} "
+                f"({r.seconds:.0f} s{procs})"
             )
         record["fid"] = {**r.as_dict(), "bf16": sampling.bf16, "stats": str(args.fid_stats)}
+        if args.guide_model is not None or args.guide_ema is not None:
+            guide = args.guide_model if args.guide_model is not None else args.checkpoint
+            record["fid"].update(guide_model=str(guide), guide_ema=args.guide_ema)
+        if args.guidance_interval is not None:
+            record["fid"]["guidance_interval"] = list(args.guidance_interval)
     if nll_data is not None:
         images = select_images(nll_data, args.n or 1000, args.seed)
         r = model_nll(

@@ -18,6 +18,7 @@ from ddpm.cli.args import (
     add_weights_args,
     fast_path,
     group,
+    guide_words,
     guided_by,
     nonneg_float,
     output_file,
@@ -231,7 +232,7 @@ def run_sample(args: argparse.Namespace) -> int:
         what = f" (classes{drawn} {kinds}; guidance w={args.guidance:g})"
         if args.folder is not None:
             write_labels(Path(args.folder), labels, names)
-    print(f"wrote {x.shape[0]} samples to {where}{what}")
+    print(f"wrote {x.shape[0]} samples to {where}{what}{guide_words(args)}")
     if args.process or args.gif:
         m = min(x.shape[0], 8)
         frames = denoising_process(
