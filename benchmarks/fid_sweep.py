@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from ddpm.cli.args import interval
 from ddpm.evaluate import SamplerSettings, load_inception, load_stats, model_stats
 from ddpm.fid import fid_from_stats
 from ddpm.generate import Loaded, evaluations, generate, load_model, speed_up, with_guidance
@@ -66,12 +67,11 @@ class Case:
             if key not in OPTIONS:
                 raise SystemExit(f"--case {text!r}: unknown option {key!r}; expected {OPTIONS}")
             options[key] = float(value) if key in ("eta", "guidance") else value
-        if "interval" in options:
+        if "interval" in options:  # parsed as ddpm's --guidance-interval
             try:
-                lo, hi = (float(v) for v in options["interval"].split(","))
-            except ValueError:
-                raise SystemExit(f"--case {text!r}: interval=LOW,HIGH, two numbers") from None
-            options["interval"] = (lo, hi)
+                options["interval"] = interval(options["interval"])
+            except argparse.ArgumentTypeError as e:
+                raise SystemExit(f"--case {text!r}: interval: {e}") from None
         spacing = fixed[4] or None if len(fixed) == 5 else None
         return cls(fixed[0], fixed[1], fixed[2], int(fixed[3]), spacing, options)
 

@@ -124,6 +124,11 @@ def test_the_flags_sample_and_evaluate_as_the_library_does(run, tmp_path, capsys
     settings = SamplerSettings("ddim", 5, guidance=1.5)
     r = model_fid(loaded, load_stats(stats), FakeInception(), 6, settings)
     assert unguided == pytest.approx(r.fid, rel=1e-6)
+    unguidable = ["eval", "--checkpoint", ckpt, "--fid-stats", str(stats), "--guidance", "1"]
+    assert main(unguidable) == 2
+    assert "needs a class-conditional model (trained with --class-cond) or a guide" in (
+        error_line(capsys)
+    )
 
     grid = str(tmp_path / "g.png")
     base = ["sample", "--checkpoint", ckpt, "--n", "4", "--steps", "4", "--out", grid]

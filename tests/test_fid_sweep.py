@@ -54,7 +54,12 @@ def test_the_options_are_sampler_settings_of_ddpm_eval():
 
 @pytest.mark.parametrize(
     "text",
-    ["c.pt:ema:ddim", "c.pt:ema:ddim:50:leading:extra", "c.pt:ema:ddim:50::colour=red"],
+    [
+        "c.pt:ema:ddim",
+        "c.pt:ema:ddim:50:leading:extra",
+        "c.pt:ema:ddim:50::colour=red",
+        "c.pt:ema:ddim:50::interval=3,1",
+    ],
 )
 def test_a_malformed_case_is_one_clear_error(text):
     with pytest.raises(SystemExit, match="--case"):

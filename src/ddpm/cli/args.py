@@ -393,11 +393,19 @@ def interval(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def guide_path(args: argparse.Namespace) -> Path | None:
+    """The autoguidance guide's checkpoint: --guide-model, else with --guide-ema alone the
+    model's own checkpoint; None without either."""
+    if args.guide_model is not None:
+        return args.guide_model
+    return args.checkpoint if args.guide_ema is not None else None
+
+
 def guide_words(args: argparse.Namespace) -> str:
     """What guides the samples, for the printed summary ("" without a guide or interval)."""
     words = []
-    if args.guide_model is not None or args.guide_ema is not None:
-        guide = args.guide_model if args.guide_model is not None else args.checkpoint
+    guide = guide_path(args)
+    if guide is not None:
         ema = f" (EMA {args.guide_ema})" if args.guide_ema is not None else ""
         words.append(f"autoguidance w={args.guidance:g} by {guide}{ema}")
     if args.guidance_interval is not None:
@@ -411,15 +419,23 @@ def guided_by(loaded, args: argparse.Namespace):
     --guidance-interval ask for (`ddpm.generate.with_guidance`), on the model's device."""
     from ddpm.generate import load_model, with_guidance
 
-    asked = args.guide_model is not None or args.guide_ema is not None
-    if not asked and args.guidance_interval is None:
+    path = guide_path(args)
+    if path is None and args.guidance_interval is None:
         return loaded
     if args.guidance == 0:
-        flag = "--guidance-interval" if not asked else "--guide-model / --guide-ema"
+        flag = "--guidance-interval" if path is None else "--guide-model / --guide-ema"
         raise ConfigError(f"{flag} acts through the guidance weight: give --guidance W > 0")
     guide = None
-    if asked:
-        path = args.guide_model if args.guide_model is not None else args.checkpoint
+    if path is not None:
         device = next(loaded.model.parameters()).device
         guide = load_model(path, device, ema=args.guide_ema)
     return with_guidance(loaded, guide, args.guidance_interval)
+
+
+def refuse_unguidable(loaded, args: argparse.Namespace) -> None:
+    """`ddpm eval --guidance W` on a model nothing can guide: unconditional, without a guide."""
+    if loaded.num_classes is None and args.guidance != 0 and loaded.guide is None:
+        raise ConfigError(
+            f"--guidance needs a class-conditional model (trained with --class-cond) or a "
+            f"guide (--guide-model); {args.checkpoint} is unconditional"
+        )

@@ -19,11 +19,13 @@ from ddpm.cli.args import (
     add_weights_args,
     fast_path,
     group,
+    guide_path,
     guide_words,
     guided_by,
     json_arg,
     nonneg_float,
     positive_int,
+    refuse_unguidable,
     say_which_checkpoint,
     seed_int,
     write_json,
@@ -193,11 +195,8 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
         raise ConfigError(f"--nll-steps {args.nll_steps} exceeds the model's T = {T}")
     conditional = loaded.num_classes is not None
     loaded = guided_by(loaded, args)
-    if reference is not None and not conditional and args.guidance != 0 and not loaded.guide:
-        raise ConfigError(
-            f"--guidance needs a class-conditional model (trained with --class-cond) or a "
-            f"guide (--guide-model); {args.checkpoint} is unconditional"
-        )
+    if reference is not None:
+        refuse_unguidable(loaded, args)
     if reference is not None and conditional and args.classes == "data" and not loaded.class_counts:
         raise ConfigError(
             f"--classes data needs the training label counts, which {args.checkpoint} does not "
@@ -259,8 +258,7 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
                 f"({r.seconds:.0f} s{procs})"
             )
         record["fid"] = {**r.as_dict(), "bf16": sampling.bf16, "stats": str(args.fid_stats)}
-        if args.guide_model is not None or args.guide_ema is not None:
-            guide = args.guide_model if args.guide_model is not None else args.checkpoint
+        if (guide := guide_path(args)) is not None:
             record["fid"].update(guide_model=str(guide), guide_ema=args.guide_ema)
         if args.guidance_interval is not None:
             record["fid"]["guidance_interval"] = list(args.guidance_interval)
@@ -306,11 +304,7 @@ def run_eval_arrays(args: argparse.Namespace, loaded, device) -> int:
     if steps is not None and steps > loaded.schedule.T:
         raise ConfigError(f"--steps {steps} exceeds the model's T = {loaded.schedule.T}")
     loaded = guided_by(loaded, args)
-    if loaded.num_classes is None and args.guidance != 0 and not loaded.guide:
-        raise ConfigError(
-            f"--guidance needs a class-conditional model (trained with --class-cond) or a "
-            f"guide (--guide-model); {args.checkpoint} is unconditional"
-        )
+    refuse_unguidable(loaded, args)
     ckpt_cfg = _train_config(args.checkpoint)
     scaler = loaded.data.scaler
     pad = bool(ckpt_cfg.get("pad_sequences", False))
