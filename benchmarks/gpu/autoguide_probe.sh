@@ -11,6 +11,14 @@
 # images, so they compare the cases with each other only, not with the FID-10k of the
 # train-split recipe. Each case is written to $OUT as it is scored: a call cut short keeps
 # those done.
+# PROBE=weights (written 2026-11-28, when a lost round left too little time for the 8-minute
+# sweep) asks what that sweep would: which guidance weight and which guide. Snapshots at 1.5,
+# 2 and 3 minutes; DPM-Solver++(2M) at 25 steps alone, guided with w 1 by the 2-minute
+# snapshot (the first probe's best, again) and by the 1.5-minute one, and with w 1.5 and 2 by
+# the 2-minute one. Seen (2026-11-28, 01:39-01:45 UTC, 344 s): 25.78 alone; w 1 by 2 minutes
+# 19.77, by 1.5 minutes 27.05 (worse than alone); w 1.5 19.43, w 2 21.14. In steps the
+# snapshots are at 21% and 47% of the run (the first 75 s compile), the 8-minute recipe's
+# 4-minute snapshot at 42%: round.sh PLAN=thirteenth guides by it, and by 3 and 5.33.
 #   carry .test (test.zip) and .inc (the Inception network alone, 44 MB):
 #   bash benchmarks/gpu/autoguide_probe.sh        (CPU smoke: SMOKE=1 OUT=/tmp/o bash ...)
 set -u
@@ -28,6 +36,7 @@ for n in [n for n in a.namelist() if n.endswith('.jpg')][::100]: b.writestr(n, a
 else
   MIN=${MINUTES:-3} SNAPS=2,${MINUTES:-3} N=${N:-4000} K=(25 30 50) X=() DEV=()
 fi
+[[ ${PROBE:-} == weights ]] && SNAPS=$(python3 -c "m = $MIN; print(f'{m / 2:g},{m * 2 / 3:g},{m:g}')")
 INC=${INC:-.inc/fid-inception-fp16.pt}  # the network alone: with the statistics file it would not fit
 stamp "reference statistics of the 10,000 test images"
 ddpm fid-stats "$DATA" -o "$W/ref.npz" --inception "$INC" --quiet "${DEV[@]}" || exit 1
@@ -35,13 +44,20 @@ stamp "the recipe on them for $MIN minutes"
 ddpm train --recipe cifar10-8min --data "$DATA" --max-minutes "$MIN" \
   --snapshot-minutes "$SNAPS" --out "$W/run" --quiet --no-final-pictures "${X[@]}" || exit 1
 cp "$W/run/log.csv" "$OUT/train-log.csv"
-a=$(ls "$W"/run/snapshot-*min.pt | sort -V | tail -n 1) g=$(ls "$W"/run/snapshot-*min.pt | sort -V | head -n 1)
+mapfile -t s < <(python3 -c "import glob, re, sys  # by their minutes
+print(*sorted(glob.glob(sys.argv[1] + '/snapshot-*min.pt'),
+              key=lambda p: float(re.search(r'snapshot-([0-9.]+)min', p)[1])), sep='\n')" "$W/run")
+a=${s[-1]} g=${s[-2]} iv=interval=0.28,5.42  # the last snapshot, guided by the one before
 stamp "sweep: $a guided by $g"
-iv=interval=0.28,5.42
+if [[ ${PROBE:-} == weights ]]; then
+  c=("$a:ema:dpm-solver:${K[0]}" "$a:ema:dpm-solver:${K[0]}::guidance=1:guide=$g"
+    "$a:ema:dpm-solver:${K[0]}::guidance=1:guide=${s[0]}" "$a:ema:dpm-solver:${K[0]}::guidance=1.5:guide=$g"
+    "$a:ema:dpm-solver:${K[0]}::guidance=2:guide=$g")
+else
+  c=("$a:ema:dpm-solver:${K[0]}" "$a:ema:dpm-solver:${K[0]}::guidance=1:guide=$g"
+    "$a:ema:dpm-solver:${K[0]}::guidance=0.5:guide=$g" "$a:ema:dpm-solver:${K[1]}::guidance=1:guide=$g:$iv"
+    "$a:ema:dpm-solver:${K[2]}")
+fi
 python3 benchmarks/fid_sweep.py --stats "$W/ref.npz" --inception "$INC" --n "$N" "${DEV[@]}" \
-  --json "$OUT/autoguide.json" --case "$a:ema:dpm-solver:${K[0]}" \
-  --case "$a:ema:dpm-solver:${K[0]}::guidance=1:guide=$g" \
-  --case "$a:ema:dpm-solver:${K[0]}::guidance=0.5:guide=$g" \
-  --case "$a:ema:dpm-solver:${K[1]}::guidance=1:guide=$g:$iv" \
-  --case "$a:ema:dpm-solver:${K[2]}"
+  --json "$OUT/autoguide.json" $(printf -- '--case %s ' "${c[@]}")
 stamp done
