@@ -174,6 +174,28 @@
 # probe afterwards (benchmarks/gpu/autoguide_probe.sh) found autoguidance w = 1 20% better
 # than 50 unguided steps and better than w = 0.5, so the sweep now tries w 1, 1.5 and 2.
 #
+# PLAN=thirteenth (written 2026-11-28 in the thirteenth session, after the twelfth's second
+# run was lost the same way, at the gap after a long wait, with nothing local beside it): a
+# probe that session (benchmarks/gpu/autoguide_probe.sh PROBE=weights: 3 minutes) found that
+# the guide's age decides it. Its 2-minute snapshot, at 47% of the run's steps, helps (FID
+# 19.77 and 19.43 at w 1 and 1.5 against 25.78 unguided); its 1.5-minute one, at 21% (the
+# first 75 s are compiling), hurts (27.05); w 2 is past the best (21.14). In the 8-minute
+# recipe the 4-minute snapshot is at 42% of the steps, the 3-minute one at 28%, 5.33 at 62%.
+# All four GPUs train the recipe, seeds 0-3, with snapshots at 3 and 5.33 minutes beside the
+# curve's 1/2/4/8, and each scores its own 8-minute model. GPU 0: the predicted best as a
+# user runs it, `ddpm eval` and `ddpm sample` with DPM-Solver++(2M) at 25 steps guided (w
+# 1.5) by the 4-minute snapshot (predicted 10-11: the probe's 20-25% on the recipe's 12.6-13.9
+# at 50 and 25 unguided steps), then DPM-Solver-50 and DDIM-50 unguided and w 1, then `ddpm
+# eval` and a grid of the best case of all four seeds within 50 evaluations. GPU 1: w 1 and
+# 1.5 by 4, w 1.5 by 5.33; GPU 2: w 1.5 and 2 by 4, w 1 by 5.33; GPU 3: w 1.5 by 4 and by 3,
+# and by 4 only in sigma (0.28, 5.42] at 30 steps (45 evaluations). Each also scores
+# DPM-Solver-50 unguided, the control, and repeats w 1.5 by 4 (the spread between seeds).
+# About 15 minutes. The calls, to leave one gap after a long call: launch (carry .stage);
+# then `fid` and the first wait in one call (carry .fid):
+#   PLAN=thirteenth bash benchmarks/gpu/round.sh fid; PLAN=thirteenth bash benchmarks/gpu/round.sh wait 570
+# then `wait 560`, issued alone and at once. GPU 0's `ddpm eval` should be done within the
+# second call (training and its compile about 8.3 minutes, the eval about 2).
+#
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
 set -u
@@ -651,6 +673,50 @@ w3() {
   lever_train c10-b256 "${b[@]}"; autoguide c10-recipe 2; lever_score c10-b256
 }
 
+# PLAN=thirteenth (see the header): four seeds of the recipe, each guided by its own snapshots
+frac() { python3 -c "print(f'{$MIN * $1:g}')"; }  # frac F: F of the run's minutes, as named
+near() {  # near RUN M: the run's snapshot nearest M minutes (a slow step can pass a mark)
+  snapshots "$1" | awk -v m="$2" '{ s = $0; sub(/.*snapshot-/, "", s); sub(/min(\.pt)?$/, "", s)
+    d = (s - m) ^ 2; if (NR == 1 || d < b) { b = d; f = $0 } } END { print f }'
+}
+seeded() {  # seeded K: the recipe with seed K; its 8-minute model and guides at 3, 4 and 5.33
+  pin "$1"; stamp "issue 9: the recipe, seed $1"  # (28%, 42% and 62% of its steps)
+  recipe --out "$R/c10-seed$1" --seed "$1" --no-final-pictures \
+    --snapshot-minutes "$SNAPS,$(frac 3/8),$(frac 2/3)" || return
+  touch "$R/c10-seed$1.trained"; waitfor "$R/fid.ready"
+  local run=$R/c10-seed$1
+  a=$(last "$run") g3=$(near "$run" "$(frac 3/8)") g4=$(near "$run" "$(frac 1/2)")
+  g5=$(near "$run" "$(frac 2/3)") k25=25 k30=30 k50=50
+  [[ -n ${SMOKE:-} ]] && k25=3 k30=4 k50=6
+  stamp "seed $1: $a guided by $g3, $g4, $g5"
+}
+ag() { echo "$a:ema:dpm-solver:$k25::guidance=$1:guide=$2"; }  # ag W GUIDE: 25 steps guided
+seed_sweep() {  # seed_sweep K CASE...: the cases of seed K's model, then a done marker
+  local k=$1; shift
+  sweep --json "$R/res/c10-seed$k-sweep.json" $(printf -- '--case %s ' "$@")
+  touch "$R/c10-seed$k.swept"
+}
+y0() {  # the predicted best, as a user runs it (ddpm eval, a grid), then the best of all four
+  local a g3 g4 g5 k25 k30 k50 f; seeded 0 || return
+  f="--checkpoint $a --sampler dpm-solver --steps $k25 --guidance 1.5 --guide-model $g4"
+  echo "$f" >"$R/res/c10-seed0-flags.txt"
+  # shellcheck disable=SC2086  # the flags are words
+  ddpm eval $f --fid-stats "${STATS[1]}" --inception "${STATS[3]}" --n "$N" --quiet "${DEV[@]}" \
+    --json "$R/res/c10-seed0-eval.json"
+  # shellcheck disable=SC2086
+  ddpm sample $f --n 100 --out "$R/res/c10-seed0-guided.png" --quiet "${DEV[@]}"
+  seed_sweep 0 "$a:ema:dpm-solver:$k50" "$a:ema:ddim:$k50" "$(ag 1 "$g4")"
+  local k; for k in 1 2 3; do waitfor "$R/c10-seed$k.swept"; done
+  best c10-seeds "$R"/res/c10-seed?-sweep.json
+}
+y1() { local a g3 g4 g5 k25 k30 k50; seeded 1 || return
+  seed_sweep 1 "$a:ema:dpm-solver:$k50" "$(ag 1 "$g4")" "$(ag 1.5 "$g4")" "$(ag 1.5 "$g5")"; }
+y2() { local a g3 g4 g5 k25 k30 k50; seeded 2 || return
+  seed_sweep 2 "$a:ema:dpm-solver:$k50" "$(ag 1.5 "$g4")" "$(ag 2 "$g4")" "$(ag 1 "$g5")"; }
+y3() { local a g3 g4 g5 k25 k30 k50; seeded 3 || return
+  seed_sweep 3 "$a:ema:dpm-solver:$k50" "$(ag 1.5 "$g4")" "$(ag 1.5 "$g3")" \
+    "$a:ema:dpm-solver:$k30::guidance=1.5:guide=$g4:interval=0.28,5.42"; }
+
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
   local t0=$SECONDS q=q$1
@@ -664,6 +730,7 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   [[ $PLAN == tenth ]] && q=k$1
   [[ $PLAN == eleventh ]] && q=l$1
   [[ $PLAN == twelfth ]] && q=w$1
+  [[ $PLAN == thirteenth ]] && q=y$1
   "$q" >"$Q/q$1.log" 2>&1
   echo "exit $? after $((SECONDS - t0)) s" >>"$Q/q$1.log"
   touch "$Q/q$1.done"
@@ -674,7 +741,7 @@ pack() {  # the results so far (small files only), the queue logs and the traini
     cars/ours-default-compile cars/simpleunet-ours blocks c10-control c10-b64 c10-nrb1-b64 c10-nrb1-b64-edm \
     c10-graph c10-model-graphs c10-nrb1 c10-scale-shift "$(cat "$R/arm-name" 2>/dev/null)" \
     c10-recipe c10-beta2 c10-beta2-lr6 c10-lr6 c10-all c10-beta2-lr8 c10-noattn c10-4min \
-    c10-cond c10-b256 c10-16min c10-gamma2 \
+    c10-cond c10-b256 c10-16min c10-gamma2 c10-seed0 c10-seed1 c10-seed2 c10-seed3 \
     $(printf 'cars/%s ' "${cand_order[@]}"); do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done
