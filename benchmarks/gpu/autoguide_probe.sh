@@ -44,9 +44,8 @@ stamp "the recipe on them for $MIN minutes"
 ddpm train --recipe cifar10-8min --data "$DATA" --max-minutes "$MIN" \
   --snapshot-minutes "$SNAPS" --out "$W/run" --quiet --no-final-pictures "${X[@]}" || exit 1
 cp "$W/run/log.csv" "$OUT/train-log.csv"
-mapfile -t s < <(python3 -c "import glob, re, sys  # by their minutes
-print(*sorted(glob.glob(sys.argv[1] + '/snapshot-*min.pt'),
-              key=lambda p: float(re.search(r'snapshot-([0-9.]+)min', p)[1])), sep='\n')" "$W/run")
+mapfile -t s < <(for f in "$W"/run/snapshot-*min.pt; do  # by their minutes
+  m=${f##*snapshot-}; echo "${m%min.pt} $f"; done | sort -g | cut -d' ' -f2-)
 a=${s[-1]} g=${s[-2]} iv=interval=0.28,5.42  # the last snapshot, guided by the one before
 stamp "sweep: $a guided by $g"
 if [[ ${PROBE:-} == weights ]]; then

@@ -234,11 +234,12 @@ stamp() { echo "$(date -u +%T) $*"; }
 # the recipe, 8 minutes, snapshots at 1/2/4/8 (and the last one named for its minutes)
 recipe() { ddpm train --recipe cifar10-8min --data "$CIFAR" --max-minutes "$MIN" \
   --snapshot-minutes "$SNAPS" --quiet "${X[@]}" "$@"; }
-snapshots() {  # a run's snapshots (our .pt files, the peer's folders), by minutes
+timed_snapshots() {  # "MINUTES PATH" of a run's snapshots (our .pt files, the peer's folders)
   local f m; for f in "$1"/snapshot-*min "$1"/snapshot-*min.pt; do
     [[ -e $f ]] || continue; m=${f##*snapshot-}; m=${m%.pt}; echo "${m%min} $f"
-  done | sort -g | cut -d' ' -f2-
+  done | sort -g
 }
+snapshots() { timed_snapshots "$1" | cut -d' ' -f2-; }  # a run's snapshots, by minutes
 curve() {  # curve RUN NAME [--case ...]: DDIM-50 of each snapshot (a grid of the last), and more
   local run=$1 name=$2 s cases=(); shift 2
   while read -r s; do cases+=(--case "$s:ema:ddim:50"); done < <(snapshots "$run")
@@ -616,16 +617,19 @@ l0() {
 }
 
 # PLAN=twelfth (see the header): guidance at the target's 50 evaluations, a 16-minute point
+eval_grid() {  # eval_grid NAME FLAGS: `ddpm eval` and a 100-image grid of those sampling flags
+  echo "$2" >"$R/res/$1-flags.txt"
+  # shellcheck disable=SC2086  # the flags are words
+  ddpm eval $2 --fid-stats "${STATS[1]}" --inception "${STATS[3]}" --n "$N" --quiet \
+    "${DEV[@]}" --json "$R/res/$1-eval.json"
+  # shellcheck disable=SC2086
+  ddpm sample $2 --n 100 --out "$R/res/$1.png" --quiet "${DEV[@]}"
+}
 best() {  # best NAME JSON...: `ddpm eval` and a grid of the lowest FID within 50 evaluations
   local name=$1 flags; shift
   flags=$(python3 "$C/benchmarks/best_case.py" --max-nfe 50 "$@") || return
   stamp "best of $name: $flags"
-  echo "$flags" >"$R/res/$name-best-flags.txt"
-  # shellcheck disable=SC2086  # the flags are words
-  ddpm eval $flags --fid-stats "${STATS[1]}" --inception "${STATS[3]}" --n "$N" --quiet \
-    "${DEV[@]}" --json "$R/res/$name-best-eval.json"
-  # shellcheck disable=SC2086
-  ddpm sample $flags --n 100 --out "$R/res/$name-best.png" --quiet "${DEV[@]}"
+  eval_grid "$name-best" "$flags"
 }
 before_last() { snapshots "$1" | tail -n "$2" | head -n 1; }  # the snapshot $2 - 1 before the last
 autoguide() {  # autoguide RUN PART: the run's 8 minutes guided by its own earlier snapshots
@@ -676,8 +680,8 @@ w3() {
 # PLAN=thirteenth (see the header): four seeds of the recipe, each guided by its own snapshots
 frac() { python3 -c "print(f'{$MIN * $1:g}')"; }  # frac F: F of the run's minutes, as named
 near() {  # near RUN M: the run's snapshot nearest M minutes (a slow step can pass a mark)
-  snapshots "$1" | awk -v m="$2" '{ s = $0; sub(/.*snapshot-/, "", s); sub(/min(\.pt)?$/, "", s)
-    d = (s - m) ^ 2; if (NR == 1 || d < b) { b = d; f = $0 } } END { print f }'
+  timed_snapshots "$1" | awk -v m="$2" '{ d = ($1 - m) ^ 2
+    if (NR == 1 || d < b) { b = d; f = substr($0, length($1) + 2) } } END { print f }'
 }
 seeded() {  # seeded K: the recipe with seed K; its 8-minute model and guides at 3, 4 and 5.33
   pin "$1"; stamp "issue 9: the recipe, seed $1"  # (28%, 42% and 62% of its steps)
@@ -697,14 +701,8 @@ seed_sweep() {  # seed_sweep K CASE...: the cases of seed K's model, then a done
   touch "$R/c10-seed$k.swept"
 }
 y0() {  # the predicted best, as a user runs it (ddpm eval, a grid), then the best of all four
-  local a g3 g4 g5 k25 k30 k50 f; seeded 0 || return
-  f="--checkpoint $a --sampler dpm-solver --steps $k25 --guidance 1.5 --guide-model $g4"
-  echo "$f" >"$R/res/c10-seed0-flags.txt"
-  # shellcheck disable=SC2086  # the flags are words
-  ddpm eval $f --fid-stats "${STATS[1]}" --inception "${STATS[3]}" --n "$N" --quiet "${DEV[@]}" \
-    --json "$R/res/c10-seed0-eval.json"
-  # shellcheck disable=SC2086
-  ddpm sample $f --n 100 --out "$R/res/c10-seed0-guided.png" --quiet "${DEV[@]}"
+  local a g3 g4 g5 k25 k30 k50; seeded 0 || return
+  eval_grid c10-seed0-guided "--checkpoint $a --sampler dpm-solver --steps $k25 --guidance 1.5 --guide-model $g4"
   seed_sweep 0 "$a:ema:dpm-solver:$k50" "$a:ema:ddim:$k50" "$(ag 1 "$g4")"
   local k; for k in 1 2 3; do waitfor "$R/c10-seed$k.swept"; done
   best c10-seeds "$R"/res/c10-seed?-sweep.json
