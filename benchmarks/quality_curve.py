@@ -1,9 +1,10 @@
 """The quality-per-minute pictures from `fid_sweep.py` results: FID against training minutes
 (each run's snapshot-<m>min checkpoints, EMA weights, one sampler) and FID against network
-evaluations for each sampler at the first run's last snapshot. Prints both as tables.
+evaluations for each sampler at the first run's last snapshot, with `ddpm eval` results
+beside them as single points (--eval). Prints both as tables.
 
     python benchmarks/quality_curve.py --run ours=docs/results/cifar10-recipe-2026-11-27.json \
-        --run diffusers=peer.json --out docs/cifar10-quality.png
+        --run diffusers=peer.json --eval "guided=eval.json" --out docs/cifar10-quality.png
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ddpm.plots import Panel, Series, plot
+from ddpm.samplers import network_evaluations
 
 MINUTES = re.compile(r"snapshot-([0-9.]+)min")
 
@@ -56,9 +58,24 @@ def by_nfe(rows: list[dict], at: float) -> dict[str, list[tuple[int, float]]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
+def eval_point(record: dict, path: str) -> tuple[int, float]:
+    """(NFE, FID) of a `ddpm eval` JSON. Older files lack "nfe"; it follows from the sampler
+    then, unless a guidance interval makes it depend on the schedule."""
+    fid = record["fid"]
+    if "nfe" in fid:
+        return fid["nfe"], fid["fid"]
+    if fid.get("guidance_interval") or fid["steps"] is None:
+        sys.exit(f'{path}: no "nfe" recorded; evaluate it again with this version of ddpm eval')
+    nfe = network_evaluations(fid["sampler"], fid["steps"], T=0)  # T counts only without steps
+    return nfe * (2 if fid["guidance"] else 1), fid["fid"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", action="append", required=True, help="LABEL=SWEEP.json")
+    p.add_argument(
+        "--eval", action="append", default=[], help="LABEL=EVAL.json: a `ddpm eval` point"
+    )
     p.add_argument("--sampler", default="ddim", help="the curve's sampler (default: ddim)")
     p.add_argument("--steps", type=int, default=50, help="the curve's steps (default: 50)")
     p.add_argument("--out", type=Path, help="PNG with both panels")
@@ -86,6 +103,10 @@ def main() -> None:
             nfe_panel.series.append(
                 Series(f"{label} {name}", [n for n, _ in pts], [f for _, f in pts])
             )
+    for spec in args.eval:
+        label, _, path = spec.partition("=")
+        nfe, fid = eval_point(json.loads(Path(path).read_text()), path)
+        nfe_panel.series.append(Series(label, [nfe], [fid]))
     print("\n| sampler at the last snapshot | NFE | FID |\n|---|---:|---:|")
     for s in nfe_panel.series:
         for n, f in zip(s.x, s.y):

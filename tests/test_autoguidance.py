@@ -118,6 +118,8 @@ def test_the_flags_sample_and_evaluate_as_the_library_does(run, tmp_path, capsys
     record = json.loads(out.read_text())["fid"]
     assert (record["guide_model"], record["guidance_interval"]) == (guide, [0.3, 8.0])
     loaded = with_guidance(load_model(ckpt), load_model(guide), (0.3, 8.0))
+    nfe = evaluations(loaded, "ddim", 5, 1.5)  # the guide runs only inside the interval
+    assert record["nfe"] == nfe and 5 < nfe < 10 and f"{nfe} network evaluations" in said
     r = model_fid(loaded, load_stats(stats), FakeInception(), 6, SamplerSettings("ddim", 5))
     unguided = json.loads(out.read_text())["fid"]["fid"]
     assert r.fid != pytest.approx(unguided)  # the settings' w = 0: the model alone

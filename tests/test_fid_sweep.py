@@ -84,6 +84,17 @@ def test_curves_keep_the_ddpm_variances_apart():
     assert groups["ddpm (variance large)"] == [(50, 150.0)]
 
 
+def test_an_eval_point_costs_what_its_sampler_and_guide_do():
+    eval_point = load("quality_curve").eval_point
+    fid = {"fid": 10.1, "sampler": "dpm-solver", "steps": 25, "guidance": 1.5}
+    assert eval_point({"fid": dict(fid)}, "e.json") == (50, 10.1)  # two networks a step
+    assert eval_point({"fid": {**fid, "guidance": 0.0}}, "e.json") == (25, 10.1)
+    assert eval_point({"fid": {**fid, "sampler": "heun"}}, "e.json") == (98, 10.1)
+    assert eval_point({"fid": {**fid, "nfe": 37}}, "e.json") == (37, 10.1)  # as recorded
+    with pytest.raises(SystemExit, match='e.json: no "nfe" recorded'):
+        eval_point({"fid": {**fid, "guidance_interval": [0.3, 5.0]}}, "e.json")
+
+
 def test_a_grid_must_name_one_of_the_cases():
     parse_grids = load("fid_sweep").parse_grids
 

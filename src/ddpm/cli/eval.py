@@ -170,7 +170,7 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
         model_nll,
         select_images,
     )
-    from ddpm.generate import load_model
+    from ddpm.generate import evaluations, load_model
 
     device, main = dist.device, dist.is_main
     reference = load_stats(args.fid_stats) if args.fid_stats is not None else None
@@ -251,13 +251,19 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
         r = model_fid(sampling, reference, net, args.n or 10000, settings, progress, dist)
         bf16 = ", bf16" if sampling.bf16 else ""
         procs = f", {dist.world_size} processes" if dist.world_size > 1 else ""
+        nfe = evaluations(sampling, args.sampler, steps, args.guidance, args.spacing)
         if main:
             print(
                 f"FID {r.fid:.3f}: {r.n} samples, {settings.describe(conditional)}"
-                f"{guide_words(args)}{bf16}, {which}, vs {args.fid_stats} "
-                f"({r.seconds:.0f} s{procs})"
+                f"{guide_words(args)}, {nfe} network evaluations{bf16}, {which}, "
+                f"vs {args.fid_stats} ({r.seconds:.0f} s{procs})"
             )
-        record["fid"] = {**r.as_dict(), "bf16": sampling.bf16, "stats": str(args.fid_stats)}
+        record["fid"] = {
+            **r.as_dict(),
+            "nfe": nfe,
+            "bf16": sampling.bf16,
+            "stats": str(args.fid_stats),
+        }
         if (guide := guide_path(args)) is not None:
             record["fid"].update(guide_model=str(guide), guide_ema=args.guide_ema)
         if args.guidance_interval is not None:
