@@ -196,6 +196,28 @@
 # then `wait 560`, issued alone and at once. GPU 0's `ddpm eval` should be done within the
 # second call (training and its compile about 8.3 minutes, the eval about 2).
 #
+# Seen (2026-11-28, 03:00-03:21 UTC; docs/benchmarks.md): GPU 0's `ddpm eval` of the predicted
+# best came back inside the fid+wait call, **FID-10k 10.12** (seed 0, 22,140 steps), and seed
+# 3's DPM-Solver-50 12.39; then the machine went back in the gap after that 573 s call, as in
+# the twelfth round, and the rest (the grid, the other seeds, the sweeps) was lost.
+#
+# PLAN=fourteenth (written 2026-11-28 in the fourteenth session): the same four seeds of the
+# recipe, with the guided case first on every GPU, so four repeats of w 1.5 by the 4-minute
+# snapshot at 25 steps give the spread between seeds (predicted: 9.8-10.6, centred near the
+# thirteenth's 10.12). GPU 0 also writes that case's grid (`ddpm sample`), the recipe's own
+# grid #9 lacks, and scores w 1.25 and 1.75; GPU 1 the 5.33-minute guide and the main
+# model's 0.2 EMA; GPU 2 the 3-minute guide and DPM-Solver++(3M); GPU 3 the interval (0.28,
+# 5.42] at 30 steps with w 1.5 and 2. Each also scores DPM-Solver-50 unguided, the control.
+# Predictions: w 1.25 and 1.75 within 0.3 of 1.5; the 3-minute guide (28% of the steps)
+# worse, the 5.33-minute (62%) level or worse; 3M level with 2M; the 0.2 EMA level. The
+# calls, with every call under 400 s of waiting (two rounds lost their machine in the gap
+# after the first call of 560-573 s; whether long calls are the cause is unknown):
+#   1. carry .stage: PLAN=fourteenth bash benchmarks/gpu/round.sh launch
+#   2. carry .fid:   PLAN=fourteenth bash benchmarks/gpu/round.sh fid; PLAN=fourteenth bash benchmarks/gpu/round.sh wait 400
+#   3, 4, ...:       PLAN=fourteenth bash benchmarks/gpu/round.sh wait 400   (each alone, at once)
+# About 17 minutes: training with its compile 8.3, the first guided eval at about 9.5, the
+# sweeps about 14, the best of all about 16.
+#
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
 set -u
@@ -715,6 +737,24 @@ y3() { local a g3 g4 g5 k25 k30 k50; seeded 3 || return
   seed_sweep 3 "$a:ema:dpm-solver:$k50" "$(ag 1.5 "$g4")" "$(ag 1.5 "$g3")" \
     "$a:ema:dpm-solver:$k30::guidance=1.5:guide=$g4:interval=0.28,5.42"; }
 
+# PLAN=fourteenth (see the header): the thirteenth's 10.12 on four seeds, and the knobs around it
+z0() {  # the case again as a user runs it, with its grid; w 1.25 and 1.75; then the best of all
+  local a g3 g4 g5 k25 k30 k50; seeded 0 || return
+  eval_grid c10-seed0-guided "--checkpoint $a --sampler dpm-solver --steps $k25 --guidance 1.5 --guide-model $g4"
+  seed_sweep 0 "$a:ema:dpm-solver:$k50" "$(ag 1.25 "$g4")" "$(ag 1.75 "$g4")"
+  local k; for k in 1 2 3; do waitfor "$R/c10-seed$k.swept"; done
+  best c10-seeds "$R"/res/c10-seed?-sweep.json
+}
+z1() { local a g3 g4 g5 k25 k30 k50; seeded 1 || return
+  seed_sweep 1 "$(ag 1.5 "$g4")" "$a:ema:dpm-solver:$k50" "$(ag 1.5 "$g5")" \
+    "$a:0.2:dpm-solver:$k25::guidance=1.5:guide=$g4"; }  # the main model's longer EMA
+z2() { local a g3 g4 g5 k25 k30 k50; seeded 2 || return
+  seed_sweep 2 "$(ag 1.5 "$g4")" "$a:ema:dpm-solver:$k50" "$(ag 1.5 "$g3")" \
+    "$a:ema:dpm-solver-3m:$k25::guidance=1.5:guide=$g4"; }
+z3() { local a g3 g4 g5 k25 k30 k50 iv=interval=0.28,5.42; seeded 3 || return
+  seed_sweep 3 "$(ag 1.5 "$g4")" "$a:ema:dpm-solver:$k50" \
+    "$a:ema:dpm-solver:$k30::guidance=1.5:guide=$g4:$iv" "$a:ema:dpm-solver:$k30::guidance=2:guide=$g4:$iv"; }
+
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
   local t0=$SECONDS q=q$1
@@ -729,6 +769,7 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   [[ $PLAN == eleventh ]] && q=l$1
   [[ $PLAN == twelfth ]] && q=w$1
   [[ $PLAN == thirteenth ]] && q=y$1
+  [[ $PLAN == fourteenth ]] && q=z$1
   "$q" >"$Q/q$1.log" 2>&1
   echo "exit $? after $((SECONDS - t0)) s" >>"$Q/q$1.log"
   touch "$Q/q$1.done"

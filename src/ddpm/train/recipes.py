@@ -80,7 +80,10 @@ RECIPES: dict[str, Recipe] = {
         "Min-SNR-5 loss weighting, a power-function EMA of length 0.1 (and one of 0.2 kept "
         "beside it), snapshots at 1, 2, 4 and 8 minutes, and the whole training step as one "
         "CUDA graph. Measured on 2026-11-27: FID-10k 12.8 and 12.9 with DDIM-50 (`ddpm "
-        "eval`, two runs) after 21,837-21,850 steps, 12.6 with DPM-Solver-50; Ho et al.'s "
+        "eval`, two runs) after 21,837-21,850 steps, 12.6 with DPM-Solver-50, and 10.1 "
+        "at the same 50 network evaluations with DPM-Solver-25 guided (w 1.5) by the run's "
+        "own 4-minute snapshot (2026-11-28, `ddpm eval --guide-model snapshot-4min.pt "
+        "--guidance 1.5 --sampler dpm-solver --steps 25`); Ho et al.'s "
         "network with the same training: 14.0-14.4; diffusers' "
         "recipe with the same speed features: 18.9 (docs/benchmarks.md, with the losers).",
         {
