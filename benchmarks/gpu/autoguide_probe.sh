@@ -19,6 +19,13 @@
 # 19.77, by 1.5 minutes 27.05 (worse than alone); w 1.5 19.43, w 2 21.14. In steps the
 # snapshots are at 21% and 47% of the run (the first 75 s compile), the 8-minute recipe's
 # 4-minute snapshot at 42%: round.sh PLAN=thirteenth guides by it, and by 3 and 5.33.
+# PROBE=ema (written 2026-11-28 in the fourteenth session, with 422 s of device time left
+# after the thirteenth round gave 10.12 at w 1.5 by the 4-minute snapshot): which weights,
+# around that case? Snapshots at 2, 2.5 and 3 minutes (47% and about 71% of the steps); at
+# 25 steps with w 1.5: by the 2-minute snapshot (the reference, 19.43 before), by its 0.2
+# EMA (a longer EMA makes the guide better, so predicted worse: 19.5-20.5), the main model's
+# 0.2 EMA by the 2-minute snapshot (predicted level, within 0.5), and by the 2.5-minute
+# snapshot (nearer the model, so predicted worse: 20-21).
 #   carry .test (test.zip) and .inc (the Inception network alone, 44 MB):
 #   bash benchmarks/gpu/autoguide_probe.sh        (CPU smoke: SMOKE=1 OUT=/tmp/o bash ...)
 set -u
@@ -37,6 +44,7 @@ else
   MIN=${MINUTES:-3} SNAPS=2,${MINUTES:-3} N=${N:-4000} K=(25 30 50) X=() DEV=()
 fi
 [[ ${PROBE:-} == weights ]] && SNAPS=$(python3 -c "m = $MIN; print(f'{m / 2:g},{m * 2 / 3:g},{m:g}')")
+[[ ${PROBE:-} == ema ]] && SNAPS=$(python3 -c "m = $MIN; print(f'{m * 2 / 3:g},{m * 5 / 6:g},{m:g}')")
 INC=${INC:-.inc/fid-inception-fp16.pt}  # the network alone: with the statistics file it would not fit
 stamp "reference statistics of the 10,000 test images"
 ddpm fid-stats "$DATA" -o "$W/ref.npz" --inception "$INC" --quiet "${DEV[@]}" || exit 1
@@ -52,6 +60,11 @@ if [[ ${PROBE:-} == weights ]]; then
   c=("$a:ema:dpm-solver:${K[0]}" "$a:ema:dpm-solver:${K[0]}::guidance=1:guide=$g"
     "$a:ema:dpm-solver:${K[0]}::guidance=1:guide=${s[0]}" "$a:ema:dpm-solver:${K[0]}::guidance=1.5:guide=$g"
     "$a:ema:dpm-solver:${K[0]}::guidance=2:guide=$g")
+elif [[ ${PROBE:-} == ema ]]; then
+  c=("$a:ema:dpm-solver:${K[0]}::guidance=1.5:guide=${s[-3]}"
+    "$a:ema:dpm-solver:${K[0]}::guidance=1.5:guide=${s[-3]}:guide_ema=0.2"
+    "$a:0.2:dpm-solver:${K[0]}::guidance=1.5:guide=${s[-3]}"
+    "$a:ema:dpm-solver:${K[0]}::guidance=1.5:guide=$g")
 else
   c=("$a:ema:dpm-solver:${K[0]}" "$a:ema:dpm-solver:${K[0]}::guidance=1:guide=$g"
     "$a:ema:dpm-solver:${K[0]}::guidance=0.5:guide=$g" "$a:ema:dpm-solver:${K[1]}::guidance=1:guide=$g:$iv"
