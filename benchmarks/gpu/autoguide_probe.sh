@@ -25,7 +25,10 @@
 # 25 steps with w 1.5: by the 2-minute snapshot (the reference, 19.43 before), by its 0.2
 # EMA (a longer EMA makes the guide better, so predicted worse: 19.5-20.5), the main model's
 # 0.2 EMA by the 2-minute snapshot (predicted level, within 0.5), and by the 2.5-minute
-# snapshot (nearer the model, so predicted worse: 20-21).
+# snapshot (nearer the model, so predicted worse: 20-21). Seen (2026-11-28, 03:51-03:57 UTC,
+# 340 s): 18.96 for the reference; the guide's 0.2 EMA 20.58 and the 2.5-minute guide (74%)
+# 22.36, both worse as predicted and by more; the main model's 0.2 EMA 29.22, far worse
+# (predicted level: wrong). round.sh PLAN=fourteenth takes guides at 35% and 49% instead.
 #   carry .test (test.zip) and .inc (the Inception network alone, 44 MB):
 #   bash benchmarks/gpu/autoguide_probe.sh        (CPU smoke: SMOKE=1 OUT=/tmp/o bash ...)
 set -u

@@ -205,13 +205,18 @@
 # recipe, with the guided case first on every GPU, so four repeats of w 1.5 by the 4-minute
 # snapshot at 25 steps give the spread between seeds (predicted: 9.8-10.6, centred near the
 # thirteenth's 10.12). GPU 0 also writes that case's grid (`ddpm sample`), the recipe's own
-# grid #9 lacks, and scores w 1.25 and 1.75; GPU 1 the 5.33-minute guide and the main
-# model's 0.2 EMA; GPU 2 the 3-minute guide and DPM-Solver++(3M); GPU 3 the interval (0.28,
-# 5.42] at 30 steps with w 1.5 and 2. Each also scores DPM-Solver-50 unguided, the control.
-# Predictions: w 1.25 and 1.75 within 0.3 of 1.5; the 3-minute guide (28% of the steps)
-# worse, the 5.33-minute (62%) level or worse; 3M level with 2M; the 0.2 EMA level. The
-# calls, with every call under 400 s of waiting (two rounds lost their machine in the gap
-# after the first call of 560-573 s; whether long calls are the cause is unknown):
+# grid #9 lacks, and scores w 1.25 and 1.75. A probe the same session (autoguide_probe.sh
+# PROBE=ema: 18.96 for the reference case) found the guide's 0.2 EMA worse (20.58), a guide
+# at 74% of the steps worse (22.36) and the main model's 0.2 EMA much worse (29.22), so the
+# guides beside the 4-minute one are at 3.5 and 4.5 minutes (G_LO, G_HI: about 35% and 49%
+# of the steps) and seed 1 also keeps a 0.05 EMA for the guide. GPU 1: the 4.5-minute guide
+# and the 4-minute guide's 0.05 EMA; GPU 2: the 3.5-minute guide and DPM-Solver++(3M); GPU
+# 3: the interval (0.28, 5.42] at 30 steps with w 1.5 and 2. Each also scores DPM-Solver-50
+# unguided, the control. Predictions: w 1.25 and 1.75 within 0.3 of 1.5; the 3.5 and
+# 4.5-minute guides within 0.3 of the 4-minute one; the guide's 0.05 EMA better by up to
+# 0.5 (the 0.2 was 1.6 worse in the probe); 3M level with 2M. The calls, with every call
+# under 400 s of waiting (two rounds lost their machine in the gap after the first call of
+# 560-573 s; whether long calls are the cause is unknown):
 #   1. carry .stage: PLAN=fourteenth bash benchmarks/gpu/round.sh launch
 #   2. carry .fid:   PLAN=fourteenth bash benchmarks/gpu/round.sh fid; PLAN=fourteenth bash benchmarks/gpu/round.sh wait 400
 #   3, 4, ...:       PLAN=fourteenth bash benchmarks/gpu/round.sh wait 400   (each alone, at once)
@@ -705,16 +710,19 @@ near() {  # near RUN M: the run's snapshot nearest M minutes (a slow step can pa
   timed_snapshots "$1" | awk -v m="$2" '{ d = ($1 - m) ^ 2
     if (NR == 1 || d < b) { b = d; f = substr($0, length($1) + 2) } } END { print f }'
 }
-seeded() {  # seeded K: the recipe with seed K; its 8-minute model and guides at 3, 4 and 5.33
-  pin "$1"; stamp "issue 9: the recipe, seed $1"  # (28%, 42% and 62% of its steps)
-  recipe --out "$R/c10-seed$1" --seed "$1" --no-final-pictures \
-    --snapshot-minutes "$SNAPS,$(frac 3/8),$(frac 2/3)" || return
-  touch "$R/c10-seed$1.trained"; waitfor "$R/fid.ready"
-  local run=$R/c10-seed$1
-  a=$(last "$run") g3=$(near "$run" "$(frac 3/8)") g4=$(near "$run" "$(frac 1/2)")
-  g5=$(near "$run" "$(frac 2/3)") k25=25 k30=30 k50=50
+G_LO=3/8 G_HI=2/3  # the guides beside the 4-minute one, as fractions of the run's minutes
+[[ ${PLAN:-} == fourteenth ]] && G_LO=7/16 G_HI=9/16  # 3.5 and 4.5 minutes
+seeded() {  # seeded K [FLAGS]: the recipe with seed K; its 8-minute model and guides at G_LO,
+  local k=$1; shift  # 4 minutes and G_HI (3, 4 and 5.33: 28%, 42% and 62% of its steps)
+  pin "$k"; stamp "issue 9: the recipe, seed $k $*"
+  recipe --out "$R/c10-seed$k" --seed "$k" --no-final-pictures \
+    --snapshot-minutes "$SNAPS,$(frac $G_LO),$(frac $G_HI)" "$@" || return
+  touch "$R/c10-seed$k.trained"; waitfor "$R/fid.ready"
+  local run=$R/c10-seed$k
+  a=$(last "$run") g3=$(near "$run" "$(frac $G_LO)") g4=$(near "$run" "$(frac 1/2)")
+  g5=$(near "$run" "$(frac $G_HI)") k25=25 k30=30 k50=50
   [[ -n ${SMOKE:-} ]] && k25=3 k30=4 k50=6
-  stamp "seed $1: $a guided by $g3, $g4, $g5"
+  stamp "seed $k: $a guided by $g3, $g4, $g5"
 }
 ag() { echo "$a:ema:dpm-solver:$k25::guidance=$1:guide=$2"; }  # ag W GUIDE: 25 steps guided
 seed_sweep() {  # seed_sweep K CASE...: the cases of seed K's model, then a done marker
@@ -745,10 +753,11 @@ z0() {  # the case again as a user runs it, with its grid; w 1.25 and 1.75; then
   local k; for k in 1 2 3; do waitfor "$R/c10-seed$k.swept"; done
   best c10-seeds "$R"/res/c10-seed?-sweep.json
 }
-z1() { local a g3 g4 g5 k25 k30 k50; seeded 1 || return
+z1() {  # the guide at 4.5 minutes, and the 4-minute guide's shorter EMA (0.05, kept for it)
+  local a g3 g4 g5 k25 k30 k50; seeded 1 --ema-extra 0.05,0.2 || return
   seed_sweep 1 "$(ag 1.5 "$g4")" "$a:ema:dpm-solver:$k50" "$(ag 1.5 "$g5")" \
-    "$a:0.2:dpm-solver:$k25::guidance=1.5:guide=$g4"; }  # the main model's longer EMA
-z2() { local a g3 g4 g5 k25 k30 k50; seeded 2 || return
+    "$(ag 1.5 "$g4"):guide_ema=0.05"; }
+z2() { local a g3 g4 g5 k25 k30 k50; seeded 2 || return  # the guide at 3.5 minutes, and 3M
   seed_sweep 2 "$(ag 1.5 "$g4")" "$a:ema:dpm-solver:$k50" "$(ag 1.5 "$g3")" \
     "$a:ema:dpm-solver-3m:$k25::guidance=1.5:guide=$g4"; }
 z3() { local a g3 g4 g5 k25 k30 k50 iv=interval=0.28,5.42; seeded 3 || return
