@@ -181,3 +181,10 @@ def test_respaced_ddpm_runs_the_respaced_chain():
     assert torch.equal(full, S.ddpm_sample(model, schedule, x_T, "small", generator=gen()))
     with pytest.raises(ValueError, match="steps"):
         S.sample("ddpm", model, schedule, x_T, 201)
+
+
+def test_a_sampler_without_steps_takes_50_or_all_of_a_shorter_schedule():
+    assert S.default_steps("ddim", None, 1000) == S.DEFAULT_STEPS == 50
+    assert S.default_steps("dpm-solver", None, 40) == 40  # 50 would overrun T = 40
+    assert S.default_steps("heun", 20, 1000) == 20  # given steps stay as given
+    assert S.default_steps("ddpm", None, 1000) is None  # ancestral: every timestep

@@ -31,8 +31,8 @@ from ddpm.images import process_strip, save_gif
 from ddpm.interchange import read_model
 from ddpm.progress import Progress
 from ddpm.samplers import (
-    DEFAULT_STEPS,
     EpsModel,
+    default_steps,
     network_evaluations,
     per_sample_noise,
     sample,
@@ -294,8 +294,7 @@ def generate(
     bar (or a line every 30 s off a terminal) counts the network calls.
     """
     variance = loaded.variance(variance)
-    if steps is None and sampler != "ddpm":
-        steps = DEFAULT_STEPS
+    steps = default_steps(sampler, steps, loaded.schedule.T)
     device = next(loaded.model.parameters()).device
     labels = _labels(loaded, n, seed, first_index, class_labels, guidance)
     calls = math.ceil(n / batch_size) * network_evaluations(sampler, steps, loaded.schedule.T)
@@ -444,8 +443,7 @@ def chain_snapshots(
     """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0, and the
     timestep of each (-1 for the final x_0). Arguments as `denoising_process`."""
     variance = loaded.variance(variance)
-    if steps is None and sampler != "ddpm":
-        steps = DEFAULT_STEPS
+    steps = default_steps(sampler, steps, loaded.schedule.T)
     device = next(loaded.model.parameters()).device
     labels = _labels(loaded, n, seed, 0, class_labels, guidance)
     gens = sample_generators(seed, range(n), device)

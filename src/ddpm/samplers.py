@@ -36,6 +36,14 @@ SAMPLERS = ("ddpm", "ddim", "dpm-solver", "dpm-solver-3m", "heun")
 DEFAULT_STEPS = 50  # DDIM / DPM-Solver / Heun steps when none are given
 
 
+def default_steps(sampler: str, steps: int | None, T: int) -> int | None:
+    """The steps a sampler takes when `steps` is None: ancestral DDPM all T (None), the others
+    DEFAULT_STEPS, or T where the model has fewer timesteps than that."""
+    if steps is not None or sampler == "ddpm":
+        return steps
+    return min(DEFAULT_STEPS, T)
+
+
 def randn_like(x: Tensor, generator: Generators) -> Tensor:
     """Standard normal noise shaped like x, drawn per sample when given a list of generators."""
     if generator is None or isinstance(generator, torch.Generator):

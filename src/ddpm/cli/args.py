@@ -272,8 +272,8 @@ SAMPLER_HELP = (
     "solver_order=3; heun: Karras et al.'s 2nd-order ODE solver"
 )
 STEPS_HELP = (
-    "DDIM / DPM-Solver / Heun steps (default 50); with --sampler ddpm, sample on K respaced "
-    "steps (Nichol & Dhariwal 2021 §4; default: all T)"
+    "DDIM / DPM-Solver / Heun steps (default 50, or T if the model has fewer); with --sampler "
+    "ddpm, sample on K respaced steps (Nichol & Dhariwal 2021 §4; default: all T)"
 )
 SPACING_HELP = (
     "timesteps of ddim / dpm-solver(-3m) / heun: leading (DDIM's), trailing (start at T) or karras "

@@ -32,7 +32,7 @@ from ddpm.cli.args import (
 )
 from ddpm.conditioning import CLASS_DISTRIBUTIONS
 from ddpm.diffusion import VARIANCES
-from ddpm.samplers import DEFAULT_STEPS, SAMPLERS, SPACINGS
+from ddpm.samplers import SAMPLERS, SPACINGS, default_steps
 from ddpm.unet import ConfigError
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
         which = f"exported weights of step {loaded.step}"
         record.update(weights="exported")
     if reference is not None:
-        steps = args.steps if args.steps is not None or args.sampler == "ddpm" else DEFAULT_STEPS
+        steps = default_steps(args.sampler, args.steps, T)
         settings = SamplerSettings(
             args.sampler,
             steps,
@@ -306,7 +306,7 @@ def run_eval_arrays(args: argparse.Namespace, loaded, device) -> int:
         raise ConfigError(f"FID and --nll are for images; this model is of {kind}")
     if args.clip:
         raise ConfigError(f"--clip clips x_0 to [-1, 1], the range of images; {kind} are not")
-    steps = args.steps if args.steps is not None or args.sampler == "ddpm" else DEFAULT_STEPS
+    steps = default_steps(args.sampler, args.steps, loaded.schedule.T)
     if steps is not None and steps > loaded.schedule.T:
         raise ConfigError(f"--steps {steps} exceeds the model's T = {loaded.schedule.T}")
     loaded = guided_by(loaded, args)
