@@ -2,6 +2,7 @@
 weightings, power-function EMAs, time snapshots, epochs, and `--recipe`."""
 
 import math
+import shlex
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from ddpm.schedule import make_schedule
 from ddpm.timesteps import LogNormalTimesteps, UniformTimesteps, log_sigmas
 from ddpm.train import EMA, TrainConfig, train
 from ddpm.train.config import power_ema_beta, power_ema_exponent
-from ddpm.train.recipes import RECIPES
+from ddpm.train.recipes import RECIPES, sampling_advice
 from ddpm.unet import PRESETS, ConfigError, ResBlock, build_model
 
 
@@ -240,3 +241,49 @@ def test_recipe_cars64_2min_changes_only_the_network_batch_time_and_sampler_of_c
 def test_every_recipe_makes_a_valid_config():
     for name in RECIPES:
         parse_train(["train", "--recipe", name])
+
+
+def test_the_recipe_says_how_to_sample_it_once_its_checkpoints_exist(tmp_path):
+    out = tmp_path / "my runs"  # a space: the flags are quoted for the shell
+    out.mkdir()
+    assert sampling_advice("cifar10-8min", out, 8.0) is None  # nothing written yet
+    (out / "snapshot-8min.pt").touch()
+    assert sampling_advice("cifar10-8min", out, 8.0) is None  # the guide is missing
+    (out / "snapshot-4min.pt").touch()
+    flags = sampling_advice("cifar10-8min", out, 8.0)
+    args = build_parser().parse_args(["sample", *shlex.split(flags)])
+    assert (args.checkpoint, args.guide_model) == (
+        out / "snapshot-8min.pt",
+        out / "snapshot-4min.pt",
+    )
+    assert (args.guidance, args.sampler, args.steps) == (1.5, "dpm-solver", 25)
+    assert sampling_advice("cifar10-8min", out, 4.0) is None  # other minutes, other shares
+    assert (
+        sampling_advice(None, out, 8.0) is None and sampling_advice("tutorial", out, None) is None
+    )
+
+
+def test_training_ends_with_the_recipes_sampling_and_it_runs(
+    tmp_path, tiny_preset, monkeypatch, capsys
+):
+    from PIL import Image
+
+    from ddpm.cli import main
+    from ddpm.train.recipes import Recipe
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(8):
+        Image.new("RGB", (8, 8), (30 * i, 0, 0)).save(folder / f"{i}.png")
+    settings = {"preset": "tiny", "image_size": "8", "T": 40, "steps": 3, "batch_size": 4}
+    guided = "--checkpoint {out}/ckpt-0000003.pt --guide-model {out}/ckpt-0000002.pt --guidance 1"
+    monkeypatch.setitem(RECIPES, "tiny", Recipe("a tiny run", settings, guided))
+    run = tmp_path / "run"
+    argv = ["train", "--recipe", "tiny", "--data", str(folder), "--out", str(run), "--quiet"]
+    assert main([*argv, "--checkpoint-every", "1", "--sample-every", "100"]) == 0
+    said = capsys.readouterr().out.splitlines()[-1]
+    prefix = "sample it as measured best (docs/benchmarks.md): ddpm sample "
+    assert said.startswith(prefix)
+    grid = tmp_path / "g.png"  # no --steps: a model of T = 40 takes 40, not the usual 50
+    assert main(["sample", *shlex.split(said[len(prefix) :]), "--n", "4", "--out", str(grid)]) == 0
+    assert grid.exists()

@@ -34,7 +34,7 @@ from ddpm.losses import LOSSES
 from ddpm.schedule import SCHEDULES
 from ddpm.speed import COMPILE_MODES, COMPILE_SCOPES
 from ddpm.timesteps import TIMESTEP_SAMPLERS
-from ddpm.train.recipes import RECIPES, recipe_settings
+from ddpm.train.recipes import RECIPES, recipe_settings, sampling_advice
 from ddpm.unet import PRESETS
 
 if TYPE_CHECKING:
@@ -571,6 +571,8 @@ def _train(cfg: TrainConfig, args: argparse.Namespace, dist: Dist) -> int:
         f"trained {result.step} steps; wrote {', '.join(wrote)} and checkpoint "
         f"{result.last_checkpoint}"
     )
+    if (flags := sampling_advice(args.recipe, cfg.out, cfg.max_minutes)) is not None:
+        print(f"sample it as measured best (docs/benchmarks.md): ddpm sample {flags}")
     return 0
 
 
