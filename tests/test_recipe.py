@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ddpm import diffusion as D
-from ddpm.cli import build_parser
+from ddpm.cli import build_parser, main
 from ddpm.cli.train import apply_recipe, config_from_args
 from ddpm.data import ImageDataset
 from ddpm.generate import load_model
@@ -16,7 +16,7 @@ from ddpm.schedule import make_schedule
 from ddpm.timesteps import LogNormalTimesteps, UniformTimesteps, log_sigmas
 from ddpm.train import EMA, TrainConfig, train
 from ddpm.train.config import power_ema_beta, power_ema_exponent
-from ddpm.train.recipes import RECIPES, sampling_advice
+from ddpm.train.recipes import RECIPES, Recipe, sampling_advice
 from ddpm.unet import PRESETS, ConfigError, ResBlock, build_model
 
 
@@ -267,9 +267,6 @@ def test_training_ends_with_the_recipes_sampling_and_it_runs(
     tmp_path, tiny_preset, monkeypatch, capsys
 ):
     from PIL import Image
-
-    from ddpm.cli import main
-    from ddpm.train.recipes import Recipe
 
     folder = tmp_path / "imgs"
     folder.mkdir()

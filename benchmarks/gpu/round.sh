@@ -603,6 +603,8 @@ n0() {
     --case "$a:ema:ddim:50" "${cases[@]}" --case "$a:ema:dpm-solver:20"
 }
 
+IV=interval=0.28,5.42  # Kynkaanniemi et al.'s guidance interval, as a fid_sweep.py option
+
 # PLAN=tenth (see the header)
 LR6=(--lr 6e-4 --warmup 1000) B2=(--adam-beta2 0.99) NOATTN=(--attention-levels none)
 lever() {  # lever NAME FLAGS...: the recipe with FLAGS, DDIM-50 at 4 and 8 minutes only
@@ -663,12 +665,11 @@ autoguide() {  # autoguide RUN PART: the run's 8 minutes guided by its own earli
   waitfor "$R/$1.trained"; waitfor "$R/fid.ready"
   local a g4 g2 k=(25 30) c=(); a=$(last "$R/$1")
   g4=$(before_last "$R/$1" 2) g2=$(before_last "$R/$1" 3); [[ -n ${SMOKE:-} ]] && k=(3 4)
-  local iv=interval=0.28,5.42
   if [[ $2 == 1 ]]; then
     c=("$a:ema:dpm-solver:${k[0]}" "$a:ema:dpm-solver:${k[0]}::guidance=1:guide=$g4"
       "$a:ema:dpm-solver:${k[0]}::guidance=1.5:guide=$g4" "$a:ema:dpm-solver:${k[0]}::guidance=2:guide=$g4")
   else
-    c=("$a:ema:dpm-solver:${k[1]}::guidance=1.5:guide=$g4:$iv"
+    c=("$a:ema:dpm-solver:${k[1]}::guidance=1.5:guide=$g4:$IV"
       "$a:ema:dpm-solver:${k[0]}::guidance=1:guide=$g2"
       "$a:ema:dpm-solver:${k[0]}::guidance=1:guide_ema=0.2")
   fi
@@ -686,11 +687,11 @@ w1() {
   pin 1; stamp "issue 9: the recipe, class-conditional"
   recipe --out "$R/c10-cond" --class-cond --cond-drop 0.1 || return
   waitfor "$R/fid.ready"
-  local a g4 k=(25 30 50) iv=interval=0.28,5.42; [[ -n ${SMOKE:-} ]] && k=(3 4 6)
+  local a g4 k=(25 30 50); [[ -n ${SMOKE:-} ]] && k=(3 4 6)
   a=$(last "$R/c10-cond") g4=$(before_last "$R/c10-cond" 2)
   sweep --json "$R/res/c10-cond-sweep.json" --case "$a:ema:dpm-solver:${k[2]}" \
     --case "$a:ema:dpm-solver:${k[0]}::guidance=0.5" --case "$a:ema:dpm-solver:${k[0]}::guidance=1" \
-    --case "$a:ema:dpm-solver:${k[1]}::guidance=1:$iv" --case "$a:ema:dpm-solver:${k[1]}::guidance=2:$iv" \
+    --case "$a:ema:dpm-solver:${k[1]}::guidance=1:$IV" --case "$a:ema:dpm-solver:${k[1]}::guidance=2:$IV" \
     --case "$a:ema:dpm-solver:${k[0]}::guidance=1:guide=$g4"
   best c10-cond "$R/res/c10-cond-sweep.json"
 }
@@ -730,29 +731,26 @@ seed_sweep() {  # seed_sweep K CASE...: the cases of seed K's model, then a done
   sweep --json "$R/res/c10-seed$k-sweep.json" $(printf -- '--case %s ' "$@")
   touch "$R/c10-seed$k.swept"
 }
-y0() {  # the predicted best, as a user runs it (ddpm eval, a grid), then the best of all four
-  local a g3 g4 g5 k25 k30 k50; seeded 0 || return
+lead() {  # lead CASE...: GPU 0 after `seeded 0`: the predicted best as a user runs it (ddpm
+  # eval, a grid), seed 0's CASEs, then `ddpm eval` and a grid of the best of all four seeds
   eval_grid c10-seed0-guided "--checkpoint $a --sampler dpm-solver --steps $k25 --guidance 1.5 --guide-model $g4"
-  seed_sweep 0 "$a:ema:dpm-solver:$k50" "$a:ema:ddim:$k50" "$(ag 1 "$g4")"
+  seed_sweep 0 "$@"
   local k; for k in 1 2 3; do waitfor "$R/c10-seed$k.swept"; done
   best c10-seeds "$R"/res/c10-seed?-sweep.json
 }
+y0() { local a g3 g4 g5 k25 k30 k50; seeded 0 || return
+  lead "$a:ema:dpm-solver:$k50" "$a:ema:ddim:$k50" "$(ag 1 "$g4")"; }
 y1() { local a g3 g4 g5 k25 k30 k50; seeded 1 || return
   seed_sweep 1 "$a:ema:dpm-solver:$k50" "$(ag 1 "$g4")" "$(ag 1.5 "$g4")" "$(ag 1.5 "$g5")"; }
 y2() { local a g3 g4 g5 k25 k30 k50; seeded 2 || return
   seed_sweep 2 "$a:ema:dpm-solver:$k50" "$(ag 1.5 "$g4")" "$(ag 2 "$g4")" "$(ag 1 "$g5")"; }
 y3() { local a g3 g4 g5 k25 k30 k50; seeded 3 || return
   seed_sweep 3 "$a:ema:dpm-solver:$k50" "$(ag 1.5 "$g4")" "$(ag 1.5 "$g3")" \
-    "$a:ema:dpm-solver:$k30::guidance=1.5:guide=$g4:interval=0.28,5.42"; }
+    "$a:ema:dpm-solver:$k30::guidance=1.5:guide=$g4:$IV"; }
 
 # PLAN=fourteenth (see the header): the thirteenth's 10.12 on four seeds, and the knobs around it
-z0() {  # the case again as a user runs it, with its grid; w 1.25 and 1.75; then the best of all
-  local a g3 g4 g5 k25 k30 k50; seeded 0 || return
-  eval_grid c10-seed0-guided "--checkpoint $a --sampler dpm-solver --steps $k25 --guidance 1.5 --guide-model $g4"
-  seed_sweep 0 "$a:ema:dpm-solver:$k50" "$(ag 1.25 "$g4")" "$(ag 1.75 "$g4")"
-  local k; for k in 1 2 3; do waitfor "$R/c10-seed$k.swept"; done
-  best c10-seeds "$R"/res/c10-seed?-sweep.json
-}
+z0() { local a g3 g4 g5 k25 k30 k50; seeded 0 || return  # the case again, w 1.25 and 1.75
+  lead "$a:ema:dpm-solver:$k50" "$(ag 1.25 "$g4")" "$(ag 1.75 "$g4")"; }
 z1() {  # the guide at 4.5 minutes, and the 4-minute guide's shorter EMA (0.05, kept for it)
   local a g3 g4 g5 k25 k30 k50; seeded 1 --ema-extra 0.05,0.2 || return
   seed_sweep 1 "$(ag 1.5 "$g4")" "$a:ema:dpm-solver:$k50" "$(ag 1.5 "$g5")" \
@@ -760,9 +758,9 @@ z1() {  # the guide at 4.5 minutes, and the 4-minute guide's shorter EMA (0.05, 
 z2() { local a g3 g4 g5 k25 k30 k50; seeded 2 || return  # the guide at 3.5 minutes, and 3M
   seed_sweep 2 "$(ag 1.5 "$g4")" "$a:ema:dpm-solver:$k50" "$(ag 1.5 "$g3")" \
     "$a:ema:dpm-solver-3m:$k25::guidance=1.5:guide=$g4"; }
-z3() { local a g3 g4 g5 k25 k30 k50 iv=interval=0.28,5.42; seeded 3 || return
+z3() { local a g3 g4 g5 k25 k30 k50; seeded 3 || return
   seed_sweep 3 "$(ag 1.5 "$g4")" "$a:ema:dpm-solver:$k50" \
-    "$a:ema:dpm-solver:$k30::guidance=1.5:guide=$g4:$iv" "$a:ema:dpm-solver:$k30::guidance=2:guide=$g4:$iv"; }
+    "$a:ema:dpm-solver:$k30::guidance=1.5:guide=$g4:$IV" "$a:ema:dpm-solver:$k30::guidance=2:guide=$g4:$IV"; }
 
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
