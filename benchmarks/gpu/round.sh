@@ -223,6 +223,22 @@
 # About 17 minutes: training with its compile 8.3, the first guided eval at about 9.5, the
 # sweeps about 14, the best of all about 16.
 #
+# Seen (2026-11-28, 05:11-05:26 UTC, fifteenth session; docs/benchmarks.md): nothing lost, with
+# each call issued within seconds of the last. The guided case on the four seeds: 9.30 (`ddpm
+# eval`), 9.55, 8.53, 9.08 (median 9.19; predicted 9.8-10.6); DPM-Solver-50 unguided 12.10-12.56.
+# w 1.25 9.32 and 1.75 9.56 (seed 0); guides at 3.5 and 4.5 minutes 9.21 and 9.68 (against 8.53
+# and 9.55 at 4); the guide's 0.05 EMA 10.05 (against 9.55); the interval at 30 steps 10.31 and
+# 10.10 (w 1.5, 2); DPM-Solver++(3M) guided 8.21 (`ddpm eval`: 8.21) against 8.53 for (2M).
+#
+# PLAN=fifteenth (written 2026-11-28 in the fifteenth session, with the 888 s the fourteenth
+# left): seeds 4-7 of the recipe; each scores DPM-Solver++(3M) and (2M) at 25 steps guided (w
+# 1.5 by its 4-minute snapshot), then one case: guided 3M at 10 steps (20 evaluations, seed 4),
+# at 5 (10, seed 5), at 15 (30, seed 6), and at 25 steps with w 1.25 (seed 7). Predictions:
+# (2M) 8.5-9.6 as on seeds 0-3; (3M) better by 0-0.4 on each seed; 30 evaluations 9.5-10.5,
+# 20 evaluations 12-15 (unguided DPM-Solver-20 is 15.1), 10 evaluations 25-45 (unguided 20.5:
+# guidance may hurt at 5 steps); w 1.25 within 0.3 of 1.5. About 11 minutes. Calls: launch
+# (carry .stage); `fid` and `wait 540` in one call (carry .fid); `wait 300`, at once.
+#
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
 set -u
@@ -715,7 +731,7 @@ G_LO=3/8 G_HI=2/3  # the guides beside the 4-minute one, as fractions of the run
 [[ ${PLAN:-} == fourteenth ]] && G_LO=7/16 G_HI=9/16  # 3.5 and 4.5 minutes
 seeded() {  # seeded K [FLAGS]: the recipe with seed K; its 8-minute model and guides at G_LO,
   local k=$1; shift  # 4 minutes and G_HI (3, 4 and 5.33: 28%, 42% and 62% of its steps)
-  pin "$k"; stamp "issue 9: the recipe, seed $k $*"
+  pin $((k % 4)); stamp "issue 9: the recipe, seed $k $*"
   recipe --out "$R/c10-seed$k" --seed "$k" --no-final-pictures \
     --snapshot-minutes "$SNAPS,$(frac $G_LO),$(frac $G_HI)" "$@" || return
   touch "$R/c10-seed$k.trained"; waitfor "$R/fid.ready"
@@ -762,6 +778,16 @@ z3() { local a g3 g4 g5 k25 k30 k50; seeded 3 || return
   seed_sweep 3 "$(ag 1.5 "$g4")" "$a:ema:dpm-solver:$k50" \
     "$a:ema:dpm-solver:$k30::guidance=1.5:guide=$g4:$IV" "$a:ema:dpm-solver:$k30::guidance=2:guide=$g4:$IV"; }
 
+# PLAN=fifteenth (see the header): seeds 4-7, DPM-Solver++(3M) against (2M) guided on each, then
+# guided 3M at 10, 20 and 30 evaluations (5, 10, 15 steps) and at w 1.25
+ag3() { echo "$a:ema:dpm-solver-3m:$1::guidance=${2:-1.5}:guide=$g4"; }  # ag3 STEPS [W]
+f_seed() {  # f_seed K CASE...: seed K's 3M and 2M guided at 25 steps, then its CASEs
+  local k=$1; shift; seed_sweep "$k" "$(ag3 "$k25")" "$(ag 1.5 "$g4")" "$@"; }
+f0() { local a g3 g4 g5 k25 k30 k50; seeded 4 || return; f_seed 4 "$(ag3 10)"; }
+f1() { local a g3 g4 g5 k25 k30 k50; seeded 5 || return; f_seed 5 "$(ag3 5)"; }
+f2() { local a g3 g4 g5 k25 k30 k50; seeded 6 || return; f_seed 6 "$(ag3 15)"; }
+f3() { local a g3 g4 g5 k25 k30 k50; seeded 7 || return; f_seed 7 "$(ag3 "$k25" 1.25)"; }
+
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
   local t0=$SECONDS q=q$1
@@ -777,6 +803,7 @@ run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   [[ $PLAN == twelfth ]] && q=w$1
   [[ $PLAN == thirteenth ]] && q=y$1
   [[ $PLAN == fourteenth ]] && q=z$1
+  [[ $PLAN == fifteenth ]] && q=f$1
   "$q" >"$Q/q$1.log" 2>&1
   echo "exit $? after $((SECONDS - t0)) s" >>"$Q/q$1.log"
   touch "$Q/q$1.done"
@@ -788,6 +815,7 @@ pack() {  # the results so far (small files only), the queue logs and the traini
     c10-graph c10-model-graphs c10-nrb1 c10-scale-shift "$(cat "$R/arm-name" 2>/dev/null)" \
     c10-recipe c10-beta2 c10-beta2-lr6 c10-lr6 c10-all c10-beta2-lr8 c10-noattn c10-4min \
     c10-cond c10-b256 c10-16min c10-gamma2 c10-seed0 c10-seed1 c10-seed2 c10-seed3 \
+    c10-seed4 c10-seed5 c10-seed6 c10-seed7 \
     $(printf 'cars/%s ' "${cand_order[@]}"); do
     [[ -f $R/$run/log.csv ]] && cp "$R/$run/log.csv" "$R/res/$(echo "$run" | tr / -)-log.csv"
   done
