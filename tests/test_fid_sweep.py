@@ -95,6 +95,23 @@ def test_an_eval_point_costs_what_its_sampler_and_guide_do():
         eval_point({"fid": {**fid, "guidance_interval": [0.3, 5.0]}}, "e.json")
 
 
+def test_a_guided_curve_is_the_median_over_runs_at_each_cost():
+    guided = load("quality_curve").guided
+
+    def row(seed, steps, fid, w=1.5, sampler="dpm-solver-3m", **more):
+        options = {"guidance": w, "guide": f"seed{seed}/snapshot-4min.pt", **more}
+        return {"sampler": sampler, "nfe": 2 * steps, "fid": fid, "options": options}
+
+    rows = [row(4, 25, 9.1), row(5, 25, 9.6), row(6, 25, 9.4), row(4, 10, 16.8)]
+    rows += [row(7, 25, 8.5, w=1.25), row(7, 25, 9.5, sampler="dpm-solver")]
+    rows += [row(7, 25, 1.0, interval=[0.28, 5.42]), row(7, 25, 2.0, guide_ema="0.05")]
+    rows += [{**row(7, 25, 3.0), "options": {"guidance": 1.5, "guide": "s7/snapshot-5min.pt"}}]
+    rows += [{"sampler": "dpm-solver-3m", "nfe": 50, "fid": 12.0, "options": {}}]  # unguided
+    assert guided(rows, "dpm-solver-3m", 1.5, "snapshot-4min.pt") == [(20, 16.8), (50, 9.4)]
+    assert guided(rows, "dpm-solver-3m", 1.25, "snapshot-4min.pt") == [(50, 8.5)]
+    assert guided(rows, "dpm-solver-3m", 1.5, "snapshot-5min.pt") == [(50, 3.0)]
+
+
 def test_a_grid_must_name_one_of_the_cases():
     parse_grids = load("fid_sweep").parse_grids
 

@@ -256,7 +256,7 @@ def test_the_recipe_says_how_to_sample_it_once_its_checkpoints_exist(tmp_path):
         out / "snapshot-8min.pt",
         out / "snapshot-4min.pt",
     )
-    assert (args.guidance, args.sampler, args.steps) == (1.5, "dpm-solver", 25)
+    assert (args.guidance, args.sampler, args.steps) == (1.5, "dpm-solver-3m", 25)
     assert sampling_advice("cifar10-8min", out, 4.0) is None  # other minutes, other shares
     assert (
         sampling_advice(None, out, 8.0) is None and sampling_advice("tutorial", out, None) is None

@@ -84,10 +84,11 @@ RECIPES: dict[str, Recipe] = {
         "Min-SNR-5 loss weighting, a power-function EMA of length 0.1 (and one of 0.2 kept "
         "beside it), snapshots at 1, 2, 4 and 8 minutes, and the whole training step as one "
         "CUDA graph. Measured on 2026-11-27: FID-10k 12.8 and 12.9 with DDIM-50 (`ddpm "
-        "eval`, two runs) after 21,837-21,850 steps, 12.6 with DPM-Solver-50, and 10.1 "
-        "at the same 50 network evaluations with DPM-Solver-25 guided (w 1.5) by the run's "
-        "own 4-minute snapshot (2026-11-28, `ddpm eval --guide-model snapshot-4min.pt "
-        "--guidance 1.5 --sampler dpm-solver --steps 25`); Ho et al.'s "
+        "eval`, two runs) after 21,837-21,850 steps, 12.1-12.6 with DPM-Solver-50, and "
+        "at the same 50 network evaluations, guided (w 1.5) by the run's own 4-minute "
+        "snapshot, 8.2-9.6 with DPM-Solver++(3M) at 25 steps (median 9.1, five runs; "
+        "`ddpm eval --guide-model snapshot-4min.pt --guidance 1.5 --sampler dpm-solver-3m "
+        "--steps 25`) and 8.5-10.1 with (2M) (median 9.4, eight runs; 2026-11-28); Ho et al.'s "
         "network with the same training: 14.0-14.4; diffusers' "
         "recipe with the same speed features: 18.9 (docs/benchmarks.md, with the losers).",
         {
@@ -114,9 +115,10 @@ RECIPES: dict[str, Recipe] = {
             # around the model's own graphs were host-bound (3,821-4,566; docs/benchmarks.md)
             "step_graph": True,
         },
-        # at 50 network evaluations: 10.1 against 12.6 for DPM-Solver-50 unguided
+        # at 50 network evaluations, median of five runs 9.1 against 12.1-12.6 for
+        # DPM-Solver-50 unguided; 0.3-0.5 below (2M) guided alike on each of the five
         "--checkpoint {out}/snapshot-8min.pt --guide-model {out}/snapshot-4min.pt "
-        "--guidance 1.5 --sampler dpm-solver --steps 25",
+        "--guidance 1.5 --sampler dpm-solver-3m --steps 25",
     ),
     "cars64-fast": Recipe(
         "A 9.0M U-Net (the cars64-fast preset) for 64x64 pictures in a few minutes on one "
