@@ -239,6 +239,11 @@
 # guidance may hurt at 5 steps); w 1.25 within 0.3 of 1.5. About 11 minutes. Calls: launch
 # (carry .stage); `fid` and `wait 540` in one call (carry .fid); `wait 300`, at once.
 #
+# Seen (2026-11-28, 05:39-05:51 UTC): (3M) guided 9.14, 9.60, 9.42, 8.39 on seeds 4-7, against
+# (2M) 9.50, 10.14, 9.75, 8.82: 0.33-0.54 better on each. 3M guided at 10, 20 and 30
+# evaluations 35.96, 16.83, 12.04; w 1.25 8.50 against 8.39. Trained 22,915-23,033 steps.
+# The `fid` call only fit the 64 MiB upload with docs/ moved out of the tree for it.
+#
 # A CPU smoke test of the whole round (tiny models, minutes of seconds):
 #   SMOKE=1 R=/tmp/round OUT=/tmp/round-out bash benchmarks/gpu/round.sh launch, data, fid, wait
 set -u
