@@ -91,6 +91,11 @@ def eval_point(record: dict, path: str) -> tuple[int, float]:
     return nfe * (2 if fid["guidance"] else 1), fid["fid"]
 
 
+def series(label: str, points: list[tuple[float, float]]) -> Series:
+    """A plotted line through (x, y) points."""
+    return Series(label, [x for x, _ in points], [y for _, y in points])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", action="append", required=True, help="LABEL=SWEEP.json")
@@ -121,13 +126,11 @@ def main() -> None:
             continue
         for m, fid in points:
             print(f"| {label} | {m:g} | {fid:.2f} |")
-        time_panel.series.append(Series(label, [m for m, _ in points], [f for _, f in points]))
+        time_panel.series.append(series(label, points))
         if k > 0:
             continue
         for name, pts in by_nfe(rows, points[-1][0]).items():
-            nfe_panel.series.append(
-                Series(f"{label} {name}", [n for n, _ in pts], [f for _, f in pts])
-            )
+            nfe_panel.series.append(series(f"{label} {name}", pts))
     for spec in args.eval:
         label, _, path = spec.partition("=")
         nfe, fid = eval_point(json.loads(Path(path).read_text()), path)
@@ -140,7 +143,7 @@ def main() -> None:
         pts = guided(rows, sampler, float(w), guide)
         if not pts:
             sys.exit(f"--guided {spec}: no rows of {sampler} guided at w {w} by {guide}")
-        nfe_panel.series.append(Series(label, [n for n, _ in pts], [f for _, f in pts]))
+        nfe_panel.series.append(series(label, pts))
     print("\n| sampler at the last snapshot | NFE | FID |\n|---|---:|---:|")
     for s in nfe_panel.series:
         for n, f in zip(s.x, s.y):
