@@ -79,6 +79,19 @@ def guided(rows: list[dict], sampler: str, w: float, guide: str) -> list[tuple[i
     return sorted((n, statistics.median(f)) for n, f in fids.items())
 
 
+def guided_spec(spec: str) -> tuple[str, str, float, str, list[str]]:
+    """--guided's LABEL=SAMPLER:W:GUIDE=SWEEP.json,... as (label, sampler, w, guide, paths)."""
+    label, _, rest = spec.partition("=")
+    what, _, paths = rest.partition("=")
+    parts = what.split(":")
+    try:
+        if len(parts) != 3 or not (label and paths):
+            raise ValueError
+        return label, parts[0], float(parts[1]), parts[2], paths.split(",")
+    except ValueError:
+        sys.exit(f"--guided {spec!r}: expected LABEL=SAMPLER:W:GUIDE=SWEEP.json,...")
+
+
 def eval_point(record: dict, path: str) -> tuple[int, float]:
     """(NFE, FID) of a `ddpm eval` JSON. Older files lack "nfe"; it follows from the sampler
     then, unless a guidance interval makes it depend on the schedule."""
@@ -136,11 +149,9 @@ def main() -> None:
         nfe, fid = eval_point(json.loads(Path(path).read_text()), path)
         nfe_panel.series.append(Series(label, [nfe], [fid]))
     for spec in args.guided:
-        label, _, rest = spec.partition("=")
-        what, _, paths = rest.partition("=")
-        sampler, w, guide = what.split(":")
-        rows = [r for path in paths.split(",") for r in json.loads(Path(path).read_text())]
-        pts = guided(rows, sampler, float(w), guide)
+        label, sampler, w, guide, paths = guided_spec(spec)
+        rows = [r for path in paths for r in json.loads(Path(path).read_text())]
+        pts = guided(rows, sampler, w, guide)
         if not pts:
             sys.exit(f"--guided {spec}: no rows of {sampler} guided at w {w} by {guide}")
         nfe_panel.series.append(series(label, pts))

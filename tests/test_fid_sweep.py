@@ -112,6 +112,21 @@ def test_a_guided_curve_is_the_median_over_runs_at_each_cost():
     assert guided(rows, "dpm-solver-3m", 1.5, "snapshot-5min.pt") == [(50, 3.0)]
 
 
+def test_a_guided_spec_names_its_sampler_weight_guide_and_sweeps():
+    guided_spec = load("quality_curve").guided_spec
+    spec = "3M=dpm-solver-3m:1.5:snapshot-4min.pt=a.json,b.json"
+    assert guided_spec(spec) == (
+        "3M",
+        "dpm-solver-3m",
+        1.5,
+        "snapshot-4min.pt",
+        ["a.json", "b.json"],
+    )
+    for bad in ("3M=dpm-solver-3m:1.5=a.json", "3M=dpm-solver-3m:x:g.pt=a.json", "3M=s:1:g.pt"):
+        with pytest.raises(SystemExit, match="expected LABEL=SAMPLER:W:GUIDE=SWEEP.json"):
+            guided_spec(bad)
+
+
 def test_a_grid_must_name_one_of_the_cases():
     parse_grids = load("fid_sweep").parse_grids
 
