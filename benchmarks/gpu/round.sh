@@ -786,12 +786,13 @@ z3() { local a g3 g4 g5 k25 k30 k50; seeded 3 || return
 # PLAN=fifteenth (see the header): seeds 4-7, DPM-Solver++(3M) against (2M) guided on each, then
 # guided 3M at 10, 20 and 30 evaluations (5, 10, 15 steps) and at w 1.25
 ag3() { echo "$a:ema:dpm-solver-3m:$1::guidance=${2:-1.5}:guide=$g4"; }  # ag3 STEPS [W]
-f_seed() {  # f_seed K CASE...: seed K's 3M and 2M guided at 25 steps, then its CASEs
-  local k=$1; shift; seed_sweep "$k" "$(ag3 "$k25")" "$(ag 1.5 "$g4")" "$@"; }
-f0() { local a g3 g4 g5 k25 k30 k50; seeded 4 || return; f_seed 4 "$(ag3 10)"; }
-f1() { local a g3 g4 g5 k25 k30 k50; seeded 5 || return; f_seed 5 "$(ag3 5)"; }
-f2() { local a g3 g4 g5 k25 k30 k50; seeded 6 || return; f_seed 6 "$(ag3 15)"; }
-f3() { local a g3 g4 g5 k25 k30 k50; seeded 7 || return; f_seed 7 "$(ag3 "$k25" 1.25)"; }
+f_seed() {  # f_seed K [STEPS [W]]: seed K's 3M and 2M guided at 25 steps, then 3M at STEPS, W
+  local a g3 g4 g5 k25 k30 k50; seeded "$1" || return
+  seed_sweep "$1" "$(ag3 "$k25")" "$(ag 1.5 "$g4")" "$(ag3 "${2:-$k25}" "${3:-1.5}")"; }
+f0() { f_seed 4 10; }  # 20 evaluations
+f1() { f_seed 5 5; }   # 10
+f2() { f_seed 6 15; }  # 30
+f3() { f_seed 7 "" 1.25; }
 
 run_queue() {  # run_queue N: queue N on GPU N, logged, with a done marker
   export CUDA_VISIBLE_DEVICES=$1
