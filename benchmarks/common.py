@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import inspect
 import json
-import os
 import statistics
 import sys
 import time
@@ -260,9 +259,3 @@ def write_json(path: str | None, records: list[dict[str, Any]], extra: dict[str,
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps({**extra, "records": records}, indent=1, default=str))
-
-
-def out_path(name: str) -> str | None:
-    """A file under $OUT when that is set (the GPU machine's result folder), else None."""
-    out = os.environ.get("OUT")
-    return str(Path(out) / name) if out else None

@@ -253,7 +253,7 @@ def main() -> None:
     p.add_argument("--loss-steps", type=int, default=400, help="steps of each loss run")
     p.add_argument("--loss-batch", type=int, default=256, help="global batch of the loss runs")
     p.add_argument("--loss-preset", default="ddpm-cifar10")
-    p.add_argument("--out", default=os.environ.get("OUT", "runs/ddp_scaling"))
+    p.add_argument("--out", default="runs/ddp_scaling")
     p.add_argument("--keep", action="store_true", help="add to --out's earlier timings")
     p.add_argument("--bucket-mb", type=float, default=25.0, help="DDP bucket_cap_mb")
     p.add_argument("--static-graph", action="store_true", help="DDP static_graph")

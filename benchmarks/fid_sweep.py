@@ -37,10 +37,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ddpm.cli.args import interval
-from ddpm.evaluate import SamplerSettings, load_inception, load_stats, model_stats
+from ddpm.evaluate import load_inception, load_stats, model_stats
 from ddpm.fid import fid_from_stats
 from ddpm.generate import Loaded, evaluations, generate, load_model, speed_up, with_guidance
 from ddpm.images import save_grid
+from ddpm.spec import SamplingSpec
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Case:
     sampler: str
     steps: int
     spacing: str | None = None
-    options: dict = dataclasses.field(default_factory=dict)  # more SamplerSettings fields
+    options: dict = dataclasses.field(default_factory=dict)  # more SamplingSpec fields
 
     @classmethod
     def parse(cls, text: str) -> Case:
@@ -76,7 +77,7 @@ class Case:
         return cls(fixed[0], fixed[1], fixed[2], int(fixed[3]), spacing, options)
 
     def settings_options(self) -> dict:
-        """The options that are SamplerSettings fields (the guide's are the model's)."""
+        """The options that are SamplingSpec fields (the guide's are the model's)."""
         return {k: v for k, v in self.options.items() if k not in GUIDE_OPTIONS}
 
     def label(self) -> str:
@@ -181,7 +182,7 @@ def main() -> None:
     for k, case in enumerate(args.case):
         t0 = time.perf_counter()
         loaded = on_device(case, models, device, not args.no_compile)
-        settings = SamplerSettings(
+        settings = SamplingSpec(
             case.sampler,
             case.steps,
             seed=args.seed,
@@ -194,24 +195,11 @@ def main() -> None:
             labels = None
             if loaded.num_classes is not None:  # the classes model_stats drew for them
                 labels = loaded.draw_classes(settings.seed, range(100), settings.classes)
-            x = generate(
-                loaded,
-                100,
-                settings.seed,
-                case.sampler,
-                case.steps,
-                eta=settings.eta,
-                variance=settings.variance,
-                clip=settings.clip,
-                batch_size=100,
-                spacing=case.spacing,
-                class_labels=labels,
-                guidance=settings.guidance,
-            )
+            x = generate(loaded, 100, settings, class_labels=labels, batch_size=100)
             save_grid(x, grids[k], nrow=10)
         seconds = time.perf_counter() - t0
         future = pool.submit(fid_from_stats, stats, reference)
-        nfe = evaluations(loaded, case.sampler, case.steps, settings.guidance, case.spacing)
+        nfe = evaluations(loaded, settings)
         pending.append((case, future, seconds, loaded.step, nfe))
         while pending and pending[0][1].done():
             record(*pending.pop(0))

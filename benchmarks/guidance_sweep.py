@@ -39,6 +39,7 @@ from ddpm.evaluate import load_inception, load_stats
 from ddpm.fid import FIDStats, StatsAccumulator, features, fid_from_stats
 from ddpm.generate import Loaded, generate, load_model, speed_up
 from ddpm.samplers import SAMPLERS
+from ddpm.spec import SamplingSpec
 
 # --- the classifier: ResNet-9 (Page 2018, "How to train your ResNet") ---------------------------
 
@@ -194,18 +195,9 @@ def sweep_row(
 
     sync(device)
     t0 = time.perf_counter()
-    generate(
-        loaded,
-        len(labels),
-        args.seed,
-        args.sampler,
-        args.steps,
-        clip=True,
-        batch_size=args.batch_size,
-        on_batch=on_batch,
-        class_labels=labels,
-        guidance=w,
-    )
+    spec = SamplingSpec(args.sampler, args.steps, guidance=w, seed=args.seed)
+    spec = spec.replace(clip=True, batch_size=args.batch_size)
+    generate(loaded, len(labels), spec, on_batch=on_batch, class_labels=labels)
     sync(device)
     seconds = time.perf_counter() - t0
     return {

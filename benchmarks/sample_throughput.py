@@ -27,7 +27,6 @@ from common import (
     diffusers_or_none,
     environment,
     free_memory,
-    out_path,
     peer_call,
     peer_unet,
     randomise_zero_weights,
@@ -63,7 +62,7 @@ def ours_runner(variant: str, n: int):
     loaded = speed_up(Loaded(model, schedule, "eps", (3, 32, 32), 0), **OURS[variant])
 
     def run(sampler: str, steps: int) -> torch.Tensor:
-        x = generate(loaded, n, 0, sampler, steps, clip=True, batch_size=n)
+        x = generate(loaded, n, sampler=sampler, steps=steps, clip=True, batch_size=n)
         return to_uint8(x)
 
     return model, run
@@ -143,7 +142,7 @@ def main() -> None:
     p.add_argument("--samplers", default="DDIM-50,DDPM-1000")
     p.add_argument("--ours", default=",".join(OURS))
     p.add_argument("--peer", default=",".join(PEER))
-    p.add_argument("--json", default=out_path("sample_throughput.json"))
+    p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args()
     warnings.filterwarnings("ignore", message=".*(lru_cache|Profiler clears events).*")
     env = environment()

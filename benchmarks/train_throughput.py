@@ -33,7 +33,6 @@ from common import (
     kernel_profile,
     matmul_peak_tflops,
     median,
-    out_path,
     peer_call,
     peer_unet,
     print_profile,
@@ -241,7 +240,7 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="kernel profile of one variant (ours)")
     p.add_argument("--profile-variant", default="bf16+CL+compile")
     p.add_argument("--full-step", action="store_true", help="also time ddpm.train.train_step")
-    p.add_argument("--json", default=out_path("train_throughput.json"))
+    p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args()
     warnings.filterwarnings("ignore", message=".*(lru_cache|Profiler clears events).*")
 
