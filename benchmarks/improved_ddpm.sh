@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Improved DDPM (issue 11), the paper's two comparisons on CIFAR-10, one GPU, two arms with the
-# same recipe, data and wall-clock budget:
-#   fixed:  L_simple (eps MSE), fixed variances            (Ho et al.)
+# Improved DDPM (Nichol & Dhariwal 2021), the paper's two comparisons on CIFAR-10, one GPU, two
+# arms with the same recipe, data and wall-clock budget:
+#   fixed:  L_simple (eps MSE), fixed variances                    (Ho et al.)
 #   hybrid: --learn-sigma --loss hybrid (L_simple + 0.001 L_vlb)   (Nichol & Dhariwal §3.1)
 # then for each arm
 #   - bits/dim on N_NLL test images with its standard error, the variational bound with each
@@ -12,25 +12,35 @@
 #   - FID of DDIM-50, and of DDPM on 50 and 100 respaced steps (§4) with each of those
 #     variances, N_FID samples against the train statistics, in one benchmarks/fid_sweep.py
 #     process (one compiled network for all the arm's cases).
-# and prints one table. Each run's JSON and log.csv stay under OUT.
+# and prints one table. Each run's JSON and log.csv stay under DEST (default runs/improved).
 #
-#   PYTHONPATH=src bash benchmarks/improved_ddpm.sh TRAIN.zip TEST.zip STATS.npz INCEPTION.pt [OUT]
+#   MINUTES=8 bash benchmarks/improved_ddpm.sh cifar10/train.zip cifar10/test.zip \
+#     cifar10-train-inception-stats.npz fid-inception-fp16.pt [DEST]
+#
+# Expected (one H100, torch 2.11, 2026-11-27; about 14 minutes an arm with its scoring):
+#
+#   | arm    | variance | bits/dim        | DDIM-50 | DDPM-50 | DDPM-100 |
+#   | fixed  | small    | 2.659 ± 0.026   | 17.20   | 16.51   | 14.30    |
+#   | fixed  | large    | 2.791 ± 0.026   |         | 99.02   | 46.94    |
+#   | hybrid | learned  | 2.557 ± 0.022   | 19.17   | 15.12   | 14.10    |
+#   | hybrid | small    | 2.663 ± 0.026   |         | 17.08   | 15.02    |
 #
 # Knobs (environment): MINUTES (training budget per arm, 6), STEPS (cap, 100000), SCHEDULE
 # (cosine), N_FID (10000), N_NLL (1000), NLL_T_SAMPLES (100), FID_STEPS ("50 100"),
-# ARMS ("fixed hybrid") and PHASES ("train nll fid table") to split the work over several
-# calls on one warm machine, PRESET (ddpm-cifar10), SPEED (the CUDA fast-path flags; empty for
-# a CPU smoke run), HYBRID_FID_VARIANCES ("learned small large": the variances the hybrid arm
-# is sampled with; its bound is computed with all three, which is cheap), BATCH (128), EXTRA (more `ddpm train` flags for both arms, e.g.
-# "--ema-sigma-rel 0.1"). The recipe is the paper's comparison (uniform t, no loss weighting,
-# the cosine schedule) with the short-budget settings of docs/benchmarks.md (no dropout, lr
-# 5e-4 after 200 warm-up steps).
+# ARMS ("fixed hybrid") and PHASES ("train nll fid table") to run part of the work, PRESET
+# (ddpm-cifar10), SPEED (the CUDA fast-path flags; empty for a CPU smoke run),
+# HYBRID_FID_VARIANCES ("learned small large": the variances the hybrid arm is sampled with;
+# its bound is computed with all three, which is cheap), BATCH (128), EXTRA (more `ddpm train`
+# flags for both arms, e.g. "--ema-sigma-rel 0.1"). The recipe is the paper's comparison
+# (uniform t, no loss weighting, the cosine schedule) with short-budget settings (no dropout,
+# lr 5e-4 after 200 warm-up steps).
 set -uo pipefail
-TRAIN=${1:?usage: improved_ddpm.sh TRAIN.zip TEST.zip STATS.npz INCEPTION.pt [OUT]}
+export PYTHONPATH="$(cd "$(dirname "$0")/.." && pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
+TRAIN=${1:?usage: improved_ddpm.sh TRAIN.zip TEST.zip STATS.npz INCEPTION.pt [DEST]}
 TEST=${2:?test zip}
 STATS=${3:?FID statistics .npz}
 INCEPTION=${4:?Inception TorchScript file}
-DEST=${5:-${OUT:-runs}/improved}
+DEST=${5:-runs/improved}
 MINUTES=${MINUTES:-6}
 STEPS=${STEPS:-100000}
 SCHEDULE=${SCHEDULE:-cosine}

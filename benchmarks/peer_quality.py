@@ -15,8 +15,12 @@ forward, loss, backward, clipping, AdamW and the EMA update, replayed once a ste
 learning rate and the EMA's decay (diffusers' own schedules, computed on the host) filled
 into the graph before each replay.
 
-    python benchmarks/peer_quality.py --data cifar10:train.zip --minutes 8 \
-        --snapshot-minutes 1,2,4,8 --out /root/peer
+    python benchmarks/peer_quality.py --data cifar10:cifar10/train.zip --step-graph \
+        --minutes 8 --snapshot-minutes 1,2,4,8 --out runs/peer
+
+Expected on one H100 (torch 2.11, diffusers 0.42.1, 2026-11-27): about 11,300 steps at 4,040
+img/s; its snapshots, scored by `fid_sweep.py` (`--case runs/peer/snapshot-8min:ema:ddim:50`),
+give FID-10k 500.7 (still compiling), 30.39 and 18.93 at 2, 4 and 8 minutes.
 """
 
 from __future__ import annotations

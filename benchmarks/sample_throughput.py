@@ -11,7 +11,12 @@ schedule's coefficients read once on the host) with the speed features of
 / `DDPMScheduler` in a loop; "bf16" is its pipelines' `torch_dtype=torch.bfloat16` (weights
 and latents in bf16), "bf16+CL+compile" adds channels-last and `torch.compile`.
 
-    PYTHONPATH=src python3 benchmarks/sample_throughput.py --n 256
+    python3 benchmarks/sample_throughput.py --n 256 --ours bf16+CL+compile \
+        --peer fp32,bf16+CL+compile
+
+Expected on one H100 (torch 2.11, diffusers 0.42.1, 2026-11-26): DDIM-50 / DDPM-1000 img/s
+ours 413.1 / 19.1, diffusers in fp32 110.7 / 5.5, diffusers with the same speed features
+408.5 / 19.8.
 """
 
 from __future__ import annotations

@@ -8,10 +8,18 @@ a CUDA synchronisation. TFLOP/s is FlopCounterMode's count of one step times ste
 library's own step (ddpm.train.train_step: EMA, gradient clipping, the on-device skip of
 non-finite steps) with the best variant.
 
-    PYTHONPATH=src python3 benchmarks/train_throughput.py                 # everything
-    PYTHONPATH=src python3 benchmarks/train_throughput.py --cases cifar10 --sweep 256,512
+    python3 benchmarks/train_throughput.py                 # everything
+    python3 benchmarks/train_throughput.py --cases cifar10 --sweep 256,512
+    python3 benchmarks/train_throughput.py --cases cifar10 --variants bf16+CL+graphs \
+        --peer-variants bf16+CL+graphs --sweep ""            # both with CUDA graphs
 
 diffusers is optional: without it only our models run.
+
+Expected on one H100 (torch 2.11, diffusers 0.42.1, 2026-11-26/27), CIFAR-10 network at batch
+128: ours 1,898 img/s in fp32, 2,316 in bf16, 4,430 with bf16 + channels-last + compile + CUDA
+graphs; diffusers 2,406 with bf16 + channels-last + compile and 4,122 with CUDA graphs too
+(ours 4,438 in that run: 1.08x). 64x64: cars64 1,649, diffusers' train_unconditional model
+1,641, the tutorial's SimpleUnet 10,366.
 """
 
 from __future__ import annotations
