@@ -9,9 +9,10 @@ import torch
 from conftest import TINY_UNET, tiny_config
 from ddpm.cli import main
 from ddpm.conditioning import autoguided, interval_timesteps, limited
-from ddpm.evaluate import SamplerSettings, load_stats, model_fid
+from ddpm.evaluate import load_stats, model_fid
 from ddpm.generate import evaluations, generate, load_model, with_guidance
 from ddpm.schedule import make_schedule
+from ddpm.spec import SamplingSpec
 from ddpm.train import train
 from ddpm.unet import ConfigError, UNet, UNetConfig
 from test_conditioning import error_line, randomised
@@ -70,10 +71,14 @@ def test_a_model_guided_by_itself_samples_as_it_does_alone(run):
     alone = generate(loaded, 4, seed=3, sampler="ddim", steps=6)
     selfguided = with_guidance(loaded, load_model(run / "ckpt-0000020.pt"))
     # (1 + w) eps - w eps = eps, up to rounding
-    torch.testing.assert_close(generate(selfguided, 4, 3, "ddim", 6, guidance=2.0), alone)
+    torch.testing.assert_close(
+        generate(selfguided, 4, seed=3, sampler="ddim", steps=6, guidance=2.0), alone
+    )
     weaker = with_guidance(loaded, load_model(run / "ckpt-0000010.pt"))
-    assert not torch.allclose(generate(weaker, 4, 3, "ddim", 6, guidance=2.0), alone, atol=1e-3)
-    assert torch.equal(generate(weaker, 4, 3, "ddim", 6, guidance=0.0), alone)
+    assert not torch.allclose(
+        generate(weaker, 4, seed=3, sampler="ddim", steps=6, guidance=2.0), alone, atol=1e-3
+    )
+    assert torch.equal(generate(weaker, 4, seed=3, sampler="ddim", steps=6, guidance=0.0), alone)
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "dpm-solver", "heun", "ddpm"])
@@ -86,11 +91,12 @@ def test_evaluations_count_the_networks_calls(run, sampler):
         net.register_forward_pre_hook(lambda m, args: images.append(args[0].shape[0]))
     steps = 8 if sampler != "ddpm" else 12
     generate(loaded, 2, sampler=sampler, steps=steps, guidance=1.0)
-    counted = evaluations(loaded, sampler, steps, 1.0)
+    counted = evaluations(loaded, sampler=sampler, steps=steps, guidance=1.0)
     assert sum(images) == 2 * counted  # two images, each through `counted` evaluations
     assert steps < counted < 2 * steps + (sampler == "heun") * steps  # some steps guided
     unlimited = with_guidance(loaded, loaded.guide)
-    assert evaluations(unlimited, sampler, steps, 1.0) == 2 * evaluations(loaded, sampler, steps)
+    once = evaluations(loaded, sampler=sampler, steps=steps)
+    assert evaluations(unlimited, sampler=sampler, steps=steps, guidance=1.0) == 2 * once
 
 
 def test_a_guide_that_does_not_fit_is_refused(run, tmp_path, blobs):
@@ -118,12 +124,13 @@ def test_the_flags_sample_and_evaluate_as_the_library_does(run, tmp_path, capsys
     record = json.loads(out.read_text())["fid"]
     assert (record["guide_model"], record["guidance_interval"]) == (guide, [0.3, 8.0])
     loaded = with_guidance(load_model(ckpt), load_model(guide), (0.3, 8.0))
-    nfe = evaluations(loaded, "ddim", 5, 1.5)  # the guide runs only inside the interval
+    # the guide runs only inside the interval
+    nfe = evaluations(loaded, sampler="ddim", steps=5, guidance=1.5)
     assert record["nfe"] == nfe and 5 < nfe < 10 and f"{nfe} network evaluations" in said
-    r = model_fid(loaded, load_stats(stats), FakeInception(), 6, SamplerSettings("ddim", 5))
+    r = model_fid(loaded, load_stats(stats), FakeInception(), 6, SamplingSpec("ddim", 5))
     unguided = json.loads(out.read_text())["fid"]["fid"]
     assert r.fid != pytest.approx(unguided)  # the settings' w = 0: the model alone
-    settings = SamplerSettings("ddim", 5, guidance=1.5)
+    settings = SamplingSpec("ddim", 5, guidance=1.5)
     r = model_fid(loaded, load_stats(stats), FakeInception(), 6, settings)
     assert unguided == pytest.approx(r.fid, rel=1e-6)
     unguidable = ["eval", "--checkpoint", ckpt, "--fid-stats", str(stats), "--guidance", "1"]
@@ -138,8 +145,10 @@ def test_the_flags_sample_and_evaluate_as_the_library_does(run, tmp_path, capsys
     assert f"autoguidance w=1 by {ckpt} (EMA 0.2)" in capsys.readouterr().out
     assert main([*base, "--guide-model", guide]) == 2
     assert "--guide-model / --guide-ema acts through the guidance weight" in error_line(capsys)
-    assert main([*base, "--guidance", "1"]) == 2
-    assert "autoguidance guides any model: --guide-model" in error_line(capsys)
+    assert main([*base, "--guidance", "1"]) == 2  # one refusal for sample and eval
+    assert "needs a class-conditional model (trained with --class-cond) or a guide" in (
+        error_line(capsys)
+    )
     with pytest.raises(SystemExit) as exit:  # a bad flag value: argparse's two-line error
         main([*base, "--guidance", "1", "--guidance-interval", "3,1"])
     assert exit.value.code == 2

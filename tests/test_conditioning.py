@@ -17,9 +17,10 @@ from ddpm.cli import main
 from ddpm.conditioning import class_index, class_weights, combine, draw_classes, drop_labels, guided
 from ddpm.data import ImageDataset
 from ddpm.diffusion import eps_model
-from ddpm.evaluate import SamplerSettings, load_stats, model_fid
+from ddpm.evaluate import load_stats, model_fid
 from ddpm.generate import generate, load_model
 from ddpm.schedule import make_schedule
+from ddpm.spec import SamplingSpec
 from ddpm.train import TrainConfig, setup, train, train_step
 from ddpm.unet import ConfigError, TutorialUNet, TutorialUNetConfig, UNet, UNetConfig
 from test_evaluate import FakeInception
@@ -346,7 +347,7 @@ def test_eval_fid_of_a_conditional_model_at_a_guidance(tmp_path, capsys, fake_in
     record = json.loads(out.read_text())["fid"]
     assert record["guidance"] == 1.5 and record["classes"] == "data"
     # the library with the same settings: the same samples, the same FID
-    settings = SamplerSettings("ddim", 5, guidance=1.5, classes="data")
+    settings = SamplingSpec("ddim", 5, guidance=1.5, classes="data")
     r = model_fid(load_model(ckpt), load_stats(stats), FakeInception(), 6, settings)
     assert record["fid"] == pytest.approx(r.fid, rel=1e-6)
     # "data": blue (label 0) has 8 training images, red 4, so 2/3 of the draws are blue

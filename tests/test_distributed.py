@@ -384,9 +384,10 @@ FID_WORKER = textwrap.dedent(
 def fid_stats(dist=None):
     """FIDStats of 7 samples (batches of 3) of a fixed tiny U-Net through a fixed projection."""
     from ddpm import evaluate
-    from ddpm.evaluate import SamplerSettings, model_stats
+    from ddpm.evaluate import model_stats
     from ddpm.generate import Loaded
     from ddpm.schedule import make_schedule
+    from ddpm.spec import SamplingSpec
     from ddpm.unet import build_model
     from test_evaluate import FakeInception
 
@@ -394,7 +395,7 @@ def fid_stats(dist=None):
     model = build_model("unet", {"in_channels": 3, **TINY}).eval()
     loaded = Loaded(model, make_schedule("linear", 20), "eps", (3, 8, 8), 0)
     evaluate.FEATURE_DIM = 16
-    settings = SamplerSettings("ddim", 4, batch_size=3, seed=11)
+    settings = SamplingSpec("ddim", 4, batch_size=3, seed=11)
     return model_stats(loaded, FakeInception(), 7, settings, dist=dist)
 
 

@@ -139,10 +139,10 @@ def test_config_names_the_bad_field(field, value):
     ],
 )
 def test_grids_sample_on_the_steps_asked_for(sampler, steps, want):
-    from ddpm.train import grid_steps
+    from ddpm.train import grid_spec
 
     cfg = TrainConfig(sample_sampler=sampler, sample_steps=steps)
-    assert grid_steps(cfg, 1000) == want
+    assert grid_spec(cfg, 1000).steps == want
 
 
 def test_a_time_budget_ends_the_run_with_a_checkpoint(tmp_path, blobs):

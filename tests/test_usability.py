@@ -369,7 +369,13 @@ def test_fid_without_the_inception_network_says_how_to_install_it_before_reading
 
 
 def test_picture_plan_keeps_the_sampler_when_it_fits_and_cuts_its_steps_when_not():
-    plan = gen_mod.picture_plan
+    from ddpm.spec import SamplingSpec
+
+    def plan(sampler, steps, eta, T, per_eval, budget):
+        got = gen_mod.picture_plan(SamplingSpec(sampler, steps, eta), T, per_eval, budget)
+        assert got.replace(steps=steps) == SamplingSpec(sampler, steps, eta)  # only the steps
+        return got.sampler, got.steps, got.eta
+
     assert plan("ddpm", None, 0.0, 1000, 0.001, 30) == ("ddpm", None, 0.0)
     assert plan("ddpm", None, 0.0, 1000, 0.1, 30) == ("ddpm", 300, 0.0)  # respaced chain
     assert plan("ddpm", None, 0.0, 1000, 5.0, 30) == ("ddpm", 10, 0.0)  # at least 10 steps
@@ -390,8 +396,8 @@ def test_a_one_step_run_on_a_slow_device_draws_short_chains(tmp_path, capsys, mo
         return samplers.sample(sampler, model, schedule, x_T, steps, eta, *args, **kwargs)
 
     slow = lambda *args, **kwargs: 1.0  # noqa: E731
+    monkeypatch.setattr(gen_mod, "sample", recording)  # the one path every picture takes
     for module in (loop, gen_mod):
-        monkeypatch.setattr(module, "sample", recording)
         monkeypatch.setattr(module, "seconds_per_evaluation", slow)
     argv = ["train", "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--T", "1000"]
     code, out, err = run(capsys, [*argv, "--out", str(tmp_path / "run"), "--quiet"])

@@ -14,7 +14,7 @@ The shortest way to pictures is exported here (`ddpm.api`):
     ddpm.save_grid(ddpm.sample(model, n=16), "samples.png")
 """
 
-from ddpm.api import load, sample, save_grid
+from ddpm.api import SamplingSpec, load, sample, save_grid
 
-__all__ = ["load", "sample", "save_grid"]
+__all__ = ["SamplingSpec", "load", "sample", "save_grid"]
 __version__ = "0.1.0"

@@ -14,15 +14,18 @@ The defaults are those of `ddpm sample`; every piece underneath (`ddpm.samplers`
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ddpm.generate import Loaded, generate, load_model
 from ddpm.images import save_grid
+from ddpm.spec import SamplingSpec
+from ddpm.speed import set_cpu_threads
 from ddpm.train.config import resolve_device
 
-__all__ = ["load", "sample", "save_grid"]
+__all__ = ["SamplingSpec", "load", "sample", "save_grid"]
 
 
 def load(
@@ -37,18 +40,23 @@ def load(
 def sample(
     model: Loaded,
     n: int = 16,
-    seed: int = 0,
-    sampler: str = "ddim",
-    steps: int | None = 50,
-    eta: float = 0.0,
-    clip: bool = True,
-    batch_size: int = 256,
+    spec: SamplingSpec | None = None,
+    *,
+    class_labels: Tensor | None = None,
     progress: bool = False,
+    **fields: Any,
 ) -> Tensor:
-    """n images (n, C, H, W) in [-1, 1] on the CPU, as `ddpm sample` draws them: image i
-    depends on (seed, i) only; `sampler` is "ddim" (with `steps` and `eta`), "ddpm"
-    (ancestral, all T steps), "dpm-solver" or "dpm-solver-3m" (`steps`), or "heun"; x_0
-    predictions clipped to [-1, 1]."""
-    return generate(
-        model, n, seed, sampler, steps, eta, clip=clip, batch_size=batch_size, progress=progress
-    )
+    """n images (n, C, H, W) in [-1, 1] on the CPU, drawn exactly as `ddpm sample` draws them
+    (the same `ddpm.generate.generate`): image i depends on (seed, i) only. `spec` says how
+    (`ddpm.SamplingSpec`); keyword `fields` override it: `sampler` ("ddim", "ddpm",
+    "dpm-solver", "dpm-solver-3m", "heun"), `steps`, `eta`, `clip`, `spacing`, `guidance`,
+    `seed`, `batch_size`. On the CPU the thread count is chosen as the CLI chooses it
+    (`ddpm.speed.set_cpu_threads`: all cores, or one when the others are busy), so the
+    images agree with `ddpm sample`'s to float rounding, not bit for bit."""
+    threads = torch.get_num_threads()
+    if next(model.model.parameters()).device.type == "cpu":
+        set_cpu_threads(None)
+    try:
+        return generate(model, n, spec, class_labels=class_labels, progress=progress, **fields)
+    finally:
+        torch.set_num_threads(threads)

@@ -9,7 +9,6 @@ drives models. Statistics files are the `.npz` format of the shared CIFAR-10 sta
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import io
 import math
@@ -38,11 +37,12 @@ from ddpm.fid import (
     features,
     fid_from_stats,
 )
-from ddpm.generate import Loaded, counted, generate
+from ddpm.generate import Loaded, counted, generate, resolve
 from ddpm.imagefiles import DECODE_ERRORS, read_bytes
 from ddpm.likelihood import VARIANCES, bits_per_dim, strata
 from ddpm.progress import Progress
 from ddpm.schedule import NoiseSchedule
+from ddpm.spec import SamplingSpec
 
 if TYPE_CHECKING:  # the processes of a torchrun job; passed in, never imported at run time
     from ddpm.train.distributed import Dist
@@ -276,39 +276,11 @@ def source_stats(
 # --- a model's FID ----------------------------------------------------------------------------
 
 
-@dataclass
-class SamplerSettings:
-    """How samples for FID are drawn (see ddpm.generate.generate)."""
-
-    sampler: str = "ddim"
-    steps: int | None = 50  # DDPM: None for all T, K for the respaced chain
-    eta: float = 0.0
-    clip: bool = True
-    seed: int = 0
-    batch_size: int = 256
-    variance: str | None = None  # DDPM's reverse variance; None: learned if the model has it,
-    # else small (β̃_t)
-    spacing: str | None = None  # timesteps of the few-step samplers (None: each one's default)
-    guidance: float = 0.0  # classifier-free guidance w of a class-conditional model
-    classes: str = "uniform"  # its classes: drawn uniformly, or as in the training data
-
-    def describe(self, conditional: bool = False) -> str:
-        if self.sampler == "ddpm":
-            respaced = f" {self.steps} respaced steps," if self.steps is not None else ""
-            steps = f"{respaced} variance {self.variance}"
-        else:
-            steps = f" {self.steps} steps" + (f" ({self.spacing})" if self.spacing else "")
-        eta = f", eta {self.eta:g}" if self.sampler == "ddim" else ""
-        cond = f", classes {self.classes}, guidance w={self.guidance:g}" if conditional else ""
-        clip = "on" if self.clip else "off"
-        return f"{self.sampler}{steps}{eta}, clip {clip}{cond}, seed {self.seed}"
-
-
 def model_stats(
     loaded: Loaded,
     net: nn.Module,
     n: int,
-    settings: SamplerSettings,
+    settings: SamplingSpec,
     progress: bool = False,
     dist: Dist | None = None,
 ) -> FIDStats:
@@ -323,9 +295,6 @@ def model_stats(
     """
     if n < 2:
         raise FIDError(f"FID needs at least 2 samples, got n = {n}")
-    labels = None
-    if loaded.num_classes is not None:
-        labels = loaded.draw_classes(settings.seed, range(n), settings.classes)
     split = dist is not None and dist.world_size > 1
     part = dist.shard(n) if dist is not None else range(n)
     device = _net_device(net)
@@ -340,21 +309,7 @@ def model_stats(
             acc.update(f)
 
     generate(
-        loaded,
-        len(part),
-        settings.seed,
-        settings.sampler,
-        settings.steps,
-        settings.eta,
-        settings.variance,
-        settings.clip,
-        settings.batch_size,
-        first_index=part.start,
-        on_batch=on_batch,
-        spacing=settings.spacing,
-        class_labels=None if labels is None else labels[part.start : part.stop],
-        guidance=settings.guidance,
-        progress=progress,
+        loaded, len(part), settings, first_index=part.start, on_batch=on_batch, progress=progress
     )
     if split:
         assert dist is not None
@@ -368,7 +323,7 @@ def model_stats(
 class FIDResult:
     fid: float
     n: int
-    settings: SamplerSettings
+    settings: SamplingSpec
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -380,14 +335,13 @@ def model_fid(
     reference: FIDStats,
     net: nn.Module,
     n: int,
-    settings: SamplerSettings | None = None,
+    settings: SamplingSpec | None = None,
     progress: bool = False,
     dist: Dist | None = None,
 ) -> FIDResult:
     """FID of n samples from `loaded` against reference statistics; with `dist`, the sampling
     is split over the processes (see model_stats) and rank 0 computes the distance for all."""
-    settings = settings or SamplerSettings()
-    settings = dataclasses.replace(settings, variance=loaded.variance(settings.variance))
+    settings = resolve(loaded, settings)
     t0 = time.perf_counter()
     stats = model_stats(loaded, net, n, settings, progress, dist)
     if dist is None:
@@ -541,14 +495,14 @@ class TrainingFID:
         n: int,
         device: torch.device | str,
         inception: str | os.PathLike | None = None,
-        settings: SamplerSettings | None = None,
+        settings: SamplingSpec | None = None,
         dist: Dist | None = None,
     ):
         self.reference = load_stats(stats_path)
         self.net = load_inception(inception, "cpu")
         self.device = torch.device(device)
         self.n = n
-        self.settings = settings or SamplerSettings()
+        self.settings = settings or SamplingSpec()
         self.dist = dist
 
     @torch.no_grad()

@@ -20,8 +20,8 @@ from torch import Tensor
 
 from ddpm import metrics, toys
 from ddpm.arrays import ArrayDataset
-from ddpm.evaluate import SamplerSettings
 from ddpm.generate import Loaded, generate
+from ddpm.spec import SamplingSpec
 from ddpm.tstr import TSTRResult, tstr
 
 DEFAULT_N = 2000  # rows per compared set (at most the data's)
@@ -99,7 +99,7 @@ def pick(n: int, k: int, seed: int) -> Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]
 
 
-def short(s: SamplerSettings) -> str:
+def short(s: SamplingSpec) -> str:
     steps = f" {s.steps} steps" if s.steps is not None else " all T steps"
     return s.sampler + steps + (f", guidance w={s.guidance:g}" if s.guidance else "")
 
@@ -130,7 +130,7 @@ def evaluate_model(
     loaded: Loaded,
     heldout: ArrayDataset,
     train: ArrayDataset,
-    settings: SamplerSettings,
+    settings: SamplingSpec,
     n: int | None = None,
 ) -> ArrayReport:
     """Sample from `loaded` and compare with `heldout`; `train` gives the two references.
@@ -160,20 +160,7 @@ def evaluate_model(
         if tr_labels is None:
             raise ValueError("the model is class-conditional but the training data has no labels")
         labels = tr_labels.repeat(repeats)  # each set has the training subset's classes
-    x = generate(
-        loaded,
-        k * repeats,
-        seed,
-        settings.sampler,
-        settings.steps,
-        settings.eta,
-        settings.variance,
-        False,  # no clipping: standardised data is not confined to [-1, 1]
-        settings.batch_size,
-        spacing=settings.spacing,
-        class_labels=labels,
-        guidance=settings.guidance,
-    )
+    x = generate(loaded, k * repeats, settings, class_labels=labels)
     samples = list(x.split(k))
     g = torch.Generator().manual_seed(seed + 3)
     gauss = list(metrics.gaussian_fit_sample(tr, k * repeats, g).split(k))

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -31,14 +32,15 @@ from ddpm.images import process_strip, save_gif
 from ddpm.interchange import read_model
 from ddpm.progress import Progress
 from ddpm.samplers import (
+    Callback,
     EpsModel,
-    default_steps,
     network_evaluations,
     per_sample_noise,
     sample,
     sample_generators,
 )
 from ddpm.schedule import NoiseSchedule, ScheduleError
+from ddpm.spec import SamplingSpec
 from ddpm.speed import autocast_call, compile_model, use_channels_last
 from ddpm.unet import ConfigError, build_model
 
@@ -264,41 +266,54 @@ def load_model(
     )
 
 
+def resolve(loaded: Loaded, spec: SamplingSpec | None, **fields: Any) -> SamplingSpec:
+    """`spec` (default: `SamplingSpec()`) with `fields` replaced and its defaults filled in for
+    this model: the steps, the clip (on for images) and the variance (learned if it has it)."""
+    spec = (spec or SamplingSpec()).replace(**fields) if fields else spec or SamplingSpec()
+    if loaded.data is not None and spec.clip:
+        raise ConfigError(
+            f"--clip clips x_0 to [-1, 1], the range of images; {loaded.kind} are standardised"
+        )
+    if spec.steps is not None and spec.steps > loaded.schedule.T:
+        raise ConfigError(f"--steps {spec.steps} exceeds the model's T = {loaded.schedule.T}")
+    T = loaded.schedule.T
+    return spec.resolved(T, loaded.data is None, loaded.variance(spec.variance))
+
+
 def generate(
     loaded: Loaded,
     n: int,
-    seed: int = 0,
-    sampler: str = "ddim",
-    steps: int | None = None,
-    eta: float = 0.0,
-    variance: str | None = None,
-    clip: bool = False,
-    batch_size: int = 256,
+    spec: SamplingSpec | None = None,
+    *,
     first_index: int = 0,
     on_batch: Callable[[int, Tensor], None] | None = None,
-    spacing: str | None = None,
     class_labels: Tensor | None = None,
-    guidance: float = 0.0,
-    progress: bool = False,
+    progress: bool | str = False,
+    **fields: Any,
 ) -> Tensor:
-    """n images (n, C, H, W) in [-1, 1] (or n standardised points (n, D) / sequences (n, C, L));
-    image i is a function of (seed, first_index + i) only (and, for a class-conditional model,
-    of its class).
+    """n images (n, C, H, W) in [-1, 1] (or n standardised points (n, D) / sequences (n, C, L))
+    drawn as `spec` says (`ddpm.spec.SamplingSpec`; keyword `fields` override it, e.g.
+    `generate(loaded, 16, seed=1, steps=20)`); image i is a function of (spec.seed,
+    first_index + i) only (and, for a class-conditional model, of its class).
 
-    `steps` None means 50 for DDIM / DPM-Solver and all T for DDPM (K: the respaced chain).
-    `variance` None means the model's learned one if it has it, else "small" (DDPM only).
-    `on_batch(start, x)` is called after each batch (to write files as they come).
-    `class_labels` (n,) are the classes of a conditional model (None: drawn uniformly, image
-    i's from (seed, first_index + i)); `guidance` is classifier-free guidance's w (0: plain
-    conditional; each step then runs the network once on 2B images). With `progress`, a
-    bar (or a line every 30 s off a terminal) counts the network calls.
+    This is the one path from a model to samples: `ddpm sample`, `ddpm eval`, `ddpm.sample`
+    and the training grids all call it. `on_batch(start, x)` is called after each batch (to
+    write files or compute features as they come). `class_labels` (n,) are the classes of a
+    conditional model (None: drawn from (seed, first_index + i) as `spec.classes` says).
+    `spec.guidance` is w: classifier-free guidance for a conditional model (each step then
+    runs the network on 2B images), autoguidance when `loaded` carries a guide. With
+    `progress`, a bar (or a line every 30 s off a terminal) counts the network calls (a
+    string `progress` is the bar's label, and the bar is cleared when done).
     """
-    variance = loaded.variance(variance)
-    steps = default_steps(sampler, steps, loaded.schedule.T)
+    spec = resolve(loaded, spec, **fields)
     device = next(loaded.model.parameters()).device
-    labels = _labels(loaded, n, seed, first_index, class_labels, guidance)
-    calls = math.ceil(n / batch_size) * network_evaluations(sampler, steps, loaded.schedule.T)
-    bar = Progress(calls, f"sampling {n} images", enabled=progress)
+    labels = _labels(loaded, n, spec, first_index, class_labels)
+    batch_size = spec.batch_size
+    calls = math.ceil(n / batch_size) * network_evaluations(
+        spec.sampler, spec.steps, loaded.schedule.T
+    )
+    label = progress if isinstance(progress, str) else f"sampling {n} {loaded.kind}"
+    bar = Progress(calls, label, enabled=bool(progress), leave=not isinstance(progress, str))
     out = []
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
@@ -306,23 +321,12 @@ def generate(
         # past n come from their own seeds and are dropped, so the kept ones do not change)
         full = start + batch_size if loaded.fixed_batch and n > batch_size else stop
         idx = range(first_index + start, first_index + full)
-        gens = sample_generators(seed, idx, device)
+        gens = sample_generators(spec.seed, idx, device)
         x_T = per_sample_noise(loaded.shape, gens, device)
         y = labels[start:full] if labels is not None else None
         if y is not None and len(y) < full - start:  # padding: dropped, so any label will do
             y = torch.cat([y, y[:1].expand(full - start - len(y))])
-        x = sample(
-            sampler,
-            counted(loaded.eps_given(y, guidance), bar),
-            loaded.schedule,
-            x_T,
-            steps,
-            eta,
-            variance,  # type: ignore[arg-type]
-            clip,
-            gens,
-            spacing=spacing,
-        )
+        x = run_sampler(loaded, spec, counted(loaded.eps_given(y, spec.guidance), bar), x_T, gens)
         x = x[: stop - start]
         if on_batch is not None:
             on_batch(start, x)
@@ -331,20 +335,39 @@ def generate(
     return torch.cat(out)
 
 
-def evaluations(
+def run_sampler(
     loaded: Loaded,
-    sampler: str,
-    steps: int | None,
-    guidance: float = 0.0,
-    spacing: str | None = None,
-) -> int:
+    spec: SamplingSpec,
+    model: EpsModel,
+    x_T: Tensor,
+    generators: list[torch.Generator],
+    callback: Callback | None = None,
+) -> Tensor:
+    """One batch through the resolved `spec`'s sampler (`ddpm.samplers.sample`)."""
+    return sample(
+        spec.sampler,
+        model,
+        loaded.schedule,
+        x_T,
+        spec.steps,
+        spec.eta,
+        spec.variance,  # type: ignore[arg-type]
+        bool(spec.clip),
+        generators,
+        callback=callback,
+        spacing=spec.spacing,
+    )
+
+
+def evaluations(loaded: Loaded, spec: SamplingSpec | None = None, **fields: Any) -> int:
     """Network evaluations per image of `generate`'s sampling: one a sampler step, two where
     it is guided (classifier-free: the batch of 2B; autoguidance: the two networks). With a
     guidance interval the sampler's timesteps are found by running it once on one image
     with a stand-in model that records them."""
-    calls = network_evaluations(sampler, steps, loaded.schedule.T)
-    if guidance == 0 or loaded.guidance_interval is None:
-        return calls * (1 if guidance == 0 else 2)
+    spec = resolve(loaded, spec, **fields)
+    calls = network_evaluations(spec.sampler, spec.steps, loaded.schedule.T)
+    if spec.guidance == 0 or loaded.guidance_interval is None:
+        return calls * (1 if spec.guidance == 0 else 2)
     seen: list[int] = []
 
     def record(x_t: Tensor, t: Tensor) -> Tensor:
@@ -352,8 +375,8 @@ def evaluations(
         return torch.zeros_like(x_t)
 
     x_T = torch.zeros(1, *loaded.shape, device=loaded.schedule.alphas_cumprod.device)
-    variance = "small" if loaded.variance() == "learned" else loaded.variance()
-    sample(sampler, record, loaded.schedule, x_T, steps, variance=variance, spacing=spacing)  # type: ignore[arg-type]
+    variance = "small" if spec.variance == "learned" else spec.variance
+    run_sampler(loaded, spec.replace(variance=variance), record, x_T, [torch.Generator()])
     return len(seen) + sum(t in loaded.guidance_interval for t in seen)
 
 
@@ -386,69 +409,59 @@ MIN_PICTURE_STEPS = 10  # below this the chains draw blurs: better to overrun th
 
 
 def picture_plan(
-    sampler: str,
-    steps: int | None,
-    eta: float,
-    T: int,
-    seconds_per_eval: float,
-    budget_s: float,
-) -> tuple[str, int | None, float]:
-    """(sampler, steps, eta) for pictures that should take at most `budget_s` seconds.
+    spec: SamplingSpec, T: int, seconds_per_eval: float, budget_s: float
+) -> SamplingSpec:
+    """`spec` cut down for pictures that should take at most `budget_s` seconds.
 
     As asked when its chain fits; otherwise the same sampler on as many steps as fit (DDPM:
     its respaced chain), at least MIN_PICTURE_STEPS (or T when smaller). A 1-step run on a
     CPU then draws a 10-step chain, not 1000 steps.
     """
-    if network_evaluations(sampler, steps, T) * seconds_per_eval <= budget_s:
-        return sampler, steps, eta
+    if network_evaluations(spec.sampler, spec.steps, T) * seconds_per_eval <= budget_s:
+        return spec
     fit = int(budget_s / max(seconds_per_eval, 1e-9))
-    if sampler == "heun":  # 2 steps - 1 network calls
+    if spec.sampler == "heun":  # 2 steps - 1 network calls
         fit = (fit + 1) // 2
-    return sampler, min(T, max(MIN_PICTURE_STEPS, fit)), eta
+    return spec.replace(steps=min(T, max(MIN_PICTURE_STEPS, fit)))
 
 
 def _labels(
     loaded: Loaded,
     n: int,
-    seed: int,
+    spec: SamplingSpec,
     first_index: int,
     class_labels: Tensor | None,
-    guidance: float,
 ) -> Tensor | None:
-    """The checked labels (n,) of `generate` (drawn when None), or None for an unconditional
-    model (which takes no labels and no guidance)."""
+    """The checked labels (n,) of `generate` (drawn as `spec.classes` says when None), or None
+    for an unconditional model (which takes no labels, and guidance only with a guide)."""
     if loaded.num_classes is None:
-        if class_labels is not None or (guidance != 0 and loaded.guide is None):
+        if class_labels is not None or (spec.guidance != 0 and loaded.guide is None):
             raise ConfigError(UNCONDITIONAL)
         return None
     if class_labels is None:
-        return loaded.draw_classes(seed, range(first_index, first_index + n))
+        indices = range(first_index, first_index + n)
+        return loaded.draw_classes(spec.seed, indices, spec.classes)
     return loaded.check_labels(class_labels, n)
 
 
 def chain_snapshots(
     loaded: Loaded,
     n: int = 8,
-    seed: int = 0,
-    sampler: str = "ddpm",
-    steps: int | None = None,
+    spec: SamplingSpec | None = None,
     frames: int = 10,
-    clip: bool = False,
     class_labels: Tensor | None = None,
-    guidance: float = 0.0,
-    variance: str | None = None,
-    eta: float = 0.0,
     progress: bool = False,
+    **fields: Any,
 ) -> tuple[list[int], list[Tensor]]:
-    """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0, and the
-    timestep of each (-1 for the final x_0). Arguments as `denoising_process`."""
-    variance = loaded.variance(variance)
-    steps = default_steps(sampler, steps, loaded.schedule.T)
+    """The reverse chain of the first n samples of `generate(loaded, n, spec)` as `frames`
+    snapshots of x_t, from x_T to x_0, and the timestep of each (-1 for the final x_0). The
+    final frame is the image `generate` draws for the same spec, seed and labels."""
+    spec = resolve(loaded, spec, **fields)
     device = next(loaded.model.parameters()).device
-    labels = _labels(loaded, n, seed, 0, class_labels, guidance)
-    gens = sample_generators(seed, range(n), device)
+    labels = _labels(loaded, n, spec, 0, class_labels)
+    gens = sample_generators(spec.seed, range(n), device)
     x_T = per_sample_noise(loaded.shape, gens, device)
-    total = loaded.schedule.T if steps is None else steps
+    total = loaded.schedule.T if spec.steps is None else spec.steps
     keep = {round(k * (total - 1) / max(frames - 1, 1)) for k in range(frames - 1)}
     snaps: list[Tensor] = []
     times: list[int] = []
@@ -458,55 +471,25 @@ def chain_snapshots(
             snaps.append(x_t.cpu())
             times.append(t)
 
-    calls = network_evaluations(sampler, steps, loaded.schedule.T)
+    calls = network_evaluations(spec.sampler, spec.steps, loaded.schedule.T)
     with Progress(calls, "denoising chain", enabled=progress) as bar:
-        x = sample(
-            sampler,
-            counted(loaded.eps_given(labels, guidance), bar),
-            loaded.schedule,
-            x_T,
-            steps,
-            eta,
-            variance=variance,  # type: ignore[arg-type]
-            clip=clip,
-            generator=gens,
-            callback=record,
-        )
+        model = counted(loaded.eps_given(labels, spec.guidance), bar)
+        x = run_sampler(loaded, spec, model, x_T, gens, callback=record)
     return [*times, -1], [*snaps, x.cpu()]
 
 
 def denoising_process(
     loaded: Loaded,
     n: int = 8,
-    seed: int = 0,
-    sampler: str = "ddpm",
-    steps: int | None = None,
+    spec: SamplingSpec | None = None,
     frames: int = 10,
-    clip: bool = False,
     class_labels: Tensor | None = None,
-    guidance: float = 0.0,
-    variance: str | None = None,
-    eta: float = 0.0,
     progress: bool = False,
+    **fields: Any,
 ) -> list[Tensor]:
-    """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0 (`steps`,
-    `eta` and `variance` as in `generate`; for a conditional model: of `class_labels`, drawn
-    as in `generate` when None). `progress` counts the network calls."""
-    snapshots = chain_snapshots(
-        loaded,
-        n,
-        seed,
-        sampler,
-        steps,
-        frames,
-        clip,
-        class_labels,
-        guidance,
-        variance,
-        eta,
-        progress,
-    )
-    return snapshots[1]
+    """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0 (as
+    `chain_snapshots`). `progress` counts the network calls."""
+    return chain_snapshots(loaded, n, spec, frames, class_labels, progress, **fields)[1]
 
 
 def save_process(
@@ -522,19 +505,23 @@ def save_array_process(
     loaded: Loaded,
     png: str | os.PathLike | None,
     gif: str | os.PathLike | None,
-    seed: int = 0,
-    sampler: str = "ddim",
-    steps: int | None = 100,
+    spec: SamplingSpec | None = None,
+    class_labels: Tensor | None = None,
 ) -> None:
     """The denoising chain of points (the cloud flowing from noise to data: 1,000 points) or
-    of sequences (4 curves), in the data's units: a strip of 6 snapshots and/or a GIF."""
+    of sequences (4 curves), in the data's units: a strip of 6 snapshots and/or a GIF. For a
+    class-conditional model the classes cycle through `class_labels` (default: all)."""
     assert loaded.data is not None
+    spec = resolve(loaded, spec)
     points = loaded.kind == "points"
     n = 1000 if points else 4
     K = loaded.num_classes
-    labels = torch.arange(n) % K if K else None
-    total = loaded.schedule.T if sampler == "ddpm" else int(steps or 50)
-    times, frames = chain_snapshots(loaded, n, seed, sampler, steps, total, False, labels)
+    labels = None
+    if K:
+        cycle = class_labels.tolist() if class_labels is not None else list(range(K))
+        labels = torch.tensor([cycle[i % len(cycle)] for i in range(n)])
+    total = loaded.schedule.T if spec.steps is None else spec.steps
+    times, frames = chain_snapshots(loaded, n, spec, total, labels)
     # frames evenly spaced in the signal level √ᾱ_t (from x_T's to x_0's 1), where the chain
     # changes, rather than in t (most of a linear schedule's steps are nearly pure noise)
     abar = loaded.schedule.alphas_cumprod.cpu()

@@ -335,6 +335,26 @@ def add_speed_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def sampling_spec(args: argparse.Namespace):
+    """The one `ddpm.spec.SamplingSpec` that a command's sampling flags describe (`ddpm sample`,
+    `ddpm eval`, `ddpm show reverse`): every flag that changes the samples goes through here,
+    so none is parsed and then dropped on one path."""
+    from ddpm.spec import SamplingSpec
+
+    return SamplingSpec(
+        sampler=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        variance=args.variance,
+        clip=args.clip,
+        spacing=getattr(args, "spacing", None),
+        guidance=getattr(args, "guidance", 0.0),
+        seed=args.seed,
+        batch_size=getattr(args, "batch_size", 256),
+        classes=getattr(args, "class_distribution", "uniform"),
+    )
+
+
 def fast_path(loaded, args: argparse.Namespace):
     """`loaded` with the speed flags applied (see ddpm.generate.speed_up)."""
     from ddpm.generate import speed_up

@@ -26,13 +26,14 @@ from ddpm.cli.args import (
     nonneg_float,
     positive_int,
     refuse_unguidable,
+    sampling_spec,
     say_which_checkpoint,
     seed_int,
     write_json,
 )
 from ddpm.conditioning import CLASS_DISTRIBUTIONS
 from ddpm.diffusion import VARIANCES
-from ddpm.samplers import SAMPLERS, SPACINGS, default_steps
+from ddpm.samplers import SAMPLERS, SPACINGS
 from ddpm.unet import ConfigError
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     add_guide_args(g)
     g.add_argument(
         "--classes",
+        dest="class_distribution",
         choices=CLASS_DISTRIBUTIONS,
         default="uniform",
         help="(class-conditional models) each FID sample's class, drawn from (--seed, i): "
@@ -162,7 +164,6 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace, dist: Dist) -> int:
     from ddpm.evaluate import (
-        SamplerSettings,
         find_inception,
         load_inception,
         load_stats,
@@ -170,7 +171,7 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
         model_nll,
         select_images,
     )
-    from ddpm.generate import evaluations, load_model
+    from ddpm.generate import evaluations, load_model, resolve
 
     device, main = dist.device, dist.is_main
     reference = load_stats(args.fid_stats) if args.fid_stats is not None else None
@@ -197,7 +198,12 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
     loaded = guided_by(loaded, args)
     if reference is not None:
         refuse_unguidable(loaded, args)
-    if reference is not None and conditional and args.classes == "data" and not loaded.class_counts:
+    if (
+        reference is not None
+        and conditional
+        and args.class_distribution == "data"
+        and not loaded.class_counts
+    ):
         raise ConfigError(
             f"--classes data needs the training label counts, which {args.checkpoint} does not "
             "record; use --classes uniform"
@@ -233,25 +239,13 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
         which = f"exported weights of step {loaded.step}"
         record.update(weights="exported")
     if reference is not None:
-        steps = default_steps(args.sampler, args.steps, T)
-        settings = SamplerSettings(
-            args.sampler,
-            steps,
-            args.eta,
-            args.clip,
-            args.seed,
-            args.batch_size,
-            variance,
-            args.spacing,
-            args.guidance,
-            args.classes,
-        )
+        settings = resolve(loaded, sampling_spec(args))
         sampling = fast_path(loaded, args)
         progress = not args.quiet and main
         r = model_fid(sampling, reference, net, args.n or 10000, settings, progress, dist)
         bf16 = ", bf16" if sampling.bf16 else ""
         procs = f", {dist.world_size} processes" if dist.world_size > 1 else ""
-        nfe = evaluations(sampling, args.sampler, steps, args.guidance, args.spacing)
+        nfe = evaluations(sampling, settings)
         if main:
             print(
                 f"FID {r.fid:.3f}: {r.n} samples, {settings.describe(conditional)}"
@@ -298,19 +292,17 @@ def run_eval_arrays(args: argparse.Namespace, loaded, device) -> int:
     a points / sequences model against `--data`, beside the floor and the Gaussian baseline."""
     from ddpm.arrays import load_arrays
     from ddpm.data import DataError
-    from ddpm.evaluate import SamplerSettings
     from ddpm.evaluate_arrays import evaluate_model
+    from ddpm.generate import resolve
 
     kind = loaded.kind
     if args.fid_stats is not None or args.nll:
         raise ConfigError(f"FID and --nll are for images; this model is of {kind}")
     if args.clip:
         raise ConfigError(f"--clip clips x_0 to [-1, 1], the range of images; {kind} are not")
-    steps = default_steps(args.sampler, args.steps, loaded.schedule.T)
-    if steps is not None and steps > loaded.schedule.T:
-        raise ConfigError(f"--steps {steps} exceeds the model's T = {loaded.schedule.T}")
     loaded = guided_by(loaded, args)
     refuse_unguidable(loaded, args)
+    settings = resolve(loaded, sampling_spec(args))
     ckpt_cfg = _train_config(args.checkpoint)
     scaler = loaded.data.scaler
     pad = bool(ckpt_cfg.get("pad_sequences", False))
@@ -328,17 +320,6 @@ def run_eval_arrays(args: argparse.Namespace, loaded, device) -> int:
                 f"{tuple(loaded.shape)}"
             )
     loaded = loaded.to(device)
-    settings = SamplerSettings(
-        args.sampler,
-        steps,
-        args.eta,
-        False,  # standardised data is not confined to [-1, 1]
-        args.seed,
-        args.batch_size,
-        loaded.variance(args.variance),
-        args.spacing,
-        args.guidance,
-    )
     report = evaluate_model(loaded, heldout, train, settings, args.n)
     weights = "raw" if args.raw_weights else "EMA"
     print("\n".join(report.lines(f"{weights} weights at step {loaded.step}")))

@@ -24,7 +24,9 @@ from ddpm.cli.args import (
     output_file,
     output_folder,
     positive_int,
+    refuse_unguidable,
     resolve_device,
+    sampling_spec,
     say_which_checkpoint,
     seed_int,
 )
@@ -138,7 +140,6 @@ def class_plan(args: argparse.Namespace, loaded) -> tuple[list[int] | None, int,
             flag
             for flag, on in (
                 ("--class", args.classes),
-                ("--guidance", args.guidance and not loaded.guide),
                 ("--grid-by-class", args.grid_by_class),
             )
             if on
@@ -147,7 +148,6 @@ def class_plan(args: argparse.Namespace, loaded) -> tuple[list[int] | None, int,
             raise ConfigError(
                 f"{asked[0]} needs a class-conditional model (trained with --class-cond); "
                 f"{args.checkpoint} is unconditional"
-                + (" (autoguidance guides any model: --guide-model)" * (asked[0] == "--guidance"))
             )
         return None, args.n or 64, None
     names = loaded.names
@@ -161,20 +161,18 @@ def class_plan(args: argparse.Namespace, loaded) -> tuple[list[int] | None, int,
 def run_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from ddpm.generate import denoising_process, generate, load_model, save_process
+    from ddpm.generate import denoising_process, generate, load_model, resolve, save_process
     from ddpm.images import save_grid, save_images
 
     loaded = load_model(args.checkpoint, resolve_device(args.device), args.raw_weights, args.ema)
     say_which_checkpoint(args.checkpoint, loaded)
     loaded = guided_by(loaded, args)
-    if args.steps is not None and args.steps > loaded.schedule.T:
-        raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
+    refuse_unguidable(loaded, args)
+    spec = resolve(loaded, sampling_spec(args))  # every sampling flag, checked before work
     if loaded.data is not None:
-        return run_sample_arrays(args, loaded)
+        return run_sample_arrays(args, loaded, spec)
     if args.out.suffix.lower() == ".csv":
         raise ConfigError(f"--out {args.out}: images are written as a grid picture or .npy")
-    args.clip = True if args.clip is None else args.clip
-    variance = loaded.variance(args.variance)
     classes, n, nrow = class_plan(args, loaded)
     loaded = fast_path(loaded, args)
 
@@ -182,39 +180,24 @@ def run_sample(args: argparse.Namespace) -> int:
         if args.folder is not None:
             save_images(x, args.folder, start)
 
-    settings = dict(
-        seed=args.seed,
-        sampler=args.sampler,
-        steps=args.steps,
-        eta=args.eta,
-        variance=variance,
-        clip=args.clip,
-        batch_size=args.batch_size,
-        spacing=args.spacing,
-        progress=not args.quiet,
-    )
+    progress = not args.quiet
     labels = None
-    if loaded.num_classes is None:
-        x = generate(loaded, n, on_batch=write, **settings)
-    elif args.grid_by_class:
+    if args.grid_by_class:
         # each row from the same seeds (seed, 0..n-1): the classes differ, the noise does not
         assert classes is not None
         rows = []
         for r, c in enumerate(classes):
-            y = torch.full((n,), c)
-            row = generate(loaded, n, class_labels=y, guidance=args.guidance, **settings)
+            row = generate(loaded, n, spec, class_labels=torch.full((n,), c), progress=progress)
             write(r * n, row)
             rows.append(row)
         x = torch.cat(rows)
         labels = torch.tensor(classes).repeat_interleave(n)
     else:
-        if classes is None:
-            labels = loaded.draw_classes(args.seed, range(n))
-        else:
+        if classes is not None:
             labels = torch.tensor([classes[i % len(classes)] for i in range(n)])
-        x = generate(
-            loaded, n, on_batch=write, class_labels=labels, guidance=args.guidance, **settings
-        )
+        elif loaded.num_classes is not None:
+            labels = loaded.draw_classes(spec.seed, range(n), spec.classes)
+        x = generate(loaded, n, spec, on_batch=write, class_labels=labels, progress=progress)
     if args.out.suffix.lower() == ".npy":  # the images as uint8 (N, C, H, W)
         from ddpm.arrays import save_npy
         from ddpm.data import to_uint8
@@ -229,25 +212,14 @@ def run_sample(args: argparse.Namespace) -> int:
         shown = [names[c] for c in dict.fromkeys(labels.tolist())]
         kinds = ", ".join(shown[:8]) + (f", ... ({len(shown)} classes)" if len(shown) > 8 else "")
         drawn = " drawn uniformly" if classes is None else ""
-        what = f" (classes{drawn} {kinds}; guidance w={args.guidance:g})"
+        what = f" (classes{drawn} {kinds}; guidance w={spec.guidance:g})"
         if args.folder is not None:
             write_labels(Path(args.folder), labels, names)
-    print(f"wrote {x.shape[0]} samples to {where}{what}{guide_words(args)}")
+    print(f"wrote {x.shape[0]} samples to {where} ({spec.short()}){what}{guide_words(args)}")
     if args.process or args.gif:
         m = min(x.shape[0], 8)
-        frames = denoising_process(
-            loaded,
-            n=m,
-            seed=args.seed,
-            sampler=args.sampler,
-            steps=args.steps,
-            clip=args.clip,
-            class_labels=labels[:m] if labels is not None else None,
-            guidance=args.guidance,
-            variance=variance,
-            eta=args.eta,
-            progress=not args.quiet,
-        )
+        chain_labels = labels[:m] if labels is not None else None
+        frames = denoising_process(loaded, m, spec, class_labels=chain_labels, progress=progress)
         png = args.process or args.gif.with_suffix(".png")
         save_process(frames, png, args.gif)
         print(f"wrote the denoising process to {png}" + (f" and {args.gif}" if args.gif else ""))
@@ -265,7 +237,7 @@ def write_labels(folder: Path, labels, names: list[str]) -> None:
             w.writerow([f"{i:06d}.png", c, names[c]])
 
 
-def run_sample_arrays(args: argparse.Namespace, loaded) -> int:
+def run_sample_arrays(args: argparse.Namespace, loaded, spec) -> int:
     """`ddpm sample` for points and sequences: .npy / .csv / .png, and the chain."""
     import torch
 
@@ -278,10 +250,6 @@ def run_sample_arrays(args: argparse.Namespace, loaded) -> int:
     allowed = (".npy", ".png") + ((".csv",) if kind == "points" else ())
     if suffix not in allowed:
         raise ConfigError(f"--out {args.out}: {kind} are written as {' or '.join(allowed)}")
-    if args.clip:
-        raise ConfigError(
-            f"--clip clips x_0 to [-1, 1], the range of images; {kind} are standardised"
-        )
     if args.folder is not None:
         raise ConfigError(f"--folder writes one PNG per image; for {kind} use --out FILE.npy")
     if args.grid_by_class:
@@ -291,20 +259,7 @@ def run_sample_arrays(args: argparse.Namespace, loaded) -> int:
     K = loaded.num_classes
     cycle = classes if classes is not None else list(range(K)) if K else None
     labels = torch.tensor([cycle[i % len(cycle)] for i in range(n)]) if cycle else None
-    x = generate(
-        loaded,
-        n,
-        args.seed,
-        args.sampler,
-        args.steps,
-        args.eta,
-        args.variance,
-        False,
-        args.batch_size,
-        spacing=args.spacing,
-        class_labels=labels,
-        guidance=args.guidance,
-    )
+    x = generate(loaded, n, spec, class_labels=labels, progress=not args.quiet)
     data = loaded.to_data(x).numpy()
     written = [str(args.out)]
     if suffix == ".npy":
@@ -317,10 +272,10 @@ def run_sample_arrays(args: argparse.Namespace, loaded) -> int:
         save_csv(data, args.out, loaded.data.columns)
     else:
         save_samples(data, args.out, loaded.data, labels)
-    print(f"wrote {n} {kind} to {' and '.join(written)}")
+    print(f"wrote {n} {kind} to {' and '.join(written)} ({spec.short()}){guide_words(args)}")
     if args.process or args.gif:
-        steps = None if args.sampler == "ddpm" else args.steps
-        save_array_process(loaded, args.process, args.gif, args.seed, args.sampler, steps)
+        chain_labels = torch.tensor(cycle) if cycle else None
+        save_array_process(loaded, args.process, args.gif, spec, chain_labels)
         shown = [str(p) for p in (args.process, args.gif) if p is not None]
         print(f"wrote the denoising process to {' and '.join(shown)}")
     return 0

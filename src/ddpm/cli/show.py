@@ -12,12 +12,14 @@ from ddpm.cli.args import (
     VARIANCE_HELP,
     HelpFormatter,
     add_device_arg,
+    add_quiet_arg,
     add_split_arg,
     image_size,
     nonneg_float,
     output_file,
     positive_int,
     resolve_device,
+    sampling_spec,
     seed_int,
     unit_float,
 )
@@ -119,6 +121,7 @@ def add_show_args(p: argparse.ArgumentParser) -> None:
         help="clip each x_0 prediction to [-1, 1]",
     )
     add_device_arg(r)
+    add_quiet_arg(r)
     picture(r, "process.png", "picture")
     r.add_argument(
         "--gif", type=output_file("gif", "GIF"), help="also an animated GIF (default: no)"
@@ -172,17 +175,8 @@ def run_show(args: argparse.Namespace) -> int:
         loaded = load_model(args.checkpoint, resolve_device(args.device))
         if args.steps is not None and args.steps > loaded.schedule.T:
             raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
-        variance = loaded.variance(args.variance)
         frames = denoising_process(
-            loaded,
-            args.n,
-            args.seed,
-            args.sampler,
-            args.steps,
-            args.frames,
-            args.clip,
-            variance=variance,
-            eta=args.eta,
+            loaded, args.n, sampling_spec(args), args.frames, progress=not args.quiet
         )
         save_process(frames, args.out, args.gif)
         path = args.out

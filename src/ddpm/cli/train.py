@@ -583,24 +583,26 @@ def _array_pictures(cfg, result, loaded, chain: bool) -> list[str]:
     import shutil
 
     from ddpm.generate import save_array_process
+    from ddpm.spec import SamplingSpec
 
     out = result.out
     shutil.copyfile(out / "samples" / f"step-{result.step:07d}.png", out / "samples.png")
     wrote = [str(out / "samples.png")]
     if chain:
         gif = out / "process.gif"
-        save_array_process(loaded, out / "process.png", gif, cfg.seed, "ddim", min(100, cfg.T))
-        wrote.append(f"{out / 'process.png'} and .gif (ddim, {min(100, cfg.T)} steps)")
+        spec = SamplingSpec("ddim", min(100, cfg.T), seed=cfg.seed)
+        save_array_process(loaded, out / "process.png", gif, spec)
+        wrote.append(f"{out / 'process.png'} and .gif ({spec.short()})")
     wrote.append(str(out / "loss.png"))
     return wrote
 
 
 def final_pictures(cfg, result, chain: bool, progress: bool, device=None) -> list[str]:
     """samples.png (the last grid, enlarged) and, with `chain`, process.png and process.gif:
-    eight reverse chains drawn as the grids are (cfg.sample_sampler, sample_steps,
-    sample_eta: DDIM-50 with eta 1 by default), with fewer steps where that would overrun
-    the picture budget (`ddpm.train.picture_budget`). Returns what was written, with the
-    sampler that drew it. `device` None means cfg.device."""
+    eight reverse chains drawn as the grids are (`ddpm.train.grid_spec`: DDIM-50 with eta 1
+    by default), with fewer steps where that would overrun the picture budget
+    (`ddpm.train.picture_budget`). Returns what was written, with the sampler that drew it.
+    `device` None means cfg.device."""
     from ddpm.generate import (
         denoising_process,
         load_model,
@@ -609,7 +611,7 @@ def final_pictures(cfg, result, chain: bool, progress: bool, device=None) -> lis
         seconds_per_evaluation,
     )
     from ddpm.images import enlarge
-    from ddpm.train import grid_steps, picture_budget
+    from ddpm.train import grid_spec, picture_budget
 
     out = result.out
     device = resolve_device(cfg.device) if device is None else device
@@ -619,28 +621,18 @@ def final_pictures(cfg, result, chain: bool, progress: bool, device=None) -> lis
     # the loop's grid of the last step is the same picture, already sampled: enlarge it
     last_grid = out / "samples" / f"step-{result.step:07d}.png"
     enlarge(last_grid, out / "samples.png", scale=2 if max(loaded.shape[1:]) <= 32 else 1)
-    wrote = [f"{out / 'samples.png'}{_drawn_with(*result.last_grid)}"]
+    wrote = [f"{out / 'samples.png'} ({result.last_grid.short()})"]
     if chain:
         n = 8
         per_eval = seconds_per_evaluation(loaded.eps, loaded.shape, n, device)
         budget = picture_budget(cfg, result.train_seconds)
         T = loaded.schedule.T
-        steps = grid_steps(cfg, T)
-        plan = picture_plan(cfg.sample_sampler, steps, cfg.sample_eta, T, per_eval, budget)
-        sampler, steps, eta = plan
-        frames = denoising_process(
-            loaded, n, cfg.seed, sampler, steps, clip=cfg.sample_clip, eta=eta, progress=progress
-        )
+        spec = picture_plan(grid_spec(cfg, T), T, per_eval, budget)
+        frames = denoising_process(loaded, n, spec, progress=progress)
         save_process(frames, out / "process.png", out / "process.gif")
-        wrote.append(f"{out / 'process.png'} and .gif{_drawn_with(*plan)}")
+        wrote.append(f"{out / 'process.png'} and .gif ({spec.short()})")
     wrote.append(str(out / "loss.png"))
     return wrote
-
-
-def _drawn_with(sampler: str, steps: int | None, eta: float) -> str:
-    if sampler == "ddpm":
-        return " (ddpm, all T steps)" if steps is None else f" (ddpm, {steps} respaced steps)"
-    return f" ({sampler}, {steps} steps" + (f", eta {eta:g})" if sampler == "ddim" else ")")
 
 
 def add_train_eval_args(p: argparse.ArgumentParser) -> None:

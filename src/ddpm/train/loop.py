@@ -26,15 +26,14 @@ from torch import Tensor
 from ddpm import checkpoint as ckpt_io
 from ddpm.arrayplots import save_samples
 from ddpm.arrays import ArrayDataset, array_batches
-from ddpm.conditioning import guided
 from ddpm.data import ImageDataset, batches
-from ddpm.diffusion import eps_model
-from ddpm.generate import counted, picture_plan, seconds_per_evaluation
+from ddpm.generate import Loaded, generate, picture_plan, seconds_per_evaluation
 from ddpm.images import save_grid
 from ddpm.paths import check_output_folder
 from ddpm.progress import Progress
-from ddpm.samplers import network_evaluations, per_sample_noise, sample, sample_generators
+from ddpm.samplers import default_steps
 from ddpm.schedule import NoiseSchedule
+from ddpm.spec import SamplingSpec
 from ddpm.speed import compile_model, mark_step, without_cudagraphs
 from ddpm.timesteps import make_timestep_sampler
 from ddpm.train import distributed
@@ -67,56 +66,55 @@ def sample_grid(
     path: Path,
     budget_s: float | None = None,
     progress: bool = False,
-) -> tuple[Tensor, tuple[str, int | None, float]]:
+) -> tuple[Tensor | None, SamplingSpec]:
     """A grid of `num_samples` images from the EMA weights, the same seeds every time; for a
     class-conditional model one class per row (the first classes), unguided. For points and
     sequences, a plot of the samples beside the data (`ddpm.arrayplots.save_samples`; the
-    classes in turn) instead of a grid.
+    classes in turn) instead of a grid. Drawn by `ddpm.generate.generate` with `grid_spec`:
+    the grid is what `ddpm sample` draws from that checkpoint with the same flags.
 
     With `budget_s`, the sampler is cut down to fit that many seconds (`picture_plan`, from
     one timed network call). Returns the images (B, C, H, W) in [-1, 1] (None for points and
-    sequences) and the (sampler, steps, eta) that drew them."""
-    model = state.ema.model
-    device = next(model.parameters()).device
+    sequences) and the spec that drew them."""
+    device = next(state.ema.model.parameters()).device
     info = state.data_info
     n = cfg.num_samples if info is None else max(cfg.num_samples, PLOT_SAMPLES[info.kind])
-    gens = sample_generators(cfg.seed, range(n), device)
-    x_T = per_sample_noise(shape, gens, device)
+    loaded = Loaded(state.ema.model, schedule, cfg.prediction, tuple(shape), state.step, data=info)
+    spec = grid_spec(cfg, schedule.T, images=info is None).replace(batch_size=n)
     nrow = math.ceil(math.sqrt(n))  # save_grid's default
     y = None
     if state.num_classes is not None:
-        i = torch.arange(n, device=device)
+        i = torch.arange(n)
         y = (i // nrow if info is None else i) % state.num_classes
-        model = guided(model, y)  # type: ignore[arg-type]
-    net = eps_model(model, schedule, cfg.prediction)  # type: ignore[arg-type]
-    sampler, steps, eta = cfg.sample_sampler, grid_steps(cfg, schedule.T), cfg.sample_eta
     if budget_s is not None:
-        per_eval = seconds_per_evaluation(net, shape, n, device)
-        sampler, steps, eta = picture_plan(sampler, steps, eta, schedule.T, per_eval, budget_s)
-    clip = cfg.sample_clip and info is None  # [-1, 1] is the images' range only
-    total = network_evaluations(sampler, steps, schedule.T)
-    with Progress(total, f"sample grid ({sampler})", enabled=progress, leave=False) as bar:
-        net = counted(net, bar)
-        x = sample(sampler, net, schedule, x_T, steps, eta, clip=clip, generator=gens)
+        per_eval = seconds_per_evaluation(loaded.eps_given(y), shape, n, device)
+        spec = picture_plan(spec, schedule.T, per_eval, budget_s)
+    label = f"sample grid ({spec.sampler})" if progress else False
+    x = generate(loaded, n, spec, class_labels=y, progress=label)
     if info is not None:
-        labels = y.cpu() if y is not None else None
-        save_samples(info.scaler.invert(x.cpu()).numpy(), path, info, labels)
-        return None, (sampler, steps, eta)
+        save_samples(info.scaler.invert(x).numpy(), path, info, y)
+        return None, spec
     save_grid(x, path, nrow)
-    return x, (sampler, steps, eta)
+    return x, spec
 
 
 PLOT_SAMPLES = {"points": 2000, "sequences": 64}  # samples in a preview plot
 
 
-def grid_steps(cfg: TrainConfig, T: int) -> int | None:
-    """The steps of the periodic grids and FID: sample_steps where set (DDPM: a respaced chain of
-    that many steps), else 50 for DDIM / DPM-Solver / Heun and all T (None) for DDPM."""
-    if cfg.sample_steps is None:
-        return None if cfg.sample_sampler == "ddpm" else min(50, T)
-    if cfg.sample_sampler == "ddpm" and cfg.sample_steps >= T:
-        return None
-    return min(cfg.sample_steps, T)
+def grid_spec(cfg: TrainConfig, T: int, images: bool = True) -> SamplingSpec:
+    """How the training grids, pictures and FID sample (cfg.sample_*): sample_steps where set
+    (DDPM: a respaced chain of that many steps; all T when it asks for T or more), else the
+    sampler's default; clipped only for images, whose range is [-1, 1]."""
+    steps = cfg.sample_steps
+    if steps is not None:
+        steps = None if cfg.sample_sampler == "ddpm" and steps >= T else min(steps, T)
+    return SamplingSpec(
+        sampler=cfg.sample_sampler,
+        steps=default_steps(cfg.sample_sampler, steps, T),
+        eta=cfg.sample_eta,
+        clip=cfg.sample_clip and images,
+        seed=cfg.seed,
+    )
 
 
 def picture_budget(cfg: TrainConfig, seconds: float) -> float:
@@ -154,11 +152,10 @@ def make_fid_evaluator(cfg: TrainConfig, dist: Dist):
     """The FID check of `--eval-every` (ddpm.evaluate.TrainingFID), loaded before training so
     that a bad statistics or network file stops the run at once. Under DDP every process
     samples its share of the images."""
-    from ddpm.evaluate import SamplerSettings, TrainingFID
+    from ddpm.evaluate import TrainingFID
 
-    settings = SamplerSettings(
-        cfg.sample_sampler, grid_steps(cfg, cfg.T), clip=cfg.sample_clip, seed=cfg.seed
-    )
+    # as `ddpm eval --sampler S --steps K` scores the checkpoint: its default eta is 0
+    settings = grid_spec(cfg, cfg.T).replace(eta=0.0)
     assert cfg.fid_stats is not None
     return TrainingFID(cfg.fid_stats, cfg.eval_n, dist.device, cfg.inception, settings, dist)
 
@@ -257,7 +254,7 @@ class TrainResult:
     nonfinite_total: int
     fids: list[tuple[int, float]] = field(default_factory=list)  # (step, FID) of --eval-every
     train_seconds: float = 0.0  # wall-clock time up to the last grid, without the grids
-    last_grid: tuple[str, int | None] | None = None  # (sampler, steps) of the last sample grid
+    last_grid: SamplingSpec | None = None  # how the last sample grid was drawn
 
 
 def train(
