@@ -53,10 +53,10 @@ def time_case(case: str, dist, args: argparse.Namespace) -> tuple[float, list[fl
     import torch
     import torch.distributed as tdist
 
-    from ddpm.schedule import make_schedule
+    from ddpm.diffusion.schedule import make_schedule
+    from ddpm.models.unet import build_model, preset
     from ddpm.speed import compile_model, mark_step, use_channels_last
     from ddpm.train import EMA, TrainConfig, TrainState, distributed, make_optimizer, train_step
-    from ddpm.unet import build_model, preset
 
     name, side, per_gpu = CASES[case]
     cuda, W = dist.device.type == "cuda", dist.world_size

@@ -2,7 +2,7 @@
 and compiled once per architecture, each case loads its weights into it, and the Inception
 network and the reference statistics are loaded once. The matrix square roots run on CPU
 threads while the GPU samples the next case. Each case is `ddpm eval`'s computation
-(`ddpm.evaluate.model_stats`); results go to a JSON file as they arrive.
+(`ddpm.eval.evaluate.model_stats`); results go to a JSON file as they arrive.
 
     R=runs/cifar   # a run of `ddpm train --recipe cifar10-8min`
     python benchmarks/fid_sweep.py --stats cifar10-train-inception-stats.npz \
@@ -42,11 +42,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ddpm.cli.args import interval
-from ddpm.evaluate import load_inception, load_stats, model_stats
-from ddpm.fid import fid_from_stats
-from ddpm.generate import Loaded, evaluations, generate, load_model, speed_up, with_guidance
-from ddpm.images import save_grid
-from ddpm.spec import SamplingSpec
+from ddpm.eval.evaluate import load_inception, load_stats, model_stats
+from ddpm.eval.fid import fid_from_stats
+from ddpm.sampling.generate import (
+    Loaded,
+    evaluations,
+    generate,
+    load_model,
+    speed_up,
+    with_guidance,
+)
+from ddpm.sampling.spec import SamplingSpec
+from ddpm.viz.grids import save_grid
 
 
 @dataclass

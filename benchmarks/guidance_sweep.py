@@ -8,7 +8,7 @@ For each w (classifier-free guidance, Ho & Salimans 2022: eps = eps_c + w (eps_c
 w = 0 is the plain conditional model), draws n samples with DDIM (--steps 50; with w > 0
 each step is one forward pass of 2B), image i of class drawn uniformly from (--seed, i),
 the same classes and starting noise for every w, and reports
-  - FID against the reference statistics (our FID code, ddpm.evaluate / ddpm.fid);
+  - FID against the reference statistics (our FID code, ddpm.eval.evaluate / ddpm.eval.fid);
   - class accuracy: the share of samples that a CIFAR-10 classifier assigns to the class
     asked for. The classifier is a small ResNet (the ResNet-9 of Page's DAWNBench entry)
     trained here on the real train zip for --classifier-epochs (about 10-30 s on an H100);
@@ -40,12 +40,12 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ddpm.data import ImageDataset, load_dataset, to_uint8
-from ddpm.evaluate import load_inception, load_stats
-from ddpm.fid import FIDStats, StatsAccumulator, features, fid_from_stats
-from ddpm.generate import Loaded, generate, load_model, speed_up
-from ddpm.samplers import SAMPLERS
-from ddpm.spec import SamplingSpec
+from ddpm.data.images import ImageDataset, load_dataset, to_uint8
+from ddpm.eval.evaluate import load_inception, load_stats
+from ddpm.eval.fid import FIDStats, StatsAccumulator, features, fid_from_stats
+from ddpm.sampling.generate import Loaded, generate, load_model, speed_up
+from ddpm.sampling.samplers import SAMPLERS
+from ddpm.sampling.spec import SamplingSpec
 
 # --- the classifier: ResNet-9 (Page 2018, "How to train your ResNet") ---------------------------
 
@@ -226,7 +226,7 @@ def plot_record(record: dict, png: Path, unconditional: float | None = None) -> 
     """FID and class accuracy against w, from a sweep's record (the --json contents); the null
     class, the classifier's own test accuracy and an unconditional model's FID as dashed
     levels."""
-    from ddpm.plots import Panel, Series, plot
+    from ddpm.viz.plots import Panel, Series, plot
 
     rows = [r for r in record["rows"] if r["w"] is not None]
     ws = [r["w"] for r in rows]

@@ -39,8 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ddpm.plots import Panel, Series, plot
-from ddpm.samplers import network_evaluations
+from ddpm.sampling.samplers import network_evaluations
+from ddpm.viz.plots import Panel, Series, plot
 
 MINUTES = re.compile(r"snapshot-([0-9.]+)min")
 

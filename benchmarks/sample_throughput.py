@@ -5,11 +5,11 @@ both libraries, with the DDPM CIFAR-10 network (35.7M parameters, random weights
 not depend on training). Images/s is end to end: from drawing x_T to uint8 images in host
 memory, after one warm-up run of the same batch size (which includes compilation).
 
-Ours goes through the library's own path (`ddpm.generate.generate`: per-image seeds, the
+Ours goes through the library's own path (`ddpm.sampling.generate.generate`: per-image seeds, the
 schedule's coefficients read once on the host) with the speed features of
-`ddpm.generate.speed_up`. diffusers runs as its pipelines do: `UNet2DModel` + `DDIMScheduler`
-/ `DDPMScheduler` in a loop; "bf16" is its pipelines' `torch_dtype=torch.bfloat16` (weights
-and latents in bf16), "bf16+CL+compile" adds channels-last and `torch.compile`.
+`ddpm.sampling.generate.speed_up`. diffusers runs as its pipelines do: `UNet2DModel` +
+`DDIMScheduler` / `DDPMScheduler` in a loop; "bf16" is its pipelines' `torch_dtype=torch.bfloat16`
+(weights and latents in bf16), "bf16+CL+compile" adds channels-last and `torch.compile`.
 
     python3 benchmarks/sample_throughput.py --n 256 --ours bf16+CL+compile \
         --peer fp32,bf16+CL+compile
@@ -40,11 +40,11 @@ from common import (
     write_json,
 )
 
-from ddpm.data import to_uint8
-from ddpm.generate import Loaded, generate, speed_up
-from ddpm.schedule import make_schedule
+from ddpm.data.images import to_uint8
+from ddpm.diffusion.schedule import make_schedule
+from ddpm.models.unet import build_model, preset
+from ddpm.sampling.generate import Loaded, generate, speed_up
 from ddpm.speed import compile_model, use_channels_last
-from ddpm.unet import build_model, preset
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SAMPLERS = {"DDIM-50": ("ddim", 50), "DDPM-1000": ("ddpm", 1000)}

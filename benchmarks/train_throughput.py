@@ -51,9 +51,9 @@ from common import (
     write_json,
 )
 
-from ddpm.schedule import make_schedule
+from ddpm.diffusion.schedule import make_schedule
+from ddpm.models.unet import build_model, preset
 from ddpm.speed import compile_model, mark_step, use_channels_last
-from ddpm.unet import build_model, preset
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from ddpm.data import ImageDataset
+from ddpm.data.images import ImageDataset
+from ddpm.models.unet import PRESETS, ModelSpec
 from ddpm.train import TrainConfig
-from ddpm.unet import PRESETS, ModelSpec
 
 # A 2-level U-Net that trains in milliseconds on 8x8 images.
 TINY_UNET = dict(

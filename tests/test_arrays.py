@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm import toys
-from ddpm.arrays import (
+from ddpm.data import toys
+from ddpm.data.arrays import (
     ArrayDataset,
     ArrayInfo,
     Standardizer,
@@ -17,11 +17,12 @@ from ddpm.arrays import (
     load_arrays,
     save_csv,
 )
-from ddpm.data import DataError, ImageDataset
-from ddpm.timeseries import read_ts, resolve_timeseries
+from ddpm.data.images import ImageDataset
+from ddpm.data.timeseries import read_ts, resolve_timeseries
+from ddpm.errors import ConfigError, DataError
+from ddpm.models.unet import ClassEmbedding, build_model, preset
 from ddpm.train import TrainConfig
 from ddpm.train.state import make_model
-from ddpm.unet import ClassEmbedding, ConfigError, build_model, preset
 
 # --- toys -------------------------------------------------------------------------------------
 

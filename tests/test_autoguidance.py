@@ -8,13 +8,14 @@ import torch
 
 from conftest import TINY_UNET, tiny_config
 from ddpm.cli import main
-from ddpm.conditioning import autoguided, interval_timesteps, limited
-from ddpm.evaluate import load_stats, model_fid
-from ddpm.generate import evaluations, generate, load_model, with_guidance
-from ddpm.schedule import make_schedule
-from ddpm.spec import SamplingSpec
+from ddpm.diffusion.schedule import make_schedule
+from ddpm.errors import ConfigError
+from ddpm.eval.evaluate import load_stats, model_fid
+from ddpm.models.unet import UNet, UNetConfig
+from ddpm.sampling.generate import evaluations, generate, load_model, with_guidance
+from ddpm.sampling.guidance import autoguided, interval_timesteps, limited
+from ddpm.sampling.spec import SamplingSpec
 from ddpm.train import train
-from ddpm.unet import ConfigError, UNet, UNetConfig
 from test_conditioning import error_line, randomised
 from test_evaluate import FakeInception, image_folder
 
@@ -107,7 +108,7 @@ def test_a_guide_that_does_not_fit_is_refused(run, tmp_path, blobs):
 
 
 def test_the_flags_sample_and_evaluate_as_the_library_does(run, tmp_path, capsys, monkeypatch):
-    from ddpm import evaluate
+    from ddpm.eval import evaluate
 
     monkeypatch.setattr(evaluate, "FEATURE_DIM", 16)
     monkeypatch.setattr(evaluate, "load_inception", lambda path=None, device="cpu": FakeInception())

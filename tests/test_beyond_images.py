@@ -9,11 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm import evaluate_arrays, toys
 from ddpm.cli import main
-from ddpm.generate import generate, load_model
+from ddpm.data import toys
+from ddpm.eval import arrays as evaluate_arrays
+from ddpm.models.unet import PRESETS, ModelSpec
+from ddpm.sampling.generate import generate, load_model
 from ddpm.train import TrainConfig, train
-from ddpm.unet import PRESETS, ModelSpec
 
 TINY_MLP = {"width": 64, "num_blocks": 2, "hidden_mult": 2}
 TINY_UNET1D = {

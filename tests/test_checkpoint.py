@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from ddpm import checkpoint as C
+from ddpm.io import checkpoint as C
 
 
 class Evil:

@@ -193,7 +193,7 @@ def test_architecture_flags_override_the_preset(tmp_path):
         )
         == 0
     )
-    from ddpm.checkpoint import list_checkpoints, load_checkpoint
+    from ddpm.io.checkpoint import list_checkpoints, load_checkpoint
 
     cfg = load_checkpoint(list_checkpoints(run)[-1])["model_config"]
     assert cfg["base_channels"] == 8 and cfg["channel_mults"] == [1, 2]
@@ -252,7 +252,7 @@ def test_learned_sigma_round_trip_train_sample_eval(tmp_path, capsys):
 
 
 def test_learned_variance_on_a_fixed_variance_model_is_refused(tmp_path, capsys):
-    from ddpm.data import ImageDataset
+    from ddpm.data.images import ImageDataset
     from ddpm.train import TrainConfig, train
 
     cfg = TrainConfig(preset="tiny", T=10, steps=1, batch_size=2, out=str(tmp_path / "run"))

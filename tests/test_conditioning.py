@@ -11,18 +11,26 @@ from PIL import Image
 
 import conftest
 from conftest import TINY_UNET
-from ddpm import checkpoint as C
-from ddpm import evaluate
 from ddpm.cli import main
-from ddpm.conditioning import class_index, class_weights, combine, draw_classes, drop_labels, guided
-from ddpm.data import ImageDataset
-from ddpm.diffusion import eps_model
-from ddpm.evaluate import load_stats, model_fid
-from ddpm.generate import generate, load_model
-from ddpm.schedule import make_schedule
-from ddpm.spec import SamplingSpec
+from ddpm.data.images import ImageDataset
+from ddpm.diffusion.process import eps_model
+from ddpm.diffusion.schedule import make_schedule
+from ddpm.errors import ConfigError
+from ddpm.eval import evaluate
+from ddpm.eval.evaluate import load_stats, model_fid
+from ddpm.io import checkpoint as C
+from ddpm.models.unet import TutorialUNet, TutorialUNetConfig, UNet, UNetConfig
+from ddpm.sampling.generate import generate, load_model
+from ddpm.sampling.guidance import (
+    class_index,
+    class_weights,
+    combine,
+    draw_classes,
+    drop_labels,
+    guided,
+)
+from ddpm.sampling.spec import SamplingSpec
 from ddpm.train import TrainConfig, setup, train, train_step
-from ddpm.unet import ConfigError, TutorialUNet, TutorialUNetConfig, UNet, UNetConfig
 from test_evaluate import FakeInception
 
 pytestmark = pytest.mark.usefixtures("tiny_preset")
@@ -260,9 +268,9 @@ def test_checkpoints_store_the_classes_and_old_ones_load_as_before(tmp_path, blo
 
 def test_unknown_class_name_is_one_line_exit_2_before_sampling(tmp_path, capsys, monkeypatch):
     result = train(tiny_config(tmp_path), data=two_colours(), progress=False)
-    import ddpm.generate
+    import ddpm.sampling.generate
 
-    monkeypatch.setattr(ddpm.generate, "generate", lambda *a, **k: pytest.fail("sampled"))
+    monkeypatch.setattr(ddpm.sampling.generate, "generate", lambda *a, **k: pytest.fail("sampled"))
     argv = ["sample", "--checkpoint", str(result.last_checkpoint), "--out", str(tmp_path / "g.png")]
     assert main([*argv, "--class", "red", "--class", "bleu"]) == 2
     line = error_line(capsys)

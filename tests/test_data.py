@@ -20,11 +20,12 @@ from datafixtures import (
     write_images,
     zip_folder,
 )
-from ddpm import data as D
 from ddpm.cli import main
-from ddpm.data import DataError, ImageDataset, StreamingDataset, batches, load_dataset
-from ddpm.datasets import read_cars_annotations
-from ddpm.imagefiles import crop_window, to_mode
+from ddpm.data import images as D
+from ddpm.data.datasets import read_cars_annotations
+from ddpm.data.files import crop_window, to_mode
+from ddpm.data.images import ImageDataset, StreamingDataset, batches, load_dataset
+from ddpm.errors import DataError
 
 
 def png_folder(tmp_path, n=12, size=(10, 12)):

@@ -11,27 +11,19 @@ import pytest
 import torch
 
 from conftest import TINY_UNET2D
-from ddpm.checkpoint import CheckpointError
 from ddpm.cli import main
-from ddpm.diffusers_io import (
+from ddpm.diffusion.schedule import make_schedule
+from ddpm.errors import CheckpointError, ConfigError
+from ddpm.io.diffusers import (
     diffusers_unet_config,
     from_diffusers_state_dict,
     schedule_from_diffusers,
     to_diffusers_state_dict,
     unet_config_from_diffusers,
 )
-from ddpm.generate import generate, load_model
-from ddpm.modelfile import ModelFile
-from ddpm.schedule import make_schedule
-from ddpm.unet import (
-    PRESETS,
-    ConfigError,
-    UNet,
-    UNetConfig,
-    build_model,
-    count_parameters,
-    full_config,
-)
+from ddpm.io.modelfile import ModelFile
+from ddpm.models.unet import PRESETS, UNet, UNetConfig, build_model, count_parameters, full_config
+from ddpm.sampling.generate import generate, load_model
 from test_evaluate import fake_inception  # noqa: F401  (a fixture)
 
 diffusers = pytest.importorskip("diffusers")
@@ -337,7 +329,7 @@ def checkpoint(tmp_path, blobs, tiny_preset):
 
 def randomised(path):
     """The checkpoint with every EMA weight random: zero-initialised layers hide nothing."""
-    from ddpm import checkpoint as C
+    from ddpm.io import checkpoint as C
 
     ckpt = C.load_checkpoint(path)
     g = torch.Generator().manual_seed(3)

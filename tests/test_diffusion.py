@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ddpm import diffusion as D
-from ddpm.schedule import make_schedule
+from ddpm.diffusion import process as D
+from ddpm.diffusion.schedule import make_schedule
 
 
 @pytest.fixture

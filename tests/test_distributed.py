@@ -24,15 +24,15 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm import checkpoint as C
 from ddpm.cli import main
-from ddpm.data import StreamingDataset, batches
-from ddpm.schedule import make_schedule
-from ddpm.timesteps import make_timestep_sampler
+from ddpm.data.images import StreamingDataset, batches
+from ddpm.diffusion.schedule import make_schedule
+from ddpm.diffusion.timesteps import make_timestep_sampler
+from ddpm.errors import ConfigError
+from ddpm.io import checkpoint as C
 from ddpm.train import TrainConfig
 from ddpm.train import distributed as D
 from ddpm.train.step import draw_noise
-from ddpm.unet import ConfigError
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -98,7 +98,7 @@ def test_noise_of_a_slice_is_the_slice_of_the_global_noise(sampler):
 
 
 def test_condition_dropout_of_a_slice_is_the_slice_of_the_global_dropout():
-    from ddpm.conditioning import drop_labels
+    from ddpm.sampling.guidance import drop_labels
 
     y = torch.arange(16) % 10
     whole = drop_labels(y, 0.5, 10, torch.Generator().manual_seed(1))
@@ -383,12 +383,12 @@ FID_WORKER = textwrap.dedent(
 
 def fid_stats(dist=None):
     """FIDStats of 7 samples (batches of 3) of a fixed tiny U-Net through a fixed projection."""
-    from ddpm import evaluate
-    from ddpm.evaluate import model_stats
-    from ddpm.generate import Loaded
-    from ddpm.schedule import make_schedule
-    from ddpm.spec import SamplingSpec
-    from ddpm.unet import build_model
+    from ddpm.diffusion.schedule import make_schedule
+    from ddpm.eval import evaluate
+    from ddpm.eval.evaluate import model_stats
+    from ddpm.models.unet import build_model
+    from ddpm.sampling.generate import Loaded
+    from ddpm.sampling.spec import SamplingSpec
     from test_evaluate import FakeInception
 
     torch.manual_seed(0)
@@ -405,7 +405,7 @@ TINY = dict(
 
 
 def test_fid_sampling_split_over_processes_gives_the_same_statistics(tmp_path, monkeypatch):
-    from ddpm import evaluate
+    from ddpm.eval import evaluate
 
     monkeypatch.setattr(evaluate, "FEATURE_DIM", 16)
     worker = tmp_path / "fid_worker.py"

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ddpm import checkpoint as C
-from ddpm import evaluate
 from ddpm.cli import main
-from ddpm.evaluate import load_stats, model_nll, select_images
-from ddpm.generate import load_model
+from ddpm.eval import evaluate
+from ddpm.eval.evaluate import load_stats, model_nll, select_images
+from ddpm.io import checkpoint as C
+from ddpm.sampling.generate import load_model
 
 
 class FakeInception(nn.Module):
@@ -157,7 +157,7 @@ def test_fid_during_training_keeps_best_then_eval_reports_fid_and_nll(
 
 
 def test_nll_subset_is_seeded_and_matches_the_library(tmp_path):
-    from ddpm.data import load_dataset
+    from ddpm.data.images import load_dataset
     from ddpm.train import TrainConfig, train
 
     data = image_folder(tmp_path / "d", 10, 3)

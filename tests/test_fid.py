@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm.evaluate import (
+from ddpm.errors import FIDError
+from ddpm.eval.evaluate import (
     default_inception_path,
     images_stats,
     load_inception,
     load_stats,
     save_stats,
 )
-from ddpm.fid import (
+from ddpm.eval.fid import (
     PREPROCESSING,
-    FIDError,
     FIDStats,
     StatsAccumulator,
     features,

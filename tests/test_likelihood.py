@@ -6,8 +6,7 @@ import math
 import pytest
 import torch
 
-from ddpm.diffusion import predict_eps_from_x0
-from ddpm.likelihood import (
+from ddpm.diffusion.likelihood import (
     bits_per_dim,
     bound_terms_nats,
     discretized_gaussian_log_likelihood,
@@ -16,7 +15,8 @@ from ddpm.likelihood import (
     reverse_log_variance,
     strata,
 )
-from ddpm.schedule import make_schedule
+from ddpm.diffusion.process import predict_eps_from_x0
+from ddpm.diffusion.schedule import make_schedule
 
 GRID = torch.arange(256, dtype=torch.float64) / 127.5 - 1
 

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from ddpm.diffusion import eps_model, q_sample
-from ddpm.likelihood import vb_terms_nats
-from ddpm.losses import HYBRID_LAMBDA, training_losses
-from ddpm.schedule import make_schedule
+from ddpm.diffusion.likelihood import vb_terms_nats
+from ddpm.diffusion.losses import HYBRID_LAMBDA, training_losses
+from ddpm.diffusion.process import eps_model, q_sample
+from ddpm.diffusion.schedule import make_schedule
 
 
 @pytest.fixture

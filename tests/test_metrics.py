@@ -10,7 +10,7 @@ from scipy.spatial.distance import pdist
 from scipy.special import gamma, hyp1f1
 from scipy.stats import norm
 
-from ddpm import metrics
+from ddpm.eval import distances as metrics
 
 
 def gaussian_grid(d: int, k: int) -> torch.Tensor:

@@ -7,12 +7,12 @@ import torch
 from PIL import Image
 
 import conftest
-from ddpm import checkpoint as C
 from ddpm.cli import main
-from ddpm.generate import load_model
-from ddpm.interchange import export_model
+from ddpm.io import checkpoint as C
+from ddpm.io.interchange import export_model
+from ddpm.models.unet import PRESETS, ModelSpec
+from ddpm.sampling.generate import load_model
 from ddpm.train import TrainConfig, train
-from ddpm.unet import PRESETS, ModelSpec
 
 pytestmark = pytest.mark.usefixtures("tiny_preset")
 

@@ -1,7 +1,7 @@
-"""One description of how to sample (`ddpm.spec.SamplingSpec`), one code path: `ddpm sample`
-writes the very images `ddpm eval` scores, for every sampler, with and without classifier-free
-guidance, autoguidance (a guide checkpoint, or the model's own extra EMA) and a guidance
-interval; the library call, the denoising chain and the training grid draw them too."""
+"""One description of how to sample (`ddpm.sampling.spec.SamplingSpec`), one code path:
+`ddpm sample` writes the very images `ddpm eval` scores, for every sampler, with and without
+classifier-free guidance, autoguidance (a guide checkpoint, or the model's own extra EMA) and a
+guidance interval; the library call, the denoising chain and the training grid draw them too."""
 
 import numpy as np
 import pytest
@@ -10,11 +10,11 @@ from PIL import Image
 
 import ddpm
 from conftest import tiny_config
-from ddpm import evaluate
 from ddpm.cli import main
-from ddpm.generate import chain_snapshots, generate, load_model, with_guidance
-from ddpm.samplers import SAMPLERS
-from ddpm.spec import SamplingSpec
+from ddpm.eval import evaluate
+from ddpm.sampling.generate import chain_snapshots, generate, load_model, with_guidance
+from ddpm.sampling.samplers import SAMPLERS
+from ddpm.sampling.spec import SamplingSpec
 from ddpm.train import grid_spec, train
 from test_conditioning import two_colours
 from test_evaluate import FakeInception, image_folder

@@ -52,7 +52,7 @@ def test_every_command_in_the_readme_parses(argv, monkeypatch, tmp_path):
 
 def test_the_library_program_writes_a_png(tmp_path, monkeypatch, tiny_preset):
     """The README's program, run as written against a run folder of a tiny (untrained) model."""
-    from ddpm.data import ImageDataset
+    from ddpm.data.images import ImageDataset
     from ddpm.train import TrainConfig, save_checkpoint, setup
 
     (program,) = [b for b in code_blocks("python") if "import ddpm" in b]

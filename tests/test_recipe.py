@@ -7,17 +7,18 @@ import shlex
 import pytest
 import torch
 
-from ddpm import diffusion as D
 from ddpm.cli import build_parser, main
 from ddpm.cli.train import apply_recipe, config_from_args
-from ddpm.data import ImageDataset
-from ddpm.generate import load_model
-from ddpm.schedule import make_schedule
-from ddpm.timesteps import LogNormalTimesteps, UniformTimesteps, log_sigmas
+from ddpm.data.images import ImageDataset
+from ddpm.diffusion import process as D
+from ddpm.diffusion.schedule import make_schedule
+from ddpm.diffusion.timesteps import LogNormalTimesteps, UniformTimesteps, log_sigmas
+from ddpm.errors import ConfigError
+from ddpm.models.unet import PRESETS, ResBlock, build_model
+from ddpm.sampling.generate import load_model
 from ddpm.train import EMA, TrainConfig, train
 from ddpm.train.config import power_ema_beta, power_ema_exponent
 from ddpm.train.recipes import RECIPES, Recipe, sampling_advice
-from ddpm.unet import PRESETS, ConfigError, ResBlock, build_model
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,7 @@ def test_snapshots_extra_emas_and_epochs(tmp_path, tiny_preset):
         assert loaded.shape == (1, 8, 8)
     a, b = (load_model(result.last_checkpoint, ema=e).model for e in ("0.05", "0.2"))
     assert not torch.equal(a.conv_out.weight, b.conv_out.weight)  # different lengths
-    from ddpm.checkpoint import CheckpointError
+    from ddpm.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="no EMA '0.1'.*0.05, 0.2"):
         load_model(result.last_checkpoint, ema="0.1")

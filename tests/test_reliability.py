@@ -13,14 +13,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ddpm import checkpoint as C
 from ddpm.cli import main
-from ddpm.data import DataError, load_dataset
+from ddpm.data.images import load_dataset
+from ddpm.errors import DataError
+from ddpm.io import checkpoint as C
 
 WRITER = textwrap.dedent(
     """
     import sys, torch
-    from ddpm.checkpoint import atomic_save, FORMAT
+    from ddpm.io.checkpoint import atomic_save, FORMAT
     path = sys.argv[1]
     # 24 MB: each write takes long enough to be interrupted
     big = torch.randn(6_000_000, generator=torch.Generator().manual_seed(0))
@@ -197,7 +198,7 @@ def test_random_bytes_as_images_or_zips_give_a_clear_error(tmp_path, blob, ext):
 )
 @given(blob=st.binary(min_size=0, max_size=2048), zip_header=st.booleans())
 def test_random_bytes_as_a_stats_file_give_a_clear_error(tmp_path, blob, zip_header):
-    from ddpm.evaluate import load_stats
+    from ddpm.eval.evaluate import load_stats
 
     path = tmp_path / "stats.npz"
     path.write_bytes((b"PK\x03\x04" if zip_header else b"") + blob)  # .npz files are zips

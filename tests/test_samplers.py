@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from ddpm import samplers as S
-from ddpm.diffusion import predict_eps_from_x0
-from ddpm.schedule import make_schedule, respaced_timesteps
+from ddpm.diffusion.process import predict_eps_from_x0
+from ddpm.diffusion.schedule import make_schedule, respaced_timesteps
+from ddpm.sampling import samplers as S
 
 
 @pytest.fixture
@@ -161,7 +161,7 @@ def test_respaced_ddpm_with_an_oracle_ends_at_x0(steps):
 def test_respaced_ddpm_runs_the_respaced_chain():
     """K steps: the model sees the kept original timesteps, the learned variance interpolates
     the respaced β'; with all T steps the result is plain DDPM, bit for bit."""
-    from ddpm.diffusion import respace_model
+    from ddpm.diffusion.process import respace_model
 
     schedule = make_schedule("linear", 200)
     seen = []

@@ -4,7 +4,8 @@ import warnings
 import pytest
 import torch
 
-from ddpm.schedule import SCHEDULES, NoiseSchedule, ScheduleError, make_schedule, respaced_timesteps
+from ddpm.diffusion.schedule import SCHEDULES, NoiseSchedule, make_schedule, respaced_timesteps
+from ddpm.errors import ScheduleError
 
 
 @pytest.mark.parametrize("name", SCHEDULES)

@@ -10,12 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from ddpm import checkpoint as C
 from ddpm.cli import main
-from ddpm.data import ImageDataset
-from ddpm.plots import COLORS, Panel, Series, log_ticks, nice_ticks, plot
-from ddpm.schedule import make_schedule
-from ddpm.show import TUTORIAL_SCHEDULE, forward_process, schedule_panels
+from ddpm.data.images import ImageDataset
+from ddpm.diffusion.schedule import make_schedule
+from ddpm.io import checkpoint as C
+from ddpm.viz.plots import COLORS, Panel, Series, log_ticks, nice_ticks, plot
+from ddpm.viz.show import TUTORIAL_SCHEDULE, forward_process, schedule_panels
 from test_evaluate import image_folder
 
 finite = st.floats(-1e6, 1e6, allow_nan=False)
@@ -145,7 +145,8 @@ def test_sixteen_images_train_with_the_default_batch_size(tmp_path, capsys):
     with (run / "log.csv").open() as f:
         assert [r["step"] for r in csv.DictReader(f)] == ["1", "2", "3"]
     # the library function that cuts batches still refuses a batch it cannot fill
-    from ddpm.data import DataError, batches
+    from ddpm.data.images import batches
+    from ddpm.errors import DataError
 
     tiny = ImageDataset(torch.zeros(4, 1, 8, 8, dtype=torch.uint8))
     with pytest.raises(DataError, match="larger than the dataset"):

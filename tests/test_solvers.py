@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from ddpm import samplers as S
-from ddpm.schedule import make_schedule
+from ddpm.diffusion.schedule import make_schedule
+from ddpm.sampling import samplers as S
 
 C = 0.5  # data standard deviation
 

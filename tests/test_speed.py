@@ -16,20 +16,13 @@ import torch.nn.functional as F
 
 from conftest import TINY_UNET
 from ddpm import speed
-from ddpm.generate import Loaded, generate, speed_up
-from ddpm.samplers import ddim_sample, ddpm_sample
-from ddpm.schedule import make_schedule
-from ddpm.timesteps import make_timestep_sampler
+from ddpm.diffusion.schedule import make_schedule
+from ddpm.diffusion.timesteps import make_timestep_sampler
+from ddpm.errors import ConfigError
+from ddpm.models.unet import Attention, ResBlock, TutorialUNet, TutorialUNetConfig, UNet, UNetConfig
+from ddpm.sampling.generate import Loaded, generate, speed_up
+from ddpm.sampling.samplers import ddim_sample, ddpm_sample
 from ddpm.train import EMA, TrainConfig, TrainState, make_optimizer, train_step
-from ddpm.unet import (
-    Attention,
-    ConfigError,
-    ResBlock,
-    TutorialUNet,
-    TutorialUNetConfig,
-    UNet,
-    UNetConfig,
-)
 
 TINY = TINY_UNET
 
@@ -259,7 +252,7 @@ def test_learned_variance_steps_make_no_host_sync(loss):
 @pytest.mark.gpu
 @cuda
 def test_data_stream_makes_no_host_sync():
-    from ddpm.data import ImageDataset, batches
+    from ddpm.data.images import ImageDataset, batches
 
     images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
     stream = batches(ImageDataset(images), 8, seed=0, device="cuda", hflip=True)
@@ -286,7 +279,7 @@ def test_samplers_make_no_host_sync_per_step():
 @cuda
 def test_respaced_learned_ddpm_makes_no_host_sync_per_step():
     """Respacing reads the schedule once per call (a few syncs), never per step."""
-    from ddpm.samplers import sample
+    from ddpm.sampling.samplers import sample
 
     device = torch.device("cuda")
     model = UNet(UNetConfig(in_channels=3, learn_sigma=True, **TINY_UNET)).to(device).eval()

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from datafixtures import stanford_cars_zip, write_cars_annotations
-from ddpm.data import DataError, load_dataset
+from ddpm.data.images import load_dataset
+from ddpm.errors import DataError
 
 
 def test_zip_beside_the_devkit_gives_labels_and_class_names(tmp_path):

@@ -6,7 +6,7 @@ import torch
 
 from conftest import tiny_config
 from ddpm import speed
-from ddpm.data import batches
+from ddpm.data.images import batches
 from ddpm.train import train
 from ddpm.train.config import build_schedule
 from ddpm.train.state import setup
@@ -126,7 +126,7 @@ def test_a_captured_step_graph_trains_as_eager_steps_do(tmp_path, blobs, compile
 def test_a_step_graph_run_checkpoints_numbers_and_restores(tmp_path, blobs):
     """Its learning rates are device tensors; the checkpoint stores them as numbers, loads
     without executing code and restores the step and the weights."""
-    from ddpm import checkpoint as C
+    from ddpm.io import checkpoint as C
     from ddpm.train.state import checkpoint_dict, restore
 
     cfg = config(tmp_path)

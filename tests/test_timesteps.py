@@ -4,8 +4,8 @@ log-normal samplers are tested in test_recipe.py)."""
 import pytest
 import torch
 
-from ddpm.schedule import make_schedule
-from ddpm.timesteps import ImportanceSampler, make_timestep_sampler
+from ddpm.diffusion.schedule import make_schedule
+from ddpm.diffusion.timesteps import ImportanceSampler, make_timestep_sampler
 
 
 def importance(T, **kw):

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from ddpm import checkpoint as C
-from ddpm.generate import load_model
+from ddpm.errors import ConfigError
+from ddpm.io import checkpoint as C
+from ddpm.sampling.generate import load_model
 from ddpm.train import EMA, TrainConfig, train
-from ddpm.unet import ConfigError
 
 pytestmark = pytest.mark.usefixtures("tiny_preset")
 
@@ -64,7 +64,7 @@ def test_a_new_run_into_a_used_folder_is_refused_and_keeps_the_old_run(tmp_path,
 def test_resume_with_another_shape_is_refused(tmp_path, blobs):
     cfg = tiny_config(tmp_path, steps=5)
     train(cfg, data=blobs, progress=False)
-    from ddpm.data import ImageDataset
+    from ddpm.data.images import ImageDataset
 
     bigger = ImageDataset(torch.zeros(32, 1, 16, 16, dtype=torch.uint8))
     with pytest.raises(C.CheckpointError, match="shape"):
@@ -252,8 +252,8 @@ def test_a_checkpoint_from_before_learned_variances_loads_samples_and_resumes(
 ):
     """Strip what this change added (train_config fields, the sampler state, the tutorial
     config's learn_sigma): the file loads, samples as the current one and resumes."""
-    from ddpm.generate import generate
-    from ddpm.unet import PRESETS, ModelSpec
+    from ddpm.models.unet import PRESETS, ModelSpec
+    from ddpm.sampling.generate import generate
 
     monkeypatch.setitem(
         PRESETS,
@@ -285,7 +285,7 @@ def test_a_checkpoint_from_before_learned_variances_loads_samples_and_resumes(
 
 
 def test_dropout_zero_fits_a_network_without_dropout_and_more_is_refused():
-    from ddpm.data import ImageDataset
+    from ddpm.data.images import ImageDataset
     from ddpm.train.state import make_model
 
     data = ImageDataset(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), source="zeros")

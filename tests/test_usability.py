@@ -9,15 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm import generate as gen_mod
-from ddpm import samplers
 from ddpm.cli import build_parser, main
 from ddpm.cli.args import HelpFormatter
-from ddpm.images import full_grid_columns
-from ddpm.paths import check_output_file, check_output_folder
+from ddpm.errors import ConfigError
+from ddpm.io.paths import check_output_file, check_output_folder
 from ddpm.progress import Progress
+from ddpm.sampling import generate as gen_mod
+from ddpm.sampling import samplers
 from ddpm.train import TrainConfig
-from ddpm.unet import ConfigError
+from ddpm.viz.grids import full_grid_columns
 
 pytestmark = pytest.mark.usefixtures("tiny_preset")
 
@@ -36,7 +36,7 @@ def run(capsys, argv):
 @pytest.fixture
 def tiny_run(tmp_path):
     """A run folder holding an untrained checkpoint of the tiny preset (T = 20), step 0."""
-    from ddpm.data import ImageDataset
+    from ddpm.data.images import ImageDataset
     from ddpm.train import save_checkpoint, setup
 
     cfg = TrainConfig(preset="tiny", T=20, out=str(tmp_path / "run"))
@@ -347,7 +347,7 @@ def test_fid_without_the_inception_network_says_how_to_install_it_before_reading
 ):
     import importlib.util
 
-    from ddpm import evaluate
+    from ddpm.eval import evaluate
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -369,7 +369,7 @@ def test_fid_without_the_inception_network_says_how_to_install_it_before_reading
 
 
 def test_picture_plan_keeps_the_sampler_when_it_fits_and_cuts_its_steps_when_not():
-    from ddpm.spec import SamplingSpec
+    from ddpm.sampling.spec import SamplingSpec
 
     def plan(sampler, steps, eta, T, per_eval, budget):
         got = gen_mod.picture_plan(SamplingSpec(sampler, steps, eta), T, per_eval, budget)

@@ -39,7 +39,7 @@ def test_a_case_parses_its_fixed_fields_and_options():
 
 
 def test_the_options_are_sampler_settings_of_ddpm_eval():
-    from ddpm.spec import SamplingSpec
+    from ddpm.sampling.spec import SamplingSpec
 
     fid_sweep = load("fid_sweep")
     fields = SamplingSpec.__dataclass_fields__

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm import evaluate
 from ddpm.cli import main
+from ddpm.eval import evaluate
 from ddpm.train import TrainConfig, train
 from test_evaluate import FakeInception
 

@@ -1,12 +1,13 @@
 """Denoising diffusion probabilistic models from first principles.
 
-Modules, in the order data flows: `schedule` (betas and derived terms), `diffusion` (forward
-process, posterior, parameterisations, loss), `unet` (the networks), `data` (datasets and the
-training stream), `train` (a package: config, state and checkpoints, step, log, loop, and
-several processes under torchrun), `samplers` (DDPM, DDIM, DPM-Solver++), `generate`
-(checkpoint -> pictures), `fid` and `likelihood` (the math of FID and bits/dim), `evaluate`
-(Inception, statistics files, a model's FID and bits/dim), `cli` (the `ddpm` command: a thin
-parser over one module per command; `python -m ddpm` runs it too).
+The package's folders are its layers, each using only those before it:
+`diffusion` (schedule, forward process and posterior, losses, timestep sampling, the bound),
+`models` (the U-Nets and the MLP, and their presets), `data` (images, points, sequences and
+the training stream), `io` (checkpoints and model files, safetensors and diffusers), `viz`
+(grids, curves, pictures of the process), `sampling` (samplers, the sampling spec, guidance,
+generation), `eval` (FID, bits/dim, distances), `train` (the loop and its parts) and `cli`
+(the `ddpm` command: a thin parser over one module per command; `python -m ddpm` runs it
+too). `errors` holds the error types a user can meet.
 
 The shortest way to pictures is exported here (`ddpm.api`):
 

@@ -7,8 +7,8 @@
     images = ddpm.sample(model, n=16, seed=0)  # (16, C, H, W) in [-1, 1]
     ddpm.save_grid(images, "samples.png")
 
-The defaults are those of `ddpm sample`; every piece underneath (`ddpm.samplers`,
-`ddpm.generate`) stays available for more control.
+The defaults are those of `ddpm sample`; every piece underneath (`ddpm.sampling.samplers`,
+`ddpm.sampling.generate`) stays available for more control.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ddpm.generate import Loaded, generate, load_model
-from ddpm.images import save_grid
-from ddpm.spec import SamplingSpec
+from ddpm.sampling.generate import Loaded, generate, load_model
+from ddpm.sampling.spec import SamplingSpec
 from ddpm.speed import set_cpu_threads
 from ddpm.train.config import resolve_device
+from ddpm.viz.grids import save_grid
 
 __all__ = ["SamplingSpec", "load", "sample", "save_grid"]
 
@@ -47,7 +47,7 @@ def sample(
     **fields: Any,
 ) -> Tensor:
     """n images (n, C, H, W) in [-1, 1] on the CPU, drawn exactly as `ddpm sample` draws them
-    (the same `ddpm.generate.generate`): image i depends on (seed, i) only. `spec` says how
+    (the same `ddpm.sampling.generate.generate`): image i depends on (seed, i) only. `spec` says how
     (`ddpm.SamplingSpec`); keyword `fields` override it: `sampler` ("ddim", "ddpm",
     "dpm-solver", "dpm-solver-3m", "heun"), `steps`, `eta`, `clip`, `spacing`, `guidance`,
     `seed`, `batch_size`. On the CPU the thread count is chosen as the CLI chooses it

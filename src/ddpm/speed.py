@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ddpm.unet import ConfigError
+from ddpm.errors import ConfigError
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -59,7 +59,7 @@ COMPILE_SCOPES = ("model", "blocks")
 def compile_blocks(model: nn.Module) -> list[nn.Module]:
     """The repeated blocks that `compile_model(scope="blocks")` compiles one by one: the U-Nets'
     residual and attention blocks, the tutorial network's conv blocks (outermost ones only)."""
-    from ddpm.unet import Attention, ResBlock, TutorialBlock
+    from ddpm.models.unet import Attention, ResBlock, TutorialBlock
 
     kinds = (ResBlock, Attention, TutorialBlock)
     found: list[nn.Module] = []

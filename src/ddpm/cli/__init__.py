@@ -16,7 +16,6 @@ import warnings
 from argparse import SUPPRESS
 from collections.abc import Sequence
 
-from ddpm.checkpoint import CheckpointError
 from ddpm.cli import eval as eval_cmd
 from ddpm.cli import export as export_cmd
 from ddpm.cli import fid as fid_cmd
@@ -24,9 +23,7 @@ from ddpm.cli import sample as sample_cmd
 from ddpm.cli import show as show_cmd
 from ddpm.cli import train as train_cmd
 from ddpm.cli.args import HelpFormatter, Parser, group, positive_int
-from ddpm.data import DataError
-from ddpm.schedule import ScheduleError
-from ddpm.unet import ConfigError
+from ddpm.errors import CheckpointError, ConfigError, DataError, ScheduleError
 
 USER_ERRORS = (ConfigError, ScheduleError, DataError, CheckpointError)
 

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ddpm.data import DataError, parse_size
-from ddpm.paths import check_output_file, check_output_folder
-from ddpm.samplers import DEFAULT_SPACING
-from ddpm.unet import ConfigError
+from ddpm.data.images import parse_size
+from ddpm.errors import ConfigError, DataError
+from ddpm.io.paths import check_output_file, check_output_folder
+from ddpm.sampling.samplers import DEFAULT_SPACING
 
 
 class Parser(argparse.ArgumentParser):
@@ -127,8 +127,8 @@ def json_arg(g: Any, what: str) -> None:
 
 def say_which_checkpoint(path: Path, loaded) -> None:
     """For a run folder given as a checkpoint, print which checkpoint in it was used."""
-    from ddpm.checkpoint import resolve_checkpoint
-    from ddpm.diffusers_io import is_diffusers_folder
+    from ddpm.io.checkpoint import resolve_checkpoint
+    from ddpm.io.diffusers import is_diffusers_folder
 
     if Path(path).is_dir() and not is_diffusers_folder(Path(path)):
         used = resolve_checkpoint(path)
@@ -336,10 +336,10 @@ def add_speed_args(p: argparse.ArgumentParser) -> None:
 
 
 def sampling_spec(args: argparse.Namespace):
-    """The one `ddpm.spec.SamplingSpec` that a command's sampling flags describe (`ddpm sample`,
-    `ddpm eval`, `ddpm show reverse`): every flag that changes the samples goes through here,
-    so none is parsed and then dropped on one path."""
-    from ddpm.spec import SamplingSpec
+    """The one `ddpm.sampling.spec.SamplingSpec` that a command's sampling flags describe
+    (`ddpm sample`, `ddpm eval`, `ddpm show reverse`): every flag that changes the samples
+    goes through here, so none is parsed and then dropped on one path."""
+    from ddpm.sampling.spec import SamplingSpec
 
     return SamplingSpec(
         sampler=args.sampler,
@@ -356,8 +356,8 @@ def sampling_spec(args: argparse.Namespace):
 
 
 def fast_path(loaded, args: argparse.Namespace):
-    """`loaded` with the speed flags applied (see ddpm.generate.speed_up)."""
-    from ddpm.generate import speed_up
+    """`loaded` with the speed flags applied (see ddpm.sampling.generate.speed_up)."""
+    from ddpm.sampling.generate import speed_up
 
     device = next(loaded.model.parameters()).device
     compile_ = device.type == "cuda" if args.compile is None else args.compile
@@ -436,8 +436,8 @@ def guide_words(args: argparse.Namespace) -> str:
 
 def guided_by(loaded, args: argparse.Namespace):
     """`loaded` with the guide and interval that --guide-model, --guide-ema and
-    --guidance-interval ask for (`ddpm.generate.with_guidance`), on the model's device."""
-    from ddpm.generate import load_model, with_guidance
+    --guidance-interval ask for (`ddpm.sampling.generate.with_guidance`), on the model's device."""
+    from ddpm.sampling.generate import load_model, with_guidance
 
     path = guide_path(args)
     if path is None and args.guidance_interval is None:

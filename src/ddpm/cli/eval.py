@@ -31,10 +31,10 @@ from ddpm.cli.args import (
     seed_int,
     write_json,
 )
-from ddpm.conditioning import CLASS_DISTRIBUTIONS
-from ddpm.diffusion import VARIANCES
-from ddpm.samplers import SAMPLERS, SPACINGS
-from ddpm.unet import ConfigError
+from ddpm.diffusion.process import VARIANCES
+from ddpm.errors import ConfigError
+from ddpm.sampling.guidance import CLASS_DISTRIBUTIONS
+from ddpm.sampling.samplers import SAMPLERS, SPACINGS
 
 if TYPE_CHECKING:
     from ddpm.train.distributed import Dist
@@ -163,7 +163,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace, dist: Dist) -> int:
-    from ddpm.evaluate import (
+    from ddpm.eval.evaluate import (
         find_inception,
         load_inception,
         load_stats,
@@ -171,7 +171,7 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
         model_nll,
         select_images,
     )
-    from ddpm.generate import evaluations, load_model, resolve
+    from ddpm.sampling.generate import evaluations, load_model, resolve
 
     device, main = dist.device, dist.is_main
     reference = load_stats(args.fid_stats) if args.fid_stats is not None else None
@@ -210,7 +210,7 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
         )
     nll_data = None
     if args.nll and main:  # decoded before the model goes to the GPU: the loader forks
-        from ddpm.data import load_dataset
+        from ddpm.data.images import load_dataset
 
         C, H, W = loaded.shape
         nll_data = load_dataset(
@@ -290,10 +290,10 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
 def run_eval_arrays(args: argparse.Namespace, loaded, device) -> int:
     """MMD, energy distance (and log-density, modes, TSTR where they apply) of the samples of
     a points / sequences model against `--data`, beside the floor and the Gaussian baseline."""
-    from ddpm.arrays import load_arrays
-    from ddpm.data import DataError
-    from ddpm.evaluate_arrays import evaluate_model
-    from ddpm.generate import resolve
+    from ddpm.data.arrays import load_arrays
+    from ddpm.errors import DataError
+    from ddpm.eval.arrays import evaluate_model
+    from ddpm.sampling.generate import resolve
 
     kind = loaded.kind
     if args.fid_stats is not None or args.nll:
@@ -339,6 +339,6 @@ def run_eval_arrays(args: argparse.Namespace, loaded, device) -> int:
 
 
 def _train_config(path: Path) -> dict[str, Any]:
-    from ddpm.checkpoint import load_checkpoint
+    from ddpm.io.checkpoint import load_checkpoint
 
     return dict(load_checkpoint(path).get("train_config", {}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ddpm.unet import ConfigError
+from ddpm.errors import ConfigError
 
 
 def add_export_args(p: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ddpm.interchange import export_model
+    from ddpm.io.interchange import export_model
 
     if args.format == "safetensors" and args.out.is_dir():
         raise ConfigError(f"--out {args.out} is a folder; --format safetensors writes one file")

@@ -15,7 +15,7 @@ from ddpm.cli.args import (
     resolve_device,
     write_json,
 )
-from ddpm.data import parse_size
+from ddpm.data.images import parse_size
 
 
 def add_fid_stats_args(p: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def add_fid_stats_args(p: argparse.ArgumentParser) -> None:
 def run_fid_stats(args: argparse.Namespace) -> int:
     import time
 
-    from ddpm.evaluate import (
+    from ddpm.eval.evaluate import (
         find_inception,
         images_stats,
         load_fid_images,
@@ -82,8 +82,8 @@ def add_fid_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_fid(args: argparse.Namespace) -> int:
-    from ddpm.evaluate import load_inception, load_stats, source_stats
-    from ddpm.fid import fid_from_stats
+    from ddpm.eval.evaluate import load_inception, load_stats, source_stats
+    from ddpm.eval.fid import fid_from_stats
 
     size = parse_size(args.image_size) if args.image_size else None
     for spec in (args.a, args.b):  # statistics files are checked before any images are read

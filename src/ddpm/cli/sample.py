@@ -30,9 +30,9 @@ from ddpm.cli.args import (
     say_which_checkpoint,
     seed_int,
 )
-from ddpm.diffusion import VARIANCES
-from ddpm.samplers import SAMPLERS, SPACINGS
-from ddpm.unet import ConfigError
+from ddpm.diffusion.process import VARIANCES
+from ddpm.errors import ConfigError
+from ddpm.sampling.samplers import SAMPLERS, SPACINGS
 
 
 def add_sample_args(p: argparse.ArgumentParser) -> None:
@@ -133,7 +133,7 @@ def class_plan(args: argparse.Namespace, loaded) -> tuple[list[int] | None, int,
     """What --class, --grid-by-class and --n ask of this checkpoint, checked before sampling:
     (the classes, one per grid row or cycled through; None for drawn or no classes), the
     images per row (grid) or in all, and the grid's row length (None: square)."""
-    from ddpm.conditioning import class_index
+    from ddpm.sampling.guidance import class_index
 
     if loaded.num_classes is None:
         asked = [
@@ -161,8 +161,14 @@ def class_plan(args: argparse.Namespace, loaded) -> tuple[list[int] | None, int,
 def run_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from ddpm.generate import denoising_process, generate, load_model, resolve, save_process
-    from ddpm.images import save_grid, save_images
+    from ddpm.sampling.generate import (
+        denoising_process,
+        generate,
+        load_model,
+        resolve,
+        save_process,
+    )
+    from ddpm.viz.grids import save_grid, save_images
 
     loaded = load_model(args.checkpoint, resolve_device(args.device), args.raw_weights, args.ema)
     say_which_checkpoint(args.checkpoint, loaded)
@@ -199,8 +205,8 @@ def run_sample(args: argparse.Namespace) -> int:
             labels = loaded.draw_classes(spec.seed, range(n), spec.classes)
         x = generate(loaded, n, spec, on_batch=write, class_labels=labels, progress=progress)
     if args.out.suffix.lower() == ".npy":  # the images as uint8 (N, C, H, W)
-        from ddpm.arrays import save_npy
-        from ddpm.data import to_uint8
+        from ddpm.data.arrays import save_npy
+        from ddpm.data.images import to_uint8
 
         save_npy(to_uint8(x).numpy(), args.out)
     else:
@@ -241,9 +247,9 @@ def run_sample_arrays(args: argparse.Namespace, loaded, spec) -> int:
     """`ddpm sample` for points and sequences: .npy / .csv / .png, and the chain."""
     import torch
 
-    from ddpm.arrayplots import save_samples
-    from ddpm.arrays import save_csv, save_npy
-    from ddpm.generate import generate, save_array_process
+    from ddpm.data.arrays import save_csv, save_npy
+    from ddpm.sampling.generate import generate, save_array_process
+    from ddpm.viz.arrayplots import save_samples
 
     kind = loaded.kind
     suffix = args.out.suffix.lower()

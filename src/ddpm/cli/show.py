@@ -1,5 +1,5 @@
 """`ddpm show data | forward | schedules | reverse | curves`: the tutorial's pictures, one command
-each (library: `ddpm.show`, `ddpm.plots`, `ddpm.generate.denoising_process`)."""
+each (library: `ddpm.viz.show`, `ddpm.viz.plots`, `ddpm.sampling.generate.denoising_process`)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from ddpm.cli.args import (
     seed_int,
     unit_float,
 )
-from ddpm.diffusion import VARIANCES
-from ddpm.samplers import SAMPLERS
-from ddpm.schedule import SCHEDULES
-from ddpm.unet import ConfigError
+from ddpm.diffusion.process import VARIANCES
+from ddpm.diffusion.schedule import SCHEDULES
+from ddpm.errors import ConfigError
+from ddpm.sampling.samplers import SAMPLERS
 
 BACKEND_HELP = "matplotlib when installed (the plots extra), else Pillow (default: auto)"
 
@@ -142,15 +142,15 @@ def add_show_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from ddpm.data import load_dataset, parse_size
+    from ddpm.data.images import load_dataset, parse_size
 
     size = parse_size(args.image_size) if args.image_size else None
     return load_dataset(args.data, size, args.channels, args.resize, split=args.split, stream=True)
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from ddpm import show
-    from ddpm.plots import plot
+    from ddpm.viz import show
+    from ddpm.viz.plots import plot
 
     if args.what == "data":
         path = show.data_picture(_load(args), args.out, args.n, args.seed)
@@ -170,7 +170,7 @@ def run_show(args: argparse.Namespace) -> int:
         plot(show.schedule_panels(args.T), args.out, args.backend)
         path = args.out
     elif args.what == "reverse":
-        from ddpm.generate import denoising_process, load_model, save_process
+        from ddpm.sampling.generate import denoising_process, load_model, save_process
 
         loaded = load_model(args.checkpoint, resolve_device(args.device))
         if args.steps is not None and args.steps > loaded.schedule.T:
@@ -189,7 +189,7 @@ def run_show(args: argparse.Namespace) -> int:
 def _curves(args: argparse.Namespace, plot, run_panels) -> Path:
     import csv
 
-    from ddpm.data import DataError
+    from ddpm.errors import DataError
 
     log = args.run_dir / "log.csv" if args.run_dir.is_dir() else args.run_dir
     try:

@@ -29,13 +29,13 @@ from ddpm.cli.args import (
     sigma_rel,
     unit_float,
 )
-from ddpm.diffusion import LOSS_WEIGHTS, PREDICTIONS
-from ddpm.losses import LOSSES
-from ddpm.schedule import SCHEDULES
+from ddpm.diffusion.losses import LOSSES
+from ddpm.diffusion.process import LOSS_WEIGHTS, PREDICTIONS
+from ddpm.diffusion.schedule import SCHEDULES
+from ddpm.diffusion.timesteps import TIMESTEP_SAMPLERS
+from ddpm.models.unet import PRESETS
 from ddpm.speed import COMPILE_MODES, COMPILE_SCOPES
-from ddpm.timesteps import TIMESTEP_SAMPLERS
 from ddpm.train.recipes import RECIPES, recipe_settings, sampling_advice
-from ddpm.unet import PRESETS
 
 if TYPE_CHECKING:
     from ddpm.train import TrainConfig
@@ -582,8 +582,8 @@ def _array_pictures(cfg, result, loaded, chain: bool) -> list[str]:
     process.gif. Returns what was written."""
     import shutil
 
-    from ddpm.generate import save_array_process
-    from ddpm.spec import SamplingSpec
+    from ddpm.sampling.generate import save_array_process
+    from ddpm.sampling.spec import SamplingSpec
 
     out = result.out
     shutil.copyfile(out / "samples" / f"step-{result.step:07d}.png", out / "samples.png")
@@ -603,15 +603,15 @@ def final_pictures(cfg, result, chain: bool, progress: bool, device=None) -> lis
     by default), with fewer steps where that would overrun the picture budget
     (`ddpm.train.picture_budget`). Returns what was written, with the sampler that drew it.
     `device` None means cfg.device."""
-    from ddpm.generate import (
+    from ddpm.sampling.generate import (
         denoising_process,
         load_model,
         picture_plan,
         save_process,
         seconds_per_evaluation,
     )
-    from ddpm.images import enlarge
     from ddpm.train import grid_spec, picture_budget
+    from ddpm.viz.grids import enlarge
 
     out = result.out
     device = resolve_device(cfg.device) if device is None else device

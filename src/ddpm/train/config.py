@@ -11,16 +11,17 @@ from typing import Any
 
 import torch
 
-from ddpm.arrays import is_array_spec
-from ddpm.data import RESIZE_MODES, parse_size
-from ddpm.datasets import SPLITS
-from ddpm.diffusion import LOSS_WEIGHTS, PREDICTIONS
-from ddpm.losses import HYBRID_LAMBDA, LOSSES, SIMPLE_LOSSES
-from ddpm.samplers import SAMPLERS
-from ddpm.schedule import SCHEDULES, NoiseSchedule, make_schedule
+from ddpm.data.arrays import is_array_spec
+from ddpm.data.datasets import SPLITS
+from ddpm.data.images import RESIZE_MODES, parse_size
+from ddpm.diffusion.losses import HYBRID_LAMBDA, LOSSES, SIMPLE_LOSSES
+from ddpm.diffusion.process import LOSS_WEIGHTS, PREDICTIONS
+from ddpm.diffusion.schedule import SCHEDULES, NoiseSchedule, make_schedule
+from ddpm.diffusion.timesteps import TIMESTEP_SAMPLERS
+from ddpm.errors import ConfigError
+from ddpm.models.unet import preset
+from ddpm.sampling.samplers import SAMPLERS
 from ddpm.speed import COMPILE_MODES, COMPILE_SCOPES
-from ddpm.timesteps import TIMESTEP_SAMPLERS
-from ddpm.unet import ConfigError, preset
 
 
 @dataclass
@@ -54,7 +55,7 @@ class TrainConfig:
     learn_sigma: bool = False  # the network also outputs v, the reverse variance (N&D §3.1)
     vlb_weight: float = HYBRID_LAMBDA  # λ of the hybrid loss
     # uniform, lognormal (ln σ ~ N(t_mean, t_std²), EDM) or importance (N&D §3.3);
-    # None: importance for loss vlb, else uniform (see ddpm.timesteps)
+    # None: importance for loss vlb, else uniform (see ddpm.diffusion.timesteps)
     t_sampling: str | None = None
     t_mean: float = -1.2
     t_std: float = 1.2
@@ -89,7 +90,7 @@ class TrainConfig:
     num_samples: int = 64
     sample_clip: bool = True  # clip x_0 predictions to [-1, 1] when sampling (as Ho et al.)
     # a sample grid may take this fraction of the training time before it (at least 30 s);
-    # beyond that it is drawn with fewer DDIM steps (`ddpm.generate.picture_plan`)
+    # beyond that it is drawn with fewer DDIM steps (`ddpm.sampling.generate.picture_plan`)
     picture_budget: float = 0.25
     device: str = "auto"
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on the CPU)

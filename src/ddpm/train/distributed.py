@@ -31,7 +31,7 @@ import torch
 import torch.distributed as tdist
 from torch import Tensor, nn
 
-from ddpm.unet import ConfigError
+from ddpm.errors import ConfigError
 
 T = TypeVar("T")
 ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE")

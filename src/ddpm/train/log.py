@@ -8,12 +8,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ddpm.arrays import ArrayDataset
-from ddpm.data import ImageDataset
-from ddpm.plots import plot, training_curve
+from ddpm.data.arrays import ArrayDataset
+from ddpm.data.images import ImageDataset
+from ddpm.models.unet import DEFAULT_PRESETS, count_parameters
 from ddpm.train.config import TrainConfig
 from ddpm.train.tensorboard import TensorBoard
-from ddpm.unet import DEFAULT_PRESETS, count_parameters
+from ddpm.viz.plots import plot, training_curve
 
 
 class Log:

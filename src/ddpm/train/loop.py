@@ -23,19 +23,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ddpm import checkpoint as ckpt_io
-from ddpm.arrayplots import save_samples
-from ddpm.arrays import ArrayDataset, array_batches
-from ddpm.data import ImageDataset, batches
-from ddpm.generate import Loaded, generate, picture_plan, seconds_per_evaluation
-from ddpm.images import save_grid
-from ddpm.paths import check_output_folder
+from ddpm.data.arrays import ArrayDataset, array_batches
+from ddpm.data.images import ImageDataset, batches
+from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.diffusion.timesteps import make_timestep_sampler
+from ddpm.errors import ConfigError
+from ddpm.io import checkpoint as ckpt_io
+from ddpm.io.paths import check_output_folder
 from ddpm.progress import Progress
-from ddpm.samplers import default_steps
-from ddpm.schedule import NoiseSchedule
-from ddpm.spec import SamplingSpec
+from ddpm.sampling.generate import Loaded, generate, picture_plan, seconds_per_evaluation
+from ddpm.sampling.samplers import default_steps
+from ddpm.sampling.spec import SamplingSpec
 from ddpm.speed import compile_model, mark_step, without_cudagraphs
-from ddpm.timesteps import make_timestep_sampler
 from ddpm.train import distributed
 from ddpm.train.config import TrainConfig, build_schedule, lr_at
 from ddpm.train.distributed import Dist
@@ -52,7 +51,8 @@ from ddpm.train.state import (
 )
 from ddpm.train.step import StepGraph, step_graph_unavailable, train_step
 from ddpm.train.tensorboard import TensorBoard
-from ddpm.unet import ConfigError
+from ddpm.viz.arrayplots import save_samples
+from ddpm.viz.grids import save_grid
 
 PICTURE_FLOOR_S = 30.0  # a sample grid may always take this long, however short the run
 
@@ -69,8 +69,8 @@ def sample_grid(
 ) -> tuple[Tensor | None, SamplingSpec]:
     """A grid of `num_samples` images from the EMA weights, the same seeds every time; for a
     class-conditional model one class per row (the first classes), unguided. For points and
-    sequences, a plot of the samples beside the data (`ddpm.arrayplots.save_samples`; the
-    classes in turn) instead of a grid. Drawn by `ddpm.generate.generate` with `grid_spec`:
+    sequences, a plot of the samples beside the data (`ddpm.viz.arrayplots.save_samples`; the
+    classes in turn) instead of a grid. Drawn by `ddpm.sampling.generate.generate` with `grid_spec`:
     the grid is what `ddpm sample` draws from that checkpoint with the same flags.
 
     With `budget_s`, the sampler is cut down to fit that many seconds (`picture_plan`, from
@@ -149,10 +149,10 @@ class StopRequested:
 
 
 def make_fid_evaluator(cfg: TrainConfig, dist: Dist):
-    """The FID check of `--eval-every` (ddpm.evaluate.TrainingFID), loaded before training so
+    """The FID check of `--eval-every` (ddpm.eval.evaluate.TrainingFID), loaded before training so
     that a bad statistics or network file stops the run at once. Under DDP every process
     samples its share of the images."""
-    from ddpm.evaluate import TrainingFID
+    from ddpm.eval.evaluate import TrainingFID
 
     # as `ddpm eval --sampler S --steps K` scores the checkpoint: its default eta is 0
     settings = grid_spec(cfg, cfg.T).replace(eta=0.0)

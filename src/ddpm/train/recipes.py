@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ddpm.unet import ConfigError
+from ddpm.errors import ConfigError
 
 
 @dataclass(frozen=True)

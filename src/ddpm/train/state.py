@@ -14,20 +14,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ddpm import checkpoint as ckpt_io
-from ddpm.arrays import ArrayDataset, ArrayInfo, is_array_spec, load_arrays
-from ddpm.data import Dataset, ImageDataset, load_dataset, parse_size
-from ddpm.speed import use_channels_last
-from ddpm.train.config import TrainConfig, resolve_device
-from ddpm.unet import (
+from ddpm.data.arrays import ArrayDataset, ArrayInfo, is_array_spec, load_arrays
+from ddpm.data.images import Dataset, ImageDataset, load_dataset, parse_size
+from ddpm.errors import ConfigError
+from ddpm.io import checkpoint as ckpt_io
+from ddpm.models.unet import (
     ARCH_DATA,
     DEFAULT_PRESETS,
-    ConfigError,
     build_model,
     config_dict,
     full_config,
     preset,
 )
+from ddpm.speed import use_channels_last
+from ddpm.train.config import TrainConfig, resolve_device
 
 
 class EMA:
@@ -67,7 +67,7 @@ class TrainState:
     best_metric: float | None = None
     extra_emas: dict[float, EMA] = field(default_factory=dict)  # σ_rel -> power-function EMA
     time_fraction: float = 0.0  # of the budget left after the warm-up, the share spent (lr)
-    timesteps: Any = None  # how t is drawn (ddpm.timesteps); None: uniform
+    timesteps: Any = None  # how t is drawn (ddpm.diffusion.timesteps); None: uniform
     timesteps_saved: dict[str, Tensor] = field(default_factory=dict)  # its state when resumed
     class_names: list[str] | None = None  # of a class-conditional model, by label index
     class_counts: list[int] | None = None  # the training labels' histogram, for `ddpm eval`
@@ -101,7 +101,7 @@ def data_kind(data: Dataset | ArrayDataset) -> str:
 
 
 def preset_name(cfg: TrainConfig, data: Dataset | ArrayDataset) -> str:
-    """--preset, or the one for the data's kind (`ddpm.unet.DEFAULT_PRESETS`)."""
+    """--preset, or the one for the data's kind (`ddpm.models.unet.DEFAULT_PRESETS`)."""
     return cfg.preset or DEFAULT_PRESETS[data_kind(data)]
 
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ddpm.conditioning import drop_labels
-from ddpm.losses import training_losses
-from ddpm.schedule import NoiseSchedule
+from ddpm.diffusion.losses import training_losses
+from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.sampling.guidance import drop_labels
 from ddpm.train.config import TrainConfig, ema_decay_at, lr_at, power_ema_beta
 from ddpm.train.distributed import all_true, gather_equal_rows
 from ddpm.train.state import TrainState

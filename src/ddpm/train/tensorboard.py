@@ -14,9 +14,9 @@ from typing import Any
 
 from torch import Tensor
 
-from ddpm.data import to_uint8
-from ddpm.images import make_grid
+from ddpm.data.images import to_uint8
 from ddpm.train.config import TrainConfig
+from ddpm.viz.grids import make_grid
 
 # log.csv column -> TensorBoard tag
 TAGS = {

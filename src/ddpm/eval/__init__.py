@@ -1,0 +1,1 @@
+"""Measuring models: FID, bits/dim, distances between point sets, train-on-synthetic accuracy."""

@@ -1,0 +1,66 @@
+"""Output paths, checked before any work starts: a bad `--out` fails in a second with one line,
+not after an hour of sampling with a traceback.
+
+Each check is free of side effects (nothing is created): it looks at the suffix, at whether
+the path is a folder or a file, and at the nearest existing folder above it, which must be
+writable (the missing folders below it are created when the file is written).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ddpm.errors import ConfigError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what Pillow writes for us
+SUFFIXES = {
+    "image": IMAGE_SUFFIXES,
+    "gif": (".gif",),
+    "npz": (".npz",),
+    "json": (".json",),
+    # `ddpm sample --out`: a grid or plot, or the samples as an array (points: also .csv)
+    "samples": (*IMAGE_SUFFIXES, ".npy", ".csv"),
+}
+
+
+def _writable_base(path: Path) -> None:
+    """The nearest existing ancestor of `path` must be a writable folder."""
+    parent = path.parent
+    while not parent.exists():
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{path}: cannot write here: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{path}: cannot write here: the folder {parent} is not writable")
+
+
+def check_output_file(path: str | os.PathLike, kind: str, what: str = "file") -> Path:
+    """Raise ConfigError unless `path` can be written as a file of `kind` (a key of SUFFIXES:
+    image, gif, npz, json). `what` names it in the message ("sample grid")."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; expected the name of a {what} to write")
+    allowed = SUFFIXES[kind]
+    if path.suffix.lower() not in allowed:
+        found = f"'{path.suffix}'" if path.suffix else "no extension"
+        raise ConfigError(f"{path}: a {what} must end in {', '.join(allowed)}; got {found}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{path}: the file exists and is not writable")
+    _writable_base(path)
+    return path
+
+
+def check_output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Raise ConfigError unless `path` is a writable folder or can be created as one."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"{path}: is a file; expected a folder for the {what}")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"{path}: the {what} is not writable")
+        return path
+    _writable_base(path)
+    return path

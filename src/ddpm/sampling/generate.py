@@ -1,0 +1,545 @@
+"""From a checkpoint to pictures: load the model, sample in batches with per-image seeds,
+and record the denoising process. Points and sequences come out standardised, as the network
+sees them; `Loaded.to_data` maps them back to the data's units."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ddpm.data.arrays import ArrayInfo
+from ddpm.diffusion.process import eps_model
+from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.errors import CheckpointError, ConfigError, ScheduleError
+from ddpm.io.interchange import read_model
+from ddpm.models.unet import build_model
+from ddpm.progress import Progress
+from ddpm.sampling.guidance import (
+    autoguided,
+    class_weights,
+    draw_classes,
+    guided,
+    interval_timesteps,
+    limited,
+)
+from ddpm.sampling.samplers import (
+    Callback,
+    EpsModel,
+    network_evaluations,
+    per_sample_noise,
+    sample,
+    sample_generators,
+)
+from ddpm.sampling.spec import SamplingSpec
+from ddpm.speed import autocast_call, compile_model, use_channels_last
+from ddpm.viz import arrayplots
+from ddpm.viz.grids import process_strip, save_gif
+
+UNCONDITIONAL = (
+    "class labels and classifier-free guidance need a class-conditional model (trained with "
+    "--class-cond); this one is unconditional (autoguidance by a weaker model guides any: "
+    "--guide-model)"
+)
+
+
+@dataclass
+class Loaded:
+    """A trained model ready to sample: the network, its schedule and what it predicts."""
+
+    model: nn.Module
+    schedule: NoiseSchedule
+    prediction: str
+    shape: tuple[int, ...]  # one training sample: (C, H, W), (C, L) or (D,)
+    step: int
+    bf16: bool = False  # run the network under bf16 autocast (CUDA only; see `speed_up`)
+    fixed_batch: bool = False  # compiled for one batch size: pad a short last batch to it
+    origin: str = "checkpoint"  # or "safetensors", "diffusers" (`ddpm.io.interchange.read_model`)
+    class_names: list[str] | None = None  # of a class-conditional model, by label index
+    class_counts: list[int] | None = None  # its training labels' histogram (K,)
+
+    def to(self, device: torch.device | str) -> Loaded:
+        """The model, its schedule and its guide on `device`."""
+        guide = self.guide.to(device) if self.guide is not None else None
+        return dataclasses.replace(
+            self, model=self.model.to(device), schedule=self.schedule.to(device), guide=guide
+        )
+
+    @property
+    def num_classes(self) -> int | None:
+        """K for a class-conditional network (labels 0..K-1, K the null class), else None."""
+        return getattr(getattr(self.model, "config", None), "num_classes", None)
+
+    @property
+    def names(self) -> list[str]:
+        """The class names (the label indices as text where the checkpoint has none)."""
+        K = self.num_classes or 0
+        names = self.class_names or []
+        return list(names) if len(names) == K else [str(k) for k in range(K)]
+
+    @property
+    def eps(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """The network as the samplers call it: eps (and v, with learned variances); for a
+        class-conditional network the unconditional (null class) one."""
+        return self.eps_given()
+
+    def eps_given(
+        self, class_labels: Tensor | None = None, guidance: float = 0.0
+    ) -> Callable[[Tensor, Tensor], Tensor]:
+        """eps(x_t, t) for labels (B,) at guidance w (`ddpm.sampling.guidance`): classifier-free,
+        (1 + w) eps(x_t, t, y) - w eps(x_t, t, null), or with a `guide` model autoguidance,
+        (1 + w) eps(x_t, t[, y]) - w eps_guide(x_t, t[, y]); w = 0 is the model alone. With a
+        `guidance_interval`, guided only at those timesteps. With learned variances the v
+        channels follow, taken from the conditional branch (the main model)."""
+        plain = self._eps_given(class_labels)
+        if guidance == 0:
+            return plain
+        if self.guide is not None:
+            strong = autoguided(plain, self.guide._eps_given(class_labels), guidance, self.shape[0])
+        else:
+            strong = self._eps_given(class_labels, guidance)
+        if self.guidance_interval is None:
+            return strong
+        return limited(strong, plain, self.guidance_interval)
+
+    def _eps_given(
+        self, class_labels: Tensor | None = None, guidance: float = 0.0
+    ) -> Callable[[Tensor, Tensor], Tensor]:
+        """This network's eps(x_t, t), classifier-free guided at w = `guidance`."""
+        device = next(self.model.parameters()).device
+        net = autocast_call(self.model, device, self.bf16)
+        if class_labels is None:
+            if guidance != 0:
+                raise ConfigError("guidance needs class labels to guide towards")
+        elif self.num_classes is None:
+            raise ConfigError(UNCONDITIONAL)
+        else:
+            net = guided(net, class_labels.to(device), guidance, self.num_classes)
+        return eps_model(net, self.schedule, self.prediction)  # type: ignore[arg-type]
+
+    def draw_classes(
+        self, seed: int, indices: range | list[int], distribution: str = "uniform"
+    ) -> Tensor:
+        """Labels (len(indices),) of a conditional model, image i's drawn from (seed, i):
+        uniformly, or as often as in the training data ("data")."""
+        K = self.num_classes
+        if K is None:
+            raise ConfigError("only a class-conditional model has classes to draw")
+        return draw_classes(seed, indices, class_weights(distribution, K, self.class_counts))
+
+    def check_labels(self, class_labels: Tensor, n: int) -> Tensor:
+        """Labels as int64 (n,) in 0..K (K: the null class), or a ConfigError saying why not."""
+        K = self.num_classes
+        if K is None:
+            raise ConfigError(UNCONDITIONAL)
+        y = torch.as_tensor(class_labels).to("cpu", torch.int64).reshape(-1)
+        if y.numel() != n:
+            raise ConfigError(f"got {y.numel()} class labels for {n} images")
+        if n and not (int(y.min()) >= 0 and int(y.max()) <= K):
+            raise ConfigError(f"class labels must lie in 0..{K} ({K}: the null class)")
+        return y
+
+    @property
+    def learn_sigma(self) -> bool:
+        """Whether the network outputs the variance v too (Nichol & Dhariwal §3.1)."""
+        return bool(getattr(getattr(self.model, "config", None), "learn_sigma", False))
+
+    def variance(self, variance: str | None = None) -> str:
+        """The reverse variance to use: `variance`, or by default the learned one when the
+        model has it and β̃_t ("small") otherwise. "learned" on a model without it is refused."""
+        if variance is None:
+            return "learned" if self.learn_sigma else "small"
+        if variance == "learned" and not self.learn_sigma:
+            raise ConfigError(
+                "--variance learned needs a model trained with --learn-sigma; this one has "
+                "fixed variances: use --variance small or large"
+            )
+        return variance
+
+    data: ArrayInfo | None = None  # points / sequences: the scaler, classes (None: images)
+    guide: Loaded | None = None  # autoguidance's weaker model (`with_guidance`)
+    guidance_interval: range | None = None  # the timesteps guided (None: all)
+
+    @property
+    def kind(self) -> str:
+        return "images" if self.data is None else self.data.kind
+
+    def to_data(self, x: Tensor) -> Tensor:
+        """Samples in the data's units: de-standardised points / sequences; images as they
+        are (in [-1, 1])."""
+        return x if self.data is None else self.data.scaler.invert(x.cpu())
+
+
+def speed_up(
+    loaded: Loaded,
+    bf16: bool = True,
+    channels_last: bool = True,
+    compile: bool = False,
+    compile_mode: str = "default",
+) -> Loaded:
+    """The GPU speed features for sampling (`ddpm.speed`); bf16 and channels-last apply on CUDA
+    only. The model is changed in place; the returned Loaded runs it under autocast if bf16.
+
+    The sampler state x_t stays float32: only the network runs in bf16.
+    """
+    device = next(loaded.model.parameters()).device
+    if channels_last and device.type == "cuda":
+        use_channels_last(loaded.model)
+    compiled = compile and compile_model(loaded.model, device, compile_mode)
+    guide = loaded.guide
+    if guide is not None:
+        guide = speed_up(guide, bf16, channels_last, compile, compile_mode)
+        compiled = compiled or guide.fixed_batch
+    return dataclasses.replace(
+        loaded, bf16=bf16 and device.type == "cuda", fixed_batch=compiled, guide=guide
+    )
+
+
+def with_guidance(
+    loaded: Loaded,
+    guide: Loaded | None = None,
+    interval: tuple[float, float] | None = None,
+) -> Loaded:
+    """`loaded` with autoguidance by `guide` (a weaker model of the same data: an earlier
+    snapshot, a shorter EMA; `ddpm.sampling.guidance.autoguided`) and/or its guidance limited to
+    the noise levels sigma in `interval` = (low, high] (sigma = sqrt((1 - ᾱ_t) / ᾱ_t); with
+    images in [-1, 1], Kynkäänniemi et al.'s EDM values carry over). The guidance weight
+    itself is sampling's `guidance`. A guide that does not fit is a ConfigError saying why."""
+    if guide is not None:
+        a = loaded.schedule.alphas_cumprod
+        b = guide.schedule.alphas_cumprod.to(a.device)
+        problem = None
+        if guide.shape != loaded.shape:
+            problem = f"its samples are {guide.shape}, the model's {loaded.shape}"
+        elif a.shape != b.shape or not torch.allclose(a, b, rtol=1e-5, atol=1e-7):
+            problem = "its noise schedule differs (T or the betas)"
+        elif guide.num_classes != loaded.num_classes:
+            problem = f"it has {guide.num_classes} classes, the model {loaded.num_classes}"
+        elif guide.kind != loaded.kind:
+            problem = f"it is a model of {guide.kind}, not of {loaded.kind}"
+        if problem:
+            raise ConfigError(f"the guide model does not fit the model: {problem}")
+    timesteps = None
+    if interval is not None:
+        timesteps = interval_timesteps(loaded.schedule.alphas_cumprod, *interval)
+    return dataclasses.replace(loaded, guide=guide, guidance_interval=timesteps)
+
+
+def load_model(
+    path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    raw_weights: bool = False,
+    ema: str | None = None,
+) -> Loaded:
+    """Load a model into a fresh network, in eval mode: a checkpoint's EMA weights (or the raw
+    weights, or the extra power-function EMA named `ema`, such as "0.05"), a safetensors
+    export or a diffusers UNet2DModel folder (`ddpm.io.interchange.read_model`)."""
+    mf = read_model(path, raw_weights, ema)
+    try:
+        model = build_model(mf.arch, mf.model_config)
+        model.load_state_dict(mf.state_dict)
+        schedule = mf.noise_schedule()
+        data = ArrayInfo.from_dict(mf.data) if mf.data is not None else None
+    except (KeyError, RuntimeError, ConfigError, TypeError, ValueError, ScheduleError) as e:
+        raise CheckpointError(f"{path}: checkpoint is incomplete or inconsistent ({e})") from None
+    if mf.shape is None:
+        raise CheckpointError(f"{path}: checkpoint does not record the image shape")
+    device = torch.device(device)
+    return Loaded(
+        model.to(device).eval(),
+        schedule.to(device),
+        mf.prediction,
+        mf.shape,
+        mf.step or 0,
+        origin=mf.origin,
+        class_names=mf.class_names,
+        class_counts=mf.class_counts,
+        data=data,
+    )
+
+
+def resolve(loaded: Loaded, spec: SamplingSpec | None, **fields: Any) -> SamplingSpec:
+    """`spec` (default: `SamplingSpec()`) with `fields` replaced and its defaults filled in for
+    this model: the steps, the clip (on for images) and the variance (learned if it has it)."""
+    spec = (spec or SamplingSpec()).replace(**fields) if fields else spec or SamplingSpec()
+    if loaded.data is not None and spec.clip:
+        raise ConfigError(
+            f"--clip clips x_0 to [-1, 1], the range of images; {loaded.kind} are standardised"
+        )
+    if spec.steps is not None and spec.steps > loaded.schedule.T:
+        raise ConfigError(f"--steps {spec.steps} exceeds the model's T = {loaded.schedule.T}")
+    T = loaded.schedule.T
+    return spec.resolved(T, loaded.data is None, loaded.variance(spec.variance))
+
+
+def generate(
+    loaded: Loaded,
+    n: int,
+    spec: SamplingSpec | None = None,
+    *,
+    first_index: int = 0,
+    on_batch: Callable[[int, Tensor], None] | None = None,
+    class_labels: Tensor | None = None,
+    progress: bool | str = False,
+    **fields: Any,
+) -> Tensor:
+    """n images (n, C, H, W) in [-1, 1] (or n standardised points (n, D) / sequences (n, C, L))
+    drawn as `spec` says (`ddpm.sampling.spec.SamplingSpec`; keyword `fields` override it, e.g.
+    `generate(loaded, 16, seed=1, steps=20)`); image i is a function of (spec.seed,
+    first_index + i) only (and, for a class-conditional model, of its class).
+
+    This is the one path from a model to samples: `ddpm sample`, `ddpm eval`, `ddpm.sample`
+    and the training grids all call it. `on_batch(start, x)` is called after each batch (to
+    write files or compute features as they come). `class_labels` (n,) are the classes of a
+    conditional model (None: drawn from (seed, first_index + i) as `spec.classes` says).
+    `spec.guidance` is w: classifier-free guidance for a conditional model (each step then
+    runs the network on 2B images), autoguidance when `loaded` carries a guide. With
+    `progress`, a bar (or a line every 30 s off a terminal) counts the network calls (a
+    string `progress` is the bar's label, and the bar is cleared when done).
+    """
+    spec = resolve(loaded, spec, **fields)
+    device = next(loaded.model.parameters()).device
+    labels = _labels(loaded, n, spec, first_index, class_labels)
+    batch_size = spec.batch_size
+    calls = math.ceil(n / batch_size) * network_evaluations(
+        spec.sampler, spec.steps, loaded.schedule.T
+    )
+    label = progress if isinstance(progress, str) else f"sampling {n} {loaded.kind}"
+    bar = Progress(calls, label, enabled=bool(progress), leave=not isinstance(progress, str))
+    out = []
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        # a compiled network would recompile for a short last batch: draw a full one (images
+        # past n come from their own seeds and are dropped, so the kept ones do not change)
+        full = start + batch_size if loaded.fixed_batch and n > batch_size else stop
+        idx = range(first_index + start, first_index + full)
+        gens = sample_generators(spec.seed, idx, device)
+        x_T = per_sample_noise(loaded.shape, gens, device)
+        y = labels[start:full] if labels is not None else None
+        if y is not None and len(y) < full - start:  # padding: dropped, so any label will do
+            y = torch.cat([y, y[:1].expand(full - start - len(y))])
+        x = run_sampler(loaded, spec, counted(loaded.eps_given(y, spec.guidance), bar), x_T, gens)
+        x = x[: stop - start]
+        if on_batch is not None:
+            on_batch(start, x)
+        out.append(x.cpu())
+    bar.close()
+    return torch.cat(out)
+
+
+def run_sampler(
+    loaded: Loaded,
+    spec: SamplingSpec,
+    model: EpsModel,
+    x_T: Tensor,
+    generators: list[torch.Generator],
+    callback: Callback | None = None,
+) -> Tensor:
+    """One batch through the resolved `spec`'s sampler (`ddpm.sampling.samplers.sample`)."""
+    return sample(
+        spec.sampler,
+        model,
+        loaded.schedule,
+        x_T,
+        spec.steps,
+        spec.eta,
+        spec.variance,  # type: ignore[arg-type]
+        bool(spec.clip),
+        generators,
+        callback=callback,
+        spacing=spec.spacing,
+    )
+
+
+def evaluations(loaded: Loaded, spec: SamplingSpec | None = None, **fields: Any) -> int:
+    """Network evaluations per image of `generate`'s sampling: one a sampler step, two where
+    it is guided (classifier-free: the batch of 2B; autoguidance: the two networks). With a
+    guidance interval the sampler's timesteps are found by running it once on one image
+    with a stand-in model that records them."""
+    spec = resolve(loaded, spec, **fields)
+    calls = network_evaluations(spec.sampler, spec.steps, loaded.schedule.T)
+    if spec.guidance == 0 or loaded.guidance_interval is None:
+        return calls * (1 if spec.guidance == 0 else 2)
+    seen: list[int] = []
+
+    def record(x_t: Tensor, t: Tensor) -> Tensor:
+        seen.append(int(t[0]))
+        return torch.zeros_like(x_t)
+
+    x_T = torch.zeros(1, *loaded.shape, device=loaded.schedule.alphas_cumprod.device)
+    variance = "small" if spec.variance == "learned" else spec.variance
+    run_sampler(loaded, spec.replace(variance=variance), record, x_T, [torch.Generator()])
+    return len(seen) + sum(t in loaded.guidance_interval for t in seen)
+
+
+def counted(model: EpsModel, progress: Progress) -> EpsModel:
+    """`model`, advancing `progress` by one at each call (pure Python: no device sync)."""
+
+    def call(x_t: Tensor, t: Tensor) -> Tensor:
+        progress.update(1)
+        return model(x_t, t)
+
+    return call
+
+
+@torch.no_grad()
+def seconds_per_evaluation(model: EpsModel, shape: tuple[int, ...], batch: int, device) -> float:
+    """Wall-clock seconds of one network call on `batch` images of `shape` (C, H, W): the
+    second of two calls (the first warms up), synchronised on CUDA."""
+    x = torch.zeros(batch, *shape, device=device)
+    t = torch.full((batch,), 1, device=device, dtype=torch.long)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    model(x, t)
+    sync()
+    t0 = time.perf_counter()
+    model(x, t)
+    sync()
+    return time.perf_counter() - t0
+
+
+MIN_PICTURE_STEPS = 10  # below this the chains draw blurs: better to overrun the budget a little
+
+
+def picture_plan(
+    spec: SamplingSpec, T: int, seconds_per_eval: float, budget_s: float
+) -> SamplingSpec:
+    """`spec` cut down for pictures that should take at most `budget_s` seconds.
+
+    As asked when its chain fits; otherwise the same sampler on as many steps as fit (DDPM:
+    its respaced chain), at least MIN_PICTURE_STEPS (or T when smaller). A 1-step run on a
+    CPU then draws a 10-step chain, not 1000 steps.
+    """
+    if network_evaluations(spec.sampler, spec.steps, T) * seconds_per_eval <= budget_s:
+        return spec
+    fit = int(budget_s / max(seconds_per_eval, 1e-9))
+    if spec.sampler == "heun":  # 2 steps - 1 network calls
+        fit = (fit + 1) // 2
+    return spec.replace(steps=min(T, max(MIN_PICTURE_STEPS, fit)))
+
+
+def _labels(
+    loaded: Loaded,
+    n: int,
+    spec: SamplingSpec,
+    first_index: int,
+    class_labels: Tensor | None,
+) -> Tensor | None:
+    """The checked labels (n,) of `generate` (drawn as `spec.classes` says when None), or None
+    for an unconditional model (which takes no labels, and guidance only with a guide)."""
+    if loaded.num_classes is None:
+        if class_labels is not None or (spec.guidance != 0 and loaded.guide is None):
+            raise ConfigError(UNCONDITIONAL)
+        return None
+    if class_labels is None:
+        indices = range(first_index, first_index + n)
+        return loaded.draw_classes(spec.seed, indices, spec.classes)
+    return loaded.check_labels(class_labels, n)
+
+
+def chain_snapshots(
+    loaded: Loaded,
+    n: int = 8,
+    spec: SamplingSpec | None = None,
+    frames: int = 10,
+    class_labels: Tensor | None = None,
+    progress: bool = False,
+    **fields: Any,
+) -> tuple[list[int], list[Tensor]]:
+    """The reverse chain of the first n samples of `generate(loaded, n, spec)` as `frames`
+    snapshots of x_t, from x_T to x_0, and the timestep of each (-1 for the final x_0). The
+    final frame is the image `generate` draws for the same spec, seed and labels."""
+    spec = resolve(loaded, spec, **fields)
+    device = next(loaded.model.parameters()).device
+    labels = _labels(loaded, n, spec, 0, class_labels)
+    gens = sample_generators(spec.seed, range(n), device)
+    x_T = per_sample_noise(loaded.shape, gens, device)
+    total = loaded.schedule.T if spec.steps is None else spec.steps
+    keep = {round(k * (total - 1) / max(frames - 1, 1)) for k in range(frames - 1)}
+    snaps: list[Tensor] = []
+    times: list[int] = []
+
+    def record(i: int, t: int, x_t: Tensor, x0: Tensor) -> None:
+        if i in keep:
+            snaps.append(x_t.cpu())
+            times.append(t)
+
+    calls = network_evaluations(spec.sampler, spec.steps, loaded.schedule.T)
+    with Progress(calls, "denoising chain", enabled=progress) as bar:
+        model = counted(loaded.eps_given(labels, spec.guidance), bar)
+        x = run_sampler(loaded, spec, model, x_T, gens, callback=record)
+    return [*times, -1], [*snaps, x.cpu()]
+
+
+def denoising_process(
+    loaded: Loaded,
+    n: int = 8,
+    spec: SamplingSpec | None = None,
+    frames: int = 10,
+    class_labels: Tensor | None = None,
+    progress: bool = False,
+    **fields: Any,
+) -> list[Tensor]:
+    """The reverse chain of n samples as `frames` snapshots of x_t, from x_T to x_0 (as
+    `chain_snapshots`). `progress` counts the network calls."""
+    return chain_snapshots(loaded, n, spec, frames, class_labels, progress, **fields)[1]
+
+
+def save_process(
+    frames: list[Tensor], png: str | os.PathLike, gif: str | os.PathLike | None
+) -> None:
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    process_strip(frames).save(png)
+    if gif is not None:
+        save_gif(frames, gif)
+
+
+def save_array_process(
+    loaded: Loaded,
+    png: str | os.PathLike | None,
+    gif: str | os.PathLike | None,
+    spec: SamplingSpec | None = None,
+    class_labels: Tensor | None = None,
+) -> None:
+    """The denoising chain of points (the cloud flowing from noise to data: 1,000 points) or
+    of sequences (4 curves), in the data's units: a strip of 6 snapshots and/or a GIF. For a
+    class-conditional model the classes cycle through `class_labels` (default: all)."""
+    assert loaded.data is not None
+    spec = resolve(loaded, spec)
+    points = loaded.kind == "points"
+    n = 1000 if points else 4
+    K = loaded.num_classes
+    labels = None
+    if K:
+        cycle = class_labels.tolist() if class_labels is not None else list(range(K))
+        labels = torch.tensor([cycle[i % len(cycle)] for i in range(n)])
+    total = loaded.schedule.T if spec.steps is None else spec.steps
+    times, frames = chain_snapshots(loaded, n, spec, total, labels)
+    # frames evenly spaced in the signal level √ᾱ_t (from x_T's to x_0's 1), where the chain
+    # changes, rather than in t (most of a linear schedule's steps are nearly pure noise)
+    abar = loaded.schedule.alphas_cumprod.cpu()
+    level = torch.tensor([float(abar[t].sqrt()) if t >= 0 else 1.0 for t in times])
+    goals = torch.linspace(float(level[0]), 1.0, 48 if gif else 6)
+    keep = sorted({int((level - g).abs().argmin()) for g in goals})
+    times, frames = [times[i] for i in keep], [frames[i] for i in keep]
+    data = [loaded.to_data(f).numpy() for f in frames]
+    names = [f"x_t, t = {t + 1}" if t >= 0 else "x_0" for t in times]  # the paper's 1..T
+    if points:
+        ref = loaded.data.reference.numpy() if loaded.data.reference is not None else None
+        images = arrayplots.scatter_frames(data, ref, names)
+    else:
+        images = arrayplots.curve_frames(data, names)
+    if png is not None:
+        pick = sorted({round(k * (len(images) - 1) / 5) for k in range(6)})
+        strip = arrayplots.figure([images[i] for i in pick], 3 if not points else 6)
+        Path(png).parent.mkdir(parents=True, exist_ok=True)
+        strip.save(png)
+    if gif is not None:
+        arrayplots.save_animation(images, gif)

@@ -1,0 +1,401 @@
+"""Samplers: pure functions of (model, schedule, x_T, ...) that return x_0.
+
+`model(x_t, t)` predicts the noise eps; x_T and the result are (B, C, H, W); t is int64 (B,).
+A model with learned variances returns (B, 2C, H, W), eps then v (Nichol & Dhariwal 2021,
+§3.1): the DDPM sampler uses v with variance="learned"; the ODE samplers ignore it.
+`generator` is one torch.Generator for the whole batch, or a list with one per sample so
+that image i depends only on its own generator (and not on the batch it was drawn in).
+`callback(i, t, x_t, x0_pred)`, if given, sees every step (for pictures of the chain).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ddpm.diffusion.process import (
+    VARIANCES,
+    extract,
+    p_log_variance,
+    predict_eps_from_x0,
+    predict_x0_from_eps,
+    q_posterior,
+    respace_model,
+    split_output,
+)
+from ddpm.diffusion.schedule import NoiseSchedule
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+Callback = Callable[[int, int, Tensor, Tensor], None]
+EpsModel = Callable[[Tensor, Tensor], Tensor]
+SAMPLERS = ("ddpm", "ddim", "dpm-solver", "dpm-solver-3m", "heun")
+DEFAULT_STEPS = 50  # DDIM / DPM-Solver / Heun steps when none are given
+
+
+def default_steps(sampler: str, steps: int | None, T: int) -> int | None:
+    """The steps a sampler takes when `steps` is None: ancestral DDPM all T (None), the others
+    DEFAULT_STEPS, or T where the model has fewer timesteps than that."""
+    if steps is not None or sampler == "ddpm":
+        return steps
+    return min(DEFAULT_STEPS, T)
+
+
+def randn_like(x: Tensor, generator: Generators) -> Tensor:
+    """Standard normal noise shaped like x, drawn per sample when given a list of generators."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if len(generator) != x.shape[0]:
+        raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
+    return per_sample_noise(x.shape[1:], generator, x.device, x.dtype)
+
+
+def per_sample_noise(
+    shape: Sequence[int],
+    generators: Sequence[torch.Generator],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """(len(generators), *shape) standard normal noise; row i is drawn from generators[i] alone."""
+    return torch.stack(
+        [torch.randn(shape, generator=g, device=device, dtype=dtype) for g in generators]
+    )
+
+
+def sample_generators(seed: int, indices: Sequence[int], device: torch.device | str = "cpu"):
+    """One generator per image index, seeded from (seed, index) alone (as EDM's generate.py)."""
+    gens = []
+    for i in indices:
+        g = torch.Generator(device=device)
+        g.manual_seed((seed * 1_000_003 + i) % (2**63))
+        gens.append(g)
+    return gens
+
+
+def predict_x0(
+    model: EpsModel, schedule: NoiseSchedule, x_t: Tensor, t: Tensor, clip: bool
+) -> tuple[Tensor, Tensor]:
+    """Run the model once; return (eps, x0_pred), x0 clipped to [-1, 1] and eps made consistent.
+
+    eps has x_t's C channels: a learned-variance output's v is dropped (see `predict_x0_v`).
+    """
+    eps, x_0, _ = predict_x0_v(model, schedule, x_t, t, clip)
+    return eps, x_0
+
+
+def predict_x0_v(
+    model: EpsModel, schedule: NoiseSchedule, x_t: Tensor, t: Tensor, clip: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """`predict_x0`, also returning the model's variance output v (None without one)."""
+    eps, v = split_output(model(x_t, t).to(x_t.dtype), x_t.shape[1])
+    x_0 = predict_x0_from_eps(schedule, x_t, t, eps)
+    if clip:
+        x_0 = x_0.clamp(-1, 1)
+        eps = predict_eps_from_x0(schedule, x_t, t, x_0)
+    return eps, x_0, v
+
+
+def _check_steps(steps: int, T: int) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+        raise ValueError(f"steps must be an integer in [1, {T}], got {steps!r}")
+
+
+SPACINGS = ("leading", "trailing", "karras")
+# Each few-step sampler's timesteps when none are asked for (dpm_solver_sample says why its own).
+DEFAULT_SPACING = {
+    "ddim": "leading",
+    "dpm-solver": "trailing",
+    "dpm-solver-3m": "trailing",
+    "heun": "karras",
+}
+
+
+def ddim_timesteps(T: int, steps: int, spacing: str = "leading") -> list[int]:
+    """`steps` decreasing timesteps in [0, T) for the few-step samplers.
+
+    - leading: DDIM's t_i = i * (T // steps), i = steps-1 .. 0 (Song et al. 2021, §C.2); the
+      first step starts below T-1 (at 980 of 1000 for 50 steps).
+    - trailing: t_i = round(T - i T/steps) - 1, which starts at T-1, where x_T was drawn (Lin et
+      al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Table 2).
+    - karras: the noise levels σ_i = (σ_max^(1/ρ) + i/(steps-1) (σ_min^(1/ρ) - σ_max^(1/ρ)))^ρ
+      with ρ = 7 (Karras et al. 2022, eq. 5), between the schedule's first and last σ_t, each
+      rounded to the nearest timestep; denser near the data. Needs the schedule (use
+      `timesteps_for`); repeated steps after rounding are dropped.
+    """
+    _check_steps(steps, T)
+    if spacing == "leading":
+        stride = T // steps
+        return [i * stride for i in range(steps - 1, -1, -1)]
+    if spacing == "trailing":
+        return [round(T - i * T / steps) - 1 for i in range(steps)]
+    raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+
+
+def timesteps_for(schedule: NoiseSchedule, steps: int, spacing: str = "leading") -> list[int]:
+    """`ddim_timesteps`, and the Karras spacing that needs the schedule's noise levels."""
+    if spacing != "karras":
+        return ddim_timesteps(schedule.T, steps, spacing)
+    _check_steps(steps, schedule.T)
+    abar = schedule.alphas_cumprod.cpu().double()
+    log_sigma = 0.5 * (torch.log1p(-abar) - torch.log(abar))  # increasing in t
+    rho = 7.0
+    hi, lo = float(log_sigma[-1].exp()) ** (1 / rho), float(log_sigma[0].exp()) ** (1 / rho)
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+    target = torch.log((hi + ramp * (lo - hi)) ** rho)
+    nearest = (log_sigma[None, :] - target[:, None]).abs().argmin(1).tolist()
+    return sorted(set(nearest), reverse=True)
+
+
+@torch.no_grad()
+def ddpm_sample(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    variance: Literal["small", "large", "learned"] = "small",
+    clip: bool = False,
+    generator: Generators = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Ancestral sampling, Ho et al. 2020 Algorithm 2.
+
+    x_{t-1} = μ̃(x_t, x̂_0) + σ_t z, with σ_t² = β̃_t ("small", the posterior variance, the
+    lower bound on the reverse variance), β_t ("large", the upper bound) or the model's Σ_θ
+    ("learned", Nichol & Dhariwal 2021 eq. 15), and no noise at the last step. μ̃ from the
+    posterior equals (x_t - β_t/√(1-ᾱ_t) eps)/√α_t when not clipped.
+
+    On a respaced schedule (`respace_model`) this is the paper's K-step sampling (§4).
+    """
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
+    var = schedule.posterior_variance if variance == "small" else schedule.betas
+    x = x_T
+    B = x.shape[0]
+    for t in range(schedule.T - 1, -1, -1):
+        tt = torch.full((B,), t, device=x.device, dtype=torch.long)
+        _, x_0, v = predict_x0_v(model, schedule, x, tt, clip)
+        mean, _, _ = q_posterior(schedule, x_0, x, tt)
+        if callback is not None:
+            callback(schedule.T - 1 - t, t, x, x_0)
+        if t == 0:
+            x = mean
+        elif variance == "learned":
+            std = torch.exp(0.5 * p_log_variance(schedule, tt, x, variance, v))
+            x = mean + std * randn_like(x, generator)
+        else:
+            x = mean + extract(var, tt, x).sqrt() * randn_like(x, generator)
+    return x
+
+
+@torch.no_grad()
+def ddim_sample(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    steps: int,
+    eta: float = 0.0,
+    clip: bool = False,
+    generator: Generators = None,
+    callback: Callback | None = None,
+    spacing: str = DEFAULT_SPACING["ddim"],
+) -> Tensor:
+    """DDIM, Song et al. 2021 eq. 12, on the timesteps of `timesteps_for` (`spacing`).
+
+    x_{t'} = √ᾱ_{t'} x̂_0 + √(1 - ᾱ_{t'} - σ²) eps + σ z, with
+    σ = eta · √((1 - ᾱ_{t'})/(1 - ᾱ_t)) · √(1 - ᾱ_t/ᾱ_{t'}); ᾱ = 1 after the last step.
+    eta = 0 is deterministic; eta = 1 with all T steps is DDPM with the "small" variance.
+    """
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    ts = timesteps_for(schedule, steps, spacing)
+    abar = schedule.alphas_cumprod.tolist()  # host floats: one read, no sync per step
+    x = x_T
+    B = x.shape[0]
+    for i, t in enumerate(ts):
+        tt = torch.full((B,), t, device=x.device, dtype=torch.long)
+        eps, x_0 = predict_x0(model, schedule, x, tt, clip)
+        if callback is not None:
+            callback(i, t, x, x_0)
+        a_t = float(abar[t])
+        a_prev = float(abar[ts[i + 1]]) if i + 1 < len(ts) else 1.0
+        sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+        x = math.sqrt(a_prev) * x_0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
+        if sigma > 0:
+            x = x + sigma * randn_like(x, generator)
+    return x
+
+
+@torch.no_grad()
+def dpm_solver_sample(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    steps: int,
+    clip: bool = False,
+    generator: Generators = None,
+    callback: Callback | None = None,
+    spacing: str = DEFAULT_SPACING["dpm-solver"],
+    order: int = 2,
+) -> Tensor:
+    """DPM-Solver++(2M), Lu et al. 2022 Algorithm 2: a deterministic second-order multistep
+    solver of the diffusion ODE in the data-prediction form, on `timesteps_for`'s timesteps;
+    with `order=3`, DPM-Solver++(3M) as Lu et al.'s code, diffusers and k-diffusion write it.
+
+    Trailing by default: on DDIM's leading timesteps the last update jumps from t = T/steps to
+    t = 0, four times the previous step in log-SNR (r = 1/4), and the extrapolation
+    3 x̂_0 - 2 x̂_0_prev that it then takes makes the solver less accurate than DDIM at 10 and
+    20 steps (tests/test_solvers.py measures both on an ODE with a known solution).
+
+    With α = √ᾱ, σ = √(1-ᾱ), λ = log(α/σ), h = λ_i - λ_{i-1} and φ_1 = e^{-h} - 1, each update
+    is x_i = (σ_i/σ_{i-1}) x_{i-1} - α_i φ_1 x̂_0 plus a correction from the earlier x̂_0s.
+    2M, from the divided difference D1_0 = (x̂_0 - x̂_0_prev) / r0 with r0 = h_prev / h:
+    - α_i φ_1 D1_0 / 2. 3M, with the difference before it too (D1_1, r1),
+    D1 = D1_0 + r0/(r0 + r1) (D1_0 - D1_1), D2 = (D1_0 - D1_1)/(r0 + r1), φ_2 = φ_1/h + 1 and
+    φ_3 = φ_2/h - 1/2: + α_i (φ_2 D1 - φ_3 D2). D2 is h² x̂_0''/2, half the Taylor term's
+    h² x̂_0'' (Lu et al.'s single-step third-order solver has the 2), so one 3M update's
+    error still falls as h³, as 2M's does, but is 9-18x smaller on the test ODE; with the
+    full term it falls as h⁴, yet the whole chain was less accurate from the large first steps
+    (tests/test_solvers.py). Each update uses the order its history allows (first, then
+    second, then `order`); below 15 steps the last update of 3M is second order, as diffusers'
+    `lower_order_final`. The last network call goes to ᾱ = 1, where the update reduces to x̂_0.
+    """
+    del generator  # deterministic: the argument exists so every sampler shares a signature
+    if order not in (2, 3):
+        raise ValueError(f"DPM-Solver++ order must be 2 or 3, got {order}")
+    ts = timesteps_for(schedule, steps, spacing)
+    abar = schedule.alphas_cumprod.tolist()  # host floats: one read, no sync per step
+    lam = [0.5 * math.log(abar[t] / (1 - abar[t])) for t in ts]
+    x = x_T
+    B = x.shape[0]
+    x0s: list[Tensor] = []  # the data predictions so far, oldest first (the last `order`)
+    for i, t in enumerate(ts):
+        tt = torch.full((B,), t, device=x.device, dtype=torch.long)
+        _, x_0 = predict_x0(model, schedule, x, tt, clip)
+        if callback is not None:
+            callback(i, t, x, x_0)
+        if i + 1 == len(ts):
+            return x_0  # α = 1, σ = 0: the ODE's end point is the data prediction itself
+        x0s = [*x0s[1 - order :], x_0]
+        # the order this update takes: what the history allows, and 2 at most in the last
+        # one of a short chain
+        n = min(len(x0s), 2 if steps < 15 and i + 2 == len(ts) else order)
+        x = dpm_solver_update(x, x0s[-n:], lam[i + 1 - n : i + 1], lam[i + 1])
+    raise AssertionError("unreachable")
+
+
+def dpm_solver_update(x: Tensor, x0s: Sequence[Tensor], lams: Sequence[float], lam_next: float):
+    """One DPM-Solver++ multistep update of x from λ = lams[-1] to `lam_next`, of the order
+    len(x0s) (1 to 3): `x0s` are the data predictions at `lams`, oldest first (the formulas in
+    `dpm_solver_sample`'s docstring; Lu et al.'s reference code writes them the same way)."""
+    alpha_next = math.sqrt(_sigmoid(2 * lam_next))  # ᾱ = sigmoid(2λ)
+    sigma_ratio = math.sqrt(_sigmoid(-2 * lam_next) / _sigmoid(-2 * lams[-1]))
+    h = lam_next - lams[-1]
+    phi_1 = math.expm1(-h)
+    x = sigma_ratio * x - alpha_next * phi_1 * x0s[-1]
+    if len(x0s) == 1:
+        return x
+    r0 = (lams[-1] - lams[-2]) / h
+    d1_0 = (x0s[-1] - x0s[-2]) / r0
+    if len(x0s) == 2:
+        return x - (alpha_next * phi_1 / 2) * d1_0
+    r1 = (lams[-2] - lams[-3]) / h
+    d1_1 = (x0s[-2] - x0s[-3]) / r1
+    d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    phi_2 = phi_1 / h + 1
+    phi_3 = phi_2 / h - 0.5
+    return x + alpha_next * (phi_2 * d1 - phi_3 * d2)
+
+
+def _sigmoid(z: float) -> float:
+    return 1 / (1 + math.exp(-z))
+
+
+@torch.no_grad()
+def heun_sample(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    steps: int,
+    clip: bool = False,
+    generator: Generators = None,
+    callback: Callback | None = None,
+    spacing: str = DEFAULT_SPACING["heun"],
+) -> Tensor:
+    """Heun's second-order method on the probability-flow ODE, Karras et al. 2022 Algorithm 1,
+    on `timesteps_for`'s timesteps (Karras spacing by default): 2 * steps - 1 network calls.
+
+    In the variance-exploding view x̃ = x_t/√ᾱ_t with noise level σ = √((1-ᾱ)/ᾱ), the ODE is
+    dx̃/dσ = eps(x_t, t): an Euler step is exactly DDIM (eta 0); Heun averages the slope at both
+    ends. The last step goes to σ = 0 and is an Euler step (it lands on x̂_0).
+    """
+    del generator  # deterministic
+    ts = timesteps_for(schedule, steps, spacing)
+    abar = schedule.alphas_cumprod.tolist()  # host floats: one read, no sync per step
+    B = x_T.shape[0]
+
+    def slope(x_tilde: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        tt = torch.full((B,), t, device=x_T.device, dtype=torch.long)
+        a = abar[t]
+        return predict_x0(model, schedule, math.sqrt(a) * x_tilde, tt, clip)
+
+    def sigma(t: int) -> float:
+        return math.sqrt((1 - abar[t]) / abar[t])
+
+    x = x_T / math.sqrt(abar[ts[0]])
+    for i, t in enumerate(ts):
+        d, x_0 = slope(x, t)
+        if callback is not None:
+            callback(i, t, math.sqrt(abar[t]) * x, x_0)
+        if i + 1 == len(ts):
+            return x_0  # σ -> 0: the Euler step from σ_t lands on x̂_0
+        t_next = ts[i + 1]
+        h = sigma(t_next) - sigma(t)
+        x_euler = x + h * d
+        d_next, _ = slope(x_euler, t_next)
+        x = x + h * (d + d_next) / 2
+    raise AssertionError("unreachable")
+
+
+def network_evaluations(sampler: str, steps: int | None, T: int) -> int:
+    """How many times a sampler calls the network: its cost (NFE)."""
+    if sampler == "ddpm":
+        return T if steps is None else steps
+    assert steps is not None
+    return 2 * steps - 1 if sampler == "heun" else steps
+
+
+def sample(
+    sampler: str,
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    steps: int | None = None,
+    eta: float = 0.0,
+    variance: Literal["small", "large", "learned"] = "small",
+    clip: bool = False,
+    generator: Generators = None,
+    callback: Callback | None = None,
+    spacing: str | None = None,
+) -> Tensor:
+    """Dispatch by name: "ddpm" (all T steps when `steps` is None, else the respaced K-step
+    chain of Nichol & Dhariwal §4), "ddim", "dpm-solver" (2M), "dpm-solver-3m" or "heun"
+    (`steps` steps on `spacing`'s timesteps; None: `DEFAULT_SPACING`'s)."""
+    if sampler == "ddpm":
+        if steps is not None:
+            _check_steps(steps, schedule.T)
+            model, schedule = respace_model(model, schedule, steps)
+        return ddpm_sample(model, schedule, x_T, variance, clip, generator, callback)
+    if steps is None:
+        raise ValueError(f"the {sampler} sampler needs a number of steps")
+    if sampler not in DEFAULT_SPACING:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+    sp = spacing or DEFAULT_SPACING[sampler]
+    if sampler == "ddim":
+        return ddim_sample(model, schedule, x_T, steps, eta, clip, generator, callback, sp)
+    if sampler in ("dpm-solver", "dpm-solver-3m"):
+        order = 3 if sampler == "dpm-solver-3m" else 2
+        return dpm_solver_sample(model, schedule, x_T, steps, clip, generator, callback, sp, order)
+    return heun_sample(model, schedule, x_T, steps, clip, generator, callback, sp)

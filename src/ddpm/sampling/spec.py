@@ -1,0 +1,99 @@
+"""How to sample, as one value: the sampler and its steps, the noise and variance, clipping,
+the time grid, the guidance weight, the seed and the batch. `ddpm sample`, `ddpm eval`,
+`ddpm.sample`, the training grids and the pictures all draw through
+`ddpm.sampling.generate.generate` with one `SamplingSpec`, so the same flags and seed give
+the same image everywhere.
+
+The model side of guidance (the autoguidance guide, the guidance interval) belongs to the
+model being sampled (`ddpm.sampling.generate.with_guidance`); the weight w is the spec's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ddpm.errors import SpecError
+from ddpm.sampling.samplers import SAMPLERS, SPACINGS, default_steps
+
+CLASS_CHOICES = ("uniform", "data")
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """How samples are drawn. Image i depends on (seed, i) only, never on `batch_size`.
+
+    `steps` None: the sampler's default (`ddpm.sampling.samplers.default_steps`: all T for
+    DDPM, else min(50, T)). `variance` None: the model's learned one if it has it, else
+    "small" (β̃_t).
+    `clip` None: on for images, off for standardised points and sequences. `spacing` None:
+    each sampler's default time grid. `guidance` is w: classifier-free for a class-conditional
+    model, autoguidance when the model carries a guide. `classes` is how a class-conditional
+    model's labels are drawn when none are given: "uniform" or "data" (as in training).
+    """
+
+    sampler: str = "ddim"
+    steps: int | None = None
+    eta: float = 0.0
+    variance: str | None = None
+    clip: bool | None = None
+    spacing: str | None = None
+    guidance: float = 0.0
+    seed: int = 0
+    batch_size: int = 256
+    classes: str = "uniform"
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise SpecError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.spacing is not None and self.spacing not in SPACINGS:
+            raise SpecError(f"spacing must be one of {', '.join(SPACINGS)}, got {self.spacing!r}")
+        if self.steps is not None and self.steps < 1:
+            raise SpecError(f"steps must be at least 1, got {self.steps}")
+        if self.eta < 0 or self.guidance < 0:
+            raise SpecError("eta and guidance must be >= 0")
+        if self.batch_size < 1:
+            raise SpecError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.classes not in CLASS_CHOICES:
+            raise SpecError(f"classes must be one of {', '.join(CLASS_CHOICES)}")
+
+    def replace(self, **changes: Any) -> SamplingSpec:
+        return dataclasses.replace(self, **changes)
+
+    def resolved(self, T: int, images: bool, variance: str) -> SamplingSpec:
+        """The spec with its defaults filled in for a model of T timesteps: the steps, the clip
+        (on for images) and the variance (`variance`: the model's choice, `Loaded.variance`)."""
+        clip = images if self.clip is None else self.clip
+        return self.replace(
+            steps=default_steps(self.sampler, self.steps, T), clip=clip, variance=variance
+        )
+
+    def describe(self, conditional: bool = False) -> str:
+        """The spec in words, for summary lines: "ddim 50 steps, eta 0, clip on, seed 0"."""
+        if self.sampler == "ddpm":
+            respaced = f" {self.steps} respaced steps," if self.steps is not None else ""
+            steps = f"{respaced} variance {self.variance}"
+        else:
+            steps = f" {self.steps} steps" + (f" ({self.spacing})" if self.spacing else "")
+        eta = f", eta {self.eta:g}" if self.sampler == "ddim" else ""
+        cond = f", classes {self.classes}, guidance w={self.guidance:g}" if conditional else ""
+        clip = "on" if self.clip else "off"
+        return f"{self.sampler}{steps}{eta}, clip {clip}{cond}, seed {self.seed}"
+
+    def short(self) -> str:
+        """The sampler and its steps, for "wrote ..." lines: "ddim, 50 steps, eta 1"."""
+        if self.sampler == "ddpm":
+            return (
+                "ddpm, all T steps" if self.steps is None else f"ddpm, {self.steps} respaced steps"
+            )
+        eta = f", eta {self.eta:g}" if self.sampler == "ddim" else ""
+        return f"{self.sampler}, {self.steps} steps{eta}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def spec_fields() -> tuple[str, ...]:
+    """The names of a SamplingSpec's fields (for keyword overrides)."""
+    return tuple(f.name for f in dataclasses.fields(SamplingSpec))

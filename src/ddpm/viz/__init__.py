@@ -1,0 +1,1 @@
+"""Pictures: image grids, curves, scatter plots and the pictures of the diffusion process."""
