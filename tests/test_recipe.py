@@ -239,9 +239,12 @@ def test_recipe_cars64_2min_changes_only_the_network_batch_time_and_sampler_of_c
     )
 
 
-def test_every_recipe_makes_a_valid_config():
-    for name in RECIPES:
-        parse_train(["train", "--recipe", name])
+def test_every_recipe_makes_a_valid_config_with_its_own_values():
+    for name, recipe in RECIPES.items():
+        cfg = vars(parse_train(["train", "--recipe", name]))
+        for key, value in recipe.settings.items():  # each setting arrives, as its flag's type
+            got = cfg[key]
+            assert got == value or str(got) == str(value) or list(got) == list(value), (name, key)
 
 
 def test_the_recipe_says_how_to_sample_it_once_its_checkpoints_exist(tmp_path):
