@@ -54,7 +54,7 @@ def time_case(case: str, dist, args: argparse.Namespace) -> tuple[float, list[fl
     import torch.distributed as tdist
 
     from ddpm.diffusion.schedule import make_schedule
-    from ddpm.models.unet import build_model, preset
+    from ddpm.models.presets import build_model, preset
     from ddpm.speed import compile_model, mark_step, use_channels_last
     from ddpm.train import EMA, TrainConfig, TrainState, distributed, make_optimizer, train_step
 

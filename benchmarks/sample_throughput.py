@@ -42,7 +42,7 @@ from common import (
 
 from ddpm.data.images import to_uint8
 from ddpm.diffusion.schedule import make_schedule
-from ddpm.models.unet import build_model, preset
+from ddpm.models.presets import build_model, preset
 from ddpm.sampling.generate import Loaded, generate, speed_up
 from ddpm.speed import compile_model, use_channels_last
 

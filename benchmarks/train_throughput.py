@@ -52,7 +52,7 @@ from common import (
 )
 
 from ddpm.diffusion.schedule import make_schedule
-from ddpm.models.unet import build_model, preset
+from ddpm.models.presets import build_model, preset
 from ddpm.speed import compile_model, mark_step, use_channels_last
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

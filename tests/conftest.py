@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ddpm.data.images import ImageDataset
-from ddpm.models.unet import PRESETS, ModelSpec
+from ddpm.models.presets import PRESETS, ModelSpec
 from ddpm.train import TrainConfig
 
 # A 2-level U-Net that trains in milliseconds on 8x8 images.

@@ -20,7 +20,8 @@ from ddpm.data.arrays import (
 from ddpm.data.images import ImageDataset
 from ddpm.data.timeseries import read_ts, resolve_timeseries
 from ddpm.errors import ConfigError, DataError
-from ddpm.models.unet import ClassEmbedding, build_model, preset
+from ddpm.models.layers import ClassEmbedding
+from ddpm.models.presets import build_model, preset
 from ddpm.train import TrainConfig
 from ddpm.train.state import make_model
 

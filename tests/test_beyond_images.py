@@ -12,7 +12,7 @@ from PIL import Image
 from ddpm.cli import main
 from ddpm.data import toys
 from ddpm.eval import arrays as evaluate_arrays
-from ddpm.models.unet import PRESETS, ModelSpec
+from ddpm.models.presets import PRESETS, ModelSpec
 from ddpm.sampling.generate import generate, load_model
 from ddpm.train import TrainConfig, train
 

@@ -19,7 +19,8 @@ from ddpm.errors import ConfigError
 from ddpm.eval import evaluate
 from ddpm.eval.evaluate import load_stats, model_fid
 from ddpm.io import checkpoint as C
-from ddpm.models.unet import TutorialUNet, TutorialUNetConfig, UNet, UNetConfig
+from ddpm.models.tutorial_unet import TutorialUNet, TutorialUNetConfig
+from ddpm.models.unet import UNet, UNetConfig
 from ddpm.sampling.generate import generate, load_model
 from ddpm.sampling.guidance import (
     class_index,

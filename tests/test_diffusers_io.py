@@ -22,7 +22,8 @@ from ddpm.io.diffusers import (
     unet_config_from_diffusers,
 )
 from ddpm.io.modelfile import ModelFile
-from ddpm.models.unet import PRESETS, UNet, UNetConfig, build_model, count_parameters, full_config
+from ddpm.models.presets import PRESETS, build_model, count_parameters, full_config
+from ddpm.models.unet import UNet, UNetConfig
 from ddpm.sampling.generate import generate, load_model
 from test_evaluate import fake_inception  # noqa: F401  (a fixture)
 

@@ -386,7 +386,7 @@ def fid_stats(dist=None):
     from ddpm.diffusion.schedule import make_schedule
     from ddpm.eval import evaluate
     from ddpm.eval.evaluate import model_stats
-    from ddpm.models.unet import build_model
+    from ddpm.models.presets import build_model
     from ddpm.sampling.generate import Loaded
     from ddpm.sampling.spec import SamplingSpec
     from test_evaluate import FakeInception

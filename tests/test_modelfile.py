@@ -10,7 +10,7 @@ import conftest
 from ddpm.cli import main
 from ddpm.io import checkpoint as C
 from ddpm.io.interchange import export_model
-from ddpm.models.unet import PRESETS, ModelSpec
+from ddpm.models.presets import PRESETS, ModelSpec
 from ddpm.sampling.generate import load_model
 from ddpm.train import TrainConfig, train
 

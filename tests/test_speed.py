@@ -19,7 +19,9 @@ from ddpm import speed
 from ddpm.diffusion.schedule import make_schedule
 from ddpm.diffusion.timesteps import make_timestep_sampler
 from ddpm.errors import ConfigError
-from ddpm.models.unet import Attention, ResBlock, TutorialUNet, TutorialUNetConfig, UNet, UNetConfig
+from ddpm.models.layers import Attention, ResBlock
+from ddpm.models.tutorial_unet import TutorialUNet, TutorialUNetConfig
+from ddpm.models.unet import UNet, UNetConfig
 from ddpm.sampling.generate import Loaded, generate, speed_up
 from ddpm.sampling.samplers import ddim_sample, ddpm_sample
 from ddpm.train import EMA, TrainConfig, TrainState, make_optimizer, train_step

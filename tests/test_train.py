@@ -252,7 +252,7 @@ def test_a_checkpoint_from_before_learned_variances_loads_samples_and_resumes(
 ):
     """Strip what this change added (train_config fields, the sampler state, the tutorial
     config's learn_sigma): the file loads, samples as the current one and resumes."""
-    from ddpm.models.unet import PRESETS, ModelSpec
+    from ddpm.models.presets import PRESETS, ModelSpec
     from ddpm.sampling.generate import generate
 
     monkeypatch.setitem(

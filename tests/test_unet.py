@@ -3,16 +3,9 @@ import torch
 
 from conftest import TINY_UNET
 from ddpm.errors import ConfigError
-from ddpm.models.unet import (
-    PRESETS,
-    TutorialUNet,
-    TutorialUNetConfig,
-    UNet,
-    UNetConfig,
-    build_model,
-    count_parameters,
-    preset,
-)
+from ddpm.models.presets import PRESETS, build_model, count_parameters, preset
+from ddpm.models.tutorial_unet import TutorialUNet, TutorialUNetConfig
+from ddpm.models.unet import UNet, UNetConfig
 
 TINY = TINY_UNET
 
@@ -40,7 +33,7 @@ def test_tutorial_unet_shapes():
 
 
 def test_configs_stored_before_learn_sigma_existed_read_as_fixed_variances():
-    from ddpm.models.unet import config_dict, full_config
+    from ddpm.models.presets import config_dict, full_config
 
     old = {"in_channels": 1, "channels": [8, 16], "time_dim": 8}  # no learn_sigma key
     model = build_model("tutorial", old)
@@ -69,7 +62,7 @@ def test_time_embedding_changes_the_output():
 def test_scale_shift_with_a_zero_projection_is_the_additive_block():
     """AdaGN's GN(h)(1 + s) + b at s = b = 0 is GN(h), as the additive block with e = 0; with
     a random projection the two differ (the embedding acts through both scale and shift)."""
-    from ddpm.models.unet import ResBlock
+    from ddpm.models.layers import ResBlock
 
     torch.manual_seed(0)
     add, ada = ResBlock(8, 16, 12, 0.0, 4), ResBlock(8, 16, 12, 0.0, 4, scale_shift=True)

@@ -58,15 +58,14 @@ COMPILE_SCOPES = ("model", "blocks")
 
 def compile_blocks(model: nn.Module) -> list[nn.Module]:
     """The repeated blocks that `compile_model(scope="blocks")` compiles one by one: the U-Nets'
-    residual and attention blocks, the tutorial network's conv blocks (outermost ones only)."""
-    from ddpm.models.unet import Attention, ResBlock, TutorialBlock
-
-    kinds = (ResBlock, Attention, TutorialBlock)
+    residual and attention blocks, the tutorial network's conv blocks (outermost ones only).
+    A block says so itself, with a class attribute `compile_as_block = True`, so this layer
+    needs no knowledge of the networks above it."""
     found: list[nn.Module] = []
 
     def visit(module: nn.Module) -> None:
         for child in module.children():
-            if isinstance(child, kinds):
+            if getattr(type(child), "compile_as_block", False):
                 found.append(child)
             else:
                 visit(child)
@@ -84,7 +83,7 @@ def compile_model(
     compiles each of its repeated blocks on its own (regional compilation: blocks of the same
     shapes share one compiled graph, and the glue between blocks runs eagerly). Meant to bring
     the first step sooner; on an H100 it did not, and its steps ran at 0.56-0.89x the speed
-    (docs/benchmarks.md, fourth round). A network without such blocks is compiled whole.
+    (docs/benchmarks.md). A network without such blocks is compiled whole.
 
     Compilation happens lazily at the first call. `suppress_errors` makes a graph that the
     compiler then fails on run eagerly (with torch's own warning) instead of stopping a run.

@@ -33,7 +33,7 @@ from ddpm.diffusion.losses import LOSSES
 from ddpm.diffusion.process import LOSS_WEIGHTS, PREDICTIONS
 from ddpm.diffusion.schedule import SCHEDULES
 from ddpm.diffusion.timesteps import TIMESTEP_SAMPLERS
-from ddpm.models.unet import PRESETS
+from ddpm.models.presets import PRESETS
 from ddpm.speed import COMPILE_MODES, COMPILE_SCOPES
 from ddpm.train.recipes import RECIPES, recipe_settings, sampling_advice
 

@@ -33,7 +33,8 @@ from torch import Tensor
 from ddpm.diffusion.schedule import beta_range
 from ddpm.errors import CheckpointError, ConfigError
 from ddpm.io.modelfile import ModelFile
-from ddpm.models.unet import UNetConfig, full_config, model_config
+from ddpm.models.presets import full_config, model_config
+from ddpm.models.unet import UNetConfig
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 WEIGHTS_BIN = "diffusion_pytorch_model.bin"  # older folders (read with weights_only=True)

@@ -17,7 +17,7 @@ from ddpm.io.checkpoint import load_checkpoint, resolve_checkpoint
 from ddpm.io.diffusers import is_diffusers_folder, load_diffusers, save_diffusers
 from ddpm.io.modelfile import ModelFile, from_checkpoint, is_safetensors, load_safetensors
 from ddpm.io.modelfile import save_safetensors as save_safetensors
-from ddpm.models.unet import build_model
+from ddpm.models.presets import build_model
 
 FORMATS = ("safetensors", "diffusers")
 

@@ -1,6 +1,6 @@
 """An MLP denoiser for points and tabular rows: x_t (B, D) and t (B,) -> a tensor shaped like x_t.
 
-The time embedding is the U-Net's (`ddpm.models.unet.timestep_embedding` followed by a two-layer
+The time embedding is the U-Net's (`ddpm.models.layers.timestep_embedding` followed by a two-layer
 MLP); the body is a stack of residual blocks that mirror the U-Net's ResBlock with linear
 layers in place of convolutions: LayerNorm-SiLU-Linear, plus the projected time embedding,
 SiLU-dropout-Linear (zero-initialised, so each block starts as the identity), skip.
@@ -12,7 +12,7 @@ fixed Gaussian B (Tancik et al. 2020): a plain MLP on 2-D points learns the scor
 at low noise, where it must separate nearby modes (on 8gaussians its modes came out 1.7x too
 wide; with the features, within 10% of the true width at the same cost).
 
-Class conditioning is the U-Net's: `ddpm.models.unet.ClassEmbedding` adds a learned vector of the
+Class conditioning is the U-Net's: `ddpm.models.layers.ClassEmbedding` adds a learned vector of the
 label to the time embedding (num_classes + 1 rows, the last the "null" class of
 classifier-free guidance; y = None means the null class).
 """
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddpm.errors import ConfigError
-from ddpm.models.unet import ClassEmbedding, check_num_classes, timestep_embedding
+from ddpm.models.layers import ClassEmbedding, check_num_classes, timestep_embedding
 
 
 @dataclass

@@ -21,7 +21,7 @@ from ddpm.diffusion.process import eps_model
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import CheckpointError, ConfigError, ScheduleError
 from ddpm.io.interchange import read_model
-from ddpm.models.unet import build_model
+from ddpm.models.presets import build_model
 from ddpm.progress import Progress
 from ddpm.sampling.guidance import (
     autoguided,

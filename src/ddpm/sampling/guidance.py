@@ -3,7 +3,7 @@
 
 One network learns both the conditional eps(x_t, t, y) and the unconditional eps(x_t, t, ∅):
 in training, `drop_labels` replaces each label by the null class ∅ (label index
-`num_classes`, the last row of `ddpm.models.unet.ClassEmbedding`) with probability p_uncond. In
+`num_classes`, the last row of `ddpm.models.layers.ClassEmbedding`) with probability p_uncond. In
 sampling, `guided` turns the network into a plain `model(x_t, t)` for any sampler of
 `ddpm.sampling.samplers`, with the guided prediction (Ho & Salimans eq. 6)
 

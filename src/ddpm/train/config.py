@@ -19,7 +19,7 @@ from ddpm.diffusion.process import LOSS_WEIGHTS, PREDICTIONS
 from ddpm.diffusion.schedule import SCHEDULES, NoiseSchedule, make_schedule
 from ddpm.diffusion.timesteps import TIMESTEP_SAMPLERS
 from ddpm.errors import ConfigError
-from ddpm.models.unet import preset
+from ddpm.models.presets import preset
 from ddpm.sampling.samplers import SAMPLERS
 from ddpm.speed import COMPILE_MODES, COMPILE_SCOPES
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ddpm.data.arrays import ArrayDataset
 from ddpm.data.images import ImageDataset
-from ddpm.models.unet import DEFAULT_PRESETS, count_parameters
+from ddpm.models.presets import DEFAULT_PRESETS, count_parameters
 from ddpm.train.config import TrainConfig
 from ddpm.train.tensorboard import TensorBoard
 from ddpm.viz.plots import plot, training_curve

@@ -18,7 +18,7 @@ from ddpm.data.arrays import ArrayDataset, ArrayInfo, is_array_spec, load_arrays
 from ddpm.data.images import Dataset, ImageDataset, load_dataset, parse_size
 from ddpm.errors import ConfigError
 from ddpm.io import checkpoint as ckpt_io
-from ddpm.models.unet import (
+from ddpm.models.presets import (
     ARCH_DATA,
     DEFAULT_PRESETS,
     build_model,
@@ -101,7 +101,7 @@ def data_kind(data: Dataset | ArrayDataset) -> str:
 
 
 def preset_name(cfg: TrainConfig, data: Dataset | ArrayDataset) -> str:
-    """--preset, or the one for the data's kind (`ddpm.models.unet.DEFAULT_PRESETS`)."""
+    """--preset, or the one for the data's kind (`ddpm.models.presets.DEFAULT_PRESETS`)."""
     return cfg.preset or DEFAULT_PRESETS[data_kind(data)]
 
 
