@@ -38,7 +38,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PEER_CONFIGS, diffusers_or_none
 
-from ddpm.data.images import batches, load_dataset
+from ddpm.data.images import load_dataset
+from ddpm.data.stream import batches
 
 
 def main() -> None:

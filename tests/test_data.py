@@ -24,7 +24,8 @@ from ddpm.cli import main
 from ddpm.data import images as D
 from ddpm.data.datasets import read_cars_annotations
 from ddpm.data.files import crop_window, to_mode
-from ddpm.data.images import ImageDataset, StreamingDataset, batches, load_dataset
+from ddpm.data.images import ImageDataset, StreamingDataset, load_dataset
+from ddpm.data.stream import batches
 from ddpm.errors import DataError
 
 

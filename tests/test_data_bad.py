@@ -11,7 +11,8 @@ from PIL import Image
 
 from datafixtures import stanford_cars_tree, write_images, zip_folder
 from ddpm.cli import main
-from ddpm.data.images import batches, load_dataset
+from ddpm.data.images import load_dataset
+from ddpm.data.stream import batches
 from ddpm.errors import DataError
 
 

@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 
 from ddpm.cli import main
-from ddpm.data.images import StreamingDataset, batches
+from ddpm.data.images import StreamingDataset
+from ddpm.data.stream import batches
 from ddpm.diffusion.schedule import make_schedule
 from ddpm.diffusion.timesteps import make_timestep_sampler
 from ddpm.errors import ConfigError

@@ -145,7 +145,7 @@ def test_sixteen_images_train_with_the_default_batch_size(tmp_path, capsys):
     with (run / "log.csv").open() as f:
         assert [r["step"] for r in csv.DictReader(f)] == ["1", "2", "3"]
     # the library function that cuts batches still refuses a batch it cannot fill
-    from ddpm.data.images import batches
+    from ddpm.data.stream import batches
     from ddpm.errors import DataError
 
     tiny = ImageDataset(torch.zeros(4, 1, 8, 8, dtype=torch.uint8))

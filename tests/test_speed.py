@@ -254,7 +254,8 @@ def test_learned_variance_steps_make_no_host_sync(loss):
 @pytest.mark.gpu
 @cuda
 def test_data_stream_makes_no_host_sync():
-    from ddpm.data.images import ImageDataset, batches
+    from ddpm.data.images import ImageDataset
+    from ddpm.data.stream import batches
 
     images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
     stream = batches(ImageDataset(images), 8, seed=0, device="cuda", hflip=True)

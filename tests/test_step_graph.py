@@ -6,7 +6,7 @@ import torch
 
 from conftest import tiny_config
 from ddpm import speed
-from ddpm.data.images import batches
+from ddpm.data.stream import batches
 from ddpm.train import train
 from ddpm.train.config import build_schedule
 from ddpm.train.state import setup

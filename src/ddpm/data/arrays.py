@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ddpm.data import toys
-from ddpm.data.images import batch_indices, to_device
+from ddpm.data.stream import batch_indices, to_device
 from ddpm.data.timeseries import resolve_timeseries
 from ddpm.errors import DataError
 
@@ -336,7 +336,7 @@ def array_batches(
 ) -> Iterator[tuple[Tensor, Tensor | None]]:
     """An endless stream of (x_0: float (B, D) or (B, C, L), standardised; labels (B,) or None).
 
-    As the image stream (`ddpm.data.images.batches`), batch k depends only on (seed, k): a shuffled
+    As the image stream (`ddpm.data.stream.batches`), batch k depends only on (seed, k): a shuffled
     epoch order from `batch_indices`, or for a toy, fresh points drawn from (seed, k). Under
     DDP each process takes its `rows` of the global batch, so the data seen is the same at
     any number of processes.
