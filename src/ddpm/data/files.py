@@ -9,13 +9,9 @@ from __future__ import annotations
 import io
 import math
 import os
-import struct
 import zipfile
-import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -58,7 +54,6 @@ class Entry:
     member: str | None = None  # the name inside the zip
     box: tuple[int, int, int, int] | None = None  # (x1, y1, x2, y2): 0-based, end exclusive
     label: int = -1  # -1: none
-    at: tuple[int, int, int, int] | None = None  # zip member: (offset, size, method, crc)
 
 
 # --- listing ------------------------------------------------------------------------------------
@@ -118,14 +113,14 @@ def folder_classes(entries: list[Entry]) -> tuple[list[Entry], list[str] | None]
 
 # --- reading ------------------------------------------------------------------------------------
 
-_open: dict[tuple[int, str], Any] = {}  # (process id, path) -> open zip or file
+_open: dict[tuple[int, str], zipfile.ZipFile] = {}  # (process id, path) -> open zip
 
 
-def _cached(path: str, opener: Callable[[str], Any]) -> Any:
+def _zip(path: str) -> zipfile.ZipFile:
     # One handle per process: a handle inherited through fork shares its file offset.
     key = (os.getpid(), path)
     if key not in _open:
-        _open[key] = opener(path)
+        _open[key] = zipfile.ZipFile(path)
     return _open[key]
 
 
@@ -137,42 +132,9 @@ def close_files() -> None:
     _open.clear()
 
 
-def _zip(path: str) -> zipfile.ZipFile:
-    return _cached(path, zipfile.ZipFile)
-
-
-def _locate(info: zipfile.ZipInfo) -> tuple[int, int, int, int] | None:
-    """Where a member's bytes are, when they can be read without zipfile (which would parse
-    the whole central directory again in every worker: a second per 50,000 members)."""
-    plain = info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
-    if not plain or info.flag_bits & 0x1:  # other compression, or encrypted
-        return None
-    return (info.header_offset, info.compress_size, info.compress_type, info.CRC)
-
-
-def _read_member(entry: Entry) -> bytes:
-    assert entry.at is not None
-    offset, size, method, crc = entry.at
-    f = _cached(entry.path, lambda p: open(p, "rb"))  # noqa: SIM115 (kept open on purpose)
-    f.seek(offset)
-    header = f.read(30)  # the local file header: PK\3\4, ..., name length, extra length
-    if len(header) < 30 or header[:4] != b"PK\x03\x04":
-        raise zipfile.BadZipFile(f"bad local header for {entry.member}")
-    name_len, extra_len = struct.unpack("<HH", header[26:30])
-    f.seek(offset + 30 + name_len + extra_len)
-    data = f.read(size)
-    if method == zipfile.ZIP_DEFLATED:
-        data = zlib.decompress(data, -15)
-    if zlib.crc32(data) != crc:
-        raise zipfile.BadZipFile(f"bad CRC-32 for {entry.member}")
-    return data
-
-
 def read_bytes(entry: Entry) -> bytes:
     if entry.member is None:
         return Path(entry.path).read_bytes()
-    if entry.at is not None:
-        return _read_member(entry)
     return _zip(entry.path).read(entry.member)
 
 

@@ -200,10 +200,6 @@ def _histogram(arrays: list[np.ndarray], name: str, title: str, bins: int = 40) 
     return p.render()
 
 
-def save_scatter(samples, reference, path, title: str = "samples") -> None:
-    _save(scatter_figure(np.asarray(samples), _np(reference), title), path)
-
-
 def _np(x) -> np.ndarray | None:
     return None if x is None else np.asarray(x)
 
