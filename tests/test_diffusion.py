@@ -79,7 +79,7 @@ def test_min_snr_weights_cap_the_x0_weight_at_gamma(schedule):
 
 
 def test_learned_variance_interpolates_between_beta_tilde_and_beta(schedule):
-    """Eq. 15: weight 1 gives β_t, weight 0 gives β̃_t, and between them the geometric mean."""
+    """Eq. 15: weight ν = 1 gives β_t, ν = 0 gives β̃_t, and between them the geometric mean."""
     t = torch.tensor([0, 1, 10, 500, 999])
     x = torch.zeros(5, 2, 3, 3, dtype=torch.float64)
     beta = schedule.betas[t].view(-1, 1, 1, 1).expand_as(x)
@@ -87,7 +87,8 @@ def test_learned_variance_interpolates_between_beta_tilde_and_beta(schedule):
     one, zero = torch.ones_like(x), torch.zeros_like(x)
     torch.testing.assert_close(D.learned_log_variance(schedule, t, one).exp(), beta)
     torch.testing.assert_close(D.learned_log_variance(schedule, t, zero).exp(), beta_tilde)
-    # the network's raw output v maps to the weight (v + 1)/2: v = 1, -1, 0
+    # the network's raw output var_values maps to ν = (var_values + 1)/2: 1, -1, 0
+    torch.testing.assert_close(D.nu_from_output(-one), zero)
     torch.testing.assert_close(D.p_log_variance(schedule, t, x, "learned", one).exp(), beta)
     torch.testing.assert_close(D.p_log_variance(schedule, t, x, "learned", -one).exp(), beta_tilde)
     mid = D.p_log_variance(schedule, t, x, "learned", zero).exp()
@@ -103,15 +104,15 @@ def test_learned_variance_interpolates_between_beta_tilde_and_beta(schedule):
 
 
 @pytest.mark.parametrize("prediction", ["x0", "v"])
-def test_conversions_pass_v_through(schedule, prediction):
+def test_conversions_pass_the_variance_output_through(schedule, prediction):
     """A 2C-channel output converts its first C channels and keeps the last C unchanged."""
     x_t, t = torch.randn(3, 2, 4, 4, dtype=torch.float64), torch.tensor([5, 300, 900])
-    pred, v = torch.randn(3, 2, 4, 4, dtype=torch.float64), torch.randn(3, 2, 4, 4)
-    net = lambda x, tt: torch.cat([pred, v.double()], 1)  # noqa: E731
+    pred, var_values = torch.randn(3, 2, 4, 4, dtype=torch.float64), torch.randn(3, 2, 4, 4)
+    net = lambda x, tt: torch.cat([pred, var_values.double()], 1)  # noqa: E731
     out = D.eps_model(net, schedule, prediction)(x_t, t)
     assert out.shape == (3, 4, 4, 4)
     torch.testing.assert_close(out[:, :2], D.to_eps(schedule, prediction, x_t, t, pred))
-    assert torch.equal(out[:, 2:], v.double())
+    assert torch.equal(out[:, 2:], var_values.double())
     with pytest.raises(ValueError, match="3 channels for 2-channel"):
         D.split_output(torch.zeros(1, 3, 4, 4), 2)
 

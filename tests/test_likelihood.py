@@ -12,10 +12,9 @@ from ddpm.diffusion.likelihood import (
     discretized_gaussian_log_likelihood,
     normal_kl,
     prior_nats,
-    reverse_log_variance,
     strata,
 )
-from ddpm.diffusion.process import predict_eps_from_x0
+from ddpm.diffusion.process import predict_eps_from_x0, reverse_log_variance
 from ddpm.diffusion.schedule import make_schedule
 
 GRID = torch.arange(256, dtype=torch.float64) / 127.5 - 1
@@ -211,13 +210,14 @@ def test_discretized_log_likelihood_against_erf():
 # --- learned variances in the bound (Nichol & Dhariwal 2021 §3.1) -------------------------------
 
 
-def with_v(model, raw):
+def with_var_values(model, raw):
     """The optimal eps model with a constant variance output `raw` appended (2C channels)."""
     return lambda x, t: torch.cat([model(x, t), torch.full_like(x, raw).float()], 1)
 
 
 def test_learned_variance_at_its_ends_is_the_fixed_bound():
-    """v = 1 is β_t (the KL terms of "large"), v = -1 is β̃_t ("small"), term for term."""
+    """var_values 1 (ν = 1) is β_t (the KL terms of "large"), var_values -1 (ν = 0) is β̃_t
+    ("small"), term for term."""
     s, T = 0.5, 30
     schedule = make_schedule("linear", T)
     x_0 = s * torch.randn(3, 1, 8, 8, dtype=torch.float64, generator=torch.Generator())
@@ -227,9 +227,9 @@ def test_learned_variance_at_its_ends_is_the_fixed_bound():
         g = torch.Generator().manual_seed(5)
         return bound_terms_nats(model, schedule, x_0, variance, clip=False, generator=g)
 
-    torch.testing.assert_close(terms(with_v(best, -1.0), "learned"), terms(best, "small"))
+    torch.testing.assert_close(terms(with_var_values(best, -1.0), "learned"), terms(best, "small"))
     torch.testing.assert_close(
-        terms(with_v(best, 1.0), "learned")[:, 1:], terms(best, "large")[:, 1:]
+        terms(with_var_values(best, 1.0), "learned")[:, 1:], terms(best, "large")[:, 1:]
     )
 
 
@@ -242,8 +242,8 @@ def test_a_learned_variance_bound_matches_the_closed_form():
     )
     g = torch.Generator().manual_seed(0)
     terms = bound_terms_nats(
-        with_v(optimal_eps(schedule, s), 0.0), schedule, x_0, "learned", clip=False, generator=g,
-        batch_size=64,
+        with_var_values(optimal_eps(schedule, s), 0.0), schedule, x_0, "learned", clip=False,
+        generator=g, batch_size=64,
     )  # fmt: skip
     sigma2 = (schedule.betas * schedule.posterior_log_variance_clipped.exp()).sqrt()
     expected_kl, _ = analytic_terms(schedule, s, sigma2=sigma2)

@@ -25,7 +25,7 @@ def batch():
 
 
 class Toy(torch.nn.Module):
-    """out = (a · x_t, b): a drives only the prediction (the mean), b only v."""
+    """out = (a · x_t, b): a drives only the prediction (the mean), b only the variance output."""
 
     def __init__(self):
         super().__init__()
@@ -77,7 +77,7 @@ def test_vlb_is_T_times_the_bound_term_in_bits_per_dim(schedule, batch, predicti
 
 def test_vlb_with_fixed_variances_uses_beta_tilde(schedule, batch):
     x_0, t, eps = batch
-    model = lambda x, tt: 0.3 * x  # noqa: E731  (C channels: no v)
+    model = lambda x, tt: 0.3 * x  # noqa: E731  (C channels: no variance output)
     loss = training_losses(model, schedule, x_0, t, eps, "eps", "vlb")
     nats = vb_terms_nats(model, schedule, x_0, t, eps, "small", clip=False)
     D = x_0[0].numel()
@@ -86,7 +86,7 @@ def test_vlb_with_fixed_variances_uses_beta_tilde(schedule, batch):
     )
 
 
-def test_l2_loss_ignores_v_and_matches_the_simple_loss(schedule, batch):
+def test_l2_loss_ignores_the_variance_output_and_matches_the_simple_loss(schedule, batch):
     x_0, t, eps = batch
     model = Toy()
     with torch.no_grad():

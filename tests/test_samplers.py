@@ -20,7 +20,7 @@ def oracle_for(schedule, x_0):
 def test_ddim_eta0_recovers_x0_from_an_oracle(schedule, steps):
     x_0 = torch.rand(1, 3, 8, 8, dtype=torch.float64) * 2 - 1
     x_T = torch.randn(4, 3, 8, 8, dtype=torch.float64)
-    out = S.ddim_sample(oracle_for(schedule, x_0), schedule, x_T, steps, eta=0.0)
+    out = S.ddim_sample(oracle_for(schedule, x_0), schedule, x_T, steps=steps, eta=0.0)
     torch.testing.assert_close(out, x_0.expand_as(out), atol=1e-9, rtol=0)
 
 
@@ -29,7 +29,7 @@ def test_ddim_eta0_recovers_x0_from_an_oracle(schedule, steps):
 def test_dpm_solver_recovers_x0_from_an_oracle(schedule, steps, order):
     x_0 = torch.rand(1, 1, 4, 4, dtype=torch.float64) * 2 - 1
     x_T = torch.randn(3, 1, 4, 4, dtype=torch.float64)
-    out = S.dpm_solver_sample(oracle_for(schedule, x_0), schedule, x_T, steps, order=order)
+    out = S.dpm_solver_sample(oracle_for(schedule, x_0), schedule, x_T, steps=steps, order=order)
     torch.testing.assert_close(out, x_0.expand_as(out), atol=1e-9, rtol=0)
 
 
@@ -42,7 +42,7 @@ def test_ddpm_with_oracle_ends_at_x0(variance):
         oracle_for(schedule, x_0),
         schedule,
         torch.randn(2, 1, 4, 4, dtype=torch.float64),
-        variance,
+        variance=variance,
         generator=g,
     )
     # the last step adds no noise and its mean is exactly x_0 when x_0 is known
@@ -77,9 +77,11 @@ def test_per_sample_generators_make_images_independent_of_the_batch():
     full = S.ddpm_sample(model, schedule, x_T(range(6)), generator=gens(range(6)))
     part = S.ddpm_sample(model, schedule, x_T(range(3, 5)), generator=gens(range(3, 5)))
     assert torch.equal(full[3:5], part)
-    ddim = S.ddim_sample(model, schedule, x_T(range(6)), 10, eta=1.0, generator=gens(range(6)))
+    ddim = S.ddim_sample(
+        model, schedule, x_T(range(6)), steps=10, eta=1.0, generator=gens(range(6))
+    )
     ddim_part = S.ddim_sample(
-        model, schedule, x_T(range(3, 5)), 10, eta=1.0, generator=gens(range(3, 5))
+        model, schedule, x_T(range(3, 5)), steps=10, eta=1.0, generator=gens(range(3, 5))
     )
     assert torch.equal(ddim[3:5], ddim_part)
 
@@ -89,8 +91,12 @@ def test_ddim_eta1_all_steps_matches_ddpm_small_variance():
     schedule = make_schedule("linear", 40)
     model = lambda x, t: 0.3 * x + 0.01 * t.view(-1, 1, 1, 1)  # noqa: E731
     x_T = torch.randn(2, 1, 4, 4, dtype=torch.float64)
-    a = S.ddpm_sample(model, schedule, x_T, "small", generator=torch.Generator().manual_seed(0))
-    b = S.ddim_sample(model, schedule, x_T, 40, eta=1.0, generator=torch.Generator().manual_seed(0))
+    a = S.ddpm_sample(
+        model, schedule, x_T, variance="small", generator=torch.Generator().manual_seed(0)
+    )
+    b = S.ddim_sample(
+        model, schedule, x_T, steps=40, eta=1.0, generator=torch.Generator().manual_seed(0)
+    )
     torch.testing.assert_close(a, b)
 
 
@@ -101,7 +107,7 @@ def test_clip_keeps_x0_predictions_in_range(schedule):
         model,
         schedule,
         torch.randn(2, 1, 4, 4),
-        5,
+        steps=5,
         clip=True,
         callback=lambda i, t, x, x0: seen.append(x0),
     )
@@ -110,14 +116,14 @@ def test_clip_keeps_x0_predictions_in_range(schedule):
 
 def test_dispatch_rejects_unknown_sampler(schedule):
     with pytest.raises(ValueError, match="unknown sampler"):
-        S.sample("euler", lambda x, t: x, schedule, torch.zeros(1, 1, 2, 2), 5)
+        S.sample("euler", lambda x, t: x, schedule, torch.zeros(1, 1, 2, 2), steps=5)
 
 
 # --- learned variances and respaced DDPM (Nichol & Dhariwal 2021 §3.1, §4) ----------------------
 
 
-def with_v(model, raw):
-    """`model` with a constant variance output appended: (B, 2C, ...)."""
+def with_var_values(model, raw):
+    """`model` with a constant variance output `var_values` appended: (B, 2C, ...)."""
     return lambda x, t: torch.cat([model(x, t), torch.full_like(x, raw)], 1)
 
 
@@ -127,23 +133,24 @@ def test_ddpm_learned_variance_at_its_ends_is_small_and_large():
     x_T = torch.randn(2, 1, 4, 4, dtype=torch.float64)
 
     def run(m, variance):
-        return S.ddpm_sample(m, schedule, x_T, variance, generator=torch.Generator().manual_seed(0))
+        gen = torch.Generator().manual_seed(0)
+        return S.ddpm_sample(m, schedule, x_T, variance=variance, generator=gen)
 
-    torch.testing.assert_close(run(with_v(model, -1.0), "learned"), run(model, "small"))
-    torch.testing.assert_close(run(with_v(model, 1.0), "learned"), run(model, "large"))
-    # fixed variances ignore a model's v; learned needs one
-    assert torch.equal(run(with_v(model, 0.7), "small"), run(model, "small"))
+    torch.testing.assert_close(run(with_var_values(model, -1.0), "learned"), run(model, "small"))
+    torch.testing.assert_close(run(with_var_values(model, 1.0), "learned"), run(model, "large"))
+    # fixed variances ignore a model's variance output; learned needs one
+    assert torch.equal(run(with_var_values(model, 0.7), "small"), run(model, "small"))
     with pytest.raises(ValueError, match="learned variances"):
         run(model, "learned")
 
 
-def test_ddim_and_dpm_solver_ignore_v():
+def test_ddim_and_dpm_solver_ignore_the_variance_output():
     schedule = make_schedule("linear", 100)
     model = lambda x, t: 0.3 * x  # noqa: E731
     x_T = torch.randn(2, 1, 4, 4, dtype=torch.float64)
     for name in ("ddim", "dpm-solver", "dpm-solver-3m"):
-        a = S.sample(name, model, schedule, x_T, 10)
-        assert torch.equal(a, S.sample(name, with_v(model, 0.9), schedule, x_T, 10))
+        a = S.sample(name, model, schedule, x_T, steps=10)
+        assert torch.equal(a, S.sample(name, with_var_values(model, 0.9), schedule, x_T, steps=10))
 
 
 @pytest.mark.parametrize("steps", [2, 10, 100])
@@ -151,8 +158,8 @@ def test_respaced_ddpm_with_an_oracle_ends_at_x0(steps):
     schedule = make_schedule("cosine", 100)
     x_0 = torch.rand(1, 1, 4, 4, dtype=torch.float64) * 2 - 1
     out = S.sample(
-        "ddpm", with_v(oracle_for(schedule, x_0), 0.0), schedule,
-        torch.randn(3, 1, 4, 4, dtype=torch.float64), steps, variance="learned",
+        "ddpm", with_var_values(oracle_for(schedule, x_0), 0.0), schedule,
+        torch.randn(3, 1, 4, 4, dtype=torch.float64), steps=steps, variance="learned",
         generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     torch.testing.assert_close(out, x_0.expand_as(out), atol=1e-9, rtol=0)
@@ -168,19 +175,19 @@ def test_respaced_ddpm_runs_the_respaced_chain():
 
     def model(x, t):
         seen.append(int(t[0]))
-        return torch.cat([0.1 * x, torch.ones_like(x)], 1)  # v = 1: Σ_θ = β
+        return torch.cat([0.1 * x, torch.ones_like(x)], 1)  # var_values 1: ν = 1, Σ_θ = β
 
     x_T = torch.randn(2, 1, 4, 4, dtype=torch.float64)
     gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
-    ours = S.sample("ddpm", model, schedule, x_T, 8, variance="learned", generator=gen())
+    ours = S.sample("ddpm", model, schedule, x_T, steps=8, variance="learned", generator=gen())
     assert seen == respaced_timesteps(200, 8)[::-1]
     wrapped, respaced = respace_model(model, schedule, 8)
-    ref = S.ddpm_sample(wrapped, respaced, x_T, "large", generator=gen())
+    ref = S.ddpm_sample(wrapped, respaced, x_T, variance="large", generator=gen())
     torch.testing.assert_close(ours, ref)
-    full = S.sample("ddpm", model, schedule, x_T, 200, variance="small", generator=gen())
-    assert torch.equal(full, S.ddpm_sample(model, schedule, x_T, "small", generator=gen()))
+    full = S.sample("ddpm", model, schedule, x_T, steps=200, variance="small", generator=gen())
+    assert torch.equal(full, S.ddpm_sample(model, schedule, x_T, variance="small", generator=gen()))
     with pytest.raises(ValueError, match="steps"):
-        S.sample("ddpm", model, schedule, x_T, 201)
+        S.sample("ddpm", model, schedule, x_T, steps=201)
 
 
 def test_a_sampler_without_steps_takes_50_or_all_of_a_shorter_schedule():
@@ -188,3 +195,24 @@ def test_a_sampler_without_steps_takes_50_or_all_of_a_shorter_schedule():
     assert S.default_steps("dpm-solver", None, 40) == 40  # 50 would overrun T = 40
     assert S.default_steps("heun", 20, 1000) == 20  # given steps stay as given
     assert S.default_steps("ddpm", None, 1000) is None  # ancestral: every timestep
+
+
+def test_samplers_take_everything_after_x_T_by_keyword(schedule):
+    """One signature: (model, schedule, x_T, *, steps, ...); a positional step count is refused."""
+    model = lambda x, t: 0.1 * x  # noqa: E731
+    x_T = torch.zeros(1, 1, 2, 2)
+    for fn in (S.ddim_sample, S.dpm_solver_sample, S.heun_sample, S.ddpm_sample):
+        with pytest.raises(TypeError):
+            fn(model, schedule, x_T, 5)
+    with pytest.raises(TypeError):
+        S.sample("ddim", model, schedule, x_T, 5)
+
+
+def test_ddpm_sample_with_steps_is_the_respaced_chain_of_the_dispatcher():
+    schedule = make_schedule("linear", 60)
+    model = lambda x, t: 0.2 * x  # noqa: E731
+    x_T = torch.randn(2, 1, 4, 4, dtype=torch.float64)
+    gen = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    ours = S.ddpm_sample(model, schedule, x_T, steps=6, variance="large", generator=gen())
+    ref = S.sample("ddpm", model, schedule, x_T, steps=6, variance="large", generator=gen())
+    assert torch.equal(ours, ref)

@@ -124,3 +124,17 @@ def test_respaced_timesteps_are_even_and_keep_both_ends(T, K):
     assert respaced_timesteps(T, 1) == [T - 1]
     with pytest.raises(ScheduleError, match="steps"):
         respaced_timesteps(T, T + 1)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_noise_levels_are_the_variance_exploding_sigmas(name):
+    """σ_t = √((1 - ᾱ_t)/ᾱ_t), ln σ_t its log, increasing in t; -2 ln σ_t is the log-SNR."""
+    schedule = make_schedule(name, 200)
+    abar = schedule.alphas_cumprod
+    torch.testing.assert_close(schedule.sigmas, ((1 - abar) / abar).sqrt())
+    torch.testing.assert_close(schedule.log_sigmas, schedule.sigmas.log())
+    torch.testing.assert_close(-2 * schedule.log_sigmas, (abar / (1 - abar)).log())
+    assert schedule.sigmas.dtype == schedule.log_sigmas.dtype == torch.float64
+    assert bool((schedule.log_sigmas[1:] > schedule.log_sigmas[:-1]).all())
+    respaced = schedule.respace([0, 50, 199])
+    torch.testing.assert_close(respaced.sigmas, schedule.sigmas[[0, 50, 199]])

@@ -38,7 +38,7 @@ def ode_error(sampler, schedule, steps, spacing=None):
     abar_first = float(schedule.alphas_cumprod[ts[0]])
     sigma_first = math.sqrt((1 - abar_first) / abar_first)
     exact = x_T / math.sqrt(abar_first) * C / math.sqrt(C**2 + sigma_first**2)
-    out = S.sample(sampler, gaussian_eps(schedule), schedule, x_T, steps, spacing=spacing)
+    out = S.sample(sampler, gaussian_eps(schedule), schedule, x_T, steps=steps, spacing=spacing)
     return (out - exact).abs().max().item()
 
 

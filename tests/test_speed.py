@@ -270,9 +270,9 @@ def test_samplers_make_no_host_sync_per_step():
     model = tiny_unet().to(device)
     schedule = make_schedule("linear", 50).to(device)
     x_T = torch.randn(2, 3, 8, 8, device=device)
-    ddim_sample(model, schedule, x_T, 2, clip=True)
-    few = count_syncs(lambda: ddim_sample(model, schedule, x_T, 2, clip=True))
-    many = count_syncs(lambda: ddim_sample(model, schedule, x_T, 25, clip=True))
+    ddim_sample(model, schedule, x_T, steps=2, clip=True)
+    few = count_syncs(lambda: ddim_sample(model, schedule, x_T, steps=2, clip=True))
+    many = count_syncs(lambda: ddim_sample(model, schedule, x_T, steps=25, clip=True))
     assert many == few <= 1  # the schedule is read to the host once, not per step
     gens = [torch.Generator(device=device).manual_seed(i) for i in range(2)]
     assert count_syncs(lambda: ddpm_sample(model, schedule, x_T, clip=True, generator=gens)) == 0
@@ -289,7 +289,10 @@ def test_respaced_learned_ddpm_makes_no_host_sync_per_step():
     schedule = make_schedule("cosine", 100).to(device)
     x_T = torch.randn(2, 3, 8, 8, device=device)
     gens = [torch.Generator(device=device).manual_seed(i) for i in range(2)]
-    run = lambda k: sample("ddpm", model, schedule, x_T, k, variance="learned", generator=gens)  # noqa: E731
+
+    def run(k):
+        return sample("ddpm", model, schedule, x_T, steps=k, variance="learned", generator=gens)
+
     run(5)
     assert count_syncs(lambda: run(5)) == count_syncs(lambda: run(50))
 

@@ -391,9 +391,9 @@ def test_a_one_step_run_on_a_slow_device_draws_short_chains(tmp_path, capsys, mo
 
     calls = []
 
-    def recording(sampler, model, schedule, x_T, steps=None, eta=0.0, *args, **kwargs):
+    def recording(sampler, model, schedule, x_T, *, steps=None, eta=0.0, **kwargs):
         calls.append((sampler, steps, eta))
-        return samplers.sample(sampler, model, schedule, x_T, steps, eta, *args, **kwargs)
+        return samplers.sample(sampler, model, schedule, x_T, steps=steps, eta=eta, **kwargs)
 
     slow = lambda *args, **kwargs: 1.0  # noqa: E731
     monkeypatch.setattr(gen_mod, "sample", recording)  # the one path every picture takes

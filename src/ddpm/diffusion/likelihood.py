@@ -21,13 +21,13 @@ an unbiased estimate of the full T-step bound from a few timesteps per image.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from ddpm.diffusion.process import (
     VARIANCES,
+    EpsModel,
     p_log_variance,
     predict_x0_from_eps,
     q_posterior,
@@ -35,9 +35,6 @@ from ddpm.diffusion.process import (
     split_output,
 )
 from ddpm.diffusion.schedule import NoiseSchedule
-
-EpsModel = Callable[[Tensor, Tensor], Tensor]
-FIXED_VARIANCES = ("small", "large")
 
 
 def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
@@ -75,18 +72,6 @@ def discretized_gaussian_log_likelihood(x: Tensor, means: Tensor, log_scales: Te
         torch.special.log_ndtr(upper),
         torch.where(x > 0.999, torch.special.log_ndtr(-lower), torch.log(delta.clamp(min=tiny))),
     )
-
-
-def reverse_log_variance(schedule: NoiseSchedule, variance: str) -> Tensor:
-    """log σ_t² (T,) for the fixed reverse variance: β̃_t ("small") or β_t ("large"),
-    with β̃_1 at t = 0 in both cases (β̃_0 = 0)."""
-    if variance == "small":
-        return schedule.posterior_log_variance_clipped
-    if variance == "large":
-        return torch.cat(
-            [schedule.posterior_log_variance_clipped[:1], torch.log(schedule.betas[1:])]
-        )
-    raise ValueError(f"variance must be one of {FIXED_VARIANCES}, got {variance!r}")
 
 
 def prior_nats(schedule: NoiseSchedule, x_0: Tensor) -> Tensor:
@@ -135,15 +120,17 @@ def vb_terms_nats(
 
     x_0, eps: float (B, C, H, W); t: int64 (B,). x_t = q_sample(x_0, t, eps); the model's
     x̂_0 is clipped to [-1, 1] when `clip` (still a valid bound: p_θ stays a distribution).
-    With variance "learned" the model returns eps and v (2C channels) and Σ_θ is eq. 15's.
+    With variance "learned" the model returns eps and its variance output (2C channels) and
+    Σ_θ is eq. 15's.
     """
     x_0, eps = x_0.to(torch.float64), eps.to(torch.float64)
     x_t = q_sample(schedule, x_0, t, eps)
-    model_eps, v = split_output(model(x_t.float(), t).to(torch.float64), x_0.shape[1])
+    out = model(x_t.float(), t).to(torch.float64)
+    model_eps, var_values = split_output(out, x_0.shape[1])
     x0_pred = predict_x0_from_eps(schedule, x_t, t, model_eps)
     if clip:
         x0_pred = x0_pred.clamp(-1, 1)
-    model_logvar = p_log_variance(schedule, t, x_t, variance, v)
+    model_logvar = p_log_variance(schedule, t, x_t, variance, var_values)
     return vb_term(schedule, x_0, x_t, t, x0_pred, model_logvar)
 
 
@@ -254,9 +241,9 @@ def bits_per_dim(
 
     x_0: uint8 (B, C, H, W) images (the data the model was trained on, at its size). The
     model predicts eps, model(x_t: float (N, C, H, W), t: int64 (N,)) -> (N, C, H, W), or
-    (N, 2C, H, W) with v for variance "learned". With `t_samples` = K the sum over the T terms
-    is the unbiased stratified estimate of `stratified_bound_nats` (K model calls per image
-    instead of T).
+    (N, 2C, H, W) with the variance output for variance "learned". With `t_samples` = K the
+    sum over the T terms is the unbiased stratified estimate of `stratified_bound_nats` (K
+    model calls per image instead of T).
     """
     if x_0.dtype != torch.uint8:
         raise ValueError(f"bits_per_dim expects uint8 images, got {x_0.dtype}")

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ddpm.diffusion.likelihood import vb_term
 from ddpm.diffusion.process import (
+    SIMPLE_LOSSES,
     Prediction,
     p_log_variance,
     q_sample,
@@ -26,7 +27,6 @@ from ddpm.diffusion.process import (
 )
 from ddpm.diffusion.schedule import NoiseSchedule
 
-SIMPLE_LOSSES: tuple[str, ...] = ("l2", "l1")
 VLB_LOSSES: tuple[str, ...] = ("hybrid", "vlb")
 LOSSES: tuple[str, ...] = SIMPLE_LOSSES + VLB_LOSSES
 HYBRID_LAMBDA = 0.001  # λ of L_hybrid (Nichol & Dhariwal §3.1)
@@ -38,16 +38,18 @@ def vlb_loss(
     x_t: Tensor,
     t: Tensor,
     pred: Tensor,
-    v: Tensor | None,
+    var_values: Tensor | None,
     prediction: Prediction,
 ) -> Tensor:
     """L_vlb per sample (B,), bits/dim: T · L_t with p_θ's mean from the prediction (C channels,
-    no clipping, as in training) and its variance Σ_θ from v (eq. 15), or β̃_t without v.
+    no clipping, as in training) and its variance Σ_θ from `var_values` (eq. 15), or β̃_t
+    without them.
 
     Detach `pred` before the call for the hybrid loss's stop-gradient on the mean.
     """
     x0_pred = to_x0(schedule, prediction, x_t, t, pred)
-    logvar = p_log_variance(schedule, t, x_t, "small" if v is None else "learned", v)
+    variance = "small" if var_values is None else "learned"
+    logvar = p_log_variance(schedule, t, x_t, variance, var_values)
     nats = vb_term(schedule, x_0, x_t, t, x0_pred, logvar)
     D = x_0[0].numel()
     return (schedule.T * nats / (D * math.log(2.0))).float()
@@ -78,17 +80,17 @@ def training_losses(
     fixed isotropic Σ" ablation); "hybrid" needs the learned one (checked by TrainConfig).
     """
     x_t = q_sample(schedule, x_0, t, eps)
-    pred, v = split_output(model(x_t, t), x_0.shape[1])
+    pred, var_values = split_output(model(x_t, t), x_0.shape[1])
     weights = (min_snr_gamma, weighting, sigma_data)
     if loss in SIMPLE_LOSSES:
         return simple_loss(schedule, x_0, t, eps, pred, prediction, loss, *weights)
     if loss == "hybrid":
         simple = simple_loss(schedule, x_0, t, eps, pred, prediction, "l2", *weights)
         pred_f = pred.detach().float()
-        v_f = None if v is None else v.float()
-        vlb = vlb_loss(schedule, x_0.float(), x_t.float(), t, pred_f, v_f, prediction)
+        var_f = None if var_values is None else var_values.float()
+        vlb = vlb_loss(schedule, x_0.float(), x_t.float(), t, pred_f, var_f, prediction)
         return simple + vlb_weight * vlb
     if loss == "vlb":
-        v_f = None if v is None else v.float()
-        return vlb_loss(schedule, x_0.float(), x_t.float(), t, pred.float(), v_f, prediction)
+        var_f = None if var_values is None else var_values.float()
+        return vlb_loss(schedule, x_0.float(), x_t.float(), t, pred.float(), var_f, prediction)
     raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")

@@ -5,8 +5,10 @@ Shapes: images x_0, x_t, eps are (B, C, H, W); timesteps t are int64 (B,) in [0,
 Schedule terms are gathered in float64 and cast to the images' dtype (`extract`).
 
 A network with learned variances (Nichol & Dhariwal 2021, §3.1) returns (B, 2C, H, W): its
-prediction in the first C channels and the variance interpolation output in the last C
-(`split_output`). Every conversion here acts on the first C channels and passes those through.
+prediction in the first C channels and `var_values` in the last C (`split_output`), from which
+eq. 15's interpolation weight between log β_t and log β̃_t is taken (the paper calls that weight
+v; here it is ν, `nu`, since v is the velocity target of Salimans & Ho). Every conversion here
+acts on the first C channels and passes the last C through.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from ddpm.diffusion.schedule import NoiseSchedule, respaced_timesteps
 
 Prediction = Literal["eps", "x0", "v"]
 PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v")
-LOSS_TYPES: tuple[str, ...] = ("l2", "l1")
+SIMPLE_LOSSES: tuple[str, ...] = ("l2", "l1")
+EpsModel = Callable[[Tensor, Tensor], Tensor]  # model(x_t, t) -> eps (B, C or 2C, H, W)
 
 
 def extract(coef: Tensor, t: Tensor, x: Tensor) -> Tensor:
@@ -79,8 +82,8 @@ def predict_eps_from_v(schedule: NoiseSchedule, x_t: Tensor, t: Tensor, v: Tenso
 
 
 def split_output(out: Tensor, channels: int) -> tuple[Tensor, Tensor | None]:
-    """(prediction, v): a network output of `channels` channels has no v (None); one of
-    2 * `channels` carries the variance interpolation output v in its last half."""
+    """(prediction, var_values): a network output of `channels` channels has no variance
+    output (None); one of 2 * `channels` carries `var_values` in its last half."""
     if out.shape[1] == channels:
         return out, None
     if out.shape[1] == 2 * channels:
@@ -91,23 +94,23 @@ def split_output(out: Tensor, channels: int) -> tuple[Tensor, Tensor | None]:
     )
 
 
-def with_v(pred: Tensor, v: Tensor | None) -> Tensor:
-    """The inverse of `split_output`: the prediction with v (if any) appended again."""
-    return pred if v is None else torch.cat([pred, v.to(pred.dtype)], dim=1)
+def join_output(pred: Tensor, var_values: Tensor | None) -> Tensor:
+    """The inverse of `split_output`: the prediction with `var_values` (if any) appended."""
+    return pred if var_values is None else torch.cat([pred, var_values.to(pred.dtype)], dim=1)
 
 
 def to_eps(
     schedule: NoiseSchedule, prediction: Prediction, x_t: Tensor, t: Tensor, out: Tensor
 ) -> Tensor:
-    """Turn a network output in the given parameterisation into a noise prediction (v, when
-    the output has 2C channels, is passed through unchanged)."""
+    """Turn a network output in the given parameterisation into a noise prediction (the
+    variance output, when the output has 2C channels, is passed through unchanged)."""
     if prediction == "eps":
         return out
-    out, v = split_output(out, x_t.shape[1])
+    out, var_values = split_output(out, x_t.shape[1])
     if prediction == "x0":
-        return with_v(predict_eps_from_x0(schedule, x_t, t, out), v)
+        return join_output(predict_eps_from_x0(schedule, x_t, t, out), var_values)
     if prediction == "v":
-        return with_v(predict_eps_from_v(schedule, x_t, t, out), v)
+        return join_output(predict_eps_from_v(schedule, x_t, t, out), var_values)
     raise ValueError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
 
 
@@ -122,9 +125,6 @@ def to_x0(
     if prediction == "v":
         return predict_x0_from_v(schedule, x_t, t, pred)
     raise ValueError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
-
-
-EpsModel = Callable[[Tensor, Tensor], Tensor]
 
 
 def eps_model(
@@ -173,46 +173,60 @@ def respace_model_at(
 # --- the reverse process's variance (Ho et al. §3.2; Nichol & Dhariwal 2021 §3.1) -----------
 
 VARIANCES: tuple[str, ...] = ("small", "large", "learned")
+FIXED_VARIANCES: tuple[str, ...] = ("small", "large")
 
 
-def v_fraction(v: Tensor) -> Tensor:
-    """The interpolation weight in eq. 15 from the network's v output: (v + 1) / 2.
+def nu_from_output(var_values: Tensor) -> Tensor:
+    """Eq. 15's interpolation weight ν (the paper's v) from the network's variance output:
+    ν = (var_values + 1) / 2.
 
     improved-diffusion maps the raw output this way ("learned range"), so that a network whose
-    last layer starts at zero starts halfway between the bounds in log space. The paper's eq. 15
-    writes the weight itself as v; this affine map is the whole difference.
+    last layer starts at zero starts halfway between the bounds in log space; this affine map
+    is the whole difference from the paper, which has the network output ν itself.
     """
-    return (v + 1) / 2
+    return (var_values + 1) / 2
 
 
-def learned_log_variance(schedule: NoiseSchedule, t: Tensor, frac: Tensor) -> Tensor:
-    """log Σ_θ = frac · log β_t + (1 - frac) · log β̃_t (Nichol & Dhariwal 2021, eq. 15).
+def learned_log_variance(schedule: NoiseSchedule, t: Tensor, nu: Tensor) -> Tensor:
+    """log Σ_θ = ν · log β_t + (1 - ν) · log β̃_t (Nichol & Dhariwal 2021, eq. 15).
 
-    frac = 1 gives β_t, frac = 0 gives β̃_t (clipped to β̃_1 at t = 0, where β̃_0 = 0).
-    `frac` is (B, C, H, W) (from `v_fraction`), t int64 (B,); the result is frac's shape.
+    ν = 1 gives β_t, ν = 0 gives β̃_t (clipped to β̃_1 at t = 0, where β̃_0 = 0).
+    `nu` is (B, C, H, W) (from `nu_from_output`), t int64 (B,); the result is nu's shape.
     """
-    max_log = extract(schedule.betas.log(), t, frac)
-    min_log = extract(schedule.posterior_log_variance_clipped, t, frac)
-    return frac * max_log + (1 - frac) * min_log
+    max_log = extract(schedule.betas.log(), t, nu)
+    min_log = extract(schedule.posterior_log_variance_clipped, t, nu)
+    return nu * max_log + (1 - nu) * min_log
+
+
+def reverse_log_variance(schedule: NoiseSchedule, variance: str) -> Tensor:
+    """log σ_t² (T,), float64, of p_θ's fixed variance: β̃_t ("small", the posterior variance,
+    the lower bound) or β_t ("large", the upper bound; Ho et al. §3.2), both with β̃_1 at t = 0,
+    where β̃_0 = 0, as Ho et al.'s and improved-diffusion's code do."""
+    if variance == "small":
+        return schedule.posterior_log_variance_clipped
+    if variance == "large":
+        return torch.cat([schedule.posterior_log_variance_clipped[:1], schedule.betas[1:].log()])
+    raise ValueError(f"variance must be one of {', '.join(FIXED_VARIANCES)}, got {variance!r}")
 
 
 def p_log_variance(
-    schedule: NoiseSchedule, t: Tensor, x_t: Tensor, variance: str, v: Tensor | None = None
+    schedule: NoiseSchedule,
+    t: Tensor,
+    x_t: Tensor,
+    variance: str,
+    var_values: Tensor | None = None,
 ) -> Tensor:
-    """log σ_t² of p_θ(x_{t-1} | x_t), broadcastable to x_t: β̃_t ("small"), β_t ("large";
-    β̃_1 at t = 0, as Ho et al.'s and improved-diffusion's code) or Σ_θ ("learned", eq. 15,
-    from the network's v output)."""
-    if variance == "small":
-        return extract(schedule.posterior_log_variance_clipped, t, x_t)
-    if variance == "large":
-        large = torch.cat([schedule.posterior_log_variance_clipped[:1], schedule.betas[1:].log()])
-        return extract(large, t, x_t)
+    """log σ_t² of p_θ(x_{t-1} | x_t), broadcastable to x_t: the fixed β̃_t ("small") or β_t
+    ("large") of `reverse_log_variance`, or Σ_θ ("learned", eq. 15, from the network's
+    `var_values`)."""
+    if variance in FIXED_VARIANCES:
+        return extract(reverse_log_variance(schedule, variance), t, x_t)
     if variance == "learned":
-        if v is None:
+        if var_values is None:
             raise ValueError(
                 "variance 'learned' needs a network with learned variances (2C output channels)"
             )
-        return learned_log_variance(schedule, t, v_fraction(v.to(x_t.dtype)))
+        return learned_log_variance(schedule, t, nu_from_output(var_values.to(x_t.dtype)))
     raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
 
 
@@ -241,7 +255,7 @@ def loss_weights(
       - "min-snr": w = min(SNR, γ) (Hang et al. 2023, eq. 12): min(SNR, γ)/SNR for eps;
       - "edm": w = λ(σ) = (σ² + σ_d²)/(σ σ_d)² (Karras et al. 2022, Table 1), i.e.
         1 + σ²/σ_d² for eps: the same optimum as EDM's preconditioned loss.
-    `min_snr_gamma` alone (the older form) means "min-snr".
+    `min_snr_gamma` alone, without `weighting`, means "min-snr".
     """
     if weighting is None or weighting == "none":
         if min_snr_gamma is None:
@@ -318,7 +332,7 @@ def simple_loss(
     elif loss_type == "l1":
         per_sample = diff.abs().flatten(1).mean(1)
     else:
-        raise ValueError(f"unknown loss type {loss_type!r}; expected one of {LOSS_TYPES}")
+        raise ValueError(f"unknown loss type {loss_type!r}; expected one of {SIMPLE_LOSSES}")
     w = loss_weights(schedule, t, prediction, min_snr_gamma, weighting, sigma_data)
     if w is not None:
         per_sample = per_sample * w.to(per_sample.dtype)

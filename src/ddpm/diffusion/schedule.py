@@ -26,6 +26,12 @@ class NoiseSchedule:
 
     alphas_cumprod is ᾱ_t = ∏_{s<=t} (1 - β_s); alphas_cumprod_prev is ᾱ_{t-1} with ᾱ_{-1} = 1.
     The posterior q(x_{t-1} | x_t, x_0) = N(coef1 · x_0 + coef2 · x_t, β̃_t) (Ho et al. eq. 6-7).
+
+    sigmas is the noise level σ_t = √((1 - ᾱ_t)/ᾱ_t) of x_t/√ᾱ_t, the variance-exploding view
+    of the same process (Karras et al. 2022, §2); it increases with t. log_sigmas is ln σ_t,
+    written with log1p to keep its precision where ᾱ_t is near 1. The log-SNR is
+    log(ᾱ_t/(1 - ᾱ_t)) = -2 ln σ_t, and DPM-Solver's λ_t = log(α_t/σ_t) = -ln σ_t (Lu et al.
+    2022, with α_t = √ᾱ_t and σ_t there = √(1 - ᾱ_t)).
     """
 
     betas: Tensor
@@ -36,6 +42,8 @@ class NoiseSchedule:
     posterior_log_variance_clipped: Tensor  # log β̃_t with β̃_0 replaced by β̃_1 (β̃_0 = 0)
     posterior_mean_coef1: Tensor  # multiplies x_0
     posterior_mean_coef2: Tensor  # multiplies x_t
+    sigmas: Tensor  # σ_t = √((1 - ᾱ_t)/ᾱ_t)
+    log_sigmas: Tensor  # ln σ_t = (ln(1 - ᾱ_t) - ln ᾱ_t)/2
 
     @property
     def T(self) -> int:
@@ -67,6 +75,8 @@ class NoiseSchedule:
             posterior_mean_coef2=(1.0 - alphas_cumprod_prev)
             * alphas.sqrt()
             / (1.0 - alphas_cumprod),
+            sigmas=noise_levels(alphas_cumprod),
+            log_sigmas=0.5 * (torch.log1p(-alphas_cumprod) - torch.log(alphas_cumprod)),
         )
 
     def to(self, device: torch.device | str) -> NoiseSchedule:
@@ -87,6 +97,12 @@ class NoiseSchedule:
         abar = self.alphas_cumprod.cpu()[kept]
         abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
         return NoiseSchedule.from_betas(1.0 - abar / abar_prev)
+
+
+def noise_levels(alphas_cumprod: Tensor) -> Tensor:
+    """σ = √((1 - ᾱ)/ᾱ) elementwise: the noise level of x_t/√ᾱ_t (Karras et al. 2022, §2), as
+    `NoiseSchedule.sigmas` holds it; for callers that hold only the ᾱ."""
+    return ((1.0 - alphas_cumprod) / alphas_cumprod).sqrt()
 
 
 def respaced_timesteps(T: int, steps: int) -> list[int]:

@@ -47,23 +47,17 @@ class UniformTimesteps:
         pass
 
 
-def log_sigmas(schedule: NoiseSchedule) -> Tensor:
-    """ln σ_t (T,), float64, where σ_t = √((1 - ᾱ_t)/ᾱ_t) is the noise level of x_t/√ᾱ_t
-    (the variance-exploding view of the same process, Karras et al. 2022 §2)."""
-    abar = schedule.alphas_cumprod.cpu()
-    return 0.5 * (torch.log1p(-abar) - torch.log(abar))
-
-
 class LogNormalTimesteps:
-    """ln σ ~ N(mean, std²) (EDM's P_mean, P_std), each σ rounded to the timestep whose σ_t is
-    nearest in ln σ: t is drawn from the categorical distribution `probs` (T,), the normal's
-    mass between the midpoints of neighbouring ln σ_t (the first and last bins take the tails).
+    """ln σ ~ N(mean, std²) (EDM's P_mean, P_std), each σ rounded to the timestep whose σ_t
+    (`NoiseSchedule.sigmas`) is nearest in ln σ: t is drawn from the categorical distribution
+    `probs` (T,), the normal's mass between the midpoints of neighbouring ln σ_t (the first
+    and last bins take the tails).
     """
 
     def __init__(self, schedule: NoiseSchedule, mean: float = -1.2, std: float = 1.2):
         if not std > 0:
             raise ValueError(f"std must be positive, got {std}")
-        ls = log_sigmas(schedule)
+        ls = schedule.log_sigmas.cpu()
         if schedule.T > 1 and not bool((ls[1:] > ls[:-1]).all()):
             raise ValueError("the schedule's noise levels must increase with t")
         edges = (ls[1:] + ls[:-1]) / 2

@@ -349,11 +349,11 @@ def run_sampler(
         model,
         loaded.schedule,
         x_T,
-        spec.steps,
-        spec.eta,
-        spec.variance,  # type: ignore[arg-type]
-        bool(spec.clip),
-        generators,
+        steps=spec.steps,
+        eta=spec.eta,
+        variance=spec.variance,  # type: ignore[arg-type]
+        clip=bool(spec.clip),
+        generator=generators,
         callback=callback,
         spacing=spec.spacing,
     )

@@ -13,8 +13,8 @@ so w = 0 is the plain conditional model and larger w trades diversity for fideli
 class (diffusers' `guidance_scale` is 1 + w).
 
 Shapes: labels y are int64 (B,); network outputs (B, C, ...) or, for a network that learns
-its variance, (B, 2C, ...), whose last C channels (the variance interpolation v) are taken
-from the conditional branch unchanged (as GLIDE).
+its variance, (B, 2C, ...), whose last C channels (the variance output, `var_values` in
+`ddpm.diffusion.process`) are taken from the conditional branch unchanged (as GLIDE).
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ddpm.diffusion.process import EpsModel
+from ddpm.diffusion.schedule import noise_levels
 from ddpm.errors import ConfigError
 
 Network = Callable[..., Tensor]  # model(x_t, t, y) -> (B, C or 2C, ...)
-Model = Callable[[Tensor, Tensor], Tensor]  # what the samplers call: model(x_t, t)
 CLASS_DISTRIBUTIONS = ("uniform", "data")
 
 
@@ -64,14 +65,14 @@ def drop_labels(
 
 def combine(cond: Tensor, uncond: Tensor, w: float, channels: int) -> Tensor:
     """(1 + w) cond - w uncond on the first `channels` channels (the prediction); any further
-    channels (a learned variance's v) come from `cond` unchanged."""
+    channels (a learned variance's output) come from `cond` unchanged."""
     guided = cond[:, :channels] + w * (cond[:, :channels] - uncond[:, :channels])
     if cond.shape[1] == channels:
         return guided
     return torch.cat([guided, cond[:, channels:]], dim=1)
 
 
-def guided(network: Network, y: Tensor, w: float = 0.0, null: int | None = None) -> Model:
+def guided(network: Network, y: Tensor, w: float = 0.0, null: int | None = None) -> EpsModel:
     """`network(x_t, t, y)` with fixed labels y (B,) as a plain model(x_t, t); with w != 0,
     the classifier-free guided prediction (1 + w) out(y) - w out(null) of Ho & Salimans eq. 6.
 
@@ -94,7 +95,7 @@ def guided(network: Network, y: Tensor, w: float = 0.0, null: int | None = None)
     return model
 
 
-def autoguided(main: Model, guide: Model, w: float, channels: int) -> Model:
+def autoguided(main: EpsModel, guide: EpsModel, w: float, channels: int) -> EpsModel:
     """Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of
     itself"): (1 + w) main(x_t, t) - w guide(x_t, t), the guide a weaker model of the same
     data (an earlier snapshot of the same run, a shorter EMA). Where the two models differ,
@@ -113,18 +114,17 @@ def autoguided(main: Model, guide: Model, w: float, channels: int) -> Model:
 
 
 def interval_timesteps(alphas_cumprod: Tensor, sigma_lo: float, sigma_hi: float) -> range:
-    """The timesteps t whose noise level sigma_t = sqrt((1 - ᾱ_t) / ᾱ_t) lies in
+    """The timesteps t whose noise level σ_t = √((1 - ᾱ_t)/ᾱ_t) (`noise_levels`) lies in
     (sigma_lo, sigma_hi]: where a limited guidance interval (Kynkäänniemi et al. 2024) guides.
     sigma_t grows with t, so they are one range (maybe empty)."""
     if not 0 <= sigma_lo < sigma_hi:
         raise ConfigError(f"a guidance interval needs 0 <= low < high, got {sigma_lo}, {sigma_hi}")
-    abar = alphas_cumprod.detach().double().cpu()
-    sigma = ((1 - abar) / abar).sqrt()
+    sigma = noise_levels(alphas_cumprod.detach().double().cpu())
     inside = ((sigma > sigma_lo) & (sigma <= sigma_hi)).nonzero().flatten().tolist()
     return range(inside[0], inside[-1] + 1) if inside else range(0)
 
 
-def limited(guided_model: Model, plain: Model, timesteps: range) -> Model:
+def limited(guided_model: EpsModel, plain: EpsModel, timesteps: range) -> EpsModel:
     """`guided_model` at the timesteps in `timesteps`, `plain` (one network evaluation, not
     two) elsewhere: guidance in a limited interval of noise levels (Kynkäänniemi et al.
     2024, "Applying guidance in a limited interval improves sample and distribution

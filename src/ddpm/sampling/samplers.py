@@ -1,8 +1,14 @@
-"""Samplers: pure functions of (model, schedule, x_T, ...) that return x_0.
+"""Samplers: pure functions of (model, schedule, x_T, *, steps, ...) that return x_0.
+
+Every sampler shares one signature, as k-diffusion's do: the model, the schedule and x_T
+positionally, everything else by keyword (`steps`, `clip`, `generator`, `callback`, then the
+sampler's own: `eta` and `spacing` for DDIM, `spacing` and `order` for DPM-Solver++, `spacing`
+for Heun, `variance` for DDPM, whose `steps` may be None for all T).
 
 `model(x_t, t)` predicts the noise eps; x_T and the result are (B, C, H, W); t is int64 (B,).
-A model with learned variances returns (B, 2C, H, W), eps then v (Nichol & Dhariwal 2021,
-§3.1): the DDPM sampler uses v with variance="learned"; the ODE samplers ignore it.
+A model with learned variances returns (B, 2C, H, W), eps then its variance output
+(`var_values`, Nichol & Dhariwal 2021, §3.1): the DDPM sampler uses it with
+variance="learned"; the ODE samplers ignore it.
 `generator` is one torch.Generator for the whole batch, or a list with one per sample so
 that image i depends only on its own generator (and not on the batch it was drawn in).
 `callback(i, t, x_t, x0_pred)`, if given, sees every step (for pictures of the chain).
@@ -19,19 +25,20 @@ from torch import Tensor
 
 from ddpm.diffusion.process import (
     VARIANCES,
+    EpsModel,
     extract,
     p_log_variance,
     predict_eps_from_x0,
     predict_x0_from_eps,
     q_posterior,
     respace_model,
+    reverse_log_variance,
     split_output,
 )
 from ddpm.diffusion.schedule import NoiseSchedule
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 Callback = Callable[[int, int, Tensor, Tensor], None]
-EpsModel = Callable[[Tensor, Tensor], Tensor]
 SAMPLERS = ("ddpm", "ddim", "dpm-solver", "dpm-solver-3m", "heun")
 DEFAULT_STEPS = 50  # DDIM / DPM-Solver / Heun steps when none are given
 
@@ -80,22 +87,23 @@ def predict_x0(
 ) -> tuple[Tensor, Tensor]:
     """Run the model once; return (eps, x0_pred), x0 clipped to [-1, 1] and eps made consistent.
 
-    eps has x_t's C channels: a learned-variance output's v is dropped (see `predict_x0_v`).
+    eps has x_t's C channels: a learned-variance model's variance output is dropped (see
+    `predict_x0_and_var`).
     """
-    eps, x_0, _ = predict_x0_v(model, schedule, x_t, t, clip)
+    eps, x_0, _ = predict_x0_and_var(model, schedule, x_t, t, clip)
     return eps, x_0
 
 
-def predict_x0_v(
+def predict_x0_and_var(
     model: EpsModel, schedule: NoiseSchedule, x_t: Tensor, t: Tensor, clip: bool
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """`predict_x0`, also returning the model's variance output v (None without one)."""
-    eps, v = split_output(model(x_t, t).to(x_t.dtype), x_t.shape[1])
+    """`predict_x0`, also returning the model's variance output `var_values` (None without)."""
+    eps, var_values = split_output(model(x_t, t).to(x_t.dtype), x_t.shape[1])
     x_0 = predict_x0_from_eps(schedule, x_t, t, eps)
     if clip:
         x_0 = x_0.clamp(-1, 1)
         eps = predict_eps_from_x0(schedule, x_t, t, x_0)
-    return eps, x_0, v
+    return eps, x_0, var_values
 
 
 def _check_steps(steps: int, T: int) -> None:
@@ -139,8 +147,7 @@ def timesteps_for(schedule: NoiseSchedule, steps: int, spacing: str = "leading")
     if spacing != "karras":
         return ddim_timesteps(schedule.T, steps, spacing)
     _check_steps(steps, schedule.T)
-    abar = schedule.alphas_cumprod.cpu().double()
-    log_sigma = 0.5 * (torch.log1p(-abar) - torch.log(abar))  # increasing in t
+    log_sigma = schedule.log_sigmas.cpu()  # increasing in t
     rho = 7.0
     hi, lo = float(log_sigma[-1].exp()) ** (1 / rho), float(log_sigma[0].exp()) ** (1 / rho)
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
@@ -154,6 +161,8 @@ def ddpm_sample(
     model: EpsModel,
     schedule: NoiseSchedule,
     x_T: Tensor,
+    *,
+    steps: int | None = None,
     variance: Literal["small", "large", "learned"] = "small",
     clip: bool = False,
     generator: Generators = None,
@@ -166,26 +175,32 @@ def ddpm_sample(
     ("learned", Nichol & Dhariwal 2021 eq. 15), and no noise at the last step. μ̃ from the
     posterior equals (x_t - β_t/√(1-ᾱ_t) eps)/√α_t when not clipped.
 
-    On a respaced schedule (`respace_model`) this is the paper's K-step sampling (§4).
+    All T steps when `steps` is None; else the K-step chain of Nichol & Dhariwal §4, on the
+    schedule respaced to `steps` timesteps (`respace_model`).
     """
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
-    var = schedule.posterior_variance if variance == "small" else schedule.betas
+    if steps is not None:
+        _check_steps(steps, schedule.T)
+        model, schedule = respace_model(model, schedule, steps)
+    fixed_var = None  # σ_t² (T,) of a fixed variance, float64
+    if variance != "learned":
+        fixed_var = reverse_log_variance(schedule, variance).exp()
     x = x_T
     B = x.shape[0]
     for t in range(schedule.T - 1, -1, -1):
         tt = torch.full((B,), t, device=x.device, dtype=torch.long)
-        _, x_0, v = predict_x0_v(model, schedule, x, tt, clip)
+        _, x_0, var_values = predict_x0_and_var(model, schedule, x, tt, clip)
         mean, _, _ = q_posterior(schedule, x_0, x, tt)
         if callback is not None:
             callback(schedule.T - 1 - t, t, x, x_0)
         if t == 0:
             x = mean
-        elif variance == "learned":
-            std = torch.exp(0.5 * p_log_variance(schedule, tt, x, variance, v))
+        elif fixed_var is None:
+            std = torch.exp(0.5 * p_log_variance(schedule, tt, x, variance, var_values))
             x = mean + std * randn_like(x, generator)
         else:
-            x = mean + extract(var, tt, x).sqrt() * randn_like(x, generator)
+            x = mean + extract(fixed_var, tt, x).sqrt() * randn_like(x, generator)
     return x
 
 
@@ -194,6 +209,7 @@ def ddim_sample(
     model: EpsModel,
     schedule: NoiseSchedule,
     x_T: Tensor,
+    *,
     steps: int,
     eta: float = 0.0,
     clip: bool = False,
@@ -232,6 +248,7 @@ def dpm_solver_sample(
     model: EpsModel,
     schedule: NoiseSchedule,
     x_T: Tensor,
+    *,
     steps: int,
     clip: bool = False,
     generator: Generators = None,
@@ -248,8 +265,9 @@ def dpm_solver_sample(
     3 x̂_0 - 2 x̂_0_prev that it then takes makes the solver less accurate than DDIM at 10 and
     20 steps (tests/test_solvers.py measures both on an ODE with a known solution).
 
-    With α = √ᾱ, σ = √(1-ᾱ), λ = log(α/σ), h = λ_i - λ_{i-1} and φ_1 = e^{-h} - 1, each update
-    is x_i = (σ_i/σ_{i-1}) x_{i-1} - α_i φ_1 x̂_0 plus a correction from the earlier x̂_0s.
+    With α = √ᾱ, σ = √(1-ᾱ), λ = log(α/σ) (-`NoiseSchedule.log_sigmas`), h = λ_i - λ_{i-1}
+    and φ_1 = e^{-h} - 1, each update is x_i = (σ_i/σ_{i-1}) x_{i-1} - α_i φ_1 x̂_0 plus a
+    correction from the earlier x̂_0s.
     2M, from the divided difference D1_0 = (x̂_0 - x̂_0_prev) / r0 with r0 = h_prev / h:
     - α_i φ_1 D1_0 / 2. 3M, with the difference before it too (D1_1, r1),
     D1 = D1_0 + r0/(r0 + r1) (D1_0 - D1_1), D2 = (D1_0 - D1_1)/(r0 + r1), φ_2 = φ_1/h + 1 and
@@ -265,8 +283,8 @@ def dpm_solver_sample(
     if order not in (2, 3):
         raise ValueError(f"DPM-Solver++ order must be 2 or 3, got {order}")
     ts = timesteps_for(schedule, steps, spacing)
-    abar = schedule.alphas_cumprod.tolist()  # host floats: one read, no sync per step
-    lam = [0.5 * math.log(abar[t] / (1 - abar[t])) for t in ts]
+    log_sigmas = schedule.log_sigmas.tolist()  # host floats: one read, no sync per step
+    lam = [-log_sigmas[t] for t in ts]
     x = x_T
     B = x.shape[0]
     x0s: list[Tensor] = []  # the data predictions so far, oldest first (the last `order`)
@@ -318,6 +336,7 @@ def heun_sample(
     model: EpsModel,
     schedule: NoiseSchedule,
     x_T: Tensor,
+    *,
     steps: int,
     clip: bool = False,
     generator: Generators = None,
@@ -334,15 +353,13 @@ def heun_sample(
     del generator  # deterministic
     ts = timesteps_for(schedule, steps, spacing)
     abar = schedule.alphas_cumprod.tolist()  # host floats: one read, no sync per step
+    sigma = schedule.sigmas.tolist()
     B = x_T.shape[0]
 
     def slope(x_tilde: Tensor, t: int) -> tuple[Tensor, Tensor]:
         tt = torch.full((B,), t, device=x_T.device, dtype=torch.long)
         a = abar[t]
         return predict_x0(model, schedule, math.sqrt(a) * x_tilde, tt, clip)
-
-    def sigma(t: int) -> float:
-        return math.sqrt((1 - abar[t]) / abar[t])
 
     x = x_T / math.sqrt(abar[ts[0]])
     for i, t in enumerate(ts):
@@ -352,7 +369,7 @@ def heun_sample(
         if i + 1 == len(ts):
             return x_0  # σ -> 0: the Euler step from σ_t lands on x̂_0
         t_next = ts[i + 1]
-        h = sigma(t_next) - sigma(t)
+        h = sigma[t_next] - sigma[t]
         x_euler = x + h * d
         d_next, _ = slope(x_euler, t_next)
         x = x + h * (d + d_next) / 2
@@ -372,6 +389,7 @@ def sample(
     model: EpsModel,
     schedule: NoiseSchedule,
     x_T: Tensor,
+    *,
     steps: int | None = None,
     eta: float = 0.0,
     variance: Literal["small", "large", "learned"] = "small",
@@ -382,20 +400,30 @@ def sample(
 ) -> Tensor:
     """Dispatch by name: "ddpm" (all T steps when `steps` is None, else the respaced K-step
     chain of Nichol & Dhariwal §4), "ddim", "dpm-solver" (2M), "dpm-solver-3m" or "heun"
-    (`steps` steps on `spacing`'s timesteps; None: `DEFAULT_SPACING`'s)."""
+    (`steps` steps on `spacing`'s timesteps; None: `DEFAULT_SPACING`'s). `eta` is DDIM's
+    alone and `variance` DDPM's alone; the other samplers ignore them."""
     if sampler == "ddpm":
-        if steps is not None:
-            _check_steps(steps, schedule.T)
-            model, schedule = respace_model(model, schedule, steps)
-        return ddpm_sample(model, schedule, x_T, variance, clip, generator, callback)
+        return ddpm_sample(
+            model,
+            schedule,
+            x_T,
+            steps=steps,
+            variance=variance,
+            clip=clip,
+            generator=generator,
+            callback=callback,
+        )
     if steps is None:
         raise ValueError(f"the {sampler} sampler needs a number of steps")
     if sampler not in DEFAULT_SPACING:
         raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+    shared = {"clip": clip, "generator": generator, "callback": callback}
     sp = spacing or DEFAULT_SPACING[sampler]
     if sampler == "ddim":
-        return ddim_sample(model, schedule, x_T, steps, eta, clip, generator, callback, sp)
+        return ddim_sample(model, schedule, x_T, steps=steps, eta=eta, spacing=sp, **shared)
     if sampler in ("dpm-solver", "dpm-solver-3m"):
         order = 3 if sampler == "dpm-solver-3m" else 2
-        return dpm_solver_sample(model, schedule, x_T, steps, clip, generator, callback, sp, order)
-    return heun_sample(model, schedule, x_T, steps, clip, generator, callback, sp)
+        return dpm_solver_sample(
+            model, schedule, x_T, steps=steps, spacing=sp, order=order, **shared
+        )
+    return heun_sample(model, schedule, x_T, steps=steps, spacing=sp, **shared)
