@@ -14,7 +14,7 @@ from conftest import TINY_UNET2D
 from ddpm.cli import main
 from ddpm.diffusion.schedule import make_schedule
 from ddpm.errors import CheckpointError, ConfigError
-from ddpm.io.diffusers import (
+from ddpm.io.diffusers_convert import (
     diffusers_unet_config,
     from_diffusers_state_dict,
     schedule_from_diffusers,
