@@ -17,7 +17,8 @@ from torch import nn
 
 from ddpm.cli import main
 from ddpm.eval import evaluate
-from ddpm.eval.evaluate import load_stats, model_nll, select_images
+from ddpm.eval.evaluate import load_stats
+from ddpm.eval.nll import model_nll, select_images
 from ddpm.io import checkpoint as C
 from ddpm.sampling.generate import load_model
 

@@ -163,14 +163,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace, dist: Dist) -> int:
-    from ddpm.eval.evaluate import (
-        find_inception,
-        load_inception,
-        load_stats,
-        model_fid,
-        model_nll,
-        select_images,
-    )
+    from ddpm.eval.evaluate import find_inception, load_inception, load_stats, model_fid
+    from ddpm.eval.nll import model_nll, select_images
     from ddpm.sampling.generate import evaluations, load_model, resolve
 
     device, main = dist.device, dist.is_main
