@@ -147,3 +147,47 @@ def test_a_spec_names_the_field_it_refuses():
         SamplingSpec(steps=0)
     with pytest.raises(ValueError, match="classes must be one of"):
         SamplingSpec(classes="all")
+
+
+def specs_drawn(monkeypatch) -> list[SamplingSpec]:
+    """Every spec a batch or a chain is drawn with, from here on."""
+    from ddpm.sampling import generate as gen
+
+    seen: list[SamplingSpec] = []
+    real = gen.run_sampler
+
+    def recording(loaded, spec, *args, **kwargs):
+        seen.append(spec)
+        return real(loaded, spec, *args, **kwargs)
+
+    monkeypatch.setattr(gen, "run_sampler", recording)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["images", "points"])
+def test_the_chain_pictures_draw_with_every_sampling_flag(runs, tmp_path, monkeypatch, kind):
+    """`--process` / `--gif` once dropped --spacing (images) and --guidance, --eta, --spacing
+    and --variance (points): the chain is drawn with the very spec of the samples."""
+    if kind == "images":
+        run, out = runs["uncond"], tmp_path / "grid.png"
+    else:
+        from ddpm.models.presets import PRESETS, ModelSpec
+
+        monkeypatch.setitem(PRESETS, "mlp", ModelSpec("mlp", {"width": 32, "num_blocks": 1}))
+        run, out = tmp_path / "points", tmp_path / "points.png"
+        argv = ["train", "--data", "toy:moons", "--steps", "20", "--T", "50", "--quiet"]
+        argv += ["--no-final-pictures", "--sample-every", "1000"]
+        assert main([*argv, "--checkpoint-every", "10", "--out", str(run)]) == 0
+    seen = specs_drawn(monkeypatch)
+    argv = ["sample", "--checkpoint", str(run / "ckpt-0000020.pt"), "--n", "4", "--quiet"]
+    argv += ["--sampler", "ddim", "--steps", "5", "--eta", "0.5", "--spacing", "trailing"]
+    argv += ["--guidance", "1.5", "--guide-model", str(run / "ckpt-0000010.pt"), "--seed", "2"]
+    assert main([*argv, "--out", str(out), "--gif", str(tmp_path / "chain.gif")]) == 0
+    assert len(seen) >= 2 and all(s == seen[0] for s in seen), seen  # the samples, the chain
+    assert (seen[0].eta, seen[0].spacing, seen[0].guidance, seen[0].seed) == (
+        0.5,
+        "trailing",
+        1.5,
+        2,
+    )
+    assert (tmp_path / "chain.png").is_file()  # --gif alone writes the picture beside it
