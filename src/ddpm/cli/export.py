@@ -35,9 +35,17 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from ddpm.io.interchange import export_model
+    from ddpm.io.paths import check_output_file, check_output_folder
 
     if args.format == "safetensors" and args.out.is_dir():
         raise ConfigError(f"--out {args.out} is a folder; --format safetensors writes one file")
+    try:  # before the checkpoint is read: a bad --out costs nothing
+        if args.format == "safetensors":
+            check_output_file(args.out, "safetensors", "safetensors export")
+        else:
+            check_output_folder(args.out, "diffusers folder")
+    except ConfigError as e:
+        raise ConfigError(f"--out {e}") from None
     model = export_model(args.checkpoint, args.format, args.out, args.raw_weights)
     step = f" of step {model.step}" if model.step is not None else ""
     weights = "raw" if args.raw_weights else ("EMA" if model.origin == "checkpoint" else "the")

@@ -1,14 +1,17 @@
 """Output paths, checked before any work starts: a bad `--out` fails in a second with one line,
 not after an hour of sampling with a traceback.
 
-Each check is free of side effects (nothing is created): it looks at the suffix, at whether
-the path is a folder or a file, and at the nearest existing folder above it, which must be
-writable (the missing folders below it are created when the file is written).
+Each check leaves nothing behind: it looks at the suffix, at whether the path is a folder or a
+file, and at the nearest existing folder above it, which must take a file (a nameless
+temporary file is opened there and closed at once: permission bits do not tell root, a
+read-only mount or a pseudo file system such as /proc or /sys). The missing folders below it
+are created when the file is written.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from ddpm.errors import ConfigError
@@ -19,6 +22,7 @@ SUFFIXES = {
     "gif": (".gif",),
     "npz": (".npz",),
     "json": (".json",),
+    "safetensors": (".safetensors",),
     # `ddpm sample --out`: a grid or plot, or the samples as an array (points: also .csv)
     "samples": (*IMAGE_SUFFIXES, ".npy", ".csv"),
 }
@@ -33,8 +37,17 @@ def _writable_base(path: Path) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise ConfigError(f"{path}: cannot write here: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{path}: cannot write here: the folder {parent} is not writable")
+    _probe(path, parent)
+
+
+def _probe(path: Path, folder: Path) -> None:
+    """Open (and at once close) a nameless temporary file in `folder`, or say why not."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise ConfigError(f"{path}: cannot write here: {folder}: {reason}") from None
 
 
 def check_output_file(path: str | os.PathLike, kind: str, what: str = "file") -> Path:
@@ -59,8 +72,7 @@ def check_output_folder(path: str | os.PathLike, what: str = "output folder") ->
     if path.exists():
         if not path.is_dir():
             raise ConfigError(f"{path}: is a file; expected a folder for the {what}")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise ConfigError(f"{path}: the {what} is not writable")
+        _probe(path, path)
         return path
     _writable_base(path)
     return path
