@@ -41,6 +41,13 @@ if TYPE_CHECKING:
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
+    add_eval_model_args(p)
+    add_eval_what_args(p)
+    add_eval_sampling_args(p)
+    add_eval_output_args(p)
+
+
+def add_eval_model_args(p: argparse.ArgumentParser) -> None:
     g = group(p, "model")
     g.add_argument(
         "--checkpoint",
@@ -50,6 +57,9 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
         "or a diffusers UNet2DModel folder",
     )
     add_weights_args(g)
+
+
+def add_eval_what_args(p: argparse.ArgumentParser) -> None:
     g = group(p, "what to evaluate")
     g.add_argument(
         "--fid-stats",
@@ -76,6 +86,10 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
         help="FID samples (default 10000) / --nll test images (default 1000) / points and "
         "sequences: rows per compared set (default 2000, at most the data's)",
     )
+
+
+def add_eval_sampling_args(p: argparse.ArgumentParser) -> None:
+    """How the FID samples are drawn and the bound computed; then guidance, classes, seed."""
     g = group(p, "sampling and the bound")
     g.add_argument("--sampler", choices=SAMPLERS, default="ddim", help=SAMPLER_HELP)
     g.add_argument("--steps", type=positive_int, help=STEPS_HELP)
@@ -113,6 +127,10 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
         help="--nll: estimate the bound from K stratified timesteps per image instead of all "
         "(unbiased; the standard error then includes the t sampling); K >= 2 (default: all)",
     )
+    add_eval_guidance_args(g)
+
+
+def add_eval_guidance_args(g: Any) -> None:
     g.add_argument(
         "--guidance",
         type=nonneg_float,
@@ -132,7 +150,6 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--seed", type=seed_int, default=0, help="sample i depends on (seed, i) only")
     g.add_argument("--batch-size", type=positive_int, default=256, help="images per network batch")
-    add_eval_output_args(p)
 
 
 def add_eval_output_args(p: argparse.ArgumentParser) -> None:
@@ -163,9 +180,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace, dist: Dist) -> int:
-    from ddpm.eval.evaluate import find_inception, load_inception, load_stats, model_fid
-    from ddpm.eval.nll import model_nll, select_images
-    from ddpm.sampling.generate import evaluations, load_model, resolve
+    from ddpm.eval.evaluate import find_inception, load_inception, load_stats
+    from ddpm.sampling.generate import load_model
 
     device, main = dist.device, dist.is_main
     reference = load_stats(args.fid_stats) if args.fid_stats is not None else None
@@ -174,6 +190,32 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
     loaded = load_model(args.checkpoint, "cpu", args.raw_weights, args.ema)
     if loaded.data is not None:  # points / sequences: one process samples and prints
         return run_eval_arrays(args, loaded, device) if main else 0
+    T = loaded.schedule.T
+    conditional = loaded.num_classes is not None
+    loaded = _checked_image_model(args, loaded, reference)
+    # decoded before the model goes to the GPU: the loader forks
+    nll_data = _nll_images(args, loaded) if args.nll and main else None
+    net = load_inception(args.inception, device) if reference is not None else None
+    loaded = loaded.to(device)
+    chain = args.nll_steps or T
+    if args.nll_t_samples is not None and not 2 <= args.nll_t_samples <= chain:
+        raise ConfigError(
+            f"--nll-t-samples must lie in [2, {chain}] (the steps of the bound), "
+            f"got {args.nll_t_samples}"
+        )
+    variance = loaded.variance(args.variance)
+    which, record = _which_weights(args, loaded)
+    if reference is not None:
+        record["fid"] = _report_fid(args, loaded, reference, net, dist, which, conditional)
+    if nll_data is not None:
+        record["nll"] = _report_nll(args, loaded, nll_data, variance, which, conditional)
+    if main:
+        write_json(args.json, record)
+    return 0
+
+
+def _checked_image_model(args: argparse.Namespace, loaded, reference) -> Any:
+    """The flags checked against an image model, which comes back guided as they ask."""
     if args.train_data is not None:
         raise ConfigError("--train-data applies to models of points or sequences")
     if args.fid_stats is None and not args.nll:
@@ -202,23 +244,21 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
             f"--classes data needs the training label counts, which {args.checkpoint} does not "
             "record; use --classes uniform"
         )
-    nll_data = None
-    if args.nll and main:  # decoded before the model goes to the GPU: the loader forks
-        from ddpm.data.images import load_dataset
+    return loaded
 
-        C, H, W = loaded.shape
-        nll_data = load_dataset(
-            args.data, (H, W), C, split=args.split, stream=False, progress=not args.quiet
-        )
-    net = load_inception(args.inception, device) if reference is not None else None
-    loaded = loaded.to(device)
-    chain = args.nll_steps or T
-    if args.nll_t_samples is not None and not 2 <= args.nll_t_samples <= chain:
-        raise ConfigError(
-            f"--nll-t-samples must lie in [2, {chain}] (the steps of the bound), "
-            f"got {args.nll_t_samples}"
-        )
-    variance = loaded.variance(args.variance)
+
+def _nll_images(args: argparse.Namespace, loaded) -> Any:
+    """The held-out images of --nll, decoded at the model's size."""
+    from ddpm.data.images import load_dataset
+
+    C, H, W = loaded.shape
+    return load_dataset(
+        args.data, (H, W), C, split=args.split, stream=False, progress=not args.quiet
+    )
+
+
+def _which_weights(args: argparse.Namespace, loaded) -> tuple[str, dict[str, Any]]:
+    """The weights evaluated, in words for the report lines and as the JSON record's start."""
     weights = "raw" if args.raw_weights else f"EMA {args.ema}" if args.ema else "EMA"
     record: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
@@ -232,53 +272,67 @@ def _eval(args: argparse.Namespace, dist: Dist) -> int:
     elif loaded.origin == "safetensors":
         which = f"exported weights of step {loaded.step}"
         record.update(weights="exported")
-    if reference is not None:
-        settings = resolve(loaded, sampling_spec(args))
-        sampling = fast_path(loaded, args)
-        progress = not args.quiet and main
-        r = model_fid(sampling, reference, net, args.n or 10000, settings, progress, dist)
-        bf16 = ", bf16" if sampling.bf16 else ""
-        procs = f", {dist.world_size} processes" if dist.world_size > 1 else ""
-        nfe = evaluations(sampling, settings)
-        if main:
-            print(
-                f"FID {r.fid:.3f}: {r.n} samples, {settings.describe(conditional)}"
-                f"{guide_words(args)}, {nfe} network evaluations{bf16}, {which}, "
-                f"vs {args.fid_stats} ({r.seconds:.0f} s{procs})"
-            )
-        record["fid"] = {
-            **r.as_dict(),
-            "nfe": nfe,
-            "bf16": sampling.bf16,
-            "stats": str(args.fid_stats),
-        }
-        if (guide := guide_path(args)) is not None:
-            record["fid"].update(guide_model=str(guide), guide_ema=args.guide_ema)
-        if args.guidance_interval is not None:
-            record["fid"]["guidance_interval"] = list(args.guidance_interval)
-    if nll_data is not None:
-        images = select_images(nll_data, args.n or 1000, args.seed)
-        r = model_nll(
-            loaded,
-            images,
-            variance,
-            args.clip,
-            args.seed,
-            args.batch_size,
-            not args.quiet,
-            args.nll_steps,
-            args.nll_t_samples,
-        )
+    return which, record
+
+
+def _report_fid(
+    args: argparse.Namespace, loaded, reference, net, dist: Dist, which: str, conditional: bool
+) -> dict[str, Any]:
+    """FID of the model's samples (split over the processes), printed by rank 0; its record."""
+    from ddpm.eval.evaluate import model_fid
+    from ddpm.sampling.generate import evaluations, resolve
+
+    settings = resolve(loaded, sampling_spec(args))
+    sampling = fast_path(loaded, args)
+    progress = not args.quiet and dist.is_main
+    r = model_fid(sampling, reference, net, args.n or 10000, settings, progress, dist)
+    bf16 = ", bf16" if sampling.bf16 else ""
+    procs = f", {dist.world_size} processes" if dist.world_size > 1 else ""
+    nfe = evaluations(sampling, settings)
+    if dist.is_main:
         print(
-            f"NLL {r.bpd:.4f} ± {r.stderr:.4f} bits/dim (standard error): {r.n} images of "
-            f"{nll_data.source}, {r.describe()}, variance {r.variance}, clip "
-            f"{'on' if r.clip else 'off'}, {which} ({r.seconds:.0f} s)"
-            + (", of the unconditional (null class) model" * conditional)
+            f"FID {r.fid:.3f}: {r.n} samples, {settings.describe(conditional)}"
+            f"{guide_words(args)}, {nfe} network evaluations{bf16}, {which}, "
+            f"vs {args.fid_stats} ({r.seconds:.0f} s{procs})"
         )
-        record["nll"] = {**r.as_dict(), "data": str(args.data)}
-    if main:
-        write_json(args.json, record)
-    return 0
+    record = {
+        **r.as_dict(),
+        "nfe": nfe,
+        "bf16": sampling.bf16,
+        "stats": str(args.fid_stats),
+    }
+    if (guide := guide_path(args)) is not None:
+        record.update(guide_model=str(guide), guide_ema=args.guide_ema)
+    if args.guidance_interval is not None:
+        record["guidance_interval"] = list(args.guidance_interval)
+    return record
+
+
+def _report_nll(
+    args: argparse.Namespace, loaded, nll_data, variance: str, which: str, conditional: bool
+) -> dict[str, Any]:
+    """bits/dim of --n held-out images, printed; its record."""
+    from ddpm.eval.nll import model_nll, select_images
+
+    images = select_images(nll_data, args.n or 1000, args.seed)
+    r = model_nll(
+        loaded,
+        images,
+        variance,
+        args.clip,
+        args.seed,
+        args.batch_size,
+        not args.quiet,
+        args.nll_steps,
+        args.nll_t_samples,
+    )
+    print(
+        f"NLL {r.bpd:.4f} ± {r.stderr:.4f} bits/dim (standard error): {r.n} images of "
+        f"{nll_data.source}, {r.describe()}, variance {r.variance}, clip "
+        f"{'on' if r.clip else 'off'}, {which} ({r.seconds:.0f} s)"
+        + (", of the unconditional (null class) model" * conditional)
+    )
+    return {**r.as_dict(), "data": str(args.data)}
 
 
 def run_eval_arrays(args: argparse.Namespace, loaded, device) -> int:

@@ -36,6 +36,14 @@ from ddpm.sampling.samplers import SAMPLERS, SPACINGS
 
 
 def add_sample_args(p: argparse.ArgumentParser) -> None:
+    add_sample_model_args(p)
+    add_sample_sampling_args(p)
+    add_sample_output_args(p)
+    add_sample_class_args(p)
+    add_speed_args(p)
+
+
+def add_sample_model_args(p: argparse.ArgumentParser) -> None:
     g = group(p, "model")
     g.add_argument(
         "--checkpoint",
@@ -46,6 +54,9 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
         "diffusion_pytorch_model.safetensors, with its scheduler config)",
     )
     add_weights_args(g)
+
+
+def add_sample_sampling_args(p: argparse.ArgumentParser) -> None:
     g = group(p, "sampling")
     g.add_argument(
         "--n",
@@ -81,6 +92,9 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
         default=256,
         help="images per network batch (does not change the images)",
     )
+
+
+def add_sample_output_args(p: argparse.ArgumentParser) -> None:
     g = group(p, "output")
     g.add_argument(
         "--out",
@@ -108,6 +122,9 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
     )
     add_quiet_arg(p)
     add_device_arg(group(p, "speed"))
+
+
+def add_sample_class_args(p: argparse.ArgumentParser) -> None:
     g = group(p, "class-conditional models (trained with --class-cond)")
     g.add_argument(
         "--class",
@@ -126,7 +143,6 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
         help="one row per class (the --class ones, else every class) of --n images; column j "
         "starts from the same noise (--seed, j) in every row",
     )
-    add_speed_args(p)
 
 
 def class_plan(args: argparse.Namespace, loaded) -> tuple[list[int] | None, int, int | None]:
@@ -281,7 +297,8 @@ def run_sample_arrays(args: argparse.Namespace, loaded, spec) -> int:
     print(f"wrote {n} {kind} to {' and '.join(written)} ({spec.short()}){guide_words(args)}")
     if args.process or args.gif:
         chain_labels = torch.tensor(cycle) if cycle else None
-        save_array_process(loaded, args.process, args.gif, spec, chain_labels)
-        shown = [str(p) for p in (args.process, args.gif) if p is not None]
+        png = args.process or args.gif.with_suffix(".png")  # as for images: --gif alone, both
+        save_array_process(loaded, png, args.gif, spec, chain_labels)
+        shown = [str(p) for p in (png, args.gif) if p is not None]
         print(f"wrote the denoising process to {' and '.join(shown)}")
     return 0

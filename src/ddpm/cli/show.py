@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ddpm.cli.args import (
     SAMPLER_HELP,
@@ -48,26 +49,33 @@ def _data_args(p: argparse.ArgumentParser, n: int) -> None:
 
 def add_show_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="what", required=True, metavar="PICTURE")
+    for add in (_add_data, _add_forward, _add_schedules, _add_reverse, _add_curves):
+        add(sub)
 
-    def add(name: str, **kwargs) -> argparse.ArgumentParser:
-        return sub.add_parser(
-            name, prog=f"ddpm show {name}", formatter_class=HelpFormatter, **kwargs
-        )
 
-    def picture(q: argparse.ArgumentParser, default: str | None, what: str) -> None:
-        q.add_argument(
-            "--out",
-            type=output_file("image", what),
-            default=default,
-            help=f"the {what} to write (.png, .jpg, .webp or .bmp)"
-            + ("" if default else " (default: RUN/curves.png)"),
-        )
+def _add(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    return sub.add_parser(name, prog=f"ddpm show {name}", formatter_class=HelpFormatter, **kwargs)
 
-    d = add("data", help="a grid of training images", description="A grid of images.")
+
+def _picture(q: argparse.ArgumentParser, default: str | None, what: str) -> None:
+    q.add_argument(
+        "--out",
+        type=output_file("image", what),
+        default=default,
+        help=f"the {what} to write (.png, .jpg, .webp or .bmp)"
+        + ("" if default else " (default: RUN/curves.png)"),
+    )
+
+
+def _add_data(sub: Any) -> None:
+    d = _add(sub, "data", help="a grid of training images", description="A grid of images.")
     _data_args(d, 32)
-    picture(d, "data.png", "grid")
+    _picture(d, "data.png", "grid")
 
-    f = add(
+
+def _add_forward(sub: Any) -> None:
+    f = _add(
+        sub,
         "forward",
         help="the forward process on real images",
         description="Images noised by q(x_t | x_0) (Ho et al. eq. 4) at evenly spaced t: the "
@@ -80,21 +88,27 @@ def add_show_args(p: argparse.ArgumentParser) -> None:
     f.add_argument("--T", type=positive_int, default=300, help="number of diffusion steps T")
     f.add_argument("--beta-start", type=unit_float, help="default 1e-4 (not for cosine)")
     f.add_argument("--beta-end", type=unit_float, help="default 0.02 (not for cosine)")
-    picture(f, "forward.png", "picture")
+    _picture(f, "forward.png", "picture")
 
-    s = add(
+
+def _add_schedules(sub: Any) -> None:
+    s = _add(
+        sub,
         "schedules",
         help="alpha-bar and log SNR of every schedule",
         description="ᾱ_t and log SNR against t/T for linear, cosine, quadratic and sigmoid at "
         "--T steps, and the reference tutorial's linear schedule at T = 300.",
     )
     s.add_argument("--T", type=positive_int, default=1000, help="number of diffusion steps T")
-    picture(s, "schedules.png", "plot")
+    _picture(s, "schedules.png", "plot")
     s.add_argument(
         "--backend", choices=("auto", "matplotlib", "pillow"), default="auto", help=BACKEND_HELP
     )
 
-    r = add(
+
+def _add_reverse(sub: Any) -> None:
+    r = _add(
+        sub,
         "reverse",
         help="the reverse process of a trained model",
         description="Snapshots of x_t from x_T (left) to x_0 (right), one row per sample.",
@@ -122,12 +136,15 @@ def add_show_args(p: argparse.ArgumentParser) -> None:
     )
     add_device_arg(r)
     add_quiet_arg(r)
-    picture(r, "process.png", "picture")
+    _picture(r, "process.png", "picture")
     r.add_argument(
         "--gif", type=output_file("gif", "GIF"), help="also an animated GIF (default: no)"
     )
 
-    c = add(
+
+def _add_curves(sub: Any) -> None:
+    c = _add(
+        sub,
         "curves",
         help="a run's loss and FID curves",
         description="The loss curve (and the FID curve, when measured) of a training run.",
@@ -135,7 +152,7 @@ def add_show_args(p: argparse.ArgumentParser) -> None:
     c.add_argument(
         "run_dir", metavar="RUN", type=Path, help="a run folder (ddpm train's --out) or its log.csv"
     )
-    picture(c, None, "plot")
+    _picture(c, None, "plot")
     c.add_argument(
         "--backend", choices=("auto", "matplotlib", "pillow"), default="auto", help=BACKEND_HELP
     )
