@@ -12,7 +12,9 @@ from ddpm.cli.args import (
     image_size,
     json_arg,
     output_file,
+    positive_int,
     resolve_device,
+    seed_int,
     write_json,
 )
 from ddpm.data.images import parse_size
@@ -30,6 +32,13 @@ def add_fid_stats_args(p: argparse.ArgumentParser) -> None:
     )
     add_resize_arg(g)
     add_split_arg(g)
+    g.add_argument(
+        "--n",
+        type=positive_int,
+        help="statistics of N images drawn at random (by --seed) instead of all: a quick "
+        "reference on a CPU (default: all)",
+    )
+    g.add_argument("--seed", type=seed_int, default=0, help="which N images --n draws")
     group(p, "output").add_argument(
         "-o",
         "--out",
@@ -50,13 +59,15 @@ def run_fid_stats(args: argparse.Namespace) -> int:
         load_inception,
         save_stats,
     )
+    from ddpm.eval.nll import select_images
 
     t0 = time.perf_counter()
     find_inception(args.inception)  # before the images are read
     size = parse_size(args.image_size) if args.image_size else None
     data = load_fid_images(args.data, size, args.resize, split=args.split, progress=not args.quiet)
+    images = select_images(data, args.n, args.seed)
     net = load_inception(args.inception, resolve_device(args.device))
-    stats = images_stats(net, data.images, args.fid_batch_size, progress=not args.quiet)
+    stats = images_stats(net, images, args.fid_batch_size, progress=not args.quiet)
     save_stats(stats, args.out)
     H, W = data.image_size
     print(
