@@ -31,7 +31,7 @@ from ddpm.sampling.guidance import (
     guided,
 )
 from ddpm.sampling.spec import SamplingSpec
-from ddpm.train import TrainConfig, setup, train, train_step
+from ddpm.train import StopAfter, TrainConfig, setup, train, train_step
 from test_evaluate import FakeInception
 
 pytestmark = pytest.mark.usefixtures("tiny_preset")
@@ -375,7 +375,7 @@ def test_conditional_stop_and_resume_equals_an_uninterrupted_run_and_checks_clas
     data = two_colours()
     full = train(tiny_config(tmp_path / "a", steps=8, cond_drop=0.5), data=data, progress=False)
     cfg = tiny_config(tmp_path / "b", steps=8, cond_drop=0.5)
-    train(cfg, data=data, progress=False, stop_after=3)
+    train(cfg, data=data, progress=False, hooks=[StopAfter(3)])
     resumed = train(cfg, data=data, progress=False, resume="auto")
     a, b = (C.load_checkpoint(r.last_checkpoint) for r in (full, resumed))
     for name in a["ema"]:  # the label coin flips come from the saved noise generator

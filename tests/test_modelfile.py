@@ -12,7 +12,7 @@ from ddpm.io import checkpoint as C
 from ddpm.io.interchange import export_model
 from ddpm.models.presets import PRESETS, ModelSpec
 from ddpm.sampling.generate import load_model
-from ddpm.train import TrainConfig, train
+from ddpm.train import StopAfter, TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("tiny_preset")
 
@@ -38,7 +38,7 @@ def tiny_config(tmp_path, **kw) -> TrainConfig:
 
 def test_a_checkpoint_written_before_the_new_unet_fields_loads_and_resumes(tmp_path, blobs):
     cfg = tiny_config(tmp_path)
-    first = train(cfg, data=blobs, progress=False, stop_after=2)
+    first = train(cfg, data=blobs, progress=False, hooks=[StopAfter(2)])
     ckpt = C.load_checkpoint(first.last_checkpoint)
     assert all(k in ckpt["model_config"] for k in NEW_FIELDS)
     for k in NEW_FIELDS:  # as a checkpoint of the previous version has it

@@ -8,7 +8,7 @@ from conftest import tiny_config
 from ddpm.errors import ConfigError
 from ddpm.io import checkpoint as C
 from ddpm.sampling.generate import load_model
-from ddpm.train import EMA, TrainConfig, train
+from ddpm.train import EMA, StopAfter, TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("tiny_preset")
 
@@ -40,7 +40,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, blobs):
 def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, blobs):
     full = train(tiny_config(tmp_path / "a"), data=blobs, progress=False)
     cfg = tiny_config(tmp_path / "b")
-    part = train(cfg, data=blobs, progress=False, stop_after=7)
+    part = train(cfg, data=blobs, progress=False, hooks=[StopAfter(7)])
     assert part.stopped_early and part.step == 7
     resumed = train(cfg, data=blobs, progress=False, resume="auto")
     assert resumed.step == 20
@@ -71,10 +71,29 @@ def test_resume_with_another_shape_is_refused(tmp_path, blobs):
         train(tiny_config(tmp_path, steps=10), data=bigger, progress=False, resume="auto")
 
 
-def test_nan_steps_are_skipped_and_counted(tmp_path, blobs):
+def poison_batches(monkeypatch, steps: set[int]) -> None:
+    """The batches of these steps (0-based) become NaN, as a diverging run's losses would: the
+    loop's step (ddpm.train.loop.make_step) is wrapped."""
+    from ddpm.train import loop
+
+    real = loop.make_step
+
+    def make_step(state, *args, **kwargs):
+        step = real(state, *args, **kwargs)
+
+        def poisoned(x_0, y):
+            return step(x_0 * float("nan") if state.step in steps else x_0, y)
+
+        return poisoned
+
+    monkeypatch.setattr(loop, "make_step", make_step)
+
+
+def test_nan_steps_are_skipped_and_counted(tmp_path, blobs, monkeypatch):
     cfg = tiny_config(tmp_path, steps=10, checkpoint_every=100)
     clean = train(tiny_config(tmp_path / "clean", steps=10), data=blobs, progress=False)
-    result = train(cfg, data=blobs, progress=False, inject_nan_at={3, 4})
+    poison_batches(monkeypatch, {3, 4})
+    result = train(cfg, data=blobs, progress=False)
     assert result.nonfinite_total == 2
     ckpt = C.load_checkpoint(result.last_checkpoint)
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
@@ -82,12 +101,13 @@ def test_nan_steps_are_skipped_and_counted(tmp_path, blobs):
     assert clean.nonfinite_total == 0
 
 
-def test_too_many_nans_in_a_row_stop_with_the_last_checkpoint_intact(tmp_path, blobs):
+def test_too_many_nans_in_a_row_stop_with_the_last_checkpoint_intact(tmp_path, blobs, monkeypatch):
     from ddpm.train import NonFiniteError
 
     cfg = tiny_config(tmp_path, steps=40, max_nonfinite=5, checkpoint_every=10)
+    poison_batches(monkeypatch, set(range(12, 40)))
     with pytest.raises(NonFiniteError, match="consecutive"):
-        train(cfg, data=blobs, progress=False, inject_nan_at=set(range(12, 40)))
+        train(cfg, data=blobs, progress=False)
     found = C.list_checkpoints(tmp_path / "run")
     assert found[-1].name == "ckpt-0000010.pt"
     ckpt = C.load_checkpoint(found[-1])
@@ -156,9 +176,9 @@ def test_a_time_limited_decay_spans_the_budget_left_after_the_warm_up(tmp_path, 
     """The first step stands in for a compile that takes half of a 3-second budget: the cosine
     decay starts when the warm-up is over, so the steps after it run at about the full rate
     (they ran at half of it when the decay counted the compile), and still ends near zero."""
-    from ddpm.train import loop
+    from ddpm.train import backend
 
-    real, calls = loop.train_step, []
+    real, calls = backend.train_step, []
 
     def compiling_first(*args, **kwargs):
         calls.append(1)
@@ -166,7 +186,7 @@ def test_a_time_limited_decay_spans_the_budget_left_after_the_warm_up(tmp_path, 
             time.sleep(1.5)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "train_step", compiling_first)
+    monkeypatch.setattr(backend, "train_step", compiling_first)
     cfg = tiny_config(
         tmp_path,
         steps=100_000,
@@ -236,7 +256,7 @@ def test_vlb_with_importance_sampling_resumes_exactly(tmp_path, blobs):
     kw = dict(T=10, loss="vlb", learn_sigma=True, checkpoint_every=12)
     full = train(tiny_config(tmp_path / "a", **kw), data=blobs, progress=False)
     cfg = tiny_config(tmp_path / "b", **kw)
-    part = train(cfg, data=blobs, progress=False, stop_after=12)
+    part = train(cfg, data=blobs, progress=False, hooks=[StopAfter(12)])
     saved = C.load_checkpoint(part.last_checkpoint)["timesteps"]
     assert bool((saved["seen"][:10] >= 10).all())  # warmed up: t is importance-sampled now
     resumed = train(cfg, data=blobs, progress=False, resume="auto")

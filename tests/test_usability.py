@@ -387,7 +387,7 @@ def test_picture_plan_keeps_the_sampler_when_it_fits_and_cuts_its_steps_when_not
 def test_a_one_step_run_on_a_slow_device_draws_short_chains(tmp_path, capsys, monkeypatch):
     """`ddpm train --steps 1` with T = 1000 where a network call takes 1 s: no long chain
     (the grid and the chain each get the 30 s floor: DDIM with 30 steps, not 50)."""
-    import ddpm.train.loop as loop
+    import ddpm.train.pictures as pictures
 
     calls = []
 
@@ -397,7 +397,7 @@ def test_a_one_step_run_on_a_slow_device_draws_short_chains(tmp_path, capsys, mo
 
     slow = lambda *args, **kwargs: 1.0  # noqa: E731
     monkeypatch.setattr(gen_mod, "sample", recording)  # the one path every picture takes
-    for module in (loop, gen_mod):
+    for module in (pictures, gen_mod):
         monkeypatch.setattr(module, "seconds_per_evaluation", slow)
     argv = ["train", "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--T", "1000"]
     code, out, err = run(capsys, [*argv, "--out", str(tmp_path / "run"), "--quiet"])
@@ -409,10 +409,10 @@ def test_a_one_step_run_on_a_slow_device_draws_short_chains(tmp_path, capsys, mo
 
 
 def test_the_asked_sampler_is_kept_when_the_device_is_fast(tmp_path, capsys, monkeypatch):
-    import ddpm.train.loop as loop
+    import ddpm.train.pictures as pictures
 
     fast = lambda *args, **kwargs: 1e-4  # noqa: E731
-    for module in (loop, gen_mod):
+    for module in (pictures, gen_mod):
         monkeypatch.setattr(module, "seconds_per_evaluation", fast)
     argv = ["train", "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--T", "1000"]
     code, out, err = run(capsys, [*argv, "--out", str(tmp_path / "run"), "--quiet"])

@@ -4,22 +4,20 @@
 - `state`: the model, EMA, optimizer and generators, built from a config and checkpointed;
 - `step`: one optimisation step (`train_step`) with the non-finite guard;
 - `log`: the CSV log and the run's summary;
-- `loop`: `train`, which runs the steps and does the periodic work (grids, FID, checkpoints);
+- `backend`: the step a run takes (eager, compiled, one CUDA graph, DDP), chosen in one place;
+- `budget`: the run's clock: the time budget, snapshot marks and stop requests, agreed by all;
+- `hooks`: the periodic work after a step (loss log, grids, FID, snapshots, checkpoints);
+- `pictures`: the sample grids a run draws, and how they sample;
+- `loop`: `train`, which runs the steps and asks the hooks;
 - `distributed`: several processes under torchrun (DDP): each one's slice of the global batch.
 """
 
+from ddpm.train.budget import StopRequested
 from ddpm.train.config import TrainConfig, build_schedule, ema_decay_at, lr_at, resolve_device
+from ddpm.train.hooks import Hook, NonFiniteError, StopAfter
 from ddpm.train.log import Log, describe
-from ddpm.train.loop import (
-    PICTURE_FLOOR_S,
-    NonFiniteError,
-    StopRequested,
-    TrainResult,
-    grid_spec,
-    picture_budget,
-    sample_grid,
-    train,
-)
+from ddpm.train.loop import TrainResult, train
+from ddpm.train.pictures import PICTURE_FLOOR_S, grid_spec, picture_budget, sample_grid
 from ddpm.train.state import (
     EMA,
     TrainState,
@@ -36,8 +34,10 @@ from ddpm.train.step import train_step
 __all__ = [
     "EMA",
     "PICTURE_FLOOR_S",
+    "Hook",
     "Log",
     "NonFiniteError",
+    "StopAfter",
     "StopRequested",
     "TrainConfig",
     "TrainResult",

@@ -37,6 +37,12 @@ class Log:
                 self.rows = list(csv.DictReader(f))
         self.fields = ["step", "loss", "lr", "img_per_s", "nonfinite", "seconds", "fid"]
 
+    @classmethod
+    def open(cls, cfg: TrainConfig, start_step: int, resumed: bool, write: bool = True) -> Log:
+        """The log of the run in cfg.out (log.csv, and TensorBoard with cfg.tensorboard)."""
+        tensorboard = TensorBoard.open(cfg, start_step) if cfg.tensorboard and write else None
+        return cls(Path(cfg.out) / "log.csv", resumed, tensorboard, write)
+
     def add(self, step: int, **values: Any) -> None:
         # a resumed run rewrites whatever was logged after its checkpoint
         self.rows = [r for r in self.rows if int(r["step"]) < step]

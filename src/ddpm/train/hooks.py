@@ -1,0 +1,303 @@
+"""The periodic work around the training steps, each job a hook: the loss log, the sample grids,
+the FID check, snapshots and checkpoints. A hook is asked after every step whether it is `due`
+(by default every `every` steps and at the run's last step); `on_step` then does its work, and
+`on_end` runs once after the last step. `train(..., hooks=[...])` runs extra hooks before these.
+
+Under torchrun every process runs the same hooks at the same steps (the FID sampling is shared);
+only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.io import checkpoint as ckpt_io
+from ddpm.progress import Progress
+from ddpm.sampling.spec import SamplingSpec
+from ddpm.train.config import TrainConfig, lr_at
+from ddpm.train.distributed import Dist
+from ddpm.train.log import Log
+from ddpm.train.pictures import grid_spec, picture_budget, sample_grid
+from ddpm.train.state import (
+    TrainState,
+    checkpoint_dict,
+    checkpoint_path,
+    save_checkpoint,
+    snapshot_dict,
+)
+
+
+@dataclass
+class At:
+    """Where the run stands after a step, as every hook sees it."""
+
+    step: int  # steps done (state.step)
+    steps: int  # the step the run ends at (cfg.steps)
+    loss: Tensor  # this step's loss, on the device: read back only when logged
+    ok: Tensor  # the step was taken (a finite loss and gradient), on the device
+    seconds: float  # on the run's clock (data decoding excluded)
+    out_of_time: bool  # the time budget is spent (agreed by all processes)
+    stop: bool = False  # a stop request: checkpoint and end at this step (a hook may set it)
+    snapshot: float | None = None  # the snapshot mark (minutes) passed at this step
+
+    @property
+    def last(self) -> bool:
+        """The run's last step. A spent time budget ends the run as its last step would (grids,
+        FID and all); a stop request does not."""
+        return self.step == self.steps or (self.out_of_time and not self.stop)
+
+
+class Hook:
+    """Work done every `every` steps and at the last one; override `due` for another rhythm.
+    An extra hook must be due at the same steps on every process."""
+
+    every: int = 1
+
+    def due(self, at: At) -> bool:
+        return at.step % self.every == 0 or at.last
+
+    def on_step(self, state: TrainState, at: At) -> None:
+        pass
+
+    def on_end(self) -> None:
+        pass
+
+
+@dataclass
+class Run:
+    """What the hooks share: the run's settings, the model's description (for checkpoints) and
+    where it reports."""
+
+    cfg: TrainConfig
+    schedule: NoiseSchedule
+    arch: str
+    model_cfg: dict
+    dist: Dist
+    log: Log
+    bar: Progress
+    progress: bool = False  # show the grids' sampling
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    def checkpoint(self, state: TrainState) -> dict:
+        return checkpoint_dict(state, self.cfg, self.arch, self.model_cfg)
+
+
+class StopAfter(Hook):
+    """Stop at `step`, as a signal would: a checkpoint, and no last grid."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def due(self, at: At) -> bool:
+        return at.step >= self.step
+
+    def on_step(self, state: TrainState, at: At) -> None:
+        at.stop = True
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+class LossLog(Hook):
+    """The mean loss, learning rate, throughput and skipped steps to log.csv (and TensorBoard)
+    and the progress bar every `log_every` steps; in between the sums stay on the device.
+    `max_nonfinite` skipped steps in a row stop the run (NonFiniteError)."""
+
+    def __init__(self, run: Run, checkpoints: Checkpoints, step: int):
+        self.run, self.checkpoints = run, checkpoints
+        device = run.dist.device
+        self.loss_sum = torch.zeros((), device=device)
+        self.ok_count = torch.zeros((), device=device)
+        self.streak = torch.zeros((), device=device)  # current streak of skipped steps
+        self.worst = torch.zeros((), device=device)
+        self.t_last, self.step_last = time.perf_counter(), step
+        self.losses: list[tuple[int, float]] = []
+
+    def on_step(self, state: TrainState, at: At) -> None:
+        self.loss_sum += torch.where(at.ok, at.loss.float(), 0.0)
+        self.ok_count += at.ok
+        self.streak = (self.streak + 1) * (~at.ok)
+        self.worst = torch.maximum(self.worst, self.streak)
+        if at.step % self.run.cfg.log_every == 0 or at.last:
+            self.write(state, at.step)
+
+    def write(self, state: TrainState, step: int) -> None:
+        cfg, log, bar = self.run.cfg, self.run.log, self.run.bar
+        self.run.dist.mean_(self.loss_sum)  # each process summed the mean loss of its rows
+        n_ok, total, worst = int(self.ok_count), float(self.loss_sum), int(self.worst)
+        state.nonfinite_total += (step - self.step_last) - n_ok
+        dt = time.perf_counter() - self.t_last
+        mean = total / n_ok if n_ok else float("nan")
+        img_s = (step - self.step_last) * cfg.batch_size / max(dt, 1e-9)
+        log.add(
+            step,
+            loss=f"{mean:.6g}",
+            lr=f"{lr_at(cfg, step - 1, state.time_fraction):.3g}",
+            img_per_s=f"{img_s:.1f}",
+            nonfinite=state.nonfinite_total,
+            seconds=f"{dt:.2f}",
+        )
+        self.losses.append((step, mean))
+        bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{img_s:.0f}")
+        if worst >= cfg.max_nonfinite:
+            bar.close()
+            log.close()
+            raise NonFiniteError(
+                f"{worst} consecutive steps had a non-finite loss or gradient (by step "
+                f"{step}); stopped. The last good checkpoint is "
+                f"{self.checkpoints.last or 'not written yet'}. Try a lower --lr or --no-bf16."
+            )
+        self.loss_sum.zero_(), self.ok_count.zero_(), self.worst.zero_()
+        self.t_last, self.step_last = time.perf_counter(), step
+
+    def on_end(self) -> None:
+        self.run.log.close()
+        self.run.log.plot(self.run.out / "loss.png")
+
+
+class Grids(Hook):
+    """A sample grid every `sample_every` steps (`ddpm.train.pictures.sample_grid`), given at
+    most cfg.picture_budget of the training time since the previous one. Every process keeps
+    the clock of training time without the grids; rank 0 draws them."""
+
+    def __init__(self, run: Run):
+        self.run, self.every = run, run.cfg.sample_every
+        self.train_seconds = 0.0  # wall-clock time of the run without its sample grids
+        self.last_grid: SamplingSpec | None = None  # how the last grid was drawn
+        self.t_grid = time.perf_counter()  # the end of the previous grid (or the start)
+
+    def on_step(self, state: TrainState, at: At) -> None:
+        run = self.run
+        elapsed = time.perf_counter() - self.t_grid
+        self.train_seconds += elapsed
+        if run.dist.is_main:
+            path = run.out / "samples" / f"step-{at.step:07d}.png"
+            budget = picture_budget(run.cfg, elapsed)
+            grid, self.last_grid = sample_grid(
+                state, run.schedule, run.cfg, state.shape, path, budget, run.progress
+            )
+            if grid is not None:
+                run.log.grid(at.step, grid)
+            state.model.train()
+        self.t_grid = time.perf_counter()
+
+
+def make_fid_evaluator(cfg: TrainConfig, dist: Dist):
+    """The FID check of `--eval-every` (ddpm.eval.evaluate.TrainingFID), loaded before training so
+    that a bad statistics or network file stops the run at once. Under DDP every process
+    samples its share of the images."""
+    from ddpm.eval.evaluate import TrainingFID
+
+    # as `ddpm eval --sampler S --steps K` scores the checkpoint: its default eta is 0
+    settings = grid_spec(cfg, cfg.T).replace(eta=0.0)
+    assert cfg.fid_stats is not None
+    return TrainingFID(cfg.fid_stats, cfg.eval_n, dist.device, cfg.inception, settings, dist)
+
+
+class FIDCheck(Hook):
+    """FID of the EMA weights every `eval_every` steps, logged beside the loss; best.pt is
+    written (by rank 0) when it improves. Every process gets the same value, so best_metric
+    stays the same on all."""
+
+    def __init__(self, run: Run, evaluator):
+        self.run, self.evaluator = run, evaluator
+        self.every = run.cfg.eval_every
+        self.fids: list[tuple[int, float]] = []  # (step, FID)
+
+    def on_step(self, state: TrainState, at: At) -> None:
+        run, cfg = self.run, self.run.cfg
+        fid = self.evaluator(state.ema.model, run.schedule, cfg.prediction, state.shape, at.step)
+        run.log.set(at.step, fid=f"{fid:.4f}")
+        if state.best_metric is None or fid < state.best_metric:
+            state.best_metric = fid
+            if run.dist.is_main:
+                ckpt_io.atomic_save(run.checkpoint(state), run.out / "best.pt")
+        self.fids.append((at.step, fid))
+        if run.dist.is_main:
+            run.bar.write(f"step {at.step}: FID {fid:.2f} ({cfg.eval_n} samples)")
+
+
+class Snapshots(Hook):
+    """Sampling-only checkpoints (`snapshot-<m>min.pt`: weights and EMAs, no optimizer) at the
+    minutes of training wall-clock of cfg.snapshot_minutes (`ddpm.train.budget.Budget` says
+    when), for a curve of quality against training time from one run. The copy to host memory
+    happens in the loop; the file is written by a background thread."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.threads: list[threading.Thread] = []
+
+    def due(self, at: At) -> bool:
+        return at.snapshot is not None
+
+    def on_step(self, state: TrainState, at: At) -> None:
+        run = self.run
+        data = snapshot_dict(state, run.cfg, run.arch, run.model_cfg)
+        data["minutes"] = at.seconds / 60
+        path = run.out / f"snapshot-{at.snapshot:g}min.pt"
+        thread = threading.Thread(target=ckpt_io.atomic_save, args=(data, path), daemon=False)
+        thread.start()
+        self.threads.append(thread)
+
+    def on_end(self) -> None:
+        for t in self.threads:
+            t.join()
+
+
+class Checkpoints(Hook):
+    """A checkpoint every `checkpoint_every` steps, at the last step and at a stop request,
+    written by rank 0 (the others keep its path); the oldest beyond keep_checkpoints go."""
+
+    def __init__(self, run: Run):
+        self.run, self.every = run, run.cfg.checkpoint_every
+        self.last: Path | None = None
+
+    def due(self, at: At) -> bool:
+        return super().due(at) or at.stop
+
+    def on_step(self, state: TrainState, at: At) -> None:
+        run = self.run
+        if run.dist.is_main:
+            self.last = save_checkpoint(state, run.cfg, run.arch, run.model_cfg)
+        else:
+            self.last = checkpoint_path(run.cfg, state.step)
+
+
+@dataclass
+class Standard:
+    """The hooks every run has, in the order they run (FID and snapshots where asked for)."""
+
+    snapshots: Snapshots | None
+    loss_log: LossLog
+    grids: Grids
+    fid: FIDCheck | None
+    checkpoints: Checkpoints
+    extra: list[Hook] = field(default_factory=list)  # run before these
+
+    @classmethod
+    def make(cls, run: Run, evaluator, step: int, extra=()) -> Standard:
+        checkpoints = Checkpoints(run)
+        main_snapshots = run.dist.is_main and run.cfg.snapshot_minutes
+        return cls(
+            Snapshots(run) if main_snapshots else None,
+            LossLog(run, checkpoints, step),
+            Grids(run),
+            FIDCheck(run, evaluator) if evaluator is not None else None,
+            checkpoints,
+            list(extra),
+        )
+
+    def all(self) -> list[Hook]:
+        found = [self.snapshots, self.loss_log, self.grids, self.fid, self.checkpoints]
+        return [*self.extra, *(h for h in found if h is not None)]
