@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddpm.data.images import load_dataset
-from ddpm.sampling.generate import generate, load_model
+from ddpm.sampling.generate import generate
+from ddpm.sampling.loaded import load_model
 from ddpm.sampling.samplers import SAMPLERS
 from ddpm.sampling.spec import SamplingSpec
 

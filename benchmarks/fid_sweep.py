@@ -44,14 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from ddpm.cli.args import interval
 from ddpm.eval.evaluate import load_inception, load_stats, model_stats
 from ddpm.eval.fid import fid_from_stats
-from ddpm.sampling.generate import (
-    Loaded,
-    evaluations,
-    generate,
-    load_model,
-    speed_up,
-    with_guidance,
-)
+from ddpm.sampling.generate import evaluations, generate
+from ddpm.sampling.loaded import Loaded, load_model, speed_up, with_guidance
 from ddpm.sampling.spec import SamplingSpec
 from ddpm.viz.grids import save_grid
 

@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from ddpm.data.images import ImageDataset, load_dataset, to_uint8
 from ddpm.eval.evaluate import load_inception, load_stats
 from ddpm.eval.fid import FIDStats, StatsAccumulator, features, fid_from_stats
-from ddpm.sampling.generate import Loaded, generate, load_model, speed_up
+from ddpm.sampling.generate import generate
+from ddpm.sampling.loaded import Loaded, load_model, speed_up
 from ddpm.sampling.samplers import SAMPLERS
 from ddpm.sampling.spec import SamplingSpec
 

@@ -7,7 +7,7 @@ memory, after one warm-up run of the same batch size (which includes compilation
 
 Ours goes through the library's own path (`ddpm.sampling.generate.generate`: per-image seeds, the
 schedule's coefficients read once on the host) with the speed features of
-`ddpm.sampling.generate.speed_up`. diffusers runs as its pipelines do: `UNet2DModel` +
+`ddpm.sampling.loaded.speed_up`. diffusers runs as its pipelines do: `UNet2DModel` +
 `DDIMScheduler` / `DDPMScheduler` in a loop; "bf16" is its pipelines' `torch_dtype=torch.bfloat16`
 (weights and latents in bf16), "bf16+CL+compile" adds channels-last and `torch.compile`.
 
@@ -43,7 +43,8 @@ from common import (
 from ddpm.data.images import to_uint8
 from ddpm.diffusion.schedule import make_schedule
 from ddpm.models.presets import build_model, preset
-from ddpm.sampling.generate import Loaded, generate, speed_up
+from ddpm.sampling.generate import generate
+from ddpm.sampling.loaded import Loaded, speed_up
 from ddpm.speed import compile_model, use_channels_last
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

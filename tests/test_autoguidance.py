@@ -12,8 +12,9 @@ from ddpm.diffusion.schedule import make_schedule
 from ddpm.errors import ConfigError
 from ddpm.eval.evaluate import load_stats, model_fid
 from ddpm.models.unet import UNet, UNetConfig
-from ddpm.sampling.generate import evaluations, generate, load_model, with_guidance
+from ddpm.sampling.generate import evaluations, generate
 from ddpm.sampling.guidance import autoguided, interval_timesteps, limited
+from ddpm.sampling.loaded import load_model, with_guidance
 from ddpm.sampling.spec import SamplingSpec
 from ddpm.train import train
 from test_conditioning import error_line, randomised

@@ -13,7 +13,8 @@ from ddpm.cli import main
 from ddpm.data import toys
 from ddpm.eval import arrays as evaluate_arrays
 from ddpm.models.presets import PRESETS, ModelSpec
-from ddpm.sampling.generate import generate, load_model
+from ddpm.sampling.generate import generate
+from ddpm.sampling.loaded import load_model
 from ddpm.train import TrainConfig, train
 
 TINY_MLP = {"width": 64, "num_blocks": 2, "hidden_mult": 2}

@@ -21,7 +21,7 @@ from ddpm.eval.evaluate import load_stats, model_fid
 from ddpm.io import checkpoint as C
 from ddpm.models.tutorial_unet import TutorialUNet, TutorialUNetConfig
 from ddpm.models.unet import UNet, UNetConfig
-from ddpm.sampling.generate import generate, load_model
+from ddpm.sampling.generate import generate
 from ddpm.sampling.guidance import (
     class_index,
     class_weights,
@@ -30,6 +30,7 @@ from ddpm.sampling.guidance import (
     drop_labels,
     guided,
 )
+from ddpm.sampling.loaded import load_model
 from ddpm.sampling.spec import SamplingSpec
 from ddpm.train import StopAfter, TrainConfig, setup, train, train_step
 from test_evaluate import FakeInception

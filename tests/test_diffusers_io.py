@@ -24,7 +24,8 @@ from ddpm.io.diffusers_convert import (
 from ddpm.io.modelfile import ModelFile
 from ddpm.models.presets import PRESETS, build_model, count_parameters, full_config
 from ddpm.models.unet import UNet, UNetConfig
-from ddpm.sampling.generate import generate, load_model
+from ddpm.sampling.generate import generate
+from ddpm.sampling.loaded import load_model
 from test_evaluate import fake_inception  # noqa: F401  (a fixture)
 
 diffusers = pytest.importorskip("diffusers")

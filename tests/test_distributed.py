@@ -388,7 +388,7 @@ def fid_stats(dist=None):
     from ddpm.eval import evaluate
     from ddpm.eval.evaluate import model_stats
     from ddpm.models.presets import build_model
-    from ddpm.sampling.generate import Loaded
+    from ddpm.sampling.loaded import Loaded
     from ddpm.sampling.spec import SamplingSpec
     from test_evaluate import FakeInception
 

@@ -20,7 +20,7 @@ from ddpm.eval import evaluate
 from ddpm.eval.evaluate import load_stats
 from ddpm.eval.nll import model_nll, select_images
 from ddpm.io import checkpoint as C
-from ddpm.sampling.generate import load_model
+from ddpm.sampling.loaded import load_model
 
 
 class FakeInception(nn.Module):

@@ -11,7 +11,7 @@ from ddpm.cli import main
 from ddpm.io import checkpoint as C
 from ddpm.io.interchange import export_model
 from ddpm.models.presets import PRESETS, ModelSpec
-from ddpm.sampling.generate import load_model
+from ddpm.sampling.loaded import load_model
 from ddpm.train import StopAfter, TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("tiny_preset")

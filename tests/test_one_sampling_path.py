@@ -12,7 +12,8 @@ import ddpm
 from conftest import tiny_config
 from ddpm.cli import main
 from ddpm.eval import evaluate
-from ddpm.sampling.generate import chain_snapshots, generate, load_model, with_guidance
+from ddpm.sampling.generate import chain_snapshots, generate
+from ddpm.sampling.loaded import load_model, with_guidance
 from ddpm.sampling.samplers import SAMPLERS
 from ddpm.sampling.spec import SamplingSpec
 from ddpm.train import grid_spec, train

@@ -15,7 +15,7 @@ from ddpm.diffusion.schedule import make_schedule
 from ddpm.diffusion.timesteps import LogNormalTimesteps, UniformTimesteps
 from ddpm.errors import ConfigError
 from ddpm.models.unet import PRESETS, ResBlock, build_model
-from ddpm.sampling.generate import load_model
+from ddpm.sampling.loaded import load_model
 from ddpm.train import EMA, TrainConfig, train
 from ddpm.train.config import power_ema_beta, power_ema_exponent
 from ddpm.train.recipes import RECIPES, Recipe, sampling_advice

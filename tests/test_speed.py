@@ -22,7 +22,8 @@ from ddpm.errors import ConfigError
 from ddpm.models.layers import Attention, ResBlock
 from ddpm.models.tutorial_unet import TutorialUNet, TutorialUNetConfig
 from ddpm.models.unet import UNet, UNetConfig
-from ddpm.sampling.generate import Loaded, generate, speed_up
+from ddpm.sampling.generate import generate
+from ddpm.sampling.loaded import Loaded, speed_up
 from ddpm.sampling.samplers import ddim_sample, ddpm_sample
 from ddpm.train import EMA, TrainConfig, TrainState, make_optimizer, train_step
 

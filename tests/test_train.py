@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_config
 from ddpm.errors import ConfigError
 from ddpm.io import checkpoint as C
-from ddpm.sampling.generate import load_model
+from ddpm.sampling.loaded import load_model
 from ddpm.train import EMA, StopAfter, TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("tiny_preset")

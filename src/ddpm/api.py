@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ddpm.sampling.generate import Loaded, generate, load_model
+from ddpm.sampling.generate import generate
+from ddpm.sampling.loaded import Loaded, load_model
 from ddpm.sampling.spec import SamplingSpec
 from ddpm.speed import set_cpu_threads
 from ddpm.train.config import resolve_device

@@ -356,8 +356,8 @@ def sampling_spec(args: argparse.Namespace):
 
 
 def fast_path(loaded, args: argparse.Namespace):
-    """`loaded` with the speed flags applied (see ddpm.sampling.generate.speed_up)."""
-    from ddpm.sampling.generate import speed_up
+    """`loaded` with the speed flags applied (see ddpm.sampling.loaded.speed_up)."""
+    from ddpm.sampling.loaded import speed_up
 
     device = next(loaded.model.parameters()).device
     compile_ = device.type == "cuda" if args.compile is None else args.compile
@@ -436,8 +436,8 @@ def guide_words(args: argparse.Namespace) -> str:
 
 def guided_by(loaded, args: argparse.Namespace):
     """`loaded` with the guide and interval that --guide-model, --guide-ema and
-    --guidance-interval ask for (`ddpm.sampling.generate.with_guidance`), on the model's device."""
-    from ddpm.sampling.generate import load_model, with_guidance
+    --guidance-interval ask for (`ddpm.sampling.loaded.with_guidance`), on the model's device."""
+    from ddpm.sampling.loaded import load_model, with_guidance
 
     path = guide_path(args)
     if path is None and args.guidance_interval is None:

@@ -181,7 +181,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace, dist: Dist) -> int:
     from ddpm.eval.evaluate import find_inception, load_inception, load_stats
-    from ddpm.sampling.generate import load_model
+    from ddpm.sampling.loaded import load_model
 
     device, main = dist.device, dist.is_main
     reference = load_stats(args.fid_stats) if args.fid_stats is not None else None

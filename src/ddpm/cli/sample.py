@@ -177,13 +177,8 @@ def class_plan(args: argparse.Namespace, loaded) -> tuple[list[int] | None, int,
 def run_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from ddpm.sampling.generate import (
-        denoising_process,
-        generate,
-        load_model,
-        resolve,
-        save_process,
-    )
+    from ddpm.sampling.generate import denoising_process, generate, resolve, save_process
+    from ddpm.sampling.loaded import load_model
     from ddpm.viz.grids import save_grid, save_images
 
     loaded = load_model(args.checkpoint, resolve_device(args.device), args.raw_weights, args.ema)

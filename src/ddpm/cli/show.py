@@ -187,7 +187,8 @@ def run_show(args: argparse.Namespace) -> int:
         plot(show.schedule_panels(args.T), args.out, args.backend)
         path = args.out
     elif args.what == "reverse":
-        from ddpm.sampling.generate import denoising_process, load_model, save_process
+        from ddpm.sampling.generate import denoising_process, save_process
+        from ddpm.sampling.loaded import load_model
 
         loaded = load_model(args.checkpoint, resolve_device(args.device))
         if args.steps is not None and args.steps > loaded.schedule.T:

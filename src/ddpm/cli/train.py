@@ -605,11 +605,11 @@ def final_pictures(cfg, result, chain: bool, progress: bool, device=None) -> lis
     `device` None means cfg.device."""
     from ddpm.sampling.generate import (
         denoising_process,
-        load_model,
         picture_plan,
         save_process,
         seconds_per_evaluation,
     )
+    from ddpm.sampling.loaded import load_model
     from ddpm.train import grid_spec, picture_budget
     from ddpm.viz.grids import enlarge
 

@@ -22,7 +22,8 @@ from ddpm.data import toys
 from ddpm.data.arrays import ArrayDataset
 from ddpm.eval import distances as metrics
 from ddpm.eval.tstr import TSTRResult, tstr
-from ddpm.sampling.generate import Loaded, generate
+from ddpm.sampling.generate import generate
+from ddpm.sampling.loaded import Loaded
 from ddpm.sampling.spec import SamplingSpec
 
 DEFAULT_N = 2000  # rows per compared set (at most the data's)

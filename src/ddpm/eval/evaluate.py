@@ -38,7 +38,8 @@ from ddpm.eval.fid import (
     fid_from_stats,
 )
 from ddpm.progress import Progress
-from ddpm.sampling.generate import Loaded, generate, resolve
+from ddpm.sampling.generate import generate, resolve
+from ddpm.sampling.loaded import Loaded
 from ddpm.sampling.spec import SamplingSpec
 
 if TYPE_CHECKING:  # the processes of a torchrun job; passed in, never imported at run time

@@ -18,7 +18,8 @@ from ddpm.diffusion.likelihood import VARIANCES, bits_per_dim, strata
 from ddpm.diffusion.process import respace_model
 from ddpm.errors import FIDError
 from ddpm.progress import Progress
-from ddpm.sampling.generate import Loaded, counted
+from ddpm.sampling.generate import counted
+from ddpm.sampling.loaded import Loaded
 
 
 @dataclass

@@ -9,7 +9,7 @@ Three kinds of file hold a model we can sample from:
   parameterisation). It loads without pickle at all and is the artefact to share;
 - a diffusers `UNet2DModel` folder (`ddpm.io.diffusers`).
 
-Each is read into a `ModelFile`; `ddpm.sampling.generate.load_model` builds the network from it.
+Each is read into a `ModelFile`; `ddpm.sampling.loaded.load_model` builds the network from it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ the time grid, the guidance weight, the seed and the batch. `ddpm sample`, `ddpm
 the same image everywhere.
 
 The model side of guidance (the autoguidance guide, the guidance interval) belongs to the
-model being sampled (`ddpm.sampling.generate.with_guidance`); the weight w is the spec's.
+model being sampled (`ddpm.sampling.loaded.with_guidance`); the weight w is the spec's.
 """
 
 from __future__ import annotations
