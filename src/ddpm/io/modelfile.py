@@ -95,7 +95,8 @@ def from_checkpoint(
 
 
 def classes(d: dict[str, Any]) -> dict[str, Any]:
-    """class_names and class_counts of a checkpoint or description (absent before issue 12)."""
+    """class_names and class_counts of a checkpoint or description (None for an
+    unconditional model, and for files written before classes were recorded)."""
     names, counts = d.get("class_names"), d.get("class_counts")
     return {
         "class_names": [str(c) for c in names] if names is not None else None,
