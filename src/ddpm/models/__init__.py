@@ -1,2 +1,3 @@
-"""The networks: the U-Net of Ho et al. (and its improved-DDPM options), the 1-D U-Net for
-sequences, the MLP for points, and the registry of presets."""
+"""The networks: the U-Net of Ho et al. (and its improved-DDPM options), the tutorial's
+SimpleUnet, the 1-D U-Net for sequences, the MLP for points, the blocks they share (`layers`),
+and the registry of presets (`presets`)."""
