@@ -183,9 +183,6 @@ def ddpm_sample(
     if steps is not None:
         _check_steps(steps, schedule.T)
         model, schedule = respace_model(model, schedule, steps)
-    fixed_var = None  # σ_t² (T,) of a fixed variance, float64
-    if variance != "learned":
-        fixed_var = reverse_log_variance(schedule, variance).exp()
     x = x_T
     B = x.shape[0]
     for t in range(schedule.T - 1, -1, -1):
@@ -196,11 +193,37 @@ def ddpm_sample(
             callback(schedule.T - 1 - t, t, x, x_0)
         if t == 0:
             x = mean
-        elif fixed_var is None:
-            std = torch.exp(0.5 * p_log_variance(schedule, tt, x, variance, var_values))
-            x = mean + std * randn_like(x, generator)
         else:
-            x = mean + extract(fixed_var, tt, x).sqrt() * randn_like(x, generator)
+            std = reverse_std(schedule, tt, x, variance, var_values)
+            x = mean + std * randn_like(x, generator)
+    return x
+
+
+def reverse_std(
+    schedule: NoiseSchedule,
+    t: Tensor,
+    x_t: Tensor,
+    variance: str,
+    var_values: Tensor | None = None,
+) -> Tensor:
+    """σ_t of p_θ(x_{t-1} | x_t), broadcastable to x_t (t int64 (B,)): √β̃_t, √β_t
+    (`reverse_log_variance`) or the learned Σ_θ^½ of eq. 15 from the model's `var_values`."""
+    if variance == "learned":
+        return torch.exp(0.5 * p_log_variance(schedule, t, x_t, variance, var_values))
+    return extract(reverse_log_variance(schedule, variance).exp(), t, x_t).sqrt()
+
+
+def ddim_step(
+    x_0: Tensor, eps: Tensor, a_t: float, a_prev: float, eta: float, generator: Generators
+) -> Tensor:
+    """DDIM's update (Song et al. 2021, eq. 12) from ᾱ_t = a_t to ᾱ_{t'} = a_prev (host floats)
+    given the model's x̂_0 and eps at x_t:
+    x_{t'} = √ᾱ_{t'} x̂_0 + √(1 - ᾱ_{t'} - σ²) eps + σ z, with
+    σ = eta · √((1 - ᾱ_{t'})/(1 - ᾱ_t)) · √(1 - ᾱ_t/ᾱ_{t'}) (eq. 16)."""
+    sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+    x = math.sqrt(a_prev) * x_0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
+    if sigma > 0:
+        x = x + sigma * randn_like(x, generator)
     return x
 
 
@@ -217,10 +240,9 @@ def ddim_sample(
     callback: Callback | None = None,
     spacing: str = DEFAULT_SPACING["ddim"],
 ) -> Tensor:
-    """DDIM, Song et al. 2021 eq. 12, on the timesteps of `timesteps_for` (`spacing`).
+    """DDIM, Song et al. 2021 eq. 12 (`ddim_step`), on the timesteps of `timesteps_for`
+    (`spacing`), with ᾱ = 1 after the last step.
 
-    x_{t'} = √ᾱ_{t'} x̂_0 + √(1 - ᾱ_{t'} - σ²) eps + σ z, with
-    σ = eta · √((1 - ᾱ_{t'})/(1 - ᾱ_t)) · √(1 - ᾱ_t/ᾱ_{t'}); ᾱ = 1 after the last step.
     eta = 0 is deterministic; eta = 1 with all T steps is DDPM with the "small" variance.
     """
     if eta < 0:
@@ -234,12 +256,8 @@ def ddim_sample(
         eps, x_0 = predict_x0(model, schedule, x, tt, clip)
         if callback is not None:
             callback(i, t, x, x_0)
-        a_t = float(abar[t])
         a_prev = float(abar[ts[i + 1]]) if i + 1 < len(ts) else 1.0
-        sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
-        x = math.sqrt(a_prev) * x_0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
-        if sigma > 0:
-            x = x + sigma * randn_like(x, generator)
+        x = ddim_step(x_0, eps, float(abar[t]), a_prev, eta, generator)
     return x
 
 
