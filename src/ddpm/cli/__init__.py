@@ -1,4 +1,5 @@
-"""`ddpm train | sample | fid-stats | fid | eval | export | show`: parse flags, call the
+"""`ddpm train | sample | inpaint | edit | invert | interpolate | fid-stats | fid | eval | export |
+show`: parse flags, call the
 library, turn its errors into one line.
 
 Every flag is checked by its argparse type (output paths included, before any work), so a bad
@@ -16,6 +17,7 @@ import warnings
 from argparse import SUPPRESS
 from collections.abc import Sequence
 
+from ddpm.cli import edit as edit_cmd
 from ddpm.cli import eval as eval_cmd
 from ddpm.cli import export as export_cmd
 from ddpm.cli import fid as fid_cmd
@@ -50,6 +52,42 @@ COMMANDS = (
         "ddpm sample --checkpoint runs/default --sampler ddpm --n 16 --process chain.png",
         (sample_cmd.add_sample_args,),
         sample_cmd.run_sample,
+    ),
+    (
+        "inpaint",
+        "fill the black part of a picture's mask (RePaint, or plain replacement)",
+        "Inpaint pictures (or impute sequences) with a trained model: the mask's white pixels "
+        "are kept exactly, its black ones are filled (Lugmayr et al. 2022, RePaint).",
+        "ddpm inpaint --checkpoint runs/default --image photo.png --mask center --out filled.png\n"
+        "ddpm inpaint --checkpoint runs/cifar --image test/ --mask center --n 1000 "
+        "--folder filled/",
+        (edit_cmd.add_inpaint_args,),
+        edit_cmd.run_inpaint,
+    ),
+    (
+        "edit",
+        "image-to-image: noise a picture part of the way, then denoise it (SDEdit)",
+        "Image-to-image with a trained model (Meng et al. 2022, SDEdit): noise to t = S*T, "
+        "then sample from there.",
+        "ddpm edit --checkpoint runs/default --image sketch.png --strength 0.5 --out edited.png",
+        (edit_cmd.add_edit_args,),
+        edit_cmd.run_edit,
+    ),
+    (
+        "invert",
+        "the noise that DDIM decodes into a picture (DDIM run backwards)",
+        "Invert pictures to their DDIM noise z (Song et al. 2021, eq. 13 run backwards).",
+        "ddpm invert --checkpoint runs/default --image photo.png --out z.npy --psnr",
+        (edit_cmd.add_invert_args,),
+        edit_cmd.run_invert,
+    ),
+    (
+        "interpolate",
+        "a path between two pictures through their inverted noise",
+        "Interpolate between two pictures: invert both, slerp the noise, decode with DDIM.",
+        "ddpm interpolate --checkpoint runs/default --image a.png --image b.png --out path.gif",
+        (edit_cmd.add_interpolate_args,),
+        edit_cmd.run_interpolate,
     ),
     (
         "fid-stats",

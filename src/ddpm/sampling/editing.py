@@ -286,7 +286,7 @@ def inpaint(
     keep = check_mask(loaded, keep)
     if keep.shape[0] not in (1, x_0.shape[0]):
         raise ConfigError(f"got {keep.shape[0]} masks for {x_0.shape[0]} inputs")
-    _, _, ts = _chain(loaded, spec, loaded.eps)  # refuses the samplers inpainting cannot run
+    _, _, ts = _chain(loaded, spec, lambda x, t: x)  # refuses the samplers inpainting cannot run
     n = x_0.shape[0] if n is None else n
     labels = _labels(loaded, n, spec, first_index, class_labels)
     states = repaint_schedule(len(ts), jump, resample)
@@ -326,8 +326,7 @@ def sdedit(
     the first timestep that sampler takes, with the noise `generate` would draw for x_T.
     strength 0 returns the inputs; strength 1 is `generate` itself (x_T is the noise alone).
     """
-    if not 0 <= strength <= 1:
-        raise ConfigError(f"--strength must lie in [0, 1], got {strength:g}")
+    check_strength(strength)
     spec = resolve(loaded, spec, **fields)
     x_0 = check_inputs(loaded, x_0)
     n = x_0.shape[0] if n is None else n
@@ -356,6 +355,11 @@ def sdedit(
         return run_sampler(edited, short, model, x_t, gens)
 
     return _in_batches(loaded, n, spec, first_index, labels, run, on_batch, bar)
+
+
+def check_strength(strength: float) -> None:
+    if not 0 <= strength <= 1:
+        raise ConfigError(f"--strength must lie in [0, 1], got {strength:g}")
 
 
 def truncated(schedule: NoiseSchedule, t_0: int) -> NoiseSchedule:
@@ -464,8 +468,7 @@ def interpolate(
 ) -> Tensor:
     """`frames` inputs (frames, *shape) on the path from x_a to x_b (each (*shape) or (1, *shape)):
     both inverted (`ddim_invert`), their noise slerped at alpha = k/(frames-1), each decoded."""
-    if frames < 2:
-        raise ConfigError(f"--frames must be at least 2 (the two ends), got {frames}")
+    check_frames(frames)
     x = torch.cat(
         [
             check_inputs(loaded, x_a, "the first input"),
@@ -477,6 +480,17 @@ def interpolate(
     path = torch.cat([slerp(z[:1], z[1:2], k / (frames - 1)) for k in range(frames)])
     labels = None if y is None else y[:1].expand(frames)
     return decode(loaded, path, steps, class_labels=labels, guidance=guidance)
+
+
+def check_frames(frames: int) -> None:
+    if frames < 2:
+        raise ConfigError(f"--frames must be at least 2 (the two ends), got {frames}")
+
+
+def psnr(x: Tensor, y: Tensor) -> Tensor:
+    """PSNR in dB (N,) of images in [-1, 1] (peak-to-peak 2): 10 log10(4 / MSE)."""
+    mse = (x.double() - y.double()).square().flatten(1).mean(1)
+    return 10 * torch.log10(4 / mse.clamp(min=1e-20))
 
 
 # --- batches ------------------------------------------------------------------------------------
