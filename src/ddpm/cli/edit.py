@@ -266,6 +266,8 @@ def read_pictures(path: Path, shape, resize: str | None, what: str = "--image", 
                     )
                 img = resize_image(to_mode(img, C), (H, W), resize or "squash")
                 arr = np.asarray(img, dtype=np.uint8)
+        except ConfigError:
+            raise
         except (OSError, ValueError) as err:
             raise DataError(f"{what} {e.name}: not a readable picture ({err})") from None
         out.append(

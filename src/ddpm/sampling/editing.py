@@ -23,15 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ddpm.diffusion.process import (
-    EpsModel,
-    extract,
-    p_log_variance,
-    q_posterior,
-    respace_model,
-    reverse_log_variance,
-    split_output,
-)
+from ddpm.diffusion.process import EpsModel, q_posterior, respace_model, split_output
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import ConfigError
 from ddpm.progress import Progress
@@ -39,11 +31,13 @@ from ddpm.sampling.generate import _labels, counted, resolve, run_sampler
 from ddpm.sampling.loaded import Loaded
 from ddpm.sampling.samplers import (
     DEFAULT_SPACING,
+    ddim_step,
     network_evaluations,
     per_sample_noise,
     predict_x0,
     predict_x0_and_var,
     randn_like,
+    reverse_std,
     sample_generators,
     timesteps_for,
 )
@@ -198,19 +192,12 @@ def reverse_step(
         mean, _, _ = q_posterior(schedule, x_0, x, tt)
         if t == 0:
             return mean
-        if spec.variance == "learned":
-            std = torch.exp(0.5 * p_log_variance(schedule, tt, x, "learned", var_values))
-        else:
-            std = extract(reverse_log_variance(schedule, spec.variance).exp(), tt, x).sqrt()
+        std = reverse_std(schedule, tt, x, str(spec.variance), var_values)
         return mean + std * randn_like(x, generators)
     eps, x_0 = predict_x0(model, schedule, x, tt, bool(spec.clip))
     a_t = float(schedule.alphas_cumprod[t])
     a_prev = float(schedule.alphas_cumprod[ts[k + 1]]) if k + 1 < len(ts) else 1.0
-    sigma = spec.eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
-    x = math.sqrt(a_prev) * x_0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
-    if sigma > 0:
-        x = x + sigma * randn_like(x, generators)
-    return x
+    return ddim_step(x_0, eps, a_t, a_prev, spec.eta, generators)
 
 
 def inpaint_batch(
