@@ -233,9 +233,9 @@ def test_a_class_conditional_model_with_guidance(conditional):
         class_labels=y,
         guidance=2.0,
         sampler="ddim",
-        steps=5,
+        steps=3,
         resample=2,
-        jump=2,
+        jump=1,
     )
     rows = torch.tensor([0, 1, 0])
     assert torch.equal(guided[keep.expand(3, 1, 8, 8)], x[rows][keep.expand(3, 1, 8, 8)])
