@@ -445,6 +445,8 @@ def run_inpaint(args: argparse.Namespace) -> int:
     x_0, originals, missing = read_inputs(args, loaded)
     check_inputs(loaded, x_0)
     keep = check_mask(loaded, read_mask(args, loaded, x_0.shape[0], missing))
+    if missing is not None and keep.shape[0] in (1, len(missing)) and bool((missing & keep).any()):
+        raise ConfigError(f"the mask keeps values that --image {args.image} lacks (NaN)")
     n = args.n or (8 if x_0.shape[0] == 1 else x_0.shape[0])
     spec = resolve(loaded, sampling_spec(args))
     labels = class_labels(args, loaded, n)

@@ -271,10 +271,10 @@ def inpaint(
     spec = resolve(loaded, spec, **fields)
     x_0 = check_inputs(loaded, x_0)
     keep = check_mask(loaded, keep)
-    if keep.shape[0] not in (1, x_0.shape[0]):
-        raise ConfigError(f"got {keep.shape[0]} masks for {x_0.shape[0]} inputs")
     _, _, ts = _chain(loaded, spec, lambda x, t: x)  # refuses the samplers inpainting cannot run
     n = x_0.shape[0] if n is None else n
+    if keep.shape[0] not in (1, x_0.shape[0], n):  # output i takes mask i % M
+        raise ConfigError(f"got {keep.shape[0]} masks for {x_0.shape[0]} inputs")
     labels = _labels(loaded, n, spec, first_index, class_labels)
     states = repaint_schedule(len(ts), jump, resample)
     calls = sum(b < a for a, b in zip(states, states[1:]))
