@@ -18,7 +18,7 @@ differ by the order of their arithmetic alone (the all-reduce's sum, bf16 roundi
     python3 benchmarks/ddp_scaling.py --loss cifar10:cifar10/train.zip  # loss comparison
     python3 benchmarks/ddp_scaling.py --gpus 1,2 --device cpu --cases tiny --steps 3  # smoke
 
-`--bucket-mb`, `--static-graph` and `--split-graph` are the DDP options of `ddpm train`.
+`--bucket-mb` is the DDP option of `ddpm train` (`--ddp-bucket-mb`).
 
 Expected on four H100s of one host (torch 2.11, 2026-11-27): img/s per GPU 4,338 / 4,162 /
 4,123 at 1 / 2 / 4 GPUs for ddpm-cifar10 (efficiency 96.0% and 95.0%), 1,622 / 1,581 / 1,571
@@ -69,8 +69,6 @@ def time_case(case: str, dist, args: argparse.Namespace) -> tuple[float, list[fl
         compile_mode="reduce-overhead",
         channels_last=cuda,
         ddp_bucket_mb=args.bucket_mb,
-        ddp_static_graph=args.static_graph,
-        ddp_split_graph=args.split_graph,
     )
     torch.manual_seed(0)
     spec = preset(name)
@@ -88,9 +86,7 @@ def time_case(case: str, dist, args: argparse.Namespace) -> tuple[float, list[fl
     mode = cfg.compile_mode if compiled else None
     ddp = None
     if W > 1:  # as ddpm.train.loop does it
-        ddp = distributed.wrap(
-            model, dist, cfg.ddp_bucket_mb, cfg.ddp_static_graph, True, cfg.ddp_split_graph
-        )
+        ddp = distributed.wrap(model, dist, cfg.ddp_bucket_mb)
     rows = dist.rows(cfg.batch_size)
     schedule = make_schedule("linear", 1000).to(dist.device)
     g = torch.Generator(device=dist.device).manual_seed(1 + dist.rank)
@@ -147,8 +143,6 @@ def worker(args: argparse.Namespace) -> None:
                 "window_s": times,
                 "warmup_s": warm,
                 "bucket_mb": args.bucket_mb,
-                "static_graph": args.static_graph,
-                "split_graph": args.split_graph,
                 "card": torch.cuda.get_device_name() if cuda else "cpu",
                 "torch": torch.__version__,
             }
@@ -193,8 +187,7 @@ def scaling(args: argparse.Namespace, ddp_flags: list[str]) -> None:
     rows = [json.loads(line) for line in record.read_text().splitlines()]
     path = "eager (CPU)" if rows[0]["card"] == "cpu" else "bf16 + CL + compile + CUDA graphs"
     print(f"\nDDP scaling, {path}, {rows[0]['card']}, torch {rows[0]['torch']}, DDP options:")
-    print(f"bucket {args.bucket_mb} MiB, static_graph {args.static_graph}, ", end="")
-    print(f"split_graph {args.split_graph}\n")
+    print(f"bucket {args.bucket_mb} MiB\n")
     print("| case | GPUs | images per GPU | img/s per GPU | img/s total | efficiency |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -260,11 +253,8 @@ def main() -> None:
     p.add_argument("--out", default="runs/ddp_scaling")
     p.add_argument("--keep", action="store_true", help="add to --out's earlier timings")
     p.add_argument("--bucket-mb", type=float, default=25.0, help="DDP bucket_cap_mb")
-    p.add_argument("--static-graph", action="store_true", help="DDP static_graph")
-    p.add_argument("--split-graph", action="store_true", help="optimize_ddp: split at buckets")
     args = p.parse_args()
     ddp_flags = [f"--bucket-mb={args.bucket_mb}"]
-    ddp_flags += ["--static-graph"] * args.static_graph + ["--split-graph"] * args.split_graph
     if args.worker:
         worker(args)
     elif args.loss:

@@ -235,27 +235,19 @@ def seed_process(seed: int, dist: Dist, step: int) -> None:
         torch.manual_seed((seed * 1_000_033 + dist.rank * 7_919 + step) % 2**63)
 
 
-def wrap(
-    model: nn.Module,
-    dist: Dist,
-    bucket_mb: float = 25.0,
-    static_graph: bool = False,
-    grad_as_bucket_view: bool = True,
-    split_graph: bool = False,
-) -> nn.Module:
+def wrap(model: nn.Module, dist: Dist, bucket_mb: float = 25.0) -> nn.Module:
     """`model` in DistributedDataParallel (DDP), which all-reduces the gradients bucket by bucket
     as backward produces them. The model keeps its parameters (DDP holds the same tensors), so
     checkpoints and the EMA use `model` itself.
 
-    `split_graph` is torch._dynamo.config.optimize_ddp for a compiled model: True splits the
-    compiled graph at the bucket boundaries (DDPOptimizer) so that communication overlaps the
-    backward pass, at the price of several smaller graphs (and CUDA graphs); False keeps one
-    graph, and the all-reduce follows the backward pass.
+    The gradients live in the buckets (no copy, less memory). A compiled model stays one graph
+    (torch._dynamo.config.optimize_ddp off), so that its CUDA graphs stay whole; the
+    all-reduce then follows the backward pass rather than overlapping it.
     """
     import torch._dynamo
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    torch._dynamo.config.optimize_ddp = split_graph  # True: "ddp_optimizer", False: none
+    torch._dynamo.config.optimize_ddp = False
     # Channels-last 1x1 convolution weights have strides (C, 1, C, C) and their gradients
     # (C, 1, 1, 1): the same memory, which DDP's reducer takes for a layout mismatch and warns
     # about on every rank ("may impair performance"). The copy it then makes is part of the
@@ -265,8 +257,7 @@ def wrap(
         model,
         device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
         bucket_cap_mb=bucket_mb,
-        gradient_as_bucket_view=grad_as_bucket_view,
-        static_graph=static_graph,
+        gradient_as_bucket_view=True,
     )
 
 
