@@ -35,13 +35,13 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from ddpm.io.interchange import export_model
-    from ddpm.io.paths import check_output_file, check_output_folder
+    from ddpm.io.paths import check_output_folder, check_writable_file
 
     if args.format == "safetensors" and args.out.is_dir():
         raise ConfigError(f"--out {args.out} is a folder; --format safetensors writes one file")
     try:  # before the checkpoint is read: a bad --out costs nothing
         if args.format == "safetensors":
-            check_output_file(args.out, "safetensors", "safetensors export")
+            check_writable_file(args.out)
         else:
             check_output_folder(args.out, "diffusers folder")
     except ConfigError as e:

@@ -22,7 +22,6 @@ SUFFIXES = {
     "gif": (".gif",),
     "npz": (".npz",),
     "json": (".json",),
-    "safetensors": (".safetensors",),
     # `ddpm sample --out`: a grid or plot, or the samples as an array (points: also .csv)
     "samples": (*IMAGE_SUFFIXES, ".npy", ".csv"),
 }
@@ -60,6 +59,12 @@ def check_output_file(path: str | os.PathLike, kind: str, what: str = "file") ->
     if path.suffix.lower() not in allowed:
         found = f"'{path.suffix}'" if path.suffix else "no extension"
         raise ConfigError(f"{path}: a {what} must end in {', '.join(allowed)}; got {found}")
+    return check_writable_file(path)
+
+
+def check_writable_file(path: str | os.PathLike) -> Path:
+    """Raise ConfigError unless a file can be written at `path`, whatever its suffix."""
+    path = Path(path)
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{path}: the file exists and is not writable")
     _writable_base(path)
