@@ -259,3 +259,46 @@ def write_json(path: str | None, records: list[dict[str, Any]], extra: dict[str,
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps({**extra, "records": records}, indent=1, default=str))
+
+
+def flops_by_kind(fn: Callable[[], Any]) -> dict[str, int]:
+    """FLOPs of one call of `fn` by kind: conv_forward, conv_input_grad, conv_weight_grad (the
+    two halves of convolution_backward, counted apart), matmul (mm/addmm/bmm/baddbmm),
+    attention (scaled-dot-product, forward and backward) and other, by FlopCounterMode."""
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+    halves = {"conv_input_grad": 0, "conv_weight_grad": 0}
+
+    def conv_backward(grad_out, x, w, bias, stride, pad, dil, transposed, out_pad, groups,
+                      mask, out_shape=None, **kw):  # fmt: skip
+        total = 0
+        for key, m in (("conv_input_grad", 0), ("conv_weight_grad", 1)):
+            if mask[m]:
+                only = [i == m for i in range(3)]
+                n = fc.conv_backward_flop(
+                    grad_out, x, w, bias, stride, pad, dil, transposed, out_pad, groups, only,
+                    out_val=out_shape,
+                )  # fmt: skip
+                halves[key] += n
+                total += n
+        return total
+
+    with fc.FlopCounterMode(
+        display=False, custom_mapping={aten.convolution_backward: conv_backward}
+    ) as counter:
+        fn()
+    out = {"conv_forward": 0, "matmul": 0, "attention": 0, "other": 0, **halves}
+    for op, n in counter.get_flop_counts().get("Global", {}).items():
+        name = str(op).split(".")[-1] if "." in str(op) else str(op)
+        if name in ("convolution", "_convolution", "cudnn_convolution", "_slow_conv2d_forward"):
+            out["conv_forward"] += n
+        elif name == "convolution_backward":
+            continue  # counted in halves
+        elif name in ("mm", "addmm", "bmm", "baddbmm", "_scaled_mm"):
+            out["matmul"] += n
+        elif "attention" in name:
+            out["attention"] += n
+        else:
+            out["other"] += n
+    return {k: int(v) for k, v in out.items()}
