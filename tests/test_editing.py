@@ -16,6 +16,7 @@ from ddpm.data.images import to_model_range, to_uint8
 from ddpm.diffusion.process import predict_eps_from_x0
 from ddpm.diffusion.schedule import make_schedule
 from ddpm.sampling import editing as E
+from ddpm.sampling import inversion as V
 from ddpm.sampling.generate import generate
 from ddpm.sampling.loaded import Loaded
 
@@ -170,28 +171,28 @@ def test_ddim_inversion_then_decoding_reconstructs_and_the_error_falls_with_step
     loaded = gaussian(T=1000)
     x = images(4) * C
     errors = [
-        (E.decode(loaded, E.ddim_invert(loaded, x, k), k) - x).abs().max() for k in (10, 50, 200)
+        (V.decode(loaded, V.ddim_invert(loaded, x, k), k) - x).abs().max() for k in (10, 50, 200)
     ]
     assert errors[0] > errors[1] > errors[2] and errors[2] < 0.01
-    z = E.ddim_invert(loaded, x, 200)
+    z = V.ddim_invert(loaded, x, 200)
     assert 0.5 < z.std() < 2  # noise-like: x_0 / C is N(0, 1), and so is z
 
 
 def test_slerp_ends_are_exact_and_the_middle_keeps_the_norm():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
-    assert torch.equal(E.slerp(a, b, 0.0), a) and torch.equal(E.slerp(a, b, 1.0), b)
+    assert torch.equal(V.slerp(a, b, 0.0), a) and torch.equal(V.slerp(a, b, 1.0), b)
     a2 = a / a.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
     b2 = b / b.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-    mid = E.slerp(a2, b2, 0.5).flatten(1).norm(dim=1)
+    mid = V.slerp(a2, b2, 0.5).flatten(1).norm(dim=1)
     assert torch.allclose(mid, torch.ones(3), atol=1e-6)
-    assert torch.allclose(E.slerp(a, 2 * a, 0.5), 1.5 * a)  # parallel: linear
+    assert torch.allclose(V.slerp(a, 2 * a, 0.5), 1.5 * a)  # parallel: linear
 
 
 def test_interpolation_ends_near_its_inputs():
     loaded = gaussian(T=1000)
     x = images(2) * C
-    path = E.interpolate(loaded, x[0], x[1], 5, steps=100)
+    path = V.interpolate(loaded, x[0], x[1], 5, steps=100)
     assert path.shape == (5, 1, 4, 4)
     assert (path[0] - x[0]).abs().max() < 0.02 and (path[-1] - x[1]).abs().max() < 0.02
 
@@ -411,7 +412,7 @@ def test_a_points_model_given_a_picture_is_refused(capsys, monkeypatch, run_fold
 
 def test_inversion_psnr_is_defined_for_images():
     x = images(2)
-    assert math.isinf(E.psnr(x, x)[0]) is False and E.psnr(x, x)[0] > 100
+    assert math.isinf(V.psnr(x, x)[0]) is False and V.psnr(x, x)[0] > 100
     assert torch.allclose(
-        E.psnr(x, x + 0.02), torch.full((2,), 10 * math.log10(4 / 0.0004), dtype=torch.float64)
+        V.psnr(x, x + 0.02), torch.full((2,), 10 * math.log10(4 / 0.0004), dtype=torch.float64)
     )

@@ -21,6 +21,7 @@ from ddpm.cli import edit as edit_cmd
 from ddpm.cli import eval as eval_cmd
 from ddpm.cli import export as export_cmd
 from ddpm.cli import fid as fid_cmd
+from ddpm.cli import invert as invert_cmd
 from ddpm.cli import sample as sample_cmd
 from ddpm.cli import show as show_cmd
 from ddpm.cli import train as train_cmd
@@ -78,16 +79,16 @@ COMMANDS = (
         "the noise that DDIM decodes into a picture (DDIM run backwards)",
         "Invert pictures to their DDIM noise z (Song et al. 2021, eq. 13 run backwards).",
         "ddpm invert --checkpoint runs/default --image photo.png --out z.npy --psnr",
-        (edit_cmd.add_invert_args,),
-        edit_cmd.run_invert,
+        (invert_cmd.add_invert_args,),
+        invert_cmd.run_invert,
     ),
     (
         "interpolate",
         "a path between two pictures through their inverted noise",
         "Interpolate between two pictures: invert both, slerp the noise, decode with DDIM.",
         "ddpm interpolate --checkpoint runs/default --image a.png --image b.png --out path.gif",
-        (edit_cmd.add_interpolate_args,),
-        edit_cmd.run_interpolate,
+        (invert_cmd.add_interpolate_args,),
+        invert_cmd.run_interpolate,
     ),
     (
         "fid-stats",
