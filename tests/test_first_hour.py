@@ -32,3 +32,32 @@ def test_fid_stats_n_must_be_a_positive_count(tmp_path, capsys, n):
     with pytest.raises(SystemExit):
         main(["fid-stats", str(tmp_path), "-o", str(tmp_path / "s.npz"), "--n", n])
     assert "--n" in capsys.readouterr().err
+
+
+@pytest.fixture
+def umask_022():
+    import os
+
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.usefixtures("tiny_preset", "umask_022", "fake_inception")
+def test_files_meant_to_be_shared_follow_the_umask(tmp_path, blobs):
+    """Checkpoints, exports and statistics were written owner-only (0600, the folder 0700)
+    because they are written to a temporary file first: they get what the umask gives."""
+    from conftest import tiny_config
+    from ddpm.train import train
+
+    result = train(tiny_config(tmp_path), data=blobs, progress=False)
+    ckpt = result.last_checkpoint
+    exported, folder = tmp_path / "m.safetensors", tmp_path / "diffusers"
+    assert main(["export", str(ckpt), "--out", str(exported)]) == 0
+    assert main(["export", str(ckpt), "--format", "diffusers", "--out", str(folder)]) == 0
+    stats = tmp_path / "s.npz"
+    assert main(["fid-stats", str(image_folder(tmp_path / "i", 4, 0)), "-o", str(stats)]) == 0
+    for path in (ckpt, exported, stats, folder / "unet" / "diffusion_pytorch_model.safetensors"):
+        assert path.stat().st_mode & 0o777 == 0o644, path
+    for path in (folder, folder / "unet"):
+        assert path.stat().st_mode & 0o777 == 0o755, path

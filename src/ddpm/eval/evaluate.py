@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from ddpm.eval.fid import (
     features,
     fid_from_stats,
 )
+from ddpm.io.paths import written_atomically
 from ddpm.progress import Progress
 from ddpm.sampling.generate import generate, resolve
 from ddpm.sampling.loaded import Loaded
@@ -118,14 +118,8 @@ def save_stats(stats: FIDStats, path: str | os.PathLike) -> Path:
         arrays["n"] = np.int64(stats.n)
     if stats.preprocessing is not None:
         arrays["preprocessing"] = np.str_(stats.preprocessing)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with written_atomically(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     return path
 
 

@@ -31,6 +31,7 @@ from ddpm.io.diffusers_convert import (
     unet_config_from_diffusers,
 )
 from ddpm.io.modelfile import ModelFile
+from ddpm.io.paths import shareable
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 WEIGHTS_BIN = "diffusion_pytorch_model.bin"  # older folders (read with weights_only=True)
@@ -168,6 +169,8 @@ def save_diffusers(model: ModelFile, folder: str | os.PathLike) -> None:
         (tmp / "scheduler").mkdir()
         sched_json = json.dumps(scheduler_cfg, indent=2) + "\n"
         (tmp / "scheduler" / "scheduler_config.json").write_text(sched_json)
+        for path in (tmp, *tmp.rglob("*")):  # mkdtemp and safetensors write owner-only
+            shareable(path)
         if folder.exists():
             folder.rmdir()
         os.replace(tmp, folder)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from torch import Tensor
 from ddpm.diffusion.schedule import NoiseSchedule, make_schedule
 from ddpm.errors import CheckpointError
 from ddpm.io.checkpoint import FORMAT
+from ddpm.io.paths import written_atomically
 
 # The header key of a safetensors export that holds our JSON description.
 HEADER_KEY = "ddpm"
@@ -122,14 +122,8 @@ def save_safetensors(model: ModelFile, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict.items()}
     header = {HEADER_KEY: json.dumps(model.description()), "format": "pt"}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with written_atomically(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
 
 
 def load_safetensors(path: str | os.PathLike) -> ModelFile:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ddpm.errors import ConfigError
@@ -81,3 +83,34 @@ def check_output_folder(path: str | os.PathLike, what: str = "output folder") ->
         return path
     _writable_base(path)
     return path
+
+
+def umask() -> int:
+    """This process's file-creation mask (os.umask can only be read by setting it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def shareable(path: str | os.PathLike) -> None:
+    """Give `path` the permissions a new file (or folder) gets under the umask: a temporary
+    file is made owner-only (0600, 0700), which a checkpoint meant to be shared must not keep."""
+    mode = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, mode & ~umask())
+
+
+@contextmanager
+def written_atomically(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file beside `path` to write; when the block ends it gets the umask's
+    permissions and is renamed over `path` in one step (readers never see half a file); on an
+    error or an interrupt it is removed and `path` is left as it was."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        shareable(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
