@@ -61,3 +61,16 @@ def test_files_meant_to_be_shared_follow_the_umask(tmp_path, blobs):
         assert path.stat().st_mode & 0o777 == 0o644, path
     for path in (folder, folder / "unet"):
         assert path.stat().st_mode & 0o777 == 0o755, path
+
+
+@pytest.mark.usefixtures("tiny_preset")
+def test_sample_grids_are_enlarged_as_the_training_pictures_are(tmp_path):
+    from PIL import Image
+
+    run = tmp_path / "run"
+    argv = ["train", "--preset", "tiny", "--steps", "2", "--batch-size", "2", "--T", "10"]
+    assert main([*argv, "--num-samples", "4", "--out", str(run), "--quiet"]) == 0
+    grid = tmp_path / "grid.png"
+    assert main(["sample", "--checkpoint", str(run), "--n", "4", "--out", str(grid)]) == 0
+    with Image.open(grid) as ours, Image.open(run / "samples.png") as training:
+        assert ours.size == training.size == (44, 44)  # 2 x (2 + 2 x (8 + 2)): 8x8 images

@@ -179,7 +179,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
     from ddpm.sampling.generate import denoising_process, generate, resolve, save_process
     from ddpm.sampling.loaded import load_model
-    from ddpm.viz.grids import save_grid, save_images
+    from ddpm.viz.grids import grid_scale, save_grid, save_images
 
     loaded = load_model(args.checkpoint, resolve_device(args.device), args.raw_weights, args.ema)
     say_which_checkpoint(args.checkpoint, loaded)
@@ -221,7 +221,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
         save_npy(to_uint8(x).numpy(), args.out)
     else:
-        save_grid(x, args.out, nrow)
+        save_grid(x, args.out, nrow, grid_scale(loaded.shape))  # as training's samples.png
     where = f"{args.out}" + (f" and {args.folder.rstrip('/')}/" if args.folder else "")
     what = ""
     if labels is not None:

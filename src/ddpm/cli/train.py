@@ -216,7 +216,7 @@ def final_pictures(cfg, result, chain: bool, progress: bool, device=None) -> lis
     )
     from ddpm.sampling.loaded import load_model
     from ddpm.train import grid_spec, picture_budget
-    from ddpm.viz.grids import enlarge
+    from ddpm.viz.grids import enlarge, grid_scale
 
     out = result.out
     device = resolve_device(cfg.device) if device is None else device
@@ -225,7 +225,7 @@ def final_pictures(cfg, result, chain: bool, progress: bool, device=None) -> lis
         return _array_pictures(cfg, result, loaded, chain)
     # the loop's grid of the last step is the same picture, already sampled: enlarge it
     last_grid = out / "samples" / f"step-{result.step:07d}.png"
-    enlarge(last_grid, out / "samples.png", scale=2 if max(loaded.shape[1:]) <= 32 else 1)
+    enlarge(last_grid, out / "samples.png", scale=grid_scale(loaded.shape))
     wrote = [f"{out / 'samples.png'} ({result.last_grid.short()})"]
     if chain:
         n = 8

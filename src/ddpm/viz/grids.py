@@ -38,6 +38,12 @@ def to_pil(image: Tensor) -> Image.Image:
     )
 
 
+def grid_scale(shape: tuple[int, ...]) -> int:
+    """How many times a grid of images of `shape` (C, H, W) is enlarged for viewing: twice for
+    the small ones (32 pixels or less: digits, CIFAR-10), else as they are."""
+    return 2 if max(shape[-2:]) <= 32 else 1
+
+
 def save_grid(x: Tensor, path: str | os.PathLike, nrow: int | None = None, scale: int = 1) -> None:
     """Save float images in [-1, 1], (B, C, H, W), as one PNG grid (optionally enlarged)."""
     img = to_pil(make_grid(to_uint8(x.cpu()), nrow))
