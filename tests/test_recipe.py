@@ -14,7 +14,8 @@ from ddpm.diffusion import process as D
 from ddpm.diffusion.schedule import make_schedule
 from ddpm.diffusion.timesteps import LogNormalTimesteps, UniformTimesteps
 from ddpm.errors import ConfigError
-from ddpm.models.unet import PRESETS, ResBlock, build_model
+from ddpm.models.layers import ResBlock
+from ddpm.models.presets import PRESETS, build_model
 from ddpm.sampling.loaded import load_model
 from ddpm.train import EMA, TrainConfig, train
 from ddpm.train.config import power_ema_beta, power_ema_exponent
