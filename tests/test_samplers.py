@@ -201,7 +201,8 @@ def test_samplers_take_everything_after_x_T_by_keyword(schedule):
     """One signature: (model, schedule, x_T, *, steps, ...); a positional step count is refused."""
     model = lambda x, t: 0.1 * x  # noqa: E731
     x_T = torch.zeros(1, 1, 2, 2)
-    for fn in (S.ddim_sample, S.dpm_solver_sample, S.heun_sample, S.ddpm_sample):
+    samplers = (S.ddim_sample, S.dpm_solver_sample, S.heun_sample, S.ddpm_sample)
+    for fn in (*samplers, S.unipc_sample, S.ipndm_sample):
         with pytest.raises(TypeError):
             fn(model, schedule, x_T, 5)
     with pytest.raises(TypeError):
@@ -216,3 +217,60 @@ def test_ddpm_sample_with_steps_is_the_respaced_chain_of_the_dispatcher():
     ours = S.ddpm_sample(model, schedule, x_T, steps=6, variance="large", generator=gen())
     ref = S.sample("ddpm", model, schedule, x_T, steps=6, variance="large", generator=gen())
     assert torch.equal(ours, ref)
+
+
+@pytest.mark.parametrize("sampler", ["unipc", "ipndm"])
+@pytest.mark.parametrize("spacing", ["edm", "logsnr", "trailing"])
+@pytest.mark.parametrize("steps", [1, 2, 5, 25])
+def test_unipc_and_ipndm_recover_x0_from_an_oracle(schedule, sampler, spacing, steps):
+    """For a point mass x̂_0 is the same everywhere and eps constant along the ODE's path, so
+    every multistep update (UniPC's extrapolated x̂_0s, iPNDM's eps) is exact."""
+    x_0 = torch.rand(1, 1, 4, 4, dtype=torch.float64) * 2 - 1
+    x_T = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    model = oracle_for(schedule, x_0)
+    out = S.sample(sampler, model, schedule, x_T, steps=steps, spacing=spacing)
+    torch.testing.assert_close(out, x_0.expand_as(out), atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("sampler", [s for s in S.SAMPLERS if s != "ddpm"])
+@pytest.mark.parametrize("steps", [1, 5, 12])
+def test_network_evaluations_counts_the_calls_each_sampler_makes(schedule, sampler, steps):
+    calls = []
+
+    def model(x, t):
+        calls.append(t)
+        return 0.1 * x
+
+    seen = []
+    x_T = torch.randn(2, 1, 2, 2, dtype=torch.float64)
+    S.sample(sampler, model, schedule, x_T, steps=steps, callback=lambda *a: seen.append(a))
+    assert len(calls) == S.network_evaluations(sampler, steps, schedule.T)
+    assert len(seen) == steps  # the callback sees each step once
+
+
+def test_ipndm_of_order_1_is_ddim_and_unipc_takes_only_orders_up_to_3(schedule):
+    """dx̃/dσ = eps with Euler's step is DDIM (eta 0) on the same timesteps."""
+    model = lambda x, t: 0.3 * x + 0.001 * t.view(-1, 1, 1, 1)  # noqa: E731
+    x_T = torch.randn(2, 1, 4, 4, dtype=torch.float64)
+    euler = S.ipndm_sample(model, schedule, x_T, steps=8, spacing="leading", order=1)
+    ddim = S.ddim_sample(model, schedule, x_T, steps=8, spacing="leading")
+    torch.testing.assert_close(euler, ddim)
+    with pytest.raises(ValueError, match="order"):
+        S.unipc_sample(model, schedule, x_T, steps=8, order=4)
+
+
+@pytest.mark.usefixtures("tiny_preset")
+def test_ddpm_sample_runs_the_new_samplers_and_grids(tmp_path, capsys):
+    from ddpm.cli import main
+    from ddpm.data.images import ImageDataset
+    from ddpm.train import TrainConfig, train
+
+    run = str(tmp_path / "run")
+    cfg = TrainConfig(preset="tiny", T=20, steps=1, batch_size=2, out=run, num_samples=2)
+    images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    ckpt = str(train(cfg, data=ImageDataset(images), progress=False).last_checkpoint)
+    for sampler, spacing in (("unipc", "edm"), ("ipndm", "logsnr")):
+        out = tmp_path / f"{sampler}-{spacing}.png"
+        argv = ["sample", "--checkpoint", ckpt, "--n", "2", "--sampler", sampler]
+        assert main([*argv, "--steps", "5", "--spacing", spacing, "--out", str(out)]) == 0
+        assert out.exists() and f"({sampler}, 5 steps)" in capsys.readouterr().out

@@ -10,8 +10,10 @@ import math
 import pytest
 import torch
 
-from ddpm.diffusion.schedule import make_schedule
+from ddpm.diffusion.schedule import NoiseSchedule, make_schedule
+from ddpm.sampling import grids
 from ddpm.sampling import samplers as S
+from ddpm.sampling import solvers as V
 
 C = 0.5  # data standard deviation
 
@@ -102,7 +104,7 @@ def dpm_local_error(order: int, h: float, ratios: tuple[float, float]) -> float:
     exact path with the exact data predictions of the steps before it."""
     lams = [0.0 - h * sum(ratios[: order - 1 - j]) for j in range(order)]  # oldest first
     x0s = [exact_path(lam)[1] for lam in lams]
-    x = S.dpm_solver_update(exact_path(lams[-1])[0], x0s, lams, lams[-1] + h)
+    x = V.dpm_solver_update(exact_path(lams[-1])[0], x0s, lams, lams[-1] + h)
     return abs(x - exact_path(lams[-1] + h)[0]).item()
 
 
@@ -133,3 +135,169 @@ def test_dpm_solver_3m_beats_2m_from_20_steps(schedule):
         assert ode_error("dpm-solver-3m", schedule, n, "karras") < ode_error(
             "dpm-solver", schedule, n, "karras"
         )
+
+
+# UniPC and iPNDM. One update from the exact history first (its order, cleanly), then the
+# whole chain on a schedule whose log-SNR is linear in t, so that the logsnr grid falls on
+# timesteps exactly and nothing but the solver's own error is measured.
+
+
+def x0_on(x: torch.Tensor, lam: float) -> torch.Tensor:
+    """The exact data prediction at x_t for the Gaussian data: x̂_0 = c² x̃ / (c² + σ²)."""
+    alpha, var = math.sqrt(1 / (1 + math.exp(-2 * lam))), math.exp(-2 * lam)
+    return C**2 * (x / alpha) / (C**2 + var)
+
+
+def unipc_local_error(p: int, h: float, ratios, corrector: bool) -> float:
+    """The error of one UniP-p step (then UniC-p, from the model's x̂_0 at the predicted point
+    when `corrector`) over h in log-SNR, from the exact path and its exact x̂_0s."""
+    lams = [0.0 - h * sum(ratios[: p - 1 - j]) for j in range(p)]  # oldest first
+    x0s = [exact_path(lam)[1] for lam in lams]
+    x, lam_next = exact_path(lams[-1])[0], lams[-1] + h
+    y = V.unipc_update(x, x0s, lams, lam_next)
+    if corrector:
+        y = V.unipc_update(x, x0s, lams, lam_next, x0_next=x0_on(y, lam_next))
+    return abs(y - exact_path(lam_next)[0]).item()
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+@pytest.mark.parametrize("ratios", RATIOS)
+def test_a_unipc_step_has_order_p_and_p_plus_1_after_its_corrector(p, ratios):
+    """UniP-p is off by O(h^(p+1)) after one step, and UniC-p, using the one network call the
+    next step makes anyway, by O(h^(p+2)) (Zhao et al. 2023, the order of UniC-p is p + 1);
+    measured slopes 2.0/3.0, 3.0/4.0, 3.95/5.0 at h = 0.05 -> 0.025."""
+    for corrector, order in ((False, p), (True, p + 1)):
+        errors = [unipc_local_error(p, h, ratios, corrector) for h in (0.1, 0.05, 0.025)]
+        slope = math.log2(errors[-2] / errors[-1])
+        assert slope == pytest.approx(order + 1, abs=0.15), (corrector, errors)
+
+
+def test_unip_2_is_dpm_solver_2m():
+    """With one difference UniPC takes its weight 1/2 (the paper's code, diffusers), which is
+    DPM-Solver++(2M)'s update, unequal steps or not."""
+    lams, nxt = [-0.3, 0.0], 0.25
+    x0s = [exact_path(lam)[1] for lam in lams]
+    x = exact_path(0.0)[0]
+    torch.testing.assert_close(
+        V.unipc_update(x, x0s, lams, nxt), V.dpm_solver_update(x, x0s, lams, nxt)
+    )
+
+
+def ipndm_local_error(k: int, h: float) -> float:
+    """One Adams-Bashforth step of order k on dx̃/dσ = eps down the exact path
+    x̃ = √(c² + σ²) (eps = σ/√(c² + σ²)), from the exact slopes at equal steps h in σ."""
+    sigmas = [1.0 + h * (k - 1 - j) for j in range(k)]  # oldest (noisiest) first
+    eps = [torch.tensor(s / math.sqrt(C**2 + s**2), dtype=torch.float64) for s in sigmas]
+    x = torch.tensor(math.sqrt(C**2 + sigmas[-1] ** 2), dtype=torch.float64)
+    return abs(V.ipndm_update(x, eps, -h) - math.sqrt(C**2 + (sigmas[-1] - h) ** 2)).item()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_an_ipndm_step_has_its_adams_bashforth_order(k):
+    """Order k from k slopes: halving h divides one step's error by about 2^(k+1)
+    (measured 2.0, 3.0, 3.97, 4.93 at h = 0.025 -> 0.0125)."""
+    errors = [ipndm_local_error(k, h) for h in (0.05, 0.025, 0.0125)]
+    assert math.log2(errors[-2] / errors[-1]) == pytest.approx(k + 1, abs=0.15)
+
+
+def linear_logsnr_schedule(T: int = 4001, lam_max: float = 3.0, lam_min: float = -3.0):
+    """λ_t falls linearly from lam_max to lam_min: logsnr grids of 1 + a divisor of T - 1
+    steps land on timesteps exactly."""
+    lam = torch.linspace(lam_max, lam_min, T, dtype=torch.float64)
+    abar = torch.sigmoid(2 * lam)
+    return NoiseSchedule.from_betas(1 - abar / torch.cat([abar.new_ones(1), abar[:-1]]))
+
+
+def chain_error(sampler: str, schedule, steps: int, spacing: str) -> float:
+    """The chain's error against the exact x̂_0 at its last timestep: every sampler returns
+    the model's x̂_0 there, so this measures the error of x at that point and nothing else."""
+    x_T = torch.randn(16, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ts = S.timesteps_for(schedule, steps, spacing)
+    first, last = (float(schedule.sigmas[t]) for t in (ts[0], ts[-1]))
+    x_tilde = x_T / math.sqrt(float(schedule.alphas_cumprod[ts[0]]))
+    exact = x_tilde * C**2 / math.sqrt((C**2 + first**2) * (C**2 + last**2))
+    out = S.sample(sampler, gaussian_eps(schedule), schedule, x_T, steps=steps, spacing=spacing)
+    return (out - exact).abs().max().item()
+
+
+@pytest.mark.parametrize(
+    "sampler, order", [("ddim", 1), ("dpm-solver-3m", 2), ("unipc", 3), ("ipndm", 2)]
+)
+def test_the_chains_converge_at_the_order_of_their_lowest_order_step(sampler, order):
+    """Error against steps on even log-SNR steps (41 -> 81 -> 161 steps; measured slopes: DDIM
+    0.99, DPM-Solver++(3M) 2.04, UniPC 2.93, iPNDM 2.00). A chain is only as good as its
+    worst step: 3M's and iPNDM's first steps are Euler's (error h², global order 2), and
+    UniPC's first (UniP-1 + UniC-1) and last (UniP-2, whose corrector would follow the last
+    network call) are h³, so UniPC-3 converges as h³ though its middle steps are h⁵."""
+    schedule = linear_logsnr_schedule()
+    errors = [chain_error(sampler, schedule, n, "logsnr") for n in (41, 81, 161)]
+    for coarse, fine in zip(errors, errors[1:]):
+        assert math.log2(coarse / fine) == pytest.approx(order, abs=0.3)
+
+
+@pytest.mark.parametrize("steps", [5, 10, 20])
+def test_unipc_and_ipndm_lead_the_older_samplers_at_few_steps(schedule, steps):
+    """On the DDPM schedule with each sampler's default grid, as `ddpm sample` runs them: at 5,
+    10 and 20 steps both are at least 1.5x closer than DDIM, DPM-Solver++(2M/3M) and Heun
+    (measured at 10 steps: unipc 0.17, ipndm 0.11 against 0.29-0.40)."""
+    older = min(ode_error(s, schedule, steps) for s in ("ddim", "dpm-solver", "dpm-solver-3m"))
+    older = min(older, ode_error("heun", schedule, steps))
+    for sampler in ("unipc", "ipndm"):
+        assert ode_error(sampler, schedule, steps) * 1.5 < older
+
+
+# The time grids
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_each_grid_is_strictly_decreasing_in_range_and_as_long_as_asked(name):
+    schedule = make_schedule(name, 1000)
+    for spacing in grids.SPACINGS:
+        for steps in (1, 2, 5, 10, 50, 200, 1000):
+            ts = S.timesteps_for(schedule, steps, spacing)
+            assert len(ts) == steps and ts[-1] >= 0 and ts[0] <= schedule.T - 1
+            assert all(a > b for a, b in zip(ts, ts[1:])), (spacing, steps)
+    for spacing in ("edm", "logsnr", "trailing"):  # they start where x_T was drawn
+        assert S.timesteps_for(schedule, 10, spacing)[0] == schedule.T - 1
+    assert S.timesteps_for(schedule, 25, "karras") == S.timesteps_for(schedule, 25, "edm")
+    assert S.network_evaluations("unipc", 10, 1000) == S.network_evaluations("ipndm", 10, 1000)
+    assert S.network_evaluations("unipc", 10, 1000) == 10
+
+
+def within_rounding(values: torch.Tensor, ts: list[int], targets: torch.Tensor) -> bool:
+    """Each target lies between the values at t - 1 and t + 1: t is the nearest timestep or
+    off by the rounding to integers alone. `values` is monotone in t."""
+    T = values.shape[0]
+    for t, target in zip(ts, targets.tolist()):
+        lo, hi = sorted((float(values[max(t - 1, 0)]), float(values[min(t + 1, T - 1)])))
+        if not lo - 1e-12 <= target <= hi + 1e-12:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("name", ["linear", "quadratic"])
+@pytest.mark.parametrize("steps", [5, 10, 20])
+def test_edm_and_logsnr_grids_are_even_in_their_variable(name, steps):
+    """edm: σ^(1/ρ) evenly spaced from σ_max to σ_min (Karras et al. eq. 5, ρ = 7); logsnr:
+    log-SNR evenly spaced between the schedule's ends; both up to the integer timesteps.
+    (Not on the cosine schedule: see the next test.)"""
+    schedule = make_schedule(name, 1000)
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+    rho_root = schedule.sigmas ** (1 / grids.EDM_RHO)
+    edm = S.timesteps_for(schedule, steps, "edm")
+    assert edm[0] == 999 and edm[-1] == 0
+    assert within_rounding(rho_root, edm, rho_root[-1] + ramp * (rho_root[0] - rho_root[-1]))
+    logsnr = -2 * schedule.log_sigmas
+    ts = S.timesteps_for(schedule, steps, "logsnr")
+    assert ts[0] == 999 and ts[-1] == 0
+    assert within_rounding(logsnr, ts, logsnr[-1] + ramp * (logsnr[0] - logsnr[-1]))
+
+
+def test_points_that_share_a_timestep_move_to_the_next_free_one():
+    """The cosine schedule's last β is clipped at 0.999, so σ_max is about 2e4 and EDM's first
+    points (and a few of logsnr's) all fall nearest to t = 999: they become 999, 998, ...
+    rather than one call, so the grid keeps its length (and its network calls)."""
+    schedule = make_schedule("cosine", 1000)
+    edm = S.timesteps_for(schedule, 10, "edm")
+    assert edm[:6] == [999, 998, 997, 996, 995, 994] and edm[-1] == 0
+    assert len(S.timesteps_for(schedule, 10, "logsnr")) == 10

@@ -2,8 +2,9 @@
 
 Every sampler shares one signature, as k-diffusion's do: the model, the schedule and x_T
 positionally, everything else by keyword (`steps`, `clip`, `generator`, `callback`, then the
-sampler's own: `eta` and `spacing` for DDIM, `spacing` and `order` for DPM-Solver++, `spacing`
-for Heun, `variance` for DDPM, whose `steps` may be None for all T).
+sampler's own: `eta` and `spacing` for DDIM, `spacing` and `order` for DPM-Solver++, UniPC and
+iPNDM, `spacing` for Heun, `variance` for DDPM, whose `steps` may be None for all T). The time
+grids (`spacing`) are `grids.py`'s; the multistep updates, `solvers.py`'s.
 
 `model(x_t, t)` predicts the noise eps; x_T and the result are (B, C, H, W); t is int64 (B,).
 A model with learned variances returns (B, 2C, H, W), eps then its variance output
@@ -36,11 +37,15 @@ from ddpm.diffusion.process import (
     split_output,
 )
 from ddpm.diffusion.schedule import NoiseSchedule
+from ddpm.sampling.grids import SPACINGS as SPACINGS  # re-exported: the CLI's choices
+from ddpm.sampling.grids import check_steps, timesteps_for
+from ddpm.sampling.grids import ddim_timesteps as ddim_timesteps
+from ddpm.sampling.solvers import dpm_solver_update, ipndm_update, unipc_update
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 Callback = Callable[[int, int, Tensor, Tensor], None]
-SAMPLERS = ("ddpm", "ddim", "dpm-solver", "dpm-solver-3m", "heun")
-DEFAULT_STEPS = 50  # DDIM / DPM-Solver / Heun steps when none are given
+SAMPLERS = ("ddpm", "ddim", "dpm-solver", "dpm-solver-3m", "heun", "unipc", "ipndm")
+DEFAULT_STEPS = 50  # the steps of every sampler but DDPM when none are given
 
 
 def default_steps(sampler: str, steps: int | None, T: int) -> int | None:
@@ -106,54 +111,16 @@ def predict_x0_and_var(
     return eps, x_0, var_values
 
 
-def _check_steps(steps: int, T: int) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
-        raise ValueError(f"steps must be an integer in [1, {T}], got {steps!r}")
-
-
-SPACINGS = ("leading", "trailing", "karras")
-# Each few-step sampler's timesteps when none are asked for (dpm_solver_sample says why its own).
+# Each few-step sampler's timesteps when none are asked for (dpm_solver_sample says why its own;
+# unipc_sample and ipndm_sample say why theirs).
 DEFAULT_SPACING = {
     "ddim": "leading",
     "dpm-solver": "trailing",
     "dpm-solver-3m": "trailing",
-    "heun": "karras",
+    "heun": "edm",
+    "unipc": "logsnr",
+    "ipndm": "edm",
 }
-
-
-def ddim_timesteps(T: int, steps: int, spacing: str = "leading") -> list[int]:
-    """`steps` decreasing timesteps in [0, T) for the few-step samplers.
-
-    - leading: DDIM's t_i = i * (T // steps), i = steps-1 .. 0 (Song et al. 2021, §C.2); the
-      first step starts below T-1 (at 980 of 1000 for 50 steps).
-    - trailing: t_i = round(T - i T/steps) - 1, which starts at T-1, where x_T was drawn (Lin et
-      al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Table 2).
-    - karras: the noise levels σ_i = (σ_max^(1/ρ) + i/(steps-1) (σ_min^(1/ρ) - σ_max^(1/ρ)))^ρ
-      with ρ = 7 (Karras et al. 2022, eq. 5), between the schedule's first and last σ_t, each
-      rounded to the nearest timestep; denser near the data. Needs the schedule (use
-      `timesteps_for`); repeated steps after rounding are dropped.
-    """
-    _check_steps(steps, T)
-    if spacing == "leading":
-        stride = T // steps
-        return [i * stride for i in range(steps - 1, -1, -1)]
-    if spacing == "trailing":
-        return [round(T - i * T / steps) - 1 for i in range(steps)]
-    raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
-
-
-def timesteps_for(schedule: NoiseSchedule, steps: int, spacing: str = "leading") -> list[int]:
-    """`ddim_timesteps`, and the Karras spacing that needs the schedule's noise levels."""
-    if spacing != "karras":
-        return ddim_timesteps(schedule.T, steps, spacing)
-    _check_steps(steps, schedule.T)
-    log_sigma = schedule.log_sigmas.cpu()  # increasing in t
-    rho = 7.0
-    hi, lo = float(log_sigma[-1].exp()) ** (1 / rho), float(log_sigma[0].exp()) ** (1 / rho)
-    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
-    target = torch.log((hi + ramp * (lo - hi)) ** rho)
-    nearest = (log_sigma[None, :] - target[:, None]).abs().argmin(1).tolist()
-    return sorted(set(nearest), reverse=True)
 
 
 @torch.no_grad()
@@ -181,7 +148,7 @@ def ddpm_sample(
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
     if steps is not None:
-        _check_steps(steps, schedule.T)
+        check_steps(steps, schedule.T)
         model, schedule = respace_model(model, schedule, steps)
     x = x_T
     B = x.shape[0]
@@ -321,34 +288,6 @@ def dpm_solver_sample(
     raise AssertionError("unreachable")
 
 
-def dpm_solver_update(x: Tensor, x0s: Sequence[Tensor], lams: Sequence[float], lam_next: float):
-    """One DPM-Solver++ multistep update of x from λ = lams[-1] to `lam_next`, of the order
-    len(x0s) (1 to 3): `x0s` are the data predictions at `lams`, oldest first (the formulas in
-    `dpm_solver_sample`'s docstring; Lu et al.'s reference code writes them the same way)."""
-    alpha_next = math.sqrt(_sigmoid(2 * lam_next))  # ᾱ = sigmoid(2λ)
-    sigma_ratio = math.sqrt(_sigmoid(-2 * lam_next) / _sigmoid(-2 * lams[-1]))
-    h = lam_next - lams[-1]
-    phi_1 = math.expm1(-h)
-    x = sigma_ratio * x - alpha_next * phi_1 * x0s[-1]
-    if len(x0s) == 1:
-        return x
-    r0 = (lams[-1] - lams[-2]) / h
-    d1_0 = (x0s[-1] - x0s[-2]) / r0
-    if len(x0s) == 2:
-        return x - (alpha_next * phi_1 / 2) * d1_0
-    r1 = (lams[-2] - lams[-3]) / h
-    d1_1 = (x0s[-2] - x0s[-3]) / r1
-    d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
-    d2 = (d1_0 - d1_1) / (r0 + r1)
-    phi_2 = phi_1 / h + 1
-    phi_3 = phi_2 / h - 0.5
-    return x + alpha_next * (phi_2 * d1 - phi_3 * d2)
-
-
-def _sigmoid(z: float) -> float:
-    return 1 / (1 + math.exp(-z))
-
-
 @torch.no_grad()
 def heun_sample(
     model: EpsModel,
@@ -394,6 +333,102 @@ def heun_sample(
     raise AssertionError("unreachable")
 
 
+@torch.no_grad()
+def unipc_sample(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    *,
+    steps: int,
+    clip: bool = False,
+    generator: Generators = None,
+    callback: Callback | None = None,
+    spacing: str = DEFAULT_SPACING["unipc"],
+    order: int = 3,
+) -> Tensor:
+    """UniPC, Zhao et al. 2023: the multistep predictor UniP-p and, after every step but the
+    last, the corrector UniC-p, which reuses the network call at the predicted point (so still
+    one call a step) and raises the step's order by one; data prediction, B(h) = e^{-h} - 1
+    ("bh2"). The updates are `solvers.unipc_update`.
+
+    `order` 3 by default: diffusers' UniPCMultistepScheduler defaults to solver_order=2 and
+    recommends 3 for unconditional sampling, the paper's pixel-space setting. Each step takes
+    the order its history allows (1, 2, then `order`) and at most the number of steps left, as
+    diffusers' `lower_order_final` does: the last update is second order. The last network
+    call returns its x̂_0 (ᾱ = 1), so no corrector follows it, as in the paper's Algorithm.
+    Log-SNR timesteps by default (even h in λ; DPM-Solver's and UniPC's choice for pixel-space
+    models).
+    """
+    del generator  # deterministic
+    if order not in (1, 2, 3):
+        raise ValueError(f"UniPC order must be 1, 2 or 3, got {order}")
+    ts = timesteps_for(schedule, steps, spacing)
+    log_sigmas = schedule.log_sigmas.tolist()  # host floats: one read, no sync per step
+    lam = [-log_sigmas[t] for t in ts]
+    N, B = len(ts), x_T.shape[0]
+    x, x_start = x_T, x_T  # x_start: where the last predictor started (the corrector needs it)
+    x0s: list[Tensor] = []  # the data predictions at the last steps, oldest first
+    p = 0  # the order of the last predictor
+    for i, t in enumerate(ts):
+        tt = torch.full((B,), t, device=x.device, dtype=torch.long)
+        _, x_0 = predict_x0(model, schedule, x, tt, clip)
+        if i > 0 and i + 1 < N:  # UniC on the step just taken, with x̂_0 at its end
+            x = unipc_update(x_start, x0s[-p:], lam[i - p : i], lam[i], x0_next=x_0)
+        if callback is not None:
+            callback(i, t, x, x_0)
+        if i + 1 == N:
+            return x_0  # α = 1, σ = 0: the ODE's end point is the data prediction itself
+        x0s = [*x0s[1 - order :], x_0] if order > 1 else [x_0]
+        p = min(len(x0s), N - i)  # lower_order_final: N - i is 2 before the last call
+        x_start = x
+        x = unipc_update(x, x0s[-p:], lam[i + 1 - p : i + 1], lam[i + 1])
+    raise AssertionError("unreachable")
+
+
+@torch.no_grad()
+def ipndm_sample(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    *,
+    steps: int,
+    clip: bool = False,
+    generator: Generators = None,
+    callback: Callback | None = None,
+    spacing: str = DEFAULT_SPACING["ipndm"],
+    order: int = 4,
+) -> Tensor:
+    """iPNDM, Zhang & Chen 2023 (DEIS, the improved PNDM of its appendix), as zju-pi's
+    diff-sampler runs it: Adams-Bashforth on dx̃/dσ = eps in the variance-exploding view
+    (x̃ = x_t/√ᾱ_t, σ = `NoiseSchedule.sigmas`), one network call a step, of order 1, 2, 3 and
+    then `order` (4) as the history of eps fills (`solvers.ipndm_update`). PNDM's
+    Runge-Kutta warm start is what the lower orders replace.
+
+    The weights are the equal-step ones even on an uneven grid, as in the reference; EDM's
+    timesteps by default (the reference's "polynomial" ρ = 7 schedule). The last call returns
+    its x̂_0 = x̃ - σ eps, an Euler step to σ = 0 (Heun's last step too).
+    """
+    del generator  # deterministic
+    if order not in (1, 2, 3, 4):
+        raise ValueError(f"iPNDM order must be 1 to 4, got {order}")
+    ts = timesteps_for(schedule, steps, spacing)
+    abar = schedule.alphas_cumprod.tolist()  # host floats: one read, no sync per step
+    sigma = schedule.sigmas.tolist()
+    B = x_T.shape[0]
+    x = x_T / math.sqrt(abar[ts[0]])
+    eps_hist: list[Tensor] = []  # the last `order` slopes, oldest first
+    for i, t in enumerate(ts):
+        tt = torch.full((B,), t, device=x.device, dtype=torch.long)
+        eps, x_0 = predict_x0(model, schedule, math.sqrt(abar[t]) * x, tt, clip)
+        if callback is not None:
+            callback(i, t, math.sqrt(abar[t]) * x, x_0)
+        if i + 1 == len(ts):
+            return x_0
+        eps_hist = [*eps_hist[1 - order :], eps] if order > 1 else [eps]
+        x = ipndm_update(x, eps_hist, sigma[ts[i + 1]] - sigma[t])
+    raise AssertionError("unreachable")
+
+
 def network_evaluations(sampler: str, steps: int | None, T: int) -> int:
     """How many times a sampler calls the network: its cost (NFE)."""
     if sampler == "ddpm":
@@ -417,8 +452,9 @@ def sample(
     spacing: str | None = None,
 ) -> Tensor:
     """Dispatch by name: "ddpm" (all T steps when `steps` is None, else the respaced K-step
-    chain of Nichol & Dhariwal §4), "ddim", "dpm-solver" (2M), "dpm-solver-3m" or "heun"
-    (`steps` steps on `spacing`'s timesteps; None: `DEFAULT_SPACING`'s). `eta` is DDIM's
+    chain of Nichol & Dhariwal §4), "ddim", "dpm-solver" (2M), "dpm-solver-3m", "heun",
+    "unipc" (order 3) or "ipndm" (order 4) (`steps` steps on `spacing`'s timesteps; None:
+    `DEFAULT_SPACING`'s). `eta` is DDIM's
     alone and `variance` DDPM's alone; the other samplers ignore them."""
     if sampler == "ddpm":
         return ddpm_sample(
@@ -444,4 +480,8 @@ def sample(
         return dpm_solver_sample(
             model, schedule, x_T, steps=steps, spacing=sp, order=order, **shared
         )
+    if sampler == "unipc":
+        return unipc_sample(model, schedule, x_T, steps=steps, spacing=sp, **shared)
+    if sampler == "ipndm":
+        return ipndm_sample(model, schedule, x_T, steps=steps, spacing=sp, **shared)
     return heun_sample(model, schedule, x_T, steps=steps, spacing=sp, **shared)
