@@ -269,15 +269,18 @@ def add_resize_arg(p: argparse.ArgumentParser) -> None:
 SAMPLER_HELP = (
     "ddpm: ancestral sampling (Ho et al. Alg. 2); ddim (Song et al.); dpm-solver: "
     "DPM-Solver++(2M), good at 10-25 steps; dpm-solver-3m: DPM-Solver++(3M), as diffusers' "
-    "solver_order=3; heun: Karras et al.'s 2nd-order ODE solver"
+    "solver_order=3; heun: Karras et al.'s 2nd-order ODE solver (2 steps - 1 network calls); "
+    "unipc: UniPC (Zhao et al. 2023), predictor-corrector of order 3, bh2, for 5-20 steps; "
+    "ipndm: iPNDM (Zhang & Chen 2023), 4th-order Adams-Bashforth in sigma, for 5-20 steps"
 )
 STEPS_HELP = (
-    "DDIM / DPM-Solver / Heun steps (default 50, or T if the model has fewer); with --sampler "
+    "steps of every sampler but ddpm (default 50, or T if the model has fewer); with --sampler "
     "ddpm, sample on K respaced steps (Nichol & Dhariwal 2021 §4; default: all T)"
 )
 SPACING_HELP = (
-    "timesteps of ddim / dpm-solver(-3m) / heun: leading (DDIM's), trailing (start at T) or karras "
-    "(EDM's ρ=7 noise levels); default: "
+    "timesteps of every sampler but ddpm: leading (DDIM's), trailing (start at T), edm (Karras "
+    "et al. eq. 5: sigma^(1/7) even between the schedule's ends; karras is another name for it) "
+    "or logsnr (log-SNR even between the schedule's ends); default: "
     + ", ".join(f"{s} for {name}" for name, s in DEFAULT_SPACING.items())
 )
 VARIANCE_HELP = (
