@@ -15,6 +15,7 @@ from ddpm.errors import ConfigError
 from ddpm.io.paths import check_output_file, check_output_folder
 from ddpm.progress import Progress
 from ddpm.sampling import generate as gen_mod
+from ddpm.sampling import loaded as loaded_mod
 from ddpm.sampling import samplers
 from ddpm.train import TrainConfig
 from ddpm.viz.grids import full_grid_columns
@@ -68,7 +69,7 @@ def test_a_bad_output_name_fails_at_once_before_sampling(
         raise AssertionError("sampling started before the output path was checked")
 
     monkeypatch.setattr(gen_mod, "generate", no_work)
-    monkeypatch.setattr(gen_mod, "load_model", no_work)
+    monkeypatch.setattr(loaded_mod, "load_model", no_work)
     t0 = time.perf_counter()
     code, _, err = run(capsys, ["sample", "--checkpoint", str(tiny_run), *flags])
     assert time.perf_counter() - t0 < 1.0
