@@ -74,3 +74,14 @@ def test_sample_grids_are_enlarged_as_the_training_pictures_are(tmp_path):
     assert main(["sample", "--checkpoint", str(run), "--n", "4", "--out", str(grid)]) == 0
     with Image.open(grid) as ours, Image.open(run / "samples.png") as training:
         assert ours.size == training.size == (44, 44)  # 2 x (2 + 2 x (8 + 2)): 8x8 images
+
+
+def test_show_curves_of_a_missing_run_says_what_it_expected(tmp_path, capsys):
+    for where, said in (
+        (tmp_path / "nope", "no such file or folder"),
+        (tmp_path, "without log.csv"),
+    ):
+        assert main(["show", "curves", str(where)]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "Errno" not in err
+        assert said in err and "expected a run folder" in err

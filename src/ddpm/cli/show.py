@@ -210,6 +210,11 @@ def _curves(args: argparse.Namespace, plot, run_panels) -> Path:
     from ddpm.errors import DataError
 
     log = args.run_dir / "log.csv" if args.run_dir.is_dir() else args.run_dir
+    if not log.is_file():
+        what = "a run folder without log.csv" if args.run_dir.is_dir() else "no such file or folder"
+        raise DataError(
+            f"{args.run_dir}: {what}; expected a run folder (ddpm train --out) or its log.csv"
+        )
     try:
         with log.open(newline="") as f:
             rows = list(csv.DictReader(f))
