@@ -163,14 +163,23 @@ def scatter_figure(
     title: str = "samples",
     names: Sequence[str] | None = None,
 ) -> Image.Image:
-    """Samples (n, D) in blue over the data (m, D) in grey: one panel per pair of columns
-    (D = 1: a histogram of each)."""
+    """Samples (n, D) beside the data (m, D): for D = 2 the data (grey) and the samples (blue)
+    in two panels on the same axes, so that neither hides the other; for D > 2 one panel per
+    pair of columns, the samples drawn light over the data; D = 1: a histogram of each."""
     D = samples.shape[1]
     names = list(names) if names is not None else [f"x{i + 1}" for i in range(D)]
     both = [samples] + ([reference] if reference is not None else [])
     legend = [("samples", PALETTE[0])] + ([("data", GREY)] if reference is not None else [])
     if D == 1:
         return figure([_histogram(both, names[0], title)], 1, legend)
+    if D == 2 and reference is not None:
+        xlim, ylim = limits(*[a[:, 0] for a in both]), limits(*[a[:, 1] for a in both])
+        panels = []
+        for pts, color, name in ((reference, GREY, "data"), (samples, PALETTE[0], title)):
+            p = Panel(xlim, ylim, size=(360, 360), title=name, xlabel=names[0], ylabel=names[1])
+            p.scatter(pts, color)
+            panels.append(p.render())
+        return figure(panels, 2, legend)
     panels = []
     for i, j in _pairs(D):
         p = Panel(
@@ -183,7 +192,7 @@ def scatter_figure(
         )
         if reference is not None:
             p.scatter(reference[:, [i, j]], GREY, alpha=110)
-        p.scatter(samples[:, [i, j]], PALETTE[0])
+        p.scatter(samples[:, [i, j]], PALETTE[0], alpha=200 if reference is None else 90)
         panels.append(p.render())
     return figure(panels, min(len(panels), 3), legend)
 
