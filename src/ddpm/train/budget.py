@@ -5,6 +5,7 @@ request and the budget go through a host-side vote (`ddpm.train.distributed.Vote
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from typing import Any
@@ -19,10 +20,14 @@ from ddpm.train.state import TrainState
 
 
 class StopRequested:
-    """SIGINT/SIGTERM set a flag; the loop finishes its step, checkpoints and exits."""
+    """SIGINT/SIGTERM set a flag; the loop finishes its step, checkpoints and exits. Once
+    stopping has begun, a further signal waits for that checkpoint: noted, said once, and the
+    run ends as the first one asked. Interrupting the write would leave no checkpoint of the
+    steps since the last one (the files are renamed into place, so never a torn one)."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.again = 0  # signals after the first, deferred
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequested:
@@ -34,9 +39,13 @@ class StopRequested:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.signal is not None:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.signal = signum
+        if self.signal is None:
+            self.signal = signum
+            return
+        self.again += 1
+        if self.again == 1 and os.environ.get("RANK", "0") == "0":  # once, from one process
+            # os.write: print() here could re-enter a write to stderr that the signal cut into
+            os.write(2, b"ddpm train: stopping: finishing the checkpoint, then exiting\n")
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
