@@ -19,7 +19,7 @@ from ddpm.cli.args import (
 from ddpm.cli.flags import add_setting_flags
 from ddpm.train.config import TrainConfig
 from ddpm.train.recipes import RECIPES, recipe_settings, sampling_advice
-from ddpm.train.settings import EVALUATION
+from ddpm.train.settings import EVALUATION, settings_of
 
 if TYPE_CHECKING:
     from ddpm.train.distributed import Dist
@@ -36,11 +36,39 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     }
     instead = {"device": add_device_arg}
     add_setting_flags(p, TrainConfig, skip=(EVALUATION,), before=before, instead=instead)
+    for_resume(p)
 
 
 def add_train_eval_args(p: argparse.ArgumentParser) -> None:
     """`ddpm train` flags for FID during training (the values go to TrainConfig)."""
     add_setting_flags(p, TrainConfig, only=(EVALUATION,))
+    for_resume(p)
+
+
+GIVEN = "given_on_command_line"  # the dests of the flags given, as a frozenset
+RESUMABLE_NOTE = " (may change on --resume)"
+
+
+class _Given(argparse.Action):
+    """Mixed into a flag's action: argparse calls it only when the flag is on the command line,
+    which it then notes in args.given_on_command_line (a resumed run keeps its own values of the
+    flags left out, where the parser's defaults would otherwise stand for them)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, GIVEN, getattr(namespace, GIVEN, frozenset()) | {self.dest})
+        super().__call__(parser, namespace, values, option_string)
+
+
+def for_resume(p: argparse.ArgumentParser) -> None:
+    """Make each flag of `p` note that it was given (see _Given), and end the help of the
+    settings' flags that may change on --resume by saying so."""
+    settings = settings_of(TrainConfig)
+    for a in p._actions:
+        if a.option_strings and not isinstance(a, _Given | argparse._HelpAction):
+            a.__class__ = type(f"Given{type(a).__name__}", (_Given, type(a)), {})
+            if a.dest in settings and settings[a.dest][1].resumable:
+                a.help = f"{a.help or ''}{RESUMABLE_NOTE}"
+    p.set_defaults(**{GIVEN: frozenset()})
 
 
 def _add_arch_args(g) -> None:
@@ -90,7 +118,8 @@ def _add_resume_arg(g) -> None:
         nargs="?",
         const="auto",
         help="continue from a checkpoint file or run folder; alone: the newest checkpoint in "
-        "--out (default: start afresh)",
+        "--out (default: start afresh). The run keeps the settings its checkpoint stored: only "
+        "those marked '(may change on --resume)' may be given new values",
     )
 
 
@@ -135,10 +164,29 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def resumed_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """`--resume`: the run's settings as its checkpoint stored them, with the flags given on the
+    command line (a --recipe's settings among them) that may change on resume; any other given
+    flag must have the run's value (ddpm.train.resume). --out is where the run is now."""
+    from ddpm.train.resume import read_run, resumed_config
+
+    given = set(getattr(args, GIVEN, ()))
+    if "recipe" in given and args.recipe in RECIPES:
+        given |= set(recipe_settings(args.recipe))
+    settings = settings_of(TrainConfig)
+    stored, model_config = read_run(args.resume, args.out)
+    return resumed_config(
+        stored,
+        {**{k: getattr(args, k) for k in given if k in settings}, "out": args.out},
+        model_config,
+        {k: getattr(args, k) for k in ARCH_FLAGS if k in given},
+    )
+
+
 def run_train(args: argparse.Namespace) -> int:
     from ddpm.train import distributed
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args) if args.resume is None else resumed_config_from_args(args)
     # one process, or this process of a torchrun job
     dist = distributed.init(cfg.device, cfg.batch_size)
     try:
@@ -158,7 +206,7 @@ def _train(cfg: TrainConfig, args: argparse.Namespace, dist: Dist) -> int:
         return 1
     if result.stopped_early:
         if dist.is_main:
-            how = f"ddpm train --out {cfg.out} --resume (and the same flags)"
+            how = f"ddpm train --out {cfg.out} --resume"
             if dist.world_size > 1:
                 how = f"the same torchrun command with --resume (any number of processes; {how})"
             print(f"stopped at step {result.step}; checkpoint {result.last_checkpoint}")

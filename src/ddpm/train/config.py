@@ -75,6 +75,7 @@ class TrainConfig:
         "8gaussians, checkerboard, circles), PATH.npy (N, D) or PATH.csv; sequences: "
         "PATH.npy (N, C, L) or timeseries:PATH (UCR/UEA .ts file, or a folder of "
         "*_TRAIN.ts / *_TEST.ts)",
+        resumable=True,  # where the run's data is now: restore() checks its shape and classes
     )
     split: str | None = DATA(
         None,
@@ -236,17 +237,20 @@ class TrainConfig:
         "optimisation steps to train for (default: %(default)s, about 4 minutes of "
         "training on 2 CPU cores)",
         rule=POSITIVE_INT,
+        resumable=True,
     )
     epochs: float | None = OPTIMISATION(  # overrides steps
         None,
         "train for this many passes over the data instead of --steps (default: none)",
         rule=POSITIVE,
+        resumable=True,
     )
     max_minutes: float | None = OPTIMISATION(  # stops with a checkpoint
         None,
         "stop after this many minutes of wall-clock time, finishing as at the last step "
         "(default: no limit)",
         rule=POSITIVE,
+        resumable=True,
     )
     batch_size: int = OPTIMISATION(64, "images per step", rule=POSITIVE_INT)
     lr: float = OPTIMISATION(  # high for a small model and a short run

@@ -1,7 +1,8 @@
 """A training setting, declared once: its default, what it does (the help of its flag), the
-group its flag sits in, and the rule its value follows. `TrainConfig` (ddpm.train.config)
-declares each field with a `Group`; `check_settings` applies the rules when a config is built,
-and `ddpm train`'s flags are generated from the same declarations (ddpm.cli.flags)."""
+group its flag sits in, the rule its value follows, and whether `--resume` may change it.
+`TrainConfig` (ddpm.train.config) declares each field with a `Group`; `check_settings` applies
+the rules when a config is built, and `ddpm train`'s flags are generated from the same
+declarations (ddpm.cli.flags)."""
 
 from __future__ import annotations
 
@@ -72,7 +73,10 @@ class Setting:
     `rule` holds at construction and is the flag's type too; `flag_rule` is the flag's alone,
     for values the library takes as they come or checks where it uses them. `switch` is
     "store_true" (a flag that turns it on) or "both" (--name / --no-name). `flag` names the
-    flag where it is not --name-with-dashes; `aliases` are more names for it."""
+    flag where it is not --name-with-dashes; `aliases` are more names for it. `resumable`: a
+    resumed run may take a new value (how long it trains, how often it writes, how fast it runs,
+    where its files are); every other setting is the run's own, kept from its checkpoint
+    (ddpm.train.resume)."""
 
     help: str
     group: Group
@@ -81,17 +85,25 @@ class Setting:
     switch: str | None = None
     flag: str | None = None
     aliases: tuple[str, ...] = ()
+    resumable: bool = False
+
+    def flag_of(self, name: str) -> str:
+        """The flag of the setting called `name`: --name-with-dashes unless it names its own."""
+        return self.flag or f"--{name.replace('_', '-')}"
 
 
 @dataclass(frozen=True)
 class Group:
     """A flag group (its title as `ddpm train --help` shows it); calling it declares one
-    dataclass field whose flag sits in the group."""
+    dataclass field whose flag sits in the group. `resumable`: whether its settings may change
+    on --resume, unless one says otherwise."""
 
     title: str | None
     description: str | None = None
+    resumable: bool = False
 
     def __call__(self, default: Any, help: str, **how: Any) -> Any:
+        how.setdefault("resumable", self.resumable)
         return dataclasses.field(default=default, metadata={"setting": Setting(help, self, **how)})
 
 
@@ -118,14 +130,17 @@ DATA = Group("data")
 MODEL = Group("model")
 DIFFUSION = Group("diffusion")
 OPTIMISATION = Group("optimisation")
-OUTPUT = Group("output")
-SPEED = Group("speed")
+# where a run writes, how often, how fast and on what it runs, and what it measures on the
+# way: none of them changes what the network learns, so a resumed run may take new values
+OUTPUT = Group("output", resumable=True)
+SPEED = Group("speed", resumable=True)
 DDP = Group(
     "several GPUs (torchrun --nproc-per-node N -m ddpm train ...)",
     "--batch-size is the global batch, split evenly over the processes; each process\n"
     "trains in DistributedDataParallel and rank 0 alone writes files",
+    resumable=True,
 )
-EVALUATION = Group("evaluation during training")
+EVALUATION = Group("evaluation during training", resumable=True)
 NO_FLAG = Group(None)  # settings of the library alone
 
 
