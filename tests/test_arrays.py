@@ -267,9 +267,9 @@ def test_checkpoint_info_round_trip():
 
 
 def test_image_flags_are_refused_for_points():
-    with pytest.raises(ConfigError, match="image_size applies to images"):
+    with pytest.raises(ConfigError, match="--image-size applies to images"):
         TrainConfig(data="toy:moons", image_size="16")
-    with pytest.raises(ConfigError, match="hflip applies to images"):
+    with pytest.raises(ConfigError, match="--flip applies to images"):
         TrainConfig(data="x.npy", hflip=True)
 
 

@@ -108,7 +108,7 @@ def test_the_train_step_feeds_null_labels_at_cond_drop(tmp_path):
 
 
 def test_class_cond_needs_labels(tmp_path, blobs, capsys):
-    with pytest.raises(ConfigError, match="class_cond needs labelled data"):
+    with pytest.raises(ConfigError, match="--class-cond needs labelled data"):
         setup(tiny_config(tmp_path), blobs)
     folder = tmp_path / "flat"
     folder.mkdir()
@@ -116,7 +116,7 @@ def test_class_cond_needs_labels(tmp_path, blobs, capsys):
         Image.new("RGB", (8, 8), (i, 0, 0)).save(folder / f"{i}.png")
     argv = ["train", "--data", str(folder), "--preset", "tiny", "--class-cond"]
     assert main([*argv, "--out", str(tmp_path / "o"), "--quiet"]) == 2
-    assert "class_cond needs labelled data" in error_line(capsys)
+    assert "--class-cond needs labelled data" in error_line(capsys)
 
 
 # --- the networks -----------------------------------------------------------------------------

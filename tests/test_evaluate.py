@@ -102,7 +102,7 @@ def test_bad_inputs_give_one_line(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(ckpt), "--nll"]) == 2
     assert "--nll needs --data" in error_line(capsys)
     assert main(["train", "--eval-every", "5", "--out", str(tmp_path / "r")]) == 2
-    assert "eval_every needs fid_stats" in error_line(capsys)
+    assert "--eval-every needs --fid-stats" in error_line(capsys)
 
 
 def test_a_bad_stats_file_stops_training_before_it_starts(tmp_path, capsys):

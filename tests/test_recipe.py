@@ -193,7 +193,7 @@ def test_another_loss_weighting_takes_the_recipes_min_snr_gamma_with_it():
     hybrid = ["train", "--recipe", "cifar10-8min", "--loss", "hybrid", "--learn-sigma"]
     with pytest.warns(UserWarning, match="loss hybrid"):  # --loss is not --loss-weight
         assert parse_train(hybrid).min_snr_gamma == 5.0
-    with pytest.raises(ConfigError, match="min_snr_gamma"):  # both given: a real conflict
+    with pytest.raises(ConfigError, match="--min-snr-gamma"):  # both given: a real conflict
         parse_train(
             ["train", "--recipe", "cifar10-8min", "--loss-weight", "edm", "--min-snr-gamma", "3"]
         )

@@ -41,7 +41,7 @@ def test_every_setting_with_a_group_has_its_flag_with_the_same_default():
     ],
 )
 def test_a_rule_refuses_the_value_as_a_flag_and_at_construction(name, value, flag, capsys):
-    with pytest.raises(ConfigError, match=f"{name} must be"):
+    with pytest.raises(ConfigError, match=f"{flag} must be"):  # named by its flag
         TrainConfig(**{name: value})
     text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
     with pytest.raises(SystemExit) as e:

@@ -56,6 +56,7 @@ from ddpm.train.settings import (
     UNIT,
     check_settings,
     each,
+    flag_name,
     one_of,
 )
 
@@ -415,11 +416,13 @@ class TrainConfig:
         self.snapshot_minutes = tuple(self.snapshot_minutes)
         check_settings(self)
         if self.eval_every is not None and self.fid_stats is None:
-            raise ConfigError("eval_every needs fid_stats: the reference statistics .npz")
+            raise ConfigError("--eval-every needs --fid-stats: the reference statistics .npz")
         if self.loss_weight == "min-snr" and self.min_snr_gamma is None:
-            raise ConfigError("loss_weight min-snr needs min_snr_gamma (e.g. 5)")
+            raise ConfigError("--loss-weight min-snr needs --min-snr-gamma (e.g. 5)")
         if self.loss_weight not in ("none", "min-snr") and self.min_snr_gamma is not None:
-            raise ConfigError(f"min_snr_gamma is for loss_weight min-snr, not {self.loss_weight}")
+            raise ConfigError(
+                f"--min-snr-gamma is for --loss-weight min-snr, not {self.loss_weight}"
+            )
         if self.preset is not None:
             preset(self.preset)  # raises on an unknown preset
         if is_array_spec(self.data):
@@ -438,38 +441,38 @@ class TrainConfig:
         ]
         for name, given in image_only:
             if given:
+                flag = flag_name(TrainConfig, name)
                 raise ConfigError(
-                    f"{name} applies to images, not to {self.data} (points or sequences)"
+                    f"{flag} applies to images, not to {self.data} (points or sequences)"
                 )
 
     def _check_losses(self) -> None:
         """Refuse the loss combinations that would train something other than what they say."""
         if self.learn_sigma and self.loss in SIMPLE_LOSSES:
             raise ConfigError(
-                f"learn_sigma (--learn-sigma) needs loss (--loss) hybrid or vlb: with "
+                f"--learn-sigma needs --loss hybrid or vlb: with --loss "
                 f"{self.loss} nothing trains the variance channels"
             )
         if self.loss == "hybrid" and not self.learn_sigma:
             raise ConfigError(
-                "loss hybrid (--loss hybrid) needs learn_sigma (--learn-sigma): its L_vlb term "
+                "--loss hybrid needs --learn-sigma: its L_vlb term "
                 "sees the mean through a stop-gradient, so with fixed variances it trains nothing"
             )
         if self.loss == "vlb" and (self.min_snr_gamma is not None or self.loss_weight != "none"):
             raise ConfigError(
-                "loss_weight / min_snr_gamma (--loss-weight, --min-snr-gamma) weight L_simple, "
-                "which loss vlb (--loss vlb) does not have"
+                "--loss-weight and --min-snr-gamma weight L_simple, which --loss vlb does not have"
             )
         if self.loss == "hybrid" and self.loss_weight != "none":
             warnings.warn(
-                f"loss hybrid (--loss hybrid) with loss_weight {self.loss_weight} "
-                "(--loss-weight): the weighting shrinks L_simple at low t while 0.001 L_vlb stays "
-                "unweighted; measured on CIFAR-10 (docs/benchmarks.md) the learned "
-                "variances then lost to fixed ones, and won without a weighting",
+                f"--loss hybrid with --loss-weight {self.loss_weight}: the weighting shrinks "
+                "L_simple at low t while 0.001 L_vlb stays unweighted; measured on CIFAR-10 "
+                "(docs/benchmarks.md) the learned variances then lost to fixed ones, and won "
+                "without a weighting",
                 stacklevel=3,
             )
         if self.loss == "vlb" and self.t_sampling == "lognormal":
             raise ConfigError(
-                "t_sampling lognormal (--t-sampling lognormal) with loss vlb (--loss vlb) would "
+                "--t-sampling lognormal with --loss vlb would "
                 "reweight the bound it estimates: use uniform or importance"
             )
 

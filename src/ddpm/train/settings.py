@@ -153,12 +153,21 @@ def settings_of(cls: Any) -> dict[str, tuple[dataclasses.Field, Setting]]:
     }
 
 
+def flag_name(cls: Any, name: str) -> str:
+    """How errors name the setting `name` of `cls`: its flag (--name-with-dashes), or the
+    field's own name for a setting of the library alone."""
+    setting = settings_of(cls)[name][1]
+    return setting.flag_of(name) if setting.group.title is not None else name
+
+
 def check_settings(obj: Any) -> None:
     """Every declared rule of `obj`'s fields, in declaration order: ConfigError naming the
-    first field that breaks its rule. None passes where the default is None (not given)."""
+    first setting (by its flag) that breaks its rule. None passes where the default is None
+    (not given)."""
     for name, (f, s) in settings_of(type(obj)).items():
         value = getattr(obj, name)
         if s.rule is None or s.rule.ok is None or (value is None and f.default is None):
             continue
         if not s.rule.ok(value):
-            raise ConfigError(f"{name} must be {s.rule.expected}, got {value!r}")
+            who = flag_name(type(obj), name)
+            raise ConfigError(f"{who} must be {s.rule.expected}, got {value!r}")

@@ -113,7 +113,7 @@ def data_classes(
         return None
     if data.labels is None or len(data.labels) == 0:
         raise ConfigError(
-            f"class_cond needs labelled data, and {data.source or 'this data'} has no labels: "
+            f"--class-cond needs labelled data, and {data.source or 'this data'} has no labels: "
             "use a folder (or .zip) with one sub-folder per class, cifar10:PATH, mnist, "
             "stanford-cars:PATH with --split train (its test photos have no labels), or "
             "timeseries:PATH"
