@@ -145,6 +145,7 @@ def test_train_then_sample_end_to_end(tmp_path, capsys):
     assert "exceeds" in error_line(capsys)
 
 
+@pytest.mark.subprocess
 def test_console_script_prints_no_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "ddpm.cli", "train", "--data", str(tmp_path / "missing.zip")],

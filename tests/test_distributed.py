@@ -286,6 +286,7 @@ AUDITED = textwrap.dedent(
 )
 
 
+@pytest.mark.subprocess
 def test_two_processes_reproduce_one_process_and_only_rank_0_writes(tmp_path):
     data = image_folder(tmp_path / "data")
     one, two = tmp_path / "one", tmp_path / "two"
@@ -310,6 +311,7 @@ def test_two_processes_reproduce_one_process_and_only_rank_0_writes(tmp_path):
     assert {"log.csv", "loss.png", "process.gif"} <= set(rank0)
 
 
+@pytest.mark.subprocess
 def test_importance_sampled_t_stays_the_same_at_two_processes(tmp_path):
     """L_vlb with importance-sampled t (Nichol & Dhariwal §3.3): the loss history that picks t
     is the whole global batch's on every process, so the runs still agree once it takes over
@@ -328,6 +330,7 @@ def test_importance_sampled_t_stays_the_same_at_two_processes(tmp_path):
     assert_same_weights(one / "ckpt-0000048.pt", two / "ckpt-0000048.pt")
 
 
+@pytest.mark.subprocess
 def test_sigterm_to_one_process_saves_once_and_resume_works_at_any_world_size(tmp_path):
     data = image_folder(tmp_path / "data")
     run, ref = tmp_path / "run", tmp_path / "ref"
@@ -349,6 +352,7 @@ def test_sigterm_to_one_process_saves_once_and_resume_works_at_any_world_size(tm
     assert_same_weights(ref / f"ckpt-{stop + 4:07d}.pt", run / f"ckpt-{stop + 4:07d}.pt")
 
 
+@pytest.mark.subprocess
 def test_a_killed_process_ends_the_job_and_resume_loses_nothing(tmp_path):
     data = image_folder(tmp_path / "data")
     run, ref = tmp_path / "run", tmp_path / "ref"
@@ -405,6 +409,7 @@ TINY = dict(
 )
 
 
+@pytest.mark.subprocess
 def test_fid_sampling_split_over_processes_gives_the_same_statistics(tmp_path, monkeypatch):
     from ddpm.eval import evaluate
 

@@ -34,6 +34,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.subprocess
 def test_kill_9_while_writing_leaves_a_loadable_checkpoint(tmp_path):
     path = tmp_path / "ckpt.pt"
     script = tmp_path / "writer.py"
@@ -60,6 +61,7 @@ def _image_folder(root, n=12, size=(10, 10)):
     return root
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
     data = _image_folder(tmp_path / "imgs")
     run = tmp_path / "run"

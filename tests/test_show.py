@@ -127,7 +127,7 @@ def test_each_show_command_writes_its_png(tmp_path, capsys):
         assert png_size(out / f"{name}.png")[0] > 50, name
     assert png_size(run / "curves.png")[0] > 50
     assert main(["show", "curves", str(tmp_path / "nowhere")]) == 1
-    assert "not a readable training log" in capsys.readouterr().err
+    assert "no such file or folder; expected a run folder" in capsys.readouterr().err
     argv = ["show", "forward", "--schedule", "cosine", "--beta-start", "0.1"]
     assert main(argv) == 2
 

@@ -255,7 +255,8 @@ def test_help_shows_defaults_as_values(capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: 64)" in text and "(default: 0.001)" in text  # --batch-size, --lr
-    assert "--bf16, --no-bf16 bfloat16 autocast on CUDA (ignored on the CPU) (default: on)" in text
+    bf16 = "--bf16, --no-bf16 bfloat16 autocast on CUDA (ignored on the CPU) (may change on"
+    assert f"{bf16} --resume) (default: on)" in text
     for group in ("data:", "model:", "diffusion:", "optimisation:", "output:", "speed:"):
         assert group in text
 
