@@ -233,10 +233,10 @@ class TrainConfig:
     t_std: float = DIFFUSION(1.2, "std of ln σ (--t-sampling lognormal)", rule=POSITIVE)
 
     # --- optimisation -----------------------------------------------------------------------
-    steps: int = OPTIMISATION(  # about 4 minutes on a 2-core CPU with the defaults
+    steps: int = OPTIMISATION(
         600,
-        "optimisation steps to train for (default: %(default)s, about 4 minutes of "
-        "training on 2 CPU cores)",
+        "optimisation steps to train for (default: %(default)s: with the other defaults, "
+        "about 2 minutes on 2 idle CPU cores, pictures included)",
         rule=POSITIVE_INT,
         resumable=True,
     )
