@@ -118,7 +118,7 @@ def test_bad_environments_and_flag_combinations_fail_before_joining(monkeypatch)
         D.init("cpu", batch_size=7)
     with pytest.raises(ConfigError, match="names one GPU"):
         D.process_device("cuda:1", 1, 2)
-    with pytest.raises(ConfigError, match="ddp_bucket_mb"):
+    with pytest.raises(ConfigError, match="--ddp-bucket-mb"):
         TrainConfig(ddp_bucket_mb=0)
 
 

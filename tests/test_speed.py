@@ -153,7 +153,7 @@ def test_compile_falls_back_to_eager_with_a_warning(monkeypatch):
 
 
 def test_compile_mode_is_validated_and_named():
-    with pytest.raises(ConfigError, match="compile_mode"):
+    with pytest.raises(ConfigError, match="--compile-mode"):
         TrainConfig(compile_mode="fastest")
     with pytest.raises(ConfigError, match="compile_mode"):
         speed.compile_model(tiny_unet(), "cpu", "fastest")
