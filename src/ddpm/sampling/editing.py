@@ -22,21 +22,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ddpm.diffusion.process import EpsModel, q_posterior, respace_model
+from ddpm.diffusion.process import EpsModel, respace_model
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import ConfigError
 from ddpm.progress import Progress
-from ddpm.sampling.generate import _labels, counted, resolve, run_sampler
+from ddpm.sampling.generate import counted, draw_labels, resolve, run_sampler
 from ddpm.sampling.loaded import Loaded
 from ddpm.sampling.samplers import (
     DEFAULT_SPACING,
     ddim_step,
+    ddpm_step,
     network_evaluations,
     per_sample_noise,
     predict_x0,
-    predict_x0_and_var,
-    randn_like,
-    reverse_std,
     sample_generators,
     timesteps_for,
 )
@@ -185,14 +183,9 @@ def reverse_step(
     """One step of the spec's sampler from timestep ts[k] to ts[k+1] (or to x_0 after the last),
     the same arithmetic as `ddpm_sample` (Ho et al. Alg. 2) and `ddim_sample` (DDIM eq. 12)."""
     t = ts[k]
-    tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
     if spec.sampler == "ddpm":
-        _, x_0, var_values = predict_x0_and_var(model, schedule, x, tt, bool(spec.clip))
-        mean, _, _ = q_posterior(schedule, x_0, x, tt)
-        if t == 0:
-            return mean
-        std = reverse_std(schedule, tt, x, str(spec.variance), var_values)
-        return mean + std * randn_like(x, generators)
+        return ddpm_step(model, schedule, x, t, str(spec.variance), bool(spec.clip), generators)[0]
+    tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
     eps, x_0 = predict_x0(model, schedule, x, tt, bool(spec.clip))
     a_t = float(schedule.alphas_cumprod[t])
     a_prev = float(schedule.alphas_cumprod[ts[k + 1]]) if k + 1 < len(ts) else 1.0
@@ -274,7 +267,7 @@ def inpaint(
     n = x_0.shape[0] if n is None else n
     if keep.shape[0] not in (1, x_0.shape[0], n):  # output i takes mask i % M
         raise ConfigError(f"got {keep.shape[0]} masks for {x_0.shape[0]} inputs")
-    labels = _labels(loaded, n, spec, first_index, class_labels)
+    labels = draw_labels(loaded, n, spec, first_index, class_labels)
     states = repaint_schedule(len(ts), jump, resample)
     calls = sum(b < a for a, b in zip(states, states[1:]))
     bar = _bar(progress, math.ceil(n / spec.batch_size) * calls, f"inpainting {n} {loaded.kind}")
@@ -316,7 +309,7 @@ def sdedit(
     spec = resolve(loaded, spec, **fields)
     x_0 = check_inputs(loaded, x_0)
     n = x_0.shape[0] if n is None else n
-    labels = _labels(loaded, n, spec, first_index, class_labels)
+    labels = draw_labels(loaded, n, spec, first_index, class_labels)
     T = loaded.schedule.T
     t_0 = round(strength * T)
     if t_0 == 0:

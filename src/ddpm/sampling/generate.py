@@ -72,7 +72,7 @@ def generate(
     """
     spec = resolve(loaded, spec, **fields)
     device = next(loaded.model.parameters()).device
-    labels = _labels(loaded, n, spec, first_index, class_labels)
+    labels = draw_labels(loaded, n, spec, first_index, class_labels)
     batch_size = spec.batch_size
     calls = math.ceil(n / batch_size) * network_evaluations(
         spec.sampler, spec.steps, loaded.schedule.T
@@ -190,7 +190,7 @@ def picture_plan(
     return spec.replace(steps=min(T, max(MIN_PICTURE_STEPS, fit)))
 
 
-def _labels(
+def draw_labels(
     loaded: Loaded,
     n: int,
     spec: SamplingSpec,
@@ -223,7 +223,7 @@ def chain_snapshots(
     final frame is the image `generate` draws for the same spec, seed and labels."""
     spec = resolve(loaded, spec, **fields)
     device = next(loaded.model.parameters()).device
-    labels = _labels(loaded, n, spec, 0, class_labels)
+    labels = draw_labels(loaded, n, spec, 0, class_labels)
     gens = sample_generators(spec.seed, range(n), device)
     x_T = per_sample_noise(loaded.shape, gens, device)
     total = loaded.schedule.T if spec.steps is None else spec.steps

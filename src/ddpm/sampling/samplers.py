@@ -151,19 +151,32 @@ def ddpm_sample(
         check_steps(steps, schedule.T)
         model, schedule = respace_model(model, schedule, steps)
     x = x_T
-    B = x.shape[0]
     for t in range(schedule.T - 1, -1, -1):
-        tt = torch.full((B,), t, device=x.device, dtype=torch.long)
-        _, x_0, var_values = predict_x0_and_var(model, schedule, x, tt, clip)
-        mean, _, _ = q_posterior(schedule, x_0, x, tt)
+        x_prev, x_0 = ddpm_step(model, schedule, x, t, variance, clip, generator)
         if callback is not None:
             callback(schedule.T - 1 - t, t, x, x_0)
-        if t == 0:
-            x = mean
-        else:
-            std = reverse_std(schedule, tt, x, variance, var_values)
-            x = mean + std * randn_like(x, generator)
+        x = x_prev
     return x
+
+
+def ddpm_step(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    x: Tensor,
+    t: int,
+    variance: str,
+    clip: bool,
+    generator: Generators,
+) -> tuple[Tensor, Tensor]:
+    """One step of Algorithm 2 from timestep t: (x_{t-1}, x̂_0). x_{t-1} = μ̃(x_t, x̂_0) + σ_t z,
+    without noise at t = 0 (σ_t as `reverse_std`)."""
+    tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+    _, x_0, var_values = predict_x0_and_var(model, schedule, x, tt, clip)
+    mean, _, _ = q_posterior(schedule, x_0, x, tt)
+    if t == 0:
+        return mean, x_0
+    std = reverse_std(schedule, tt, x, variance, var_values)
+    return mean + std * randn_like(x, generator), x_0
 
 
 def reverse_std(
