@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ddpm.errors import SpecError
+from ddpm.sampling.guidance import CLASS_DISTRIBUTIONS
 from ddpm.sampling.samplers import SAMPLERS, SPACINGS, default_steps
-
-CLASS_CHOICES = ("uniform", "data")
 
 
 @dataclass(frozen=True)
@@ -55,8 +54,8 @@ class SamplingSpec:
             raise SpecError("eta and guidance must be >= 0")
         if self.batch_size < 1:
             raise SpecError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.classes not in CLASS_CHOICES:
-            raise SpecError(f"classes must be one of {', '.join(CLASS_CHOICES)}")
+        if self.classes not in CLASS_DISTRIBUTIONS:
+            raise SpecError(f"classes must be one of {', '.join(CLASS_DISTRIBUTIONS)}")
 
     def replace(self, **changes: Any) -> SamplingSpec:
         return dataclasses.replace(self, **changes)
@@ -89,11 +88,3 @@ class SamplingSpec:
             )
         eta = f", eta {self.eta:g}" if self.sampler == "ddim" else ""
         return f"{self.sampler}, {self.steps} steps{eta}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def spec_fields() -> tuple[str, ...]:
-    """The names of a SamplingSpec's fields (for keyword overrides)."""
-    return tuple(f.name for f in dataclasses.fields(SamplingSpec))
