@@ -191,8 +191,6 @@ def run_show(args: argparse.Namespace) -> int:
         from ddpm.sampling.loaded import load_model
 
         loaded = load_model(args.checkpoint, resolve_device(args.device))
-        if args.steps is not None and args.steps > loaded.schedule.T:
-            raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
         frames = denoising_process(
             loaded, args.n, sampling_spec(args), args.frames, progress=not args.quiet
         )
