@@ -26,6 +26,20 @@ TINY_UNET2D = dict(
 )
 
 
+def run(capsys, argv):
+    """(exit code, stdout, stderr) of `ddpm argv`, whether it returns or exits, with no
+    traceback on stderr."""
+    from ddpm.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
 def tiny_config(tmp_path, **kw) -> TrainConfig:
     """A training run of the "tiny" preset (needs the tiny_preset fixture): 20 quick steps."""
     base = dict(

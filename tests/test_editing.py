@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ddpm.cli import main
+from conftest import run
 from ddpm.data.arrays import ArrayInfo, Standardizer
 from ddpm.data.images import to_model_range, to_uint8
 from ddpm.diffusion.process import predict_eps_from_x0
@@ -265,16 +265,6 @@ def run_folder(tmp_path, tiny_preset):
     save_checkpoint(state, cfg, arch, model_cfg)
     save_images(images(3, (1, 8, 8)), tmp_path / "pics")
     return tmp_path
-
-
-def run(capsys, argv):
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
 
 
 def png(path, array, mode="L"):

@@ -7,18 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from ddpm.cli import main
+from conftest import run
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or not Path("/proc/self").exists(),
     reason="uses Linux's /proc and /sys as places no one can write",
 )
-
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err.strip().splitlines()[0]
 
 
 @pytest.mark.parametrize(
@@ -33,12 +27,9 @@ def error_line(capsys) -> str:
 )
 def test_an_unwritable_output_is_one_line_before_any_work(capsys, argv, path):
     # the checkpoints do not exist: the output is refused before anything is read
-    try:
-        code = main(argv)
-    except SystemExit as e:  # refused by the flag's own parser
-        code = e.code
+    code, _, err = run(capsys, argv)  # refused by a flag's parser (exit 2) or the command
     assert code != 0
-    line = error_line(capsys)
+    line = err.strip().splitlines()[0]
     assert path in line and "cannot write here" in line
     assert "missing.pt" not in line
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import run
 from ddpm.cli import build_parser, main
 from ddpm.cli.args import HelpFormatter
 from ddpm.errors import ConfigError
@@ -21,17 +22,6 @@ from ddpm.train import TrainConfig
 from ddpm.viz.grids import full_grid_columns
 
 pytestmark = pytest.mark.usefixtures("tiny_preset")
-
-
-def run(capsys, argv):
-    """(exit code, stdout, stderr) of `ddpm argv`, whether it returns or exits."""
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
 
 
 @pytest.fixture
