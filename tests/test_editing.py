@@ -406,3 +406,15 @@ def test_inversion_psnr_is_defined_for_images():
     assert torch.allclose(
         V.psnr(x, x + 0.02), torch.full((2,), 10 * math.log10(4 / 0.0004), dtype=torch.float64)
     )
+
+
+def test_a_corrupt_picture_is_named_in_one_line_before_sampling(capsys, monkeypatch, run_folder):
+    bad = run_folder / "bad.png"
+    bad.write_bytes(b"not a png")
+    monkeypatch.setattr(Loaded, "eps_given", lambda *a, **k: pytest.fail("sampling started"))
+    argv = ["inpaint", "--image", str(bad), "--mask", "center"]
+    code, _, err = run(capsys, [*argv, "--checkpoint", str(run_folder / "run"), "--quiet"])
+    assert code == 1
+    line = err.strip().splitlines()[-1]
+    assert f"--image {bad}: not a readable picture (not an image format Pillow" in line
+    assert "BytesIO" not in err

@@ -202,7 +202,14 @@ def read_pictures(path: Path, shape, resize: str | None, what: str = "--image", 
     import torch
     from PIL import Image
 
-    from ddpm.data.files import is_gray, read_bytes, resize_image, to_mode
+    from ddpm.data.files import (
+        DECODE_ERRORS,
+        decode_error_reason,
+        is_gray,
+        read_bytes,
+        resize_image,
+        to_mode,
+    )
 
     C, H, W = (1 if gray else shape[0]), shape[1], shape[2]
     out = []
@@ -221,8 +228,11 @@ def read_pictures(path: Path, shape, resize: str | None, what: str = "--image", 
                 arr = np.asarray(img, dtype=np.uint8)
         except ConfigError:
             raise
-        except (OSError, ValueError) as err:
-            raise DataError(f"{what} {e.name}: not a readable picture ({err})") from None
+        except DECODE_ERRORS as err:
+            where = e.path if e.member is None else f"{e.path}: {e.member}"
+            raise DataError(
+                f"{what} {where}: not a readable picture ({decode_error_reason(err)})"
+            ) from None
         out.append(
             torch.from_numpy((arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)).copy())
         )
