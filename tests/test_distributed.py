@@ -293,6 +293,7 @@ def test_two_processes_reproduce_one_process_and_only_rank_0_writes(tmp_path):
     script = tmp_path / "audited.py"
     script.write_text(AUDITED)
     audit = tmp_path / "audit"
+    two.mkdir()  # already there: rank 1 must not even look whether it can write in it
     proc = torchrun(flags(data, two, 12), script=script, AUDIT_ROOT=str(two), AUDIT_OUT=str(audit))
     assert main(flags(data, one, 12)) == 0  # meanwhile, the one-process run here
     out, err = proc.communicate(timeout=300)

@@ -69,12 +69,13 @@ def train(
     processes each trains on its rows of every global batch in DistributedDataParallel, and
     rank 0 alone writes files (and shows progress).
     """
-    check_output_folder(cfg.out, "run folder")
-    if resume is None:
-        refuse_a_used_folder(cfg.out)
     dist = distributed.init(cfg.device, cfg.batch_size) if dist is None else dist
     distributed.check_batch(cfg.batch_size, dist.world_size)
     main, progress = dist.is_main, progress and dist.is_main
+    if main:  # the other processes never write to the run folder, nor look into it
+        check_output_folder(cfg.out, "run folder")
+    if resume is None:
+        refuse_a_used_folder(cfg.out)
     made = main and resume is None and make_run_folder(Path(cfg.out))
     evaluator = make_fid_evaluator(cfg, dist) if cfg.eval_every is not None else None
     with removed_if_left_empty(Path(cfg.out), made):

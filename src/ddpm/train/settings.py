@@ -14,6 +14,7 @@ from typing import Any
 from ddpm.data.images import parse_size
 from ddpm.errors import ConfigError
 from ddpm.io.paths import check_output_folder
+from ddpm.train.distributed import world_from_env
 
 # the power-function EMA's σ_rel at γ = 0 (a plain running mean): the longest average there is
 MAX_SIGMA_REL = 12**-0.5
@@ -113,7 +114,8 @@ def _size(text: str) -> str:
 
 
 def _run_folder(text: str) -> str:
-    check_output_folder(text, "run folder")  # ConfigError saying what is wrong
+    if world_from_env()[0] == 0:  # under torchrun only rank 0 writes, so only it looks
+        check_output_folder(text, "run folder")  # ConfigError saying what is wrong
     return text
 
 
