@@ -287,28 +287,30 @@ AUDITED = textwrap.dedent(
 
 
 @pytest.mark.subprocess
-def test_two_processes_reproduce_one_process_and_only_rank_0_writes(tmp_path):
+@pytest.mark.parametrize("nproc", [2, 4])
+def test_several_processes_reproduce_one_process_and_only_rank_0_writes(tmp_path, nproc):
     data = image_folder(tmp_path / "data")
     one, two = tmp_path / "one", tmp_path / "two"
     script = tmp_path / "audited.py"
     script.write_text(AUDITED)
     audit = tmp_path / "audit"
-    two.mkdir()  # already there: rank 1 must not even look whether it can write in it
-    proc = torchrun(flags(data, two, 12), script=script, AUDIT_ROOT=str(two), AUDIT_OUT=str(audit))
+    two.mkdir()  # already there: the other ranks must not even look whether they can write
+    env = {"AUDIT_ROOT": str(two), "AUDIT_OUT": str(audit)}
+    proc = torchrun(flags(data, two, 12), nproc, script=script, **env)
     assert main(flags(data, one, 12)) == 0  # meanwhile, the one-process run here
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
-    assert "rank 0 of 2 processes, 4 images each" in out
+    assert f"rank 0 of {nproc} processes, {8 // nproc} images each" in out
 
     assert_same_weights(one / "ckpt-0000012.pt", two / "ckpt-0000012.pt")
     a, b = log_losses(one), log_losses(two)
     assert list(a) == list(b) == [2, 4, 6, 8, 10, 12]
     for step in a:
         assert b[step] == pytest.approx(a[step], rel=1e-4), step
-    # rank 0 wrote the run (the same files as one process), rank 1 nothing at all
+    # rank 0 wrote the run (the same files as one process), the others nothing at all
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
-    rank0, rank1 = (json.loads(Path(f"{audit}.{r}").read_text()) for r in (0, 1))
-    assert rank1 == []
+    rank0, *others = (json.loads(Path(f"{audit}.{r}").read_text()) for r in range(nproc))
+    assert others == [[]] * (nproc - 1)
     assert {"log.csv", "loss.png", "process.gif"} <= set(rank0)
 
 
@@ -369,6 +371,41 @@ def test_a_killed_process_ends_the_job_and_resume_loses_nothing(tmp_path):
     assert main(flags(data, run, step + 4, resume="auto")) == 0
     assert main(flags(data, ref, step + 4)) == 0
     assert_same_weights(ref / f"ckpt-{step + 4:07d}.pt", run / f"ckpt-{step + 4:07d}.pt")
+
+
+def recipe_flags(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    """--recipe cifar10-8min on a tiny U-Net and 8x8 images, its batch, learning rate, warm-up
+    and EMA left to the recipe; a constant learning rate after the warm-up, so that a run does
+    not depend on the clock (the recipe's decays to zero at 8 minutes)."""
+    argv = ["train", "--quiet", "--recipe", "cifar10-8min", "--data", str(data), "--out", str(out)]
+    argv += ["--channels", "1", "--image-size", "8", "--preset", "small", "--T", "50"]
+    argv += ["--base-channels", "8", "--channel-mults", "1,2", "--attention-levels", "1"]
+    argv += ["--no-compile", "--lr-decay", "constant", "--steps", str(steps), *extra]
+    return argv
+
+
+@pytest.mark.subprocess
+def test_the_recipe_killed_at_four_processes_finishes_in_one_as_if_never_stopped(tmp_path):
+    """The fault drill: SIGKILL to one rank mid-run stops the job; --resume at another number
+    of processes keeps the run's global batch (128 a process at the start: 512) and its
+    learning rate, and loses only the steps since the last checkpoint: it ends as a run of one
+    process at that batch that never stopped."""
+    data = image_folder(tmp_path / "data", 512)
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    every = ["--checkpoint-every", "2", "--no-final-pictures"]
+    proc = torchrun(recipe_flags(data, run, 100_000, *every), 4)
+    pids = worker_pids(proc, 4)
+    wait_for(lambda: bool(C.list_checkpoints(run)), proc)
+    os.kill(pids[2], signal.SIGKILL)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    step = C.load_checkpoint(C.list_checkpoints(run)[-1])["step"]
+    assert main(recipe_flags(data, run, step + 2, *every, "--resume")) == 0
+    ckpt = C.load_checkpoint(run / f"ckpt-{step + 2:07d}.pt")
+    assert ckpt["train_config"]["batch_size"] == 512
+    assert ckpt["train_config"]["lr"] == pytest.approx(8e-4)  # 4e-4 x sqrt(4)
+    assert main(recipe_flags(data, ref, step + 2, *every, "--batch-size", "512")) == 0
+    assert_same_weights(ref / f"ckpt-{step + 2:07d}.pt", run / f"ckpt-{step + 2:07d}.pt")
 
 
 # FID statistics of a tiny model's samples, split over the processes of a gloo group.

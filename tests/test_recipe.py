@@ -1,6 +1,7 @@
 """The training-quality levers of issue 9 and the recipes: timestep distributions, loss
 weightings, power-function EMAs, time snapshots, epochs, and `--recipe`."""
 
+import dataclasses
 import math
 import shlex
 
@@ -19,7 +20,7 @@ from ddpm.models.presets import PRESETS, build_model
 from ddpm.sampling.loaded import load_model
 from ddpm.train import EMA, TrainConfig, train
 from ddpm.train.config import power_ema_beta, power_ema_exponent
-from ddpm.train.recipes import RECIPES, Recipe, sampling_advice
+from ddpm.train.recipes import RECIPES, Recipe, for_batch, sampling_advice
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +198,40 @@ def test_another_loss_weighting_takes_the_recipes_min_snr_gamma_with_it():
         parse_train(
             ["train", "--recipe", "cifar10-8min", "--loss-weight", "edm", "--min-snr-gamma", "3"]
         )
+
+
+@pytest.mark.parametrize(
+    "processes, batch, lr, warmup, log_every",
+    [(1, 128, 4e-4, 500, 250), (2, 256, 5.657e-4, 250, 125), (4, 512, 8e-4, 125, 62),
+     (8, 1024, 1.131e-3, 62, 31)],
+)  # fmt: skip
+def test_cifar10_8min_follows_the_number_of_processes(
+    monkeypatch, processes, batch, lr, warmup, log_every
+):
+    for name, value in {"WORLD_SIZE": processes, "RANK": 0, "LOCAL_RANK": 0}.items():
+        monkeypatch.setenv(name, str(value))
+    cfg = parse_train(["train", "--recipe", "cifar10-8min"])
+    assert (cfg.batch_size, cfg.warmup, cfg.log_every) == (batch, warmup, log_every)
+    assert cfg.lr == pytest.approx(lr, rel=1e-3)
+    # a power-function EMA's length is a share of the run, the snapshots are in minutes
+    assert (cfg.ema_sigma_rel, cfg.ema_extra) == (0.1, (0.2,))
+    assert cfg.snapshot_minutes == (1.0, 2.0, 4.0, 8.0) and cfg.max_minutes == 8.0
+    # the rule follows the global batch, however it came: one process at 128 x processes
+    monkeypatch.delenv("WORLD_SIZE")
+    alone = parse_train(["train", "--recipe", "cifar10-8min", "--batch-size", str(batch)])
+    assert dataclasses.asdict(alone) == dataclasses.asdict(cfg)
+    # and a flag given beside it wins over the rule
+    assert parse_train(["train", "--recipe", "cifar10-8min", "--lr", "1e-4"]).lr == 1e-4
+
+
+def test_a_per_step_ema_decay_keeps_its_half_life_in_images_at_another_batch():
+    base = {"batch_size": 64, "lr": 1e-3, "ema_decay": 0.999, "warmup": 3}
+    twice = for_batch(base, 128)
+    assert twice["ema_decay"] == pytest.approx(base["ema_decay"] ** 2)
+    assert (twice["warmup"], twice["lr"]) == (2, pytest.approx(1e-3 * math.sqrt(2)))
+    assert for_batch(base, 64) == base
+    # the other recipes, measured at their batch on one GPU, keep it under torchrun
+    assert not RECIPES["tutorial"].scales_with_batch
 
 
 def test_no_compile_undoes_a_recipes_compile():

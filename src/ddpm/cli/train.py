@@ -17,7 +17,9 @@ from ddpm.cli.args import (
     resolve_device,
 )
 from ddpm.cli.flags import add_setting_flags
+from ddpm.errors import ConfigError
 from ddpm.train.config import TrainConfig
+from ddpm.train.distributed import world_from_env
 from ddpm.train.recipes import RECIPES, recipe_settings, sampling_advice
 from ddpm.train.settings import EVALUATION, settings_of
 
@@ -145,14 +147,27 @@ def apply_recipe(p: argparse.ArgumentParser, argv: list[str]) -> None:
     pre.add_argument("--recipe")
     pre.add_argument("--loss-weight")
     pre.add_argument("--min-snr-gamma")
+    pre.add_argument("--batch-size")
     known, _ = pre.parse_known_args(argv[1:])
     if known.recipe in RECIPES:
-        settings = recipe_settings(known.recipe)
+        # the global batch: --batch-size, else the recipe's from each torchrun process (a
+        # bad --batch-size is left to the parser to name)
+        batch = int(known.batch_size) if (known.batch_size or "").isdigit() else None
+        settings = recipe_settings(known.recipe, _processes(), batch)
         # a recipe's Min-SNR γ belongs to its min-snr weighting: another weighting given on
         # the command line takes the γ away with it (unless γ is given too)
         if known.loss_weight not in (None, "min-snr") and known.min_snr_gamma is None:
             settings["min_snr_gamma"] = None
         p.set_defaults(**settings)
+
+
+def _processes() -> int:
+    """The number of torchrun processes; 1 where the environment is wrong, which
+    distributed.init then says (before any work)."""
+    try:
+        return world_from_env()[2]
+    except ConfigError:
+        return 1
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -171,13 +186,18 @@ def resumed_config_from_args(args: argparse.Namespace) -> TrainConfig:
     from ddpm.train.resume import read_run, resumed_config
 
     given = set(getattr(args, GIVEN, ()))
-    if "recipe" in given and args.recipe in RECIPES:
-        given |= set(recipe_settings(args.recipe))
     settings = settings_of(TrainConfig)
     stored, model_config = read_run(args.resume, args.out)
+    values = {k: getattr(args, k) for k in given if k in settings}
+    if "recipe" in given and args.recipe in RECIPES:
+        # the recipe as the run had it: at the run's global batch, whatever the number of
+        # processes now (flags given beside it still win)
+        batch = values.get("batch_size", stored.get("batch_size"))
+        recipe = recipe_settings(args.recipe, batch=batch)
+        values = {k: v for k, v in recipe.items() if k in settings} | values
     return resumed_config(
         stored,
-        {**{k: getattr(args, k) for k in given if k in settings}, "out": args.out},
+        {**values, "out": args.out},
         model_config,
         {k: getattr(args, k) for k in ARCH_FLAGS if k in given},
     )

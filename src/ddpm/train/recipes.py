@@ -4,6 +4,7 @@ from (a paper, a tutorial, or a measurement in docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+import math
 import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,6 +19,33 @@ class Recipe:
     settings: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
     # the `ddpm sample` / `ddpm eval` flags measured best for the model, {out} the run's folder
     sample_with: str = ""
+    # the settings follow the global batch (`for_batch`), by default its batch_size per process
+    scales_with_batch: bool = False
+
+
+def for_batch(settings: dict[str, Any], batch: int) -> dict[str, Any]:
+    """`settings`, tuned at their own batch_size B0, for a global batch of `batch` = k B0:
+
+    - the learning rate times sqrt(k), the square-root rule for Adam (Malladi et al. 2022, "On
+      the SDEs and scaling rules for adaptive gradient algorithms"; Hoffer et al. 2017): the
+      gradient's noise falls as 1/sqrt(k), and so may the steps' share of it;
+    - the warm-up, the log interval and a per-step EMA decay counted in images, not steps: 1/k
+      of the steps, and the decay to the k-th power (the same half-life in images);
+    - a power-function EMA's length (ema_sigma_rel, ema_extra) and the snapshots unchanged: the
+      one is a share of the run, whatever its batch (Karras et al. 2024), the other in minutes.
+    """
+    base = settings["batch_size"]
+    k = batch / base
+    out = {**settings, "batch_size": batch}
+    if k == 1:
+        return out
+    out["lr"] = settings["lr"] * math.sqrt(k)
+    for key in ("warmup", "log_every"):
+        if key in settings:
+            out[key] = max(1 if key == "log_every" else 0, round(settings[key] / k))
+    if settings.get("ema_sigma_rel") is None and settings.get("ema_decay"):
+        out["ema_decay"] = settings["ema_decay"] ** k
+    return out
 
 
 # The fast path on one CUDA GPU (bf16 stays on by default): compile with CUDA graphs.
@@ -90,7 +118,9 @@ RECIPES: dict[str, Recipe] = {
         "`ddpm eval --guide-model snapshot-4min.pt --guidance 1.5 --sampler dpm-solver-3m "
         "--steps 25`) and 8.5-10.1 with (2M) (median 9.4, eight runs; 2026-11-28); Ho et al.'s "
         "network with the same training: 14.0-14.4; diffusers' "
-        "recipe with the same speed features: 18.9 (docs/benchmarks.md, with the losers).",
+        "recipe with the same speed features: 18.9 (docs/benchmarks.md, with the losers). "
+        "Under torchrun each process keeps batch 128 and the learning rate, warm-up and log "
+        "interval follow the global batch: x sqrt(k) and /k at k times the batch.",
         {
             "preset": "cifar10-8min",
             "image_size": "32",
@@ -119,6 +149,7 @@ RECIPES: dict[str, Recipe] = {
         # DPM-Solver-50 unguided; 0.3-0.5 below (2M) guided alike on each of the five
         "--checkpoint {out}/snapshot-8min.pt --guide-model {out}/snapshot-4min.pt "
         "--guidance 1.5 --sampler dpm-solver-3m --steps 25",
+        scales_with_batch=True,
     ),
     "cars64-fast": Recipe(
         "A 9.0M U-Net (the cars64-fast preset) for 64x64 pictures in a few minutes on one "
@@ -154,11 +185,16 @@ def recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def recipe_settings(name: str) -> dict[str, Any]:
-    """The TrainConfig fields a recipe sets (checked against TrainConfig's fields)."""
+def recipe_settings(name: str, processes: int = 1, batch: int | None = None) -> dict[str, Any]:
+    """The TrainConfig fields a recipe sets (checked against TrainConfig's fields). A recipe
+    that scales with its batch gets the global `batch`, by default its own batch_size from
+    each of `processes` (`for_batch`)."""
     from ddpm.train.config import TrainConfig
 
-    settings = dict(recipe(name).settings)
+    r = recipe(name)
+    settings = dict(r.settings)
+    if r.scales_with_batch:
+        settings = for_batch(settings, batch or settings["batch_size"] * processes)
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(settings) - known)
     if unknown:
