@@ -3,6 +3,7 @@ left out keep the run's values, those that may change (how long, how often, how 
 take the new ones, and a flag that would change what the run trains is refused before anything
 is written. A second Ctrl-C while the last checkpoint is being written waits for it."""
 
+import csv
 import os
 import shutil
 import signal
@@ -142,3 +143,26 @@ def test_a_second_ctrl_c_during_the_last_checkpoint_waits_for_it(
     assert not list(run.glob(".*.tmp"))
     assert code == 130 and "stopped at step 5" in out
     assert err == "ddpm train: stopping: finishing the checkpoint, then exiting\n"  # no traceback
+
+
+def test_every_log_row_averages_its_whole_window_across_a_stop_and_a_resume(finished, tmp_path):
+    """Logging every 3 steps, a run stopped at step 4 (a row between two multiples, and the
+    checkpoint in the middle of a window) and resumed to 10 logs what the run that never
+    stopped logged: the rows at 3, 6, 9 and 10, none at 4, and the same mean losses."""
+    data, _ = finished
+    every = ["--log-every", "3"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert main([*first_run(data, whole, 10), *every]) == 0
+    assert main([*first_run(data, parts, 4), *every]) == 0
+    assert [r["step"] for r in log_rows(parts)] == ["3", "4"]  # the row at 4 is provisional
+    assert resume(parts, "--steps", "10") == 0
+    a, b = log_rows(whole), log_rows(parts)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == ["3", "6", "9", "10"]
+    for ra, rb in zip(a, b):
+        assert float(rb["loss"]) == pytest.approx(float(ra["loss"]), rel=1e-5), ra["step"]
+        assert ra["nonfinite"] == rb["nonfinite"] == "0"
+
+
+def log_rows(run) -> list[dict]:
+    with (run / "log.csv").open() as f:
+        return list(csv.DictReader(f))

@@ -329,7 +329,7 @@ class TrainConfig:
     tensorboard: bool = OUTPUT(
         False,
         "also log loss, learning rate, img/s, skipped steps, FID, sample grids and these "
-        "settings to OUT/tensorboard (pip install 'ddpm-from-scratch[tensorboard]')",
+        "settings to OUT/tensorboard (pip install tensorboard)",
         switch="store_true",
     )
     # Sample grids: DDIM-50 with eta 1 (stochastic) scored as well as 1000-step ancestral

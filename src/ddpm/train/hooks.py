@@ -112,16 +112,25 @@ class NonFiniteError(RuntimeError):
 class LossLog(Hook):
     """The mean loss, learning rate, throughput and skipped steps to log.csv (and TensorBoard)
     and the progress bar every `log_every` steps; in between the sums stay on the device.
-    `max_nonfinite` skipped steps in a row stop the run (NonFiniteError)."""
+    `max_nonfinite` skipped steps in a row stop the run (NonFiniteError).
 
-    def __init__(self, run: Run, checkpoints: Checkpoints, step: int):
+    A row between two multiples of log_every (where the run stops) is provisional: its window
+    stays open, travels in the checkpoint (`window`), and a resumed run replaces the row by
+    that of the whole window, so that every row averages log_every steps."""
+
+    def __init__(self, run: Run, checkpoints: Checkpoints, step: int, window: dict | None = None):
         self.run, self.checkpoints = run, checkpoints
         device = run.dist.device
-        self.loss_sum = torch.zeros((), device=device)
-        self.ok_count = torch.zeros((), device=device)
+        w = window or {}
+        self.loss_sum = torch.tensor(float(w.get("loss_sum", 0.0)), device=device)
+        self.ok_count = torch.tensor(int(w.get("ok", 0)), device=device)
         self.streak = torch.zeros((), device=device)  # current streak of skipped steps
         self.worst = torch.zeros((), device=device)
-        self.t_last, self.step_last = time.perf_counter(), step
+        self.t_last, self.step_last = time.perf_counter(), int(w.get("since", step))
+        self.seconds_before = float(w.get("seconds", 0.0))  # of the window, before a resume
+        self.provisional: int | None = w.get("provisional")  # the open window's row
+        # skipped steps are counted into the state up to `counted`, of which `ok_counted` ok
+        self.counted, self.ok_counted = int(w.get("counted", step)), int(w.get("ok_counted", 0))
         self.losses: list[tuple[int, float]] = []
 
     def on_step(self, state: TrainState, at: At) -> None:
@@ -132,14 +141,31 @@ class LossLog(Hook):
         if at.step % self.run.cfg.log_every == 0 or at.last:
             self.write(state, at.step)
 
+    def window(self) -> dict:
+        """The open window, for the checkpoint (every process takes part: a collective)."""
+        total = self.loss_sum.clone()
+        self.run.dist.mean_(total)
+        return {
+            "loss_sum": float(total),
+            "ok": int(self.ok_count),
+            "since": self.step_last,
+            "seconds": self.seconds_before + time.perf_counter() - self.t_last,
+            "provisional": self.provisional,
+            "counted": self.counted,
+            "ok_counted": self.ok_counted,
+        }
+
     def write(self, state: TrainState, step: int) -> None:
         cfg, log, bar = self.run.cfg, self.run.log, self.run.bar
         self.run.dist.mean_(self.loss_sum)  # each process summed the mean loss of its rows
         n_ok, total, worst = int(self.ok_count), float(self.loss_sum), int(self.worst)
-        state.nonfinite_total += (step - self.step_last) - n_ok
-        dt = time.perf_counter() - self.t_last
+        state.nonfinite_total += (step - self.counted) - (n_ok - self.ok_counted)
+        dt = self.seconds_before + time.perf_counter() - self.t_last
         mean = total / n_ok if n_ok else float("nan")
         img_s = (step - self.step_last) * cfg.batch_size / max(dt, 1e-9)
+        if self.provisional is not None:  # this row takes the place of the open window's
+            log.drop(self.provisional)
+            self.losses = [(s, v) for s, v in self.losses if s != self.provisional]
         log.add(
             step,
             loss=f"{mean:.6g}",
@@ -158,8 +184,13 @@ class LossLog(Hook):
                 f"{step}); stopped. The last good checkpoint is "
                 f"{self.checkpoints.last or 'not written yet'}. Try a lower --lr or --no-bf16."
             )
+        self.counted, self.ok_counted = step, n_ok
+        if step % cfg.log_every:  # a provisional row: the window stays open
+            self.provisional = step
+            return
         self.loss_sum.zero_(), self.ok_count.zero_(), self.worst.zero_()
         self.t_last, self.step_last = time.perf_counter(), step
+        self.seconds_before, self.provisional, self.ok_counted = 0.0, None, 0
 
     def on_end(self) -> None:
         self.run.log.close()
@@ -262,12 +293,15 @@ class Checkpoints(Hook):
     def __init__(self, run: Run):
         self.run, self.every = run, run.cfg.checkpoint_every
         self.last: Path | None = None
+        self.loss_log: LossLog | None = None  # its open window goes into the checkpoint
 
     def due(self, at: At) -> bool:
         return super().due(at) or at.stop
 
     def on_step(self, state: TrainState, at: At) -> None:
         run = self.run
+        if self.loss_log is not None:
+            state.log_window = self.loss_log.window()
         if run.dist.is_main:
             self.last = save_checkpoint(state, run.cfg, run.arch, run.model_cfg)
         else:
@@ -286,12 +320,13 @@ class Standard:
     extra: list[Hook] = field(default_factory=list)  # run before these
 
     @classmethod
-    def make(cls, run: Run, evaluator, step: int, extra=()) -> Standard:
+    def make(cls, run: Run, evaluator, state: TrainState, extra=()) -> Standard:
         checkpoints = Checkpoints(run)
+        checkpoints.loss_log = loss_log = LossLog(run, checkpoints, state.step, state.log_window)
         main_snapshots = run.dist.is_main and run.cfg.snapshot_minutes
         return cls(
             Snapshots(run) if main_snapshots else None,
-            LossLog(run, checkpoints, step),
+            loss_log,
             Grids(run),
             FIDCheck(run, evaluator) if evaluator is not None else None,
             checkpoints,

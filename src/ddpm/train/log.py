@@ -51,6 +51,10 @@ class Log:
         if self.tensorboard is not None:
             self.tensorboard.scalars(step, values)
 
+    def drop(self, step: int) -> None:
+        """Remove the row of `step` (a provisional one, which a later row replaces)."""
+        self.rows = [r for r in self.rows if int(r["step"]) != step]
+
     def set(self, step: int, **values: Any) -> None:
         """Add values (FID) to the row of `step`, or start a row for it."""
         row = next((r for r in self.rows if int(r["step"]) == step), None)

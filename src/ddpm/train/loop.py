@@ -108,7 +108,7 @@ def train(
         time_limit=budget.seconds_left(),
     )
     run = Run(cfg, schedule, arch, model_cfg, dist, log, bar, progress)
-    std = Standard.make(run, evaluator, state.step, hooks)
+    std = Standard.make(run, evaluator, state, hooks)
     stopped = run_steps(state, step, stream, budget, bar, std.all())
     budget.close()
     dist.barrier()  # rank 0's last checkpoint is whole before any process returns (and exits)

@@ -72,6 +72,7 @@ class TrainState:
     class_names: list[str] | None = None  # of a class-conditional model, by label index
     class_counts: list[int] | None = None  # the training labels' histogram, for `ddpm eval`
     data_info: ArrayInfo | None = None  # points / sequences: scaler, classes (None: images)
+    log_window: dict[str, Any] | None = None  # the loss log's open window (hooks.LossLog)
 
     @property
     def num_classes(self) -> int | None:
@@ -227,6 +228,7 @@ def checkpoint_dict(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: d
         "rng": rng,
         "nonfinite_total": state.nonfinite_total,
         "best_metric": state.best_metric,
+        "log_window": state.log_window,
         "class_names": state.class_names,
         "class_counts": state.class_counts,
         "timesteps": (
@@ -297,6 +299,7 @@ def restore(state: TrainState, ckpt: dict, arch: str, model_cfg: dict, path: Pat
     state.step = int(ckpt["step"])
     state.nonfinite_total = int(ckpt.get("nonfinite_total", 0))
     state.best_metric = ckpt.get("best_metric")
+    state.log_window = ckpt.get("log_window")
     state.timesteps_saved = ckpt.get("timesteps") or {}
     torch.set_rng_state(ckpt["rng"]["torch"])
     state.noise_gen.set_state(ckpt["rng"]["noise"])

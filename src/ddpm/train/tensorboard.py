@@ -1,7 +1,7 @@
 """`ddpm train --tensorboard`: the log's scalars, the sample grids, FID and the run's
 configuration as TensorBoard event files under `<out>/tensorboard/`.
 
-TensorBoard is an optional extra (`pip install 'ddpm-from-scratch[tensorboard]'`); without it
+TensorBoard is an optional extra (`pip install tensorboard`); without it
 the run goes on and says once that it is skipping TensorBoard.
 """
 
@@ -42,7 +42,7 @@ class TensorBoard:
         except ImportError:
             warnings.warn(
                 "--tensorboard: the tensorboard package is not installed, so this run logs to "
-                "log.csv only (pip install 'ddpm-from-scratch[tensorboard]')",
+                "log.csv only (pip install tensorboard)",
                 stacklevel=2,
             )
             return None
