@@ -252,7 +252,7 @@ def test_unipc_and_ipndm_lead_the_older_samplers_at_few_steps(schedule, steps):
 @pytest.mark.parametrize("name", ["linear", "cosine"])
 def test_each_grid_is_strictly_decreasing_in_range_and_as_long_as_asked(name):
     schedule = make_schedule(name, 1000)
-    for spacing in grids.SPACINGS:
+    for spacing in grids.GRIDS:
         for steps in (1, 2, 5, 10, 50, 200, 1000):
             ts = S.timesteps_for(schedule, steps, spacing)
             assert len(ts) == steps and ts[-1] >= 0 and ts[0] <= schedule.T - 1

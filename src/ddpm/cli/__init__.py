@@ -1,6 +1,5 @@
-"""`ddpm train | sample | inpaint | edit | invert | interpolate | fid-stats | fid | eval | export |
-show`: parse flags, call the
-library, turn its errors into one line.
+"""`ddpm train | sample | inpaint | edit | invert | interpolate | tune-steps | fid-stats | fid |
+eval | export | show`: parse flags, call the library, turn its errors into one line.
 
 Every flag is checked by its argparse type (output paths included, before any work), so a bad
 value is reported as `ddpm train: error: argument --steps: expected a positive integer, got
@@ -25,6 +24,7 @@ from ddpm.cli import invert as invert_cmd
 from ddpm.cli import sample as sample_cmd
 from ddpm.cli import show as show_cmd
 from ddpm.cli import train as train_cmd
+from ddpm.cli import tune as tune_cmd
 from ddpm.cli.args import HelpFormatter, Parser, group, positive_int
 from ddpm.errors import CheckpointError, ConfigError, DataError, ScheduleError
 
@@ -89,6 +89,17 @@ COMMANDS = (
         "ddpm interpolate --checkpoint runs/default --image a.png --image b.png --out path.gif",
         (invert_cmd.add_interpolate_args,),
         invert_cmd.run_interpolate,
+    ),
+    (
+        "tune-steps",
+        "a few-step time grid tuned for one model (GITS), for --spacing tuned",
+        "Choose the K timesteps at which a K-step sampler keeps closest to the model's own "
+        "finely solved trajectories (Chen et al. 2024, GITS), and keep them beside the "
+        "checkpoint for ddpm sample / eval --spacing tuned --steps K.",
+        "ddpm tune-steps --checkpoint runs/default --nfe 10\n"
+        "ddpm sample --checkpoint runs/default --sampler ipndm --spacing tuned --steps 10",
+        (tune_cmd.add_tune_args,),
+        tune_cmd.run_tune,
     ),
     (
         "fid-stats",

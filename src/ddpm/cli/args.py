@@ -280,7 +280,8 @@ STEPS_HELP = (
 SPACING_HELP = (
     "timesteps of every sampler but ddpm: leading (DDIM's), trailing (start at T), edm (Karras "
     "et al. eq. 5: sigma^(1/7) even between the schedule's ends; karras is another name for it) "
-    "or logsnr (log-SNR even between the schedule's ends); default: "
+    "logsnr (log-SNR even between the schedule's ends) or tuned (the model's own grid of "
+    "--steps steps, made by ddpm tune-steps); default: "
     + ", ".join(f"{s} for {name}" for name, s in DEFAULT_SPACING.items())
 )
 VARIANCE_HELP = (

@@ -22,19 +22,25 @@ from ddpm.models.presets import build_model
 FORMATS = ("safetensors", "diffusers")
 
 
+def model_path(path: str | os.PathLike) -> Path:
+    """The file (or diffusers folder) that `path` names: a training run's folder stands for
+    its newest ckpt-<step>.pt (or a message says what it looked for: ckpt-<step>.pt files, or a
+    diffusers folder's config.json)."""
+    path = Path(path)
+    if path.is_dir() and not is_diffusers_folder(path):
+        return resolve_checkpoint(path, also="or a diffusers folder's config.json")
+    return path
+
+
 def read_model(
     path: str | os.PathLike, raw_weights: bool = False, ema: str | None = None
 ) -> ModelFile:
     """The model in `path`: a checkpoint's EMA weights (the raw ones with `raw_weights`, or its
     extra EMA named `ema`), a safetensors export, or a diffusers folder. CheckpointError names
     the file on any problem."""
-    path = Path(path)
     if raw_weights and ema is not None:
         raise ConfigError("choose the raw weights or an EMA, not both")
-    if path.is_dir() and not is_diffusers_folder(path):
-        # a training run's folder: its newest ckpt-<step>.pt (or a message saying what it
-        # looked for: ckpt-<step>.pt files, or a diffusers folder's config.json)
-        path = resolve_checkpoint(path, also="or a diffusers folder's config.json")
+    path = model_path(path)
     if path.is_dir():
         model = load_diffusers(path)
     elif path.is_file() and is_safetensors(path):

@@ -26,7 +26,7 @@ from ddpm.diffusion.process import EpsModel, respace_model
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import ConfigError
 from ddpm.progress import Progress
-from ddpm.sampling.generate import counted, draw_labels, resolve, run_sampler
+from ddpm.sampling.generate import counted, draw_labels, grid_of, resolve, run_sampler
 from ddpm.sampling.loaded import Loaded
 from ddpm.sampling.samplers import (
     DEFAULT_SPACING,
@@ -164,8 +164,8 @@ def _chain(loaded: Loaded, spec: SamplingSpec, model: EpsModel):
             model, schedule = respace_model(model, schedule, spec.steps)
         return model, schedule, list(range(schedule.T - 1, -1, -1))
     if spec.sampler == "ddim":
-        spacing = spec.spacing or DEFAULT_SPACING["ddim"]
-        return model, loaded.schedule, timesteps_for(loaded.schedule, spec.steps, spacing)
+        grid = grid_of(loaded, spec)
+        return model, loaded.schedule, timesteps_for(loaded.schedule, spec.steps, grid)
     raise ConfigError(
         f"inpainting runs ancestral steps: --sampler ddpm or ddim, not {spec.sampler}"
     )
@@ -307,6 +307,8 @@ def sdedit(
     """
     check_strength(strength)
     spec = resolve(loaded, spec, **fields)
+    if spec.spacing == "tuned" and strength < 1:
+        raise ConfigError("--spacing tuned is a grid for the whole chain; SDEdit runs part of it")
     x_0 = check_inputs(loaded, x_0)
     n = x_0.shape[0] if n is None else n
     labels = draw_labels(loaded, n, spec, first_index, class_labels)

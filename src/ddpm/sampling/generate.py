@@ -17,8 +17,10 @@ from torch import Tensor
 
 from ddpm.errors import ConfigError
 from ddpm.progress import Progress
+from ddpm.sampling.grids import Spacing
 from ddpm.sampling.loaded import UNCONDITIONAL, Loaded
 from ddpm.sampling.samplers import (
+    DEFAULT_SPACING,
     Callback,
     EpsModel,
     network_evaluations,
@@ -41,8 +43,28 @@ def resolve(loaded: Loaded, spec: SamplingSpec | None, **fields: Any) -> Samplin
         )
     if spec.steps is not None and spec.steps > loaded.schedule.T:
         raise ConfigError(f"--steps {spec.steps} exceeds the model's T = {loaded.schedule.T}")
+    if spec.spacing == "tuned":
+        spec = spec.replace(steps=tuned_steps(loaded, spec))
     T = loaded.schedule.T
     return spec.resolved(T, loaded.data is None, loaded.variance(spec.variance))
+
+
+def tuned_steps(loaded: Loaded, spec: SamplingSpec) -> int:
+    """The steps of `--spacing tuned`: those asked for, or the one grid tuned for the model,
+    if a grid of that many steps was tuned for it (`ddpm tune-steps`)."""
+    if spec.sampler == "ddpm":
+        raise ConfigError("--spacing applies to every sampler but ddpm (its steps are all T)")
+    have = sorted(loaded.tuned)
+    if spec.steps in have or (spec.steps is None and len(have) == 1):
+        return spec.steps or have[0]
+    tuned = f"grids of {', '.join(map(str, have))} steps" if have else "no grid"
+    if spec.steps is None and have:
+        raise ConfigError(f"--spacing tuned: the model has {tuned}: choose one with --steps")
+    nfe = spec.steps or 10
+    raise ConfigError(
+        f"--spacing tuned: no grid of {nfe} steps was tuned for this model (it has {tuned}); "
+        f"make one with: ddpm tune-steps --checkpoint CHECKPOINT --nfe {nfe}"
+    )
 
 
 def generate(
@@ -120,8 +142,16 @@ def run_sampler(
         clip=bool(spec.clip),
         generator=generators,
         callback=callback,
-        spacing=spec.spacing,
+        spacing=grid_of(loaded, spec),
     )
+
+
+def grid_of(loaded: Loaded, spec: SamplingSpec) -> Spacing | None:
+    """The time grid of a resolved `spec`: a grid tuned for the model, as its timesteps, or
+    the name of one (the sampler's default where none is asked for; None for DDPM)."""
+    if spec.spacing == "tuned":
+        return loaded.tuned[spec.steps]  # type: ignore[index]
+    return spec.spacing or DEFAULT_SPACING.get(spec.sampler)
 
 
 def evaluations(loaded: Loaded, spec: SamplingSpec | None = None, **fields: Any) -> int:

@@ -4,11 +4,14 @@ A grid is built once from the schedule and the sampler only consumes it (as k-di
 its σ schedules apart from its samplers). `leading` and `trailing` are fractions of T;
 `edm` and `logsnr` are evenly spaced in a function of the noise level σ_t (`NoiseSchedule`),
 between the schedule's ends, each point then mapped to the timestep whose ln σ_t is nearest.
+`tuned` names a grid chosen for one model (`ddpm.sampling.tuning`), which the sampler is then
+given as the timesteps themselves.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -16,7 +19,9 @@ from torch import Tensor
 from ddpm.diffusion.schedule import NoiseSchedule
 
 # `karras` is the name this grid had before `edm`; both give the same timesteps.
-SPACINGS = ("leading", "trailing", "edm", "logsnr", "karras")
+GRIDS = ("leading", "trailing", "edm", "logsnr", "karras")  # made from the schedule alone
+SPACINGS = (*GRIDS, "tuned")
+Spacing = str | Sequence[int]  # a grid's name, or the timesteps themselves
 EDM_RHO = 7.0  # Karras et al. 2022, eq. 5 and Table 1: ρ = 7
 
 
@@ -42,7 +47,7 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "leading") -> list[int]:
     raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
 
 
-def timesteps_for(schedule: NoiseSchedule, steps: int, spacing: str = "leading") -> list[int]:
+def timesteps_for(schedule: NoiseSchedule, steps: int, spacing: Spacing = "leading") -> list[int]:
     """`steps` strictly decreasing timesteps in [0, T), from T-1 (edm, logsnr, trailing) down.
 
     - leading, trailing: `ddim_timesteps`.
@@ -52,8 +57,13 @@ def timesteps_for(schedule: NoiseSchedule, steps: int, spacing: str = "leading")
     - logsnr: log-SNR λ = -2 ln σ evenly spaced between the schedule's ends (DPM-Solver's
       "logSNR" time steps, Lu et al. 2022, §3.3): even steps h in the λ the exponential
       integrators (dpm-solver, unipc) step in.
-    The σ_i are mapped to timesteps by `nearest_timesteps`.
+    The σ_i are mapped to timesteps by `nearest_timesteps`. A sequence of timesteps (a tuned
+    grid) is checked and returned as it is.
     """
+    if not isinstance(spacing, str):
+        return check_grid(spacing, steps, schedule.T)
+    if spacing == "tuned":
+        raise ValueError("a tuned grid is the model's own: pass its timesteps (Loaded.tuned)")
     if spacing in ("leading", "trailing"):
         return ddim_timesteps(schedule.T, steps, spacing)
     if spacing not in SPACINGS:
@@ -85,3 +95,11 @@ def nearest_timesteps(log_sigma: Tensor, target: Tensor) -> list[int]:
     for i, t in enumerate(nearest):  # and below T so that `steps` <= T always fit
         nearest[i] = min(t, T - 1 - i)
     return nearest
+
+
+def check_grid(grid: Sequence[int], steps: int, T: int) -> list[int]:
+    """`grid` as a list, if it is `steps` strictly decreasing timesteps in [0, T)."""
+    ts = [int(t) for t in grid]
+    if len(ts) != steps or any(a <= b for a, b in zip(ts, ts[1:])) or not 0 <= ts[-1] <= ts[0] < T:
+        raise ValueError(f"a grid of {steps} steps must be strictly decreasing in [0, {T}): {ts}")
+    return ts

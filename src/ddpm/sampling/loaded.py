@@ -17,7 +17,8 @@ from ddpm.data.arrays import ArrayInfo
 from ddpm.diffusion.process import eps_model
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import CheckpointError, ConfigError, ScheduleError
-from ddpm.io.interchange import read_model
+from ddpm.io.interchange import model_path, read_model
+from ddpm.io.tuned import read_tuned
 from ddpm.models.presets import build_model
 from ddpm.sampling.guidance import (
     autoguided,
@@ -152,6 +153,8 @@ class Loaded:
     data: ArrayInfo | None = None  # points / sequences: the scaler, classes (None: images)
     guide: Loaded | None = None  # autoguidance's weaker model (`with_guidance`)
     guidance_interval: range | None = None  # the timesteps guided (None: all)
+    # time grids tuned for this model (`ddpm tune-steps`), by number of steps
+    tuned: dict[int, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -248,4 +251,5 @@ def load_model(
         class_names=mf.class_names,
         class_counts=mf.class_counts,
         data=data,
+        tuned=read_tuned(model_path(path)),
     )

@@ -38,7 +38,7 @@ from ddpm.diffusion.process import (
 )
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.sampling.grids import SPACINGS as SPACINGS  # re-exported: the CLI's choices
-from ddpm.sampling.grids import check_steps, timesteps_for
+from ddpm.sampling.grids import Spacing, check_steps, timesteps_for
 from ddpm.sampling.grids import ddim_timesteps as ddim_timesteps
 from ddpm.sampling.solvers import dpm_solver_update, ipndm_update, unipc_update
 
@@ -218,7 +218,7 @@ def ddim_sample(
     clip: bool = False,
     generator: Generators = None,
     callback: Callback | None = None,
-    spacing: str = DEFAULT_SPACING["ddim"],
+    spacing: Spacing = DEFAULT_SPACING["ddim"],
 ) -> Tensor:
     """DDIM, Song et al. 2021 eq. 12 (`ddim_step`), on the timesteps of `timesteps_for`
     (`spacing`), with ᾱ = 1 after the last step.
@@ -251,7 +251,7 @@ def dpm_solver_sample(
     clip: bool = False,
     generator: Generators = None,
     callback: Callback | None = None,
-    spacing: str = DEFAULT_SPACING["dpm-solver"],
+    spacing: Spacing = DEFAULT_SPACING["dpm-solver"],
     order: int = 2,
 ) -> Tensor:
     """DPM-Solver++(2M), Lu et al. 2022 Algorithm 2: a deterministic second-order multistep
@@ -311,7 +311,7 @@ def heun_sample(
     clip: bool = False,
     generator: Generators = None,
     callback: Callback | None = None,
-    spacing: str = DEFAULT_SPACING["heun"],
+    spacing: Spacing = DEFAULT_SPACING["heun"],
 ) -> Tensor:
     """Heun's second-order method on the probability-flow ODE, Karras et al. 2022 Algorithm 1,
     on `timesteps_for`'s timesteps (Karras spacing by default): 2 * steps - 1 network calls.
@@ -356,7 +356,7 @@ def unipc_sample(
     clip: bool = False,
     generator: Generators = None,
     callback: Callback | None = None,
-    spacing: str = DEFAULT_SPACING["unipc"],
+    spacing: Spacing = DEFAULT_SPACING["unipc"],
     order: int = 3,
 ) -> Tensor:
     """UniPC, Zhao et al. 2023: the multistep predictor UniP-p and, after every step but the
@@ -408,7 +408,7 @@ def ipndm_sample(
     clip: bool = False,
     generator: Generators = None,
     callback: Callback | None = None,
-    spacing: str = DEFAULT_SPACING["ipndm"],
+    spacing: Spacing = DEFAULT_SPACING["ipndm"],
     order: int = 4,
 ) -> Tensor:
     """iPNDM, Zhang & Chen 2023 (DEIS, the improved PNDM of its appendix), as zju-pi's
@@ -462,7 +462,7 @@ def sample(
     clip: bool = False,
     generator: Generators = None,
     callback: Callback | None = None,
-    spacing: str | None = None,
+    spacing: Spacing | None = None,
 ) -> Tensor:
     """Dispatch by name: "ddpm" (all T steps when `steps` is None, else the respaced K-step
     chain of Nichol & Dhariwal §4), "ddim", "dpm-solver" (2M), "dpm-solver-3m", "heun",
