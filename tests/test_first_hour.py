@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ddpm.cli import main
+from ddpm.cli import build_parser, main
 from ddpm.eval import evaluate
 from ddpm.eval.evaluate import images_stats, load_fid_images, load_stats
 from ddpm.eval.nll import select_images
@@ -85,3 +85,42 @@ def test_show_curves_of_a_missing_run_says_what_it_expected(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "Traceback" not in err and "Errno" not in err
         assert said in err and "expected a run folder" in err
+
+
+def test_a_model_samples_with_the_eta_of_its_own_training_pictures(tmp_path, capsys, tiny_preset):
+    """`ddpm train`'s pictures are drawn at eta 1 (it measured better on the digits), so that
+    is the run's default for `ddpm sample`, `ddpm.sample` and `ddpm eval`; a recipe measured
+    at eta 0 keeps 0, and so does a diffusers folder, which has no training pictures."""
+    import torch
+
+    import ddpm
+    from ddpm.data.images import ImageDataset
+    from ddpm.io.interchange import export_model
+    from ddpm.io.modelfile import sampling_defaults
+    from ddpm.train import TrainConfig, save_checkpoint, setup
+    from ddpm.train.recipes import recipe_settings
+    from test_one_sampling_path import folder_images
+
+    cfg = TrainConfig(preset="tiny", T=20, out=str(tmp_path / "run"))
+    data = ImageDataset(torch.zeros(4, 1, 8, 8, dtype=torch.uint8))
+    _, _, arch, model_cfg, state = setup(cfg, data)
+    save_checkpoint(state, cfg, arch, model_cfg)
+    run = tmp_path / "run"
+    model = ddpm.load(run, "cpu")
+    assert cfg.sample_eta == 1.0 and model.sampling == {"eta": 1.0}
+    same = dict(n=3, steps=5, seed=4)
+    default = ddpm.sample(model, **same)
+    torch.testing.assert_close(default, ddpm.sample(model, eta=1.0, **same))
+    assert not torch.allclose(default, ddpm.sample(model, eta=0.0, **same))
+    for flags in ([], ["--eta", "1"]):
+        folder = tmp_path / f"pngs{len(flags)}"
+        argv = ["sample", "--checkpoint", str(run), "--n", "3", "--steps", "5", "--seed", "4"]
+        assert main([*argv, "--folder", str(folder), *flags]) == 0
+    assert torch.equal(folder_images(tmp_path / "pngs0", 3), folder_images(tmp_path / "pngs2", 3))
+    assert "eta 1" in capsys.readouterr().out
+    # the recipe measured at eta 0 keeps it; a safetensors export keeps the run's own
+    assert sampling_defaults(recipe_settings("cifar10-8min")) == {"eta": 0.0}
+    export_model(run, "safetensors", tmp_path / "m.safetensors")
+    assert ddpm.load(tmp_path / "m.safetensors", "cpu").sampling == {"eta": 1.0}
+    help_text = build_parser().commands["sample"].format_help()
+    assert "the eta its training pictures were drawn with" in " ".join(help_text.split())

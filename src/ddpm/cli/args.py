@@ -284,6 +284,11 @@ SPACING_HELP = (
     "--steps steps, made by ddpm tune-steps); default: "
     + ", ".join(f"{s} for {name}" for name, s in DEFAULT_SPACING.items())
 )
+ETA_HELP = (
+    "DDIM noise: 0 deterministic, 1 ancestral sampling on the DDIM steps (default: the model's "
+    "own, the eta its training pictures were drawn with: 1 for ddpm train's runs, which "
+    "measured better on the digits, 0 for --recipe cifar10-8min and for diffusers folders)"
+)
 VARIANCE_HELP = (
     "DDPM reverse variance: small (the posterior's beta-tilde_t), large (beta_t) or learned "
     "(Sigma_theta of a --learn-sigma model; its default)"

@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 
 from ddpm.cli.args import (
+    ETA_HELP,
     GUIDANCE_HELP,
     SAMPLER_HELP,
     SPACING_HELP,
@@ -78,7 +79,7 @@ def add_sampling_args(p: argparse.ArgumentParser, n_help: str, samplers=SAMPLERS
     g.add_argument("--n", type=positive_int, help=n_help)
     g.add_argument("--sampler", choices=samplers, default="ddim", help=SAMPLER_HELP)
     g.add_argument("--steps", type=positive_int, help=STEPS_HELP)
-    g.add_argument("--eta", type=nonneg_float, default=0.0, help="DDIM noise (1: ancestral)")
+    g.add_argument("--eta", type=nonneg_float, help=ETA_HELP)
     g.add_argument("--spacing", choices=SPACINGS, help=SPACING_HELP)
     g.add_argument("--variance", choices=VARIANCES, help=VARIANCE_HELP)
     g.add_argument(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ddpm.cli.args import (
+    ETA_HELP,
     GUIDANCE_HELP,
     SAMPLER_HELP,
     SPACING_HELP,
@@ -93,9 +94,7 @@ def add_eval_sampling_args(p: argparse.ArgumentParser) -> None:
     g = group(p, "sampling and the bound")
     g.add_argument("--sampler", choices=SAMPLERS, default="ddim", help=SAMPLER_HELP)
     g.add_argument("--steps", type=positive_int, help=STEPS_HELP)
-    g.add_argument(
-        "--eta", type=nonneg_float, default=0.0, help="DDIM noise: 0 deterministic, 1 ancestral"
-    )
+    g.add_argument("--eta", type=nonneg_float, help=ETA_HELP)
     g.add_argument(
         "--spacing",
         choices=SPACINGS,

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ddpm.cli.args import (
+    ETA_HELP,
     GUIDANCE_HELP,
     SAMPLER_HELP,
     SPACING_HELP,
@@ -68,9 +69,7 @@ def add_sample_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--eta",
         type=nonneg_float,
-        default=0.0,
-        help="DDIM noise: 0 deterministic, 1 ancestral sampling on the DDIM steps (better for "
-        "small, briefly trained models such as the default digits)",
+        help=ETA_HELP,
     )
     g.add_argument(
         "--spacing",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ddpm.cli.args import (
+    ETA_HELP,
     SAMPLER_HELP,
     STEPS_HELP,
     VARIANCE_HELP,
@@ -122,9 +123,7 @@ def _add_reverse(sub: Any) -> None:
     r.add_argument("--n", type=positive_int, default=8, help="chains (one row each)")
     r.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help=SAMPLER_HELP)
     r.add_argument("--steps", type=positive_int, help=STEPS_HELP)
-    r.add_argument(
-        "--eta", type=nonneg_float, default=0.0, help="DDIM noise: 0 deterministic, 1 ancestral"
-    )
+    r.add_argument("--eta", type=nonneg_float, help=ETA_HELP)
     r.add_argument("--variance", choices=VARIANCES, help=VARIANCE_HELP)
     r.add_argument("--frames", type=positive_int, default=10, help="snapshots per chain")
     r.add_argument("--seed", type=seed_int, default=0, help="chain i depends on (seed, i) only")

@@ -14,6 +14,7 @@ Each is read into a `ModelFile`; `ddpm.sampling.loaded.load_model` builds the ne
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -50,6 +51,9 @@ class ModelFile:
     class_names: list[str] | None = None  # a class-conditional model's classes, by label
     class_counts: list[int] | None = None  # its training labels' histogram
     data: dict[str, Any] | None = None  # points / sequences: `ddpm.data.arrays.ArrayInfo.to_dict()`
+    # how the model samples where no flag says (SamplingSpec fields: eta, and a distilled
+    # model's sampler, steps and spacing), and `distilled`: the fewest steps it was trained for
+    sampling: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def noise_schedule(self) -> NoiseSchedule:
         if "betas" in self.schedule:
@@ -69,6 +73,7 @@ class ModelFile:
             "step": self.step,
             **({"class_names": self.class_names} if self.class_names is not None else {}),
             **({"class_counts": self.class_counts} if self.class_counts is not None else {}),
+            **({"sampling": self.sampling} if self.sampling else {}),
         }
 
 
@@ -91,7 +96,19 @@ def from_checkpoint(
         origin="checkpoint",
         **classes(ckpt),
         data=ckpt.get("data"),
+        sampling=sampling_defaults(cfg),
     )
+
+
+def sampling_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's own sampling defaults, from its train_config: the eta its training
+    pictures were drawn with; a distilled student's sampler, steps and grid (those it was
+    trained to take: DDIM, eta 0, on the trailing grid)."""
+    steps = cfg.get("distill_steps")
+    if steps:
+        return {"sampler": "ddim", "steps": steps, "spacing": "trailing", "eta": 0.0,
+                "distilled": steps}  # fmt: skip
+    return {"eta": float(cfg["sample_eta"])} if "sample_eta" in cfg else {}
 
 
 def classes(d: dict[str, Any]) -> dict[str, Any]:
@@ -157,6 +174,7 @@ def load_safetensors(path: str | os.PathLike) -> ModelFile:
             step=d.get("step"),
             origin="safetensors",
             **classes(d),
+            sampling=dict(d.get("sampling") or {}),
         )
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: the header's description is incomplete ({e})") from None

@@ -37,6 +37,7 @@ def resolve(loaded: Loaded, spec: SamplingSpec | None, **fields: Any) -> Samplin
     """`spec` (default: `SamplingSpec()`) with `fields` replaced and its defaults filled in for
     this model: the steps, the clip (on for images) and the variance (learned if it has it)."""
     spec = (spec or SamplingSpec()).replace(**fields) if fields else spec or SamplingSpec()
+    spec = with_model_defaults(loaded, spec)
     if loaded.data is not None and spec.clip:
         raise ConfigError(
             f"--clip clips x_0 to [-1, 1], the range of images; {loaded.kind} are standardised"
@@ -47,6 +48,22 @@ def resolve(loaded: Loaded, spec: SamplingSpec | None, **fields: Any) -> Samplin
         spec = spec.replace(steps=tuned_steps(loaded, spec))
     T = loaded.schedule.T
     return spec.resolved(T, loaded.data is None, loaded.variance(spec.variance))
+
+
+def with_model_defaults(loaded: Loaded, spec: SamplingSpec) -> SamplingSpec:
+    """`spec` with the model's own defaults (`Loaded.sampling`) where it leaves a field None:
+    the eta of its training pictures; a distilled model's steps and grid, beyond which it
+    was not trained (more steps are refused)."""
+    own = loaded.sampling
+    distilled = own.get("distilled")
+    if distilled and spec.steps is not None and spec.steps > distilled:
+        raise ConfigError(
+            f"--steps {spec.steps}: this model was distilled to draw in {distilled} steps; "
+            f"give at most {distilled} (or sample its teacher)"
+        )
+    fill = {k: v for k, v in own.items() if k in ("eta", "steps", "spacing")}
+    fill = {k: v for k, v in fill.items() if getattr(spec, k) is None}
+    return spec.replace(**fill) if fill else spec
 
 
 def tuned_steps(loaded: Loaded, spec: SamplingSpec) -> int:

@@ -9,6 +9,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -155,6 +156,8 @@ class Loaded:
     guidance_interval: range | None = None  # the timesteps guided (None: all)
     # time grids tuned for this model (`ddpm tune-steps`), by number of steps
     tuned: dict[int, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    # its own sampling defaults (`ddpm.io.modelfile.sampling_defaults`)
+    sampling: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -252,4 +255,5 @@ def load_model(
         class_counts=mf.class_counts,
         data=data,
         tuned=read_tuned(model_path(path)),
+        sampling=mf.sampling,
     )

@@ -23,9 +23,10 @@ from ddpm.sampling.samplers import SAMPLERS, SPACINGS, default_steps
 class SamplingSpec:
     """How samples are drawn. Image i depends on (seed, i) only, never on `batch_size`.
 
-    `steps` None: the sampler's default (`ddpm.sampling.samplers.default_steps`: all T for
-    DDPM, else min(50, T)). `variance` None: the model's learned one if it has it, else
-    "small" (β̃_t).
+    `steps` None: the model's own (a distilled model's), else the sampler's default
+    (`ddpm.sampling.samplers.default_steps`: all T for DDPM, else min(50, T)). `eta` None: the
+    model's own (the eta of its training pictures), else 0. `variance` None: the model's
+    learned one if it has it, else "small" (β̃_t).
     `clip` None: on for images, off for standardised points and sequences. `spacing` None:
     each sampler's default time grid. `guidance` is w: classifier-free for a class-conditional
     model, autoguidance when the model carries a guide. `classes` is how a class-conditional
@@ -34,7 +35,7 @@ class SamplingSpec:
 
     sampler: str = "ddim"
     steps: int | None = None
-    eta: float = 0.0
+    eta: float | None = None
     variance: str | None = None
     clip: bool | None = None
     spacing: str | None = None
@@ -50,7 +51,7 @@ class SamplingSpec:
             raise SpecError(f"spacing must be one of {', '.join(SPACINGS)}, got {self.spacing!r}")
         if self.steps is not None and self.steps < 1:
             raise SpecError(f"steps must be at least 1, got {self.steps}")
-        if self.eta < 0 or self.guidance < 0:
+        if (self.eta is not None and self.eta < 0) or self.guidance < 0:
             raise SpecError("eta and guidance must be >= 0")
         if self.batch_size < 1:
             raise SpecError(f"batch_size must be at least 1, got {self.batch_size}")
@@ -61,12 +62,13 @@ class SamplingSpec:
         return dataclasses.replace(self, **changes)
 
     def resolved(self, T: int, images: bool, variance: str) -> SamplingSpec:
-        """The spec with its defaults filled in for a model of T timesteps: the steps, the clip
-        (on for images) and the variance (`variance`: the model's choice, `Loaded.variance`)."""
+        """The spec with its defaults filled in for a model of T timesteps: the steps, eta 0,
+        the clip (on for images) and the variance (`variance`: the model's choice,
+        `Loaded.variance`). The model's own defaults come first (`generate.resolve`)."""
         clip = images if self.clip is None else self.clip
-        return self.replace(
-            steps=default_steps(self.sampler, self.steps, T), clip=clip, variance=variance
-        )
+        steps = default_steps(self.sampler, self.steps, T)
+        eta = 0.0 if self.eta is None else self.eta
+        return self.replace(steps=steps, eta=eta, clip=clip, variance=variance)
 
     def describe(self, conditional: bool = False) -> str:
         """The spec in words, for summary lines: "ddim 50 steps, eta 0, clip on, seed 0"."""

@@ -137,6 +137,7 @@ RECIPES: dict[str, Recipe] = {
             "steps": 10_000_000,
             "max_minutes": 8.0,
             "snapshot_minutes": (1.0, 2.0, 4.0, 8.0),
+            "sample_eta": 0.0,  # the eta its FIDs were measured with (DDIM-50)
             "log_every": 250,
             "sample_every": 1_000_000,
             "checkpoint_every": 1_000_000,
