@@ -69,7 +69,7 @@ def test_tune_steps_keeps_the_grid_beside_the_checkpoint_for_spacing_tuned(tiny_
     # --spacing tuned samples on exactly those timesteps, with any sampler
     seen = []
     for sampler in ("ddim", "dpm-solver", "ipndm"):
-        x = generate(loaded, 2, sampler=sampler, steps=4, spacing="tuned")
+        x = generate(loaded, 2, sampler=sampler, steps=4, spacing="tuned", eta=0.0)
         y = S.sample(sampler, loaded.eps_given(None, 0.0), loaded.schedule,
                      S.per_sample_noise(loaded.shape, S.sample_generators(0, range(2), "cpu"),
                                         "cpu"), steps=4, spacing=grid, clip=True)  # fmt: skip
