@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddpm.data.images import load_dataset
-from ddpm.sampling.generate import generate
+from ddpm.sampling.generate import generate, resolve
 from ddpm.sampling.loaded import load_model
 from ddpm.sampling.samplers import SAMPLERS
 from ddpm.sampling.spec import SamplingSpec
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     spec = SamplingSpec(seed=args.seed).replace(**given)
     samples = generate(loaded, args.n, spec)
-    spec = spec.resolved(loaded.schedule.T, True, loaded.variance(spec.variance))
+    spec = resolve(loaded, spec)  # as generate resolved it: with the model's own defaults
     fake, _ = confidence(net, samples)
     print(f"{'set':<40} {'n':>5} {'confident (>= 0.9)':>20} {'mean confidence':>17}")
     print(row(f"real held-out digits ({accuracy:.1f}% right)", real))

@@ -1,5 +1,5 @@
-"""`ddpm train | sample | inpaint | edit | invert | interpolate | tune-steps | fid-stats | fid |
-eval | export | show`: parse flags, call the library, turn its errors into one line.
+"""`ddpm train | sample | inpaint | edit | invert | interpolate | distill | tune-steps | fid-stats |
+fid | eval | export | show`: parse flags, call the library, turn its errors into one line.
 
 Every flag is checked by its argparse type (output paths included, before any work), so a bad
 value is reported as `ddpm train: error: argument --steps: expected a positive integer, got
@@ -16,6 +16,7 @@ import warnings
 from argparse import SUPPRESS
 from collections.abc import Sequence
 
+from ddpm.cli import distill as distill_cmd
 from ddpm.cli import edit as edit_cmd
 from ddpm.cli import eval as eval_cmd
 from ddpm.cli import export as export_cmd
@@ -89,6 +90,18 @@ COMMANDS = (
         "ddpm interpolate --checkpoint runs/default --image a.png --image b.png --out path.gif",
         (invert_cmd.add_interpolate_args,),
         invert_cmd.run_interpolate,
+    ),
+    (
+        "distill",
+        "a student that samples in a few steps (progressive distillation)",
+        "Distill a trained model into one that samples in --steps DDIM steps (Salimans & Ho "
+        "2022): each round halves the steps, its student learning to take in one step what "
+        "its teacher takes in two. The student is an ordinary checkpoint: ddpm sample draws "
+        "in its steps by default.",
+        "ddpm distill --checkpoint runs/default --out runs/default-4 --steps 4\n"
+        "ddpm sample --checkpoint runs/default-4 --out four-steps.png",
+        (distill_cmd.add_distill_args,),
+        distill_cmd.run_distill,
     ),
     (
         "tune-steps",

@@ -89,4 +89,5 @@ class SamplingSpec:
                 "ddpm, all T steps" if self.steps is None else f"ddpm, {self.steps} respaced steps"
             )
         eta = f", eta {self.eta:g}" if self.sampler == "ddim" else ""
-        return f"{self.sampler}, {self.steps} steps{eta}"
+        grid = f" ({self.spacing})" if self.spacing else ""
+        return f"{self.sampler}, {self.steps} steps{grid}{eta}"

@@ -342,14 +342,13 @@ class TrainConfig:
         rule=POSITIVE_INT,
     )
     sample_eta: float = NO_FLAG(1.0, "the grids' DDIM eta", rule=NONNEG)
-    sample_clip: bool = NO_FLAG(
-        True, "clip x_0 predictions to [-1, 1] when sampling (as Ho et al.)"
-    )
+    sample_clip: bool = NO_FLAG(True, "clip x_0 predictions to [-1, 1] when sampling")
     # a sample grid may take this fraction of the training time before it (at least 30 s);
     # beyond that it is drawn with fewer DDIM steps (`ddpm.sampling.generate.picture_plan`)
-    picture_budget: float = NO_FLAG(
-        0.25, "the share of the training time a picture may take", rule=NONNEG
-    )
+    picture_budget: float = NO_FLAG(0.25, "a picture's share of the training time", rule=NONNEG)
+    # `ddpm distill` (ddpm.train.distill): a round's teacher checkpoint and its student's steps
+    distill_from: str | None = NO_FLAG(None, "the teacher checkpoint of a distillation round")
+    distill_steps: int | None = NO_FLAG(None, "the steps its student learns to take")
 
     # --- speed ------------------------------------------------------------------------------
     device: str = SPEED(

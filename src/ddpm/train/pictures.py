@@ -77,6 +77,7 @@ def grid_spec(cfg: TrainConfig, T: int, images: bool = True) -> SamplingSpec:
         steps=default_steps(cfg.sample_sampler, steps, T),
         eta=cfg.sample_eta,
         clip=cfg.sample_clip and images,
+        spacing="trailing" if cfg.distill_steps else None,  # a student's grid
         seed=cfg.seed,
     )
 

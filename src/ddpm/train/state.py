@@ -28,6 +28,7 @@ from ddpm.models.presets import (
 )
 from ddpm.speed import use_channels_last
 from ddpm.train.config import TrainConfig, resolve_device
+from ddpm.train.distill import Teacher, load_teacher
 
 
 class EMA:
@@ -73,6 +74,7 @@ class TrainState:
     class_counts: list[int] | None = None  # the training labels' histogram, for `ddpm eval`
     data_info: ArrayInfo | None = None  # points / sequences: scaler, classes (None: images)
     log_window: dict[str, Any] | None = None  # the loss log's open window (hooks.LossLog)
+    teacher: Teacher | None = None  # of a distillation round (ddpm.train.distill)
 
     @property
     def num_classes(self) -> int | None:
@@ -364,6 +366,10 @@ def setup(
         class_counts=classes[1] if classes else None,
         data_info=data.info() if isinstance(data, ArrayDataset) else None,
     )
+    if cfg.distill_from is not None:
+        state.teacher = load_teacher(cfg, device, model if ckpt is None else None)
     if ckpt is not None and path is not None:
         restore(state, ckpt, arch, model_cfg, path)
+    elif state.teacher is not None:  # the student starts as its teacher
+        state.ema, state.extra_emas = EMA(model), {s: EMA(model) for s in cfg.ema_extra}
     return device, data, arch, model_cfg, state

@@ -70,6 +70,9 @@ def train_step(
         y = None  # an unconditional network takes no labels
     else:
         y = drop_labels(y, cfg.cond_drop, state.num_classes, state.noise_gen, B, rows)
+    if state.teacher is not None:  # distillation: t is a student step, the targets its teacher's
+        x_0, eps = state.teacher.targets(x_0, eps, t, y)
+        t = state.teacher.timesteps(t)
     for group in opt.param_groups:
         group["lr"] = rates.lr
     call = model if ddp is None else ddp
@@ -129,7 +132,9 @@ def draw_noise(
     same noise at any number of processes."""
     g = state.noise_gen
     B = x_0.shape[0] if batch_size is None else batch_size
-    if state.timesteps is None:
+    if state.teacher is not None:  # the index of each image's student step (ddpm.train.distill)
+        t, weights = state.teacher.draw_t(B, g, x_0.device), None
+    elif state.timesteps is None:
         t, weights = torch.randint(0, schedule.T, (B,), device=x_0.device, generator=g), None
     else:
         t, weights = state.timesteps.sample(B, g, x_0.device)

@@ -1,0 +1,137 @@
+"""`ddpm distill`: progressive distillation of a trained model into one that samples in K
+steps (`ddpm.train.distill`). Each round is a training run of the teacher's own settings, with
+the round's steps, learning rate and time; the last round's student lands in --out, the
+earlier ones in --out/round-<steps>/. Run the same command with --resume to finish rounds a
+stop cut short."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from ddpm.cli.args import (
+    add_device_arg,
+    add_quiet_arg,
+    group,
+    nonneg_int,
+    output_folder,
+    positive_float,
+    positive_int,
+)
+from ddpm.errors import ConfigError
+
+
+def add_distill_args(p: argparse.ArgumentParser) -> None:
+    g = group(p, "distillation")
+    g.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="the teacher: a training checkpoint or run folder (its newest checkpoint)",
+    )
+    g.add_argument(
+        "--out", required=True, type=output_folder("student folder"), help="the student's folder"
+    )
+    g.add_argument(
+        "--steps",
+        type=positive_int,
+        default=4,
+        help="the student's sampling steps, a power of two (default: %(default)s)",
+    )
+    g.add_argument(
+        "--from-steps",
+        type=positive_int,
+        default=64,
+        help="the teacher's DDIM steps in the first round, a power of two; each round halves "
+        "them (Salimans & Ho 2022 start from 1024 or more; default: %(default)s)",
+    )
+    g.add_argument(
+        "--round-steps",
+        type=positive_int,
+        default=300,
+        help="optimisation steps of each round (default: %(default)s)",
+    )
+    g.add_argument(
+        "--max-minutes",
+        type=positive_float,
+        help="a wall-clock budget for all rounds, shared equally (default: none)",
+    )
+    g.add_argument("--lr", type=positive_float, help="default: the teacher's learning rate")
+    g.add_argument(
+        "--warmup", type=nonneg_int, default=20, help="warm-up steps a round (default: %(default)s)"
+    )
+    g.add_argument("--batch-size", type=positive_int, help="default: the teacher's")
+    g.add_argument("--data", help="the training data (default: the teacher's)")
+    g.add_argument("--resume", action="store_true", help="finish the rounds in --out")
+    add_quiet_arg(p)
+    add_device_arg(group(p, "speed"))
+
+
+def round_config(teacher: dict, args: argparse.Namespace, k: int, source: Path, out: Path):
+    """The TrainConfig of the round whose student takes k steps, taught by `source`."""
+    from ddpm.train import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = {key: value for key, value in teacher.items() if key in known}
+    rounds = len(rounds_of(args, teacher))
+    settings.update(
+        out=str(out),
+        distill_from=str(source),
+        distill_steps=k,
+        steps=args.round_steps,
+        epochs=None,
+        warmup=args.warmup,
+        lr_decay="cosine",
+        max_minutes=args.max_minutes / rounds if args.max_minutes else None,
+        snapshot_minutes=(),
+        eval_every=None,
+        sample_every=args.round_steps,
+        checkpoint_every=args.round_steps,
+        sample_steps=k,
+        sample_eta=0.0,
+        sample_sampler="ddim",
+        device=args.device,
+    )
+    for key in ("lr", "batch_size", "data"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    return TrainConfig(**settings)
+
+
+def rounds_of(args: argparse.Namespace, teacher: dict) -> list[int]:
+    from ddpm.train.distill import check_steps
+
+    return check_steps(args.steps, args.from_steps, int(teacher["T"]))
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    from ddpm.io import checkpoint as ckpt_io
+    from ddpm.io.interchange import model_path
+    from ddpm.train import train
+
+    source = model_path(args.checkpoint)
+    ckpt = ckpt_io.load_checkpoint(source)
+    teacher = ckpt.get("train_config")
+    if not teacher or source.suffix != ".pt":
+        raise ConfigError(f"{args.checkpoint}: the teacher must be a training checkpoint (.pt)")
+    rounds = rounds_of(args, teacher)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        raise ConfigError(f"--out {out} is not empty: pass --resume to finish its rounds")
+    for k in rounds:
+        folder = out if k == rounds[-1] else out / f"round-{k}"
+        cfg = round_config(teacher, args, k, source, folder)
+        done = ckpt_io.list_checkpoints(folder) if folder.is_dir() else []
+        if done and ckpt_io.load_checkpoint(done[-1])["step"] >= cfg.steps:
+            source = done[-1]  # a round finished before
+            continue
+        if not args.quiet:
+            print(f"round {rounds.index(k) + 1} of {len(rounds)}: {2 * k} teacher steps -> {k}")
+        result = train(cfg, resume="auto" if done else None, progress=not args.quiet)
+        if result.stopped_early or result.last_checkpoint is None:
+            print(f"stopped; finish with: ddpm distill ... --out {out} --resume")
+            return 130
+        source = result.last_checkpoint
+    print(f"distilled to {args.steps} steps: {source}; sample: ddpm sample --checkpoint {out}")
+    return 0

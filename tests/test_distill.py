@@ -1,0 +1,135 @@
+"""Progressive distillation (`ddpm.train.distill`, `ddpm distill`): the targets make one DDIM
+step land where the teacher's two do; a round brings the student's K steps nearer its
+teacher's 2K; the student is an ordinary checkpoint that samples in its K steps."""
+
+import pytest
+import torch
+
+from conftest import run
+from ddpm.diffusion.schedule import make_schedule
+from ddpm.errors import ConfigError
+from ddpm.io import checkpoint as C
+from ddpm.sampling.generate import generate
+from ddpm.sampling.loaded import load_model
+from ddpm.train.distill import Teacher, check_steps
+from test_distributed import image_folder
+from test_editing import C as DATA_STD
+
+pytestmark = pytest.mark.usefixtures("tiny_preset")
+
+
+def gaussian_teacher(steps: int, T: int = 100) -> Teacher:
+    """The exact eps of pixels i.i.d. N(0, C²) as the teacher (no network)."""
+    schedule = make_schedule("linear", T)
+
+    def eps(x_t, t, y):
+        a = schedule.alphas_cumprod[t].view(-1, *([1] * (x_t.ndim - 1))).float()
+        return (1 - a).sqrt() * x_t / (a * DATA_STD**2 + 1 - a)
+
+    return Teacher(eps, schedule, steps, clip=False)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_one_ddim_step_with_the_targets_lands_where_the_teachers_two_do(steps):
+    teacher = gaussian_teacher(steps)
+    g = torch.Generator().manual_seed(0)
+    x_0 = torch.randn(32, 1, 4, 4, generator=g) * DATA_STD
+    eps = torch.randn(32, 1, 4, 4, generator=g)
+    i = teacher.draw_t(32, g, "cpu")
+    x_t, e_t = teacher.targets(x_0, eps, i, None)
+    t = teacher.timesteps(i)
+    a, s = teacher._alpha_sigma(t, x_0)
+    z = a * x_0 + s * eps
+    torch.testing.assert_close(a * x_t + s * e_t, z)  # the same z_t as (x, ε)
+    # the teacher's two DDIM steps from z_t, one at a time
+    mid = teacher._ddim(z, t, teacher.t_mid[i], None)
+    end = teacher._ddim(mid, teacher.t_mid[i], teacher.t_end[i], None)
+    a_end, s_end = teacher._alpha_sigma(teacher.t_end[i], x_0)
+    torch.testing.assert_close(a_end * x_t + s_end * e_t, end, rtol=1e-4, atol=1e-5)
+    # the last student step ends at the data: there x̃ is the teacher's own end point
+    last = i == steps - 1
+    torch.testing.assert_close(x_t[last], end[last])
+
+
+def test_the_students_grid_is_every_other_timestep_of_its_teachers():
+    teacher = gaussian_teacher(4, T=1000)
+    assert teacher.t.tolist() == [999, 749, 499, 249]
+    assert teacher.t_mid.tolist() == [874, 624, 374, 124]
+    assert teacher.t_end.tolist() == [749, 499, 249, -1]
+
+
+@pytest.mark.parametrize(
+    "steps, start, T, message",
+    [
+        (3, 16, 100, "--steps 3: progressive distillation halves the steps"),
+        (4, 12, 100, "--from-steps 12: progressive distillation halves"),
+        (4, 4, 100, "--from-steps 4 must exceed --steps 4"),
+        (4, 128, 100, "--from-steps 128 exceeds the teacher's T = 100"),
+    ],
+)
+def test_impossible_rounds_are_refused(steps, start, T, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        check_steps(steps, start, T)
+    assert check_steps(4, 32, 100) == [16, 8, 4]
+
+
+def teacher_run(tmp_path) -> tuple:
+    from ddpm.cli import main
+
+    data = image_folder(tmp_path / "data", 64)
+    argv = ["train", "--data", str(data), "--channels", "1", "--image-size", "8", "--preset",
+            "tiny", "--T", "40", "--steps", "150", "--batch-size", "16", "--lr", "3e-3",
+            "--warmup", "5", "--log-every", "50", "--checkpoint-every", "1000",
+            "--sample-every", "1000", "--num-samples", "4", "--quiet", "--no-final-pictures",
+            "--threads", "1", "--out", str(tmp_path / "teacher")]  # fmt: skip
+    assert main(argv) == 0
+    return data, tmp_path / "teacher"
+
+
+def distance(a, b) -> float:
+    return float((a - b).pow(2).mean().sqrt())
+
+
+def test_distill_gives_a_student_that_samples_in_its_steps_nearer_its_teacher(tmp_path, capsys):
+    data, teacher = teacher_run(tmp_path)
+    out = tmp_path / "student"
+    argv = ["distill", "--checkpoint", str(teacher), "--out", str(out), "--steps", "2",
+            "--from-steps", "8", "--round-steps", "60", "--lr", "1e-3", "--quiet"]  # fmt: skip
+    code, said, err = run(capsys, argv)
+    assert code == 0, err
+    assert "distilled to 2 steps" in said
+    assert [p.name for p in C.list_checkpoints(out / "round-4")] == ["ckpt-0000060.pt"]
+    student, master = load_model(out), load_model(teacher)
+    assert student.sampling["distilled"] == 2
+    # by default the student takes its 2 steps (DDIM, eta 0, trailing)
+    code, said, _ = run(capsys, ["sample", "--checkpoint", str(out), "--n", "2", "--out",
+                                 str(tmp_path / "s.png")])  # fmt: skip
+    assert code == 0 and "ddim, 2 steps (trailing), eta 0" in said
+    # its 2 steps land nearer the teacher's 8 than the teacher's own 2 do
+    same = dict(eta=0.0, spacing="trailing", seed=3)
+    reference = generate(master, 64, steps=8, **same)
+    ours = distance(generate(student, 64, **same), reference)
+    theirs = distance(generate(master, 64, steps=2, **same), reference)
+    assert ours < 0.8 * theirs, (ours, theirs)
+    # more steps than it learned are refused in one line; a used --out without --resume too
+    code, _, err = run(capsys, ["sample", "--checkpoint", str(out), "--steps", "4", "--out",
+                                str(tmp_path / "t.png")])  # fmt: skip
+    assert code != 0 and "distilled to draw in 2 steps" in err
+    code, _, err = run(capsys, argv)
+    assert code != 0 and "pass --resume" in err
+
+
+def test_a_cut_short_distillation_resumes_its_rounds(tmp_path, capsys):
+    _, teacher = teacher_run(tmp_path)
+    out = tmp_path / "student"
+    argv = ["distill", "--checkpoint", str(teacher), "--out", str(out), "--steps", "2",
+            "--from-steps", "8", "--round-steps", "6", "--quiet"]  # fmt: skip
+    assert run(capsys, argv)[0] == 0
+    final = C.list_checkpoints(out)[-1]
+    final.unlink()  # as if the last round had been stopped before its end
+    code, said, err = run(capsys, [*argv, "--resume"])
+    assert code == 0, err
+    assert C.list_checkpoints(out)[-1].name == final.name
+    round_4 = C.load_checkpoint(out / "round-4" / "ckpt-0000006.pt")
+    assert round_4["train_config"]["distill_steps"] == 4
+    assert C.load_checkpoint(final)["train_config"]["distill_from"].endswith("ckpt-0000006.pt")
