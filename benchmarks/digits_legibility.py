@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sampler", choices=SAMPLERS, help="default: ddpm sample's")
     p.add_argument("--steps", type=int, help="default: ddpm sample's")
     p.add_argument("--eta", type=float, help="default: ddpm sample's")
+    p.add_argument("--guidance", type=float, help="default: ddpm sample's")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -101,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     accuracy = 100 * float((guess == y[-HELD_OUT:]).double().mean())
 
     given = {
-        k: getattr(args, k) for k in ("sampler", "steps", "eta") if getattr(args, k) is not None
+        k: getattr(args, k)
+        for k in ("sampler", "steps", "eta", "guidance")
+        if getattr(args, k) is not None
     }
     spec = SamplingSpec(seed=args.seed).replace(**given)
     samples = generate(loaded, args.n, spec)
