@@ -1,9 +1,27 @@
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from ddpm.data.images import ImageDataset
 from ddpm.models.presets import PRESETS, ModelSpec
 from ddpm.train import TrainConfig
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    """The script benchmarks/NAME.py as a module (its folder on sys.path, for `common`)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
 
 # A 2-level U-Net that trains in milliseconds on 8x8 images.
 TINY_UNET = dict(

@@ -5,17 +5,14 @@ every diffusers scheduler it runs makes exactly NFE UNet calls, and a wrong coun
 and the script runs end to end (fake Inception network, fake statistics) to a JSON file with
 a row per (side, sampler, spacing) and an FID per NFE."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_UNET2D
+from conftest import TINY_UNET2D, load_benchmark
 
 diffusers = pytest.importorskip("diffusers")
 from ddpm.eval import evaluate  # noqa: E402
@@ -26,19 +23,10 @@ from ddpm.sampling.samplers import per_sample_noise, sample_generators  # noqa: 
 from ddpm.sampling.spec import SamplingSpec  # noqa: E402
 from test_evaluate import FakeInception  # noqa: E402
 
-BENCHMARKS = Path(__file__).resolve().parents[1]
 T = 50  # few timesteps: every grid point is a distinct integer timestep, and sampling is fast
 
 
-def load(name: str):
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fsp = load("few_step_peers")
+fsp = load_benchmark("few_step_peers")
 
 
 @pytest.fixture(scope="module")

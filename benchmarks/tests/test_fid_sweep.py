@@ -1,25 +1,13 @@
 """benchmarks/fid_sweep.py's case syntax and benchmarks/quality_curve.py's grouping: a case's
 sampling options reach ddpm eval's settings, and the curves keep them apart."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1]
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_a_case_parses_its_fixed_fields_and_options():
-    Case = load("fid_sweep").Case
+    Case = load_benchmark("fid_sweep").Case
     plain = Case.parse("run/snapshot-8min.pt:ema:ddim:50")
     assert (plain.checkpoint, plain.weights, plain.sampler, plain.steps) == (
         "run/snapshot-8min.pt",
@@ -41,7 +29,7 @@ def test_a_case_parses_its_fixed_fields_and_options():
 def test_the_options_are_sampler_settings_of_ddpm_eval():
     from ddpm.sampling.spec import SamplingSpec
 
-    fid_sweep = load("fid_sweep")
+    fid_sweep = load_benchmark("fid_sweep")
     fields = SamplingSpec.__dataclass_fields__
     assert all(o in fields for o in fid_sweep.OPTIONS if o not in fid_sweep.GUIDE_OPTIONS)
     guided = fid_sweep.Case.parse("c.pt:ema:ddim:25::guidance=1:guide=b.pt:interval=0.3,5")
@@ -63,11 +51,11 @@ def test_the_options_are_sampler_settings_of_ddpm_eval():
 )
 def test_a_malformed_case_is_one_clear_error(text):
     with pytest.raises(SystemExit, match="--case"):
-        load("fid_sweep").Case.parse(text)
+        load_benchmark("fid_sweep").Case.parse(text)
 
 
 def test_curves_keep_the_ddpm_variances_apart():
-    quality_curve = load("quality_curve")
+    quality_curve = load_benchmark("quality_curve")
     rows = [
         {"checkpoint": "r/snapshot-8min.pt", "weights": "ema", "sampler": s, "steps": k,
          "spacing": None, "options": o, "nfe": k, "fid": f}
@@ -85,7 +73,7 @@ def test_curves_keep_the_ddpm_variances_apart():
 
 
 def test_an_eval_point_costs_what_its_sampler_and_guide_do():
-    eval_point = load("quality_curve").eval_point
+    eval_point = load_benchmark("quality_curve").eval_point
     fid = {"fid": 10.1, "sampler": "dpm-solver", "steps": 25, "guidance": 1.5}
     assert eval_point({"fid": dict(fid)}, "e.json") == (50, 10.1)  # two networks a step
     assert eval_point({"fid": {**fid, "guidance": 0.0}}, "e.json") == (25, 10.1)
@@ -96,7 +84,7 @@ def test_an_eval_point_costs_what_its_sampler_and_guide_do():
 
 
 def test_a_guided_curve_is_the_median_over_runs_at_each_cost():
-    guided = load("quality_curve").guided
+    guided = load_benchmark("quality_curve").guided
 
     def row(seed, steps, fid, w=1.5, sampler="dpm-solver-3m", **more):
         options = {"guidance": w, "guide": f"seed{seed}/snapshot-4min.pt", **more}
@@ -113,7 +101,7 @@ def test_a_guided_curve_is_the_median_over_runs_at_each_cost():
 
 
 def test_a_guided_spec_names_its_sampler_weight_guide_and_sweeps():
-    guided_spec = load("quality_curve").guided_spec
+    guided_spec = load_benchmark("quality_curve").guided_spec
     spec = "3M=dpm-solver-3m:1.5:snapshot-4min.pt=a.json,b.json"
     assert guided_spec(spec) == (
         "3M",
@@ -128,7 +116,7 @@ def test_a_guided_spec_names_its_sampler_weight_guide_and_sweeps():
 
 
 def test_a_grid_must_name_one_of_the_cases():
-    parse_grids = load("fid_sweep").parse_grids
+    parse_grids = load_benchmark("fid_sweep").parse_grids
 
     def error(message):
         raise ValueError(message)

@@ -2,28 +2,14 @@
 capture) takes the same steps as diffusers' own loop: its scheduler's learning rates and its
 EMAModel's decays reach the graph's tensors, so weights and EMA weights agree."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-from conftest import TINY_UNET2D
+from conftest import TINY_UNET2D, load_benchmark
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers.optimization import get_cosine_schedule_with_warmup  # noqa: E402
 from diffusers.training_utils import EMAModel  # noqa: E402
-
-BENCHMARKS = Path(__file__).resolve().parents[1]
-
-
-def load(name: str):
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def peer(seed: int):
@@ -36,7 +22,7 @@ def peer(seed: int):
 
 
 def test_the_graphed_step_is_diffusers_step():
-    pq = load("peer_quality")
+    pq = load_benchmark("peer_quality")
     a = torch.linspace(0.99, 0.01, 1000)
     batches = [
         torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(6)
