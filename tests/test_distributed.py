@@ -89,8 +89,12 @@ def test_streamed_rows_are_the_rows_of_the_cached_batch(blobs):
 def test_noise_of_a_slice_is_the_slice_of_the_global_noise(sampler):
     schedule = make_schedule("linear", 1000)
     timesteps = make_timestep_sampler(sampler, schedule) if sampler else None
-    whole = SimpleNamespace(noise_gen=torch.Generator().manual_seed(3), timesteps=timesteps)
-    part = SimpleNamespace(noise_gen=torch.Generator().manual_seed(3), timesteps=timesteps)
+    whole = SimpleNamespace(
+        noise_gen=torch.Generator().manual_seed(3), timesteps=timesteps, teacher=None
+    )
+    part = SimpleNamespace(
+        noise_gen=torch.Generator().manual_seed(3), timesteps=timesteps, teacher=None
+    )
     x_0 = torch.zeros(8, 1, 4, 4)
     t, eps, _ = draw_noise(whole, schedule, x_0)
     t_r, eps_r, _ = draw_noise(part, schedule, x_0[4:], 8, slice(4, 8))

@@ -273,4 +273,4 @@ def test_ddpm_sample_runs_the_new_samplers_and_grids(tmp_path, capsys):
         out = tmp_path / f"{sampler}-{spacing}.png"
         argv = ["sample", "--checkpoint", ckpt, "--n", "2", "--sampler", sampler]
         assert main([*argv, "--steps", "5", "--spacing", spacing, "--out", str(out)]) == 0
-        assert out.exists() and f"({sampler}, 5 steps)" in capsys.readouterr().out
+        assert out.exists() and f"({sampler}, 5 steps ({spacing}))" in capsys.readouterr().out

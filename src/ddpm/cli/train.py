@@ -263,7 +263,7 @@ def _array_pictures(cfg, result, loaded, chain: bool) -> list[str]:
     wrote = [str(out / "samples.png")]
     if chain:
         gif = out / "process.gif"
-        spec = SamplingSpec("ddim", min(100, cfg.T), seed=cfg.seed)
+        spec = SamplingSpec("ddim", min(100, cfg.T), eta=cfg.sample_eta, seed=cfg.seed)
         save_array_process(loaded, out / "process.png", gif, spec)
         wrote.append(f"{out / 'process.png'} and .gif ({spec.short()})")
     wrote.append(str(out / "loss.png"))

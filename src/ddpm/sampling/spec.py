@@ -88,6 +88,6 @@ class SamplingSpec:
             return (
                 "ddpm, all T steps" if self.steps is None else f"ddpm, {self.steps} respaced steps"
             )
-        eta = f", eta {self.eta:g}" if self.sampler == "ddim" else ""
+        eta = f", eta {self.eta:g}" if self.sampler == "ddim" and self.eta is not None else ""
         grid = f" ({self.spacing})" if self.spacing else ""
         return f"{self.sampler}, {self.steps} steps{grid}{eta}"

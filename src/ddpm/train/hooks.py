@@ -230,8 +230,8 @@ def make_fid_evaluator(cfg: TrainConfig, dist: Dist):
     samples its share of the images."""
     from ddpm.eval.evaluate import TrainingFID
 
-    # as `ddpm eval --sampler S --steps K` scores the checkpoint: its default eta is 0
-    settings = grid_spec(cfg, cfg.T).replace(eta=0.0)
+    # as `ddpm eval --sampler S --steps K` scores the checkpoint: with the eta of its grids
+    settings = grid_spec(cfg, cfg.T)
     assert cfg.fid_stats is not None
     return TrainingFID(cfg.fid_stats, cfg.eval_n, dist.device, cfg.inception, settings, dist)
 
