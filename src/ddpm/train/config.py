@@ -136,13 +136,12 @@ class TrainConfig:
         "decoding processes (default: the CPUs, at most 16; 0: decode in this process)",
         rule=NONNEG_INT,
     )
-    # off by default: folder names may not be classes
-    class_cond: bool = DATA(
-        False,
+    class_cond: bool | None = DATA(
+        None,
         "condition on the data's class labels (class sub-folders, cifar10, stanford-cars, "
-        "mnist, timeseries:PATH); off by default: sub-folder names are not always meant as "
-        "classes",
-        switch="store_true",
+        "mnist, timeseries:PATH); default: on for the bundled digits, off otherwise (sub-folder "
+        "names are not always meant as classes)",
+        switch="both",
     )
     cond_drop: float = DATA(  # p_uncond of Ho & Salimans
         0.1,
