@@ -119,15 +119,16 @@ def run_distill(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise ConfigError(f"--out {out} is not empty: pass --resume to finish its rounds")
-    for k in rounds:
-        folder = out if k == rounds[-1] else out / f"round-{k}"
+    folders = [out / f"round-{k}" for k in rounds[:-1]] + [out]
+    kept = [ckpt_io.list_checkpoints(f) if f.is_dir() else [] for f in folders]
+    for j, (k, folder, done) in enumerate(zip(rounds, folders, kept)):
         cfg = round_config(teacher, args, k, source, folder)
-        done = ckpt_io.list_checkpoints(folder) if folder.is_dir() else []
-        if done and ckpt_io.load_checkpoint(done[-1])["step"] >= cfg.steps:
-            source = done[-1]  # a round finished before
+        # a round finished before: all its steps, or a later round started from it
+        if done and (ckpt_io.load_checkpoint(done[-1])["step"] >= cfg.steps or any(kept[j + 1 :])):
+            source = done[-1]
             continue
         if not args.quiet:
-            print(f"round {rounds.index(k) + 1} of {len(rounds)}: {2 * k} teacher steps -> {k}")
+            print(f"round {j + 1} of {len(rounds)}: {2 * k} teacher steps -> {k}")
         result = train(cfg, resume="auto" if done else None, progress=not args.quiet)
         if result.stopped_early or result.last_checkpoint is None:
             print(f"stopped; finish with: ddpm distill ... --out {out} --resume")
