@@ -133,3 +133,19 @@ def test_a_cut_short_distillation_resumes_its_rounds(tmp_path, capsys):
     round_4 = C.load_checkpoint(out / "round-4" / "ckpt-0000006.pt")
     assert round_4["train_config"]["distill_steps"] == 4
     assert C.load_checkpoint(final)["train_config"]["distill_from"].endswith("ckpt-0000006.pt")
+
+
+def test_a_round_stopped_short_is_not_trained_again_once_the_next_began(tmp_path, capsys):
+    # a time-limited round ends before its --round-steps; resuming with more steps a round
+    # must continue the round in progress (the last), not reopen the one it was taught by
+    _, teacher = teacher_run(tmp_path)
+    out = tmp_path / "student"
+    argv = ["distill", "--checkpoint", str(teacher), "--out", str(out), "--steps", "2",
+            "--from-steps", "8", "--quiet"]  # fmt: skip
+    assert run(capsys, [*argv, "--round-steps", "6"])[0] == 0
+    code, _, err = run(capsys, [*argv, "--round-steps", "12", "--resume"])
+    assert code == 0, err
+    assert [p.name for p in C.list_checkpoints(out / "round-4")] == ["ckpt-0000006.pt"]
+    final = C.list_checkpoints(out)[-1]
+    assert final.name == "ckpt-0000012.pt"
+    assert C.load_checkpoint(final)["train_config"]["distill_from"].endswith("ckpt-0000006.pt")
