@@ -18,6 +18,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from ddpm.models.layers import GroupNorm
+
 # The peer's models. "ddpm-cifar10": Ho et al.'s CIFAR-10 network as diffusers writes it
 # (google/ddpm-cifar10-32: one attention head, attention at 16x16, dropout 0.1), the same
 # 35,746,307 parameters as our preset. "train_unconditional": the default model of diffusers'
@@ -85,6 +87,79 @@ def peer_call(model: nn.Module) -> Callable:
         return model(x, t, return_dict=False)[0]
 
     return call
+
+
+def fuse_peer_norms(model: nn.Module) -> nn.Module:
+    """diffusers' UNet2DModel given the GroupNorm kernels our --fused-norm uses, where they are
+    a drop-in: each ResnetBlock2D's two GroupNorm + SiLU (with the time embedding added, or
+    its scale and shift), the attention's GroupNorm and the output GroupNorm + SiLU. The same
+    parameters and operations as diffusers' own forward, so the ratio against us is fair."""
+    import types
+
+    from diffusers.models.resnet import ResnetBlock2D
+
+    for m in list(model.modules()):
+        if isinstance(m, ResnetBlock2D) and _resnet_fusable(m):
+            NormOnly.adopt(m.norm1), NormOnly.adopt(m.norm2)
+            m.forward = types.MethodType(_fused_resnet_forward, m)
+        elif isinstance(getattr(m, "group_norm", None), nn.GroupNorm):  # attention
+            NormOnly.adopt(m.group_norm)
+    if isinstance(getattr(model, "conv_act", None), nn.SiLU):
+        NormSiLU.adopt(model.conv_norm_out)
+        model.conv_act = nn.Identity()
+    return model
+
+
+def _resnet_fusable(m: nn.Module) -> bool:
+    return (
+        m.upsample is None
+        and m.downsample is None
+        and isinstance(m.nonlinearity, nn.SiLU)
+        and m.time_embedding_norm in ("default", "scale_shift")
+        and m.time_emb_proj is not None
+        and isinstance(m.norm1, nn.GroupNorm)
+        and isinstance(m.norm2, nn.GroupNorm)
+    )
+
+
+def _fused_resnet_forward(self, input_tensor, temb, *args, **kwargs):
+    """diffusers' ResnetBlock2D.forward (0.42) for blocks without up/down-sampling, each
+    GroupNorm with what follows it through ddpm.models.layers.GroupNorm.act."""
+    h = self.conv1(self.norm1.act(input_tensor))
+    if not self.skip_time_act:
+        temb = self.nonlinearity(temb)
+    temb = self.time_emb_proj(temb)[:, :, None, None]
+    if self.time_embedding_norm == "default":
+        h = self.norm2.act(h, add=temb)
+    else:
+        scale, shift = torch.chunk(temb, 2, dim=1)
+        h = self.norm2.act(h, scale=scale, shift=shift)
+    h = self.conv2(self.dropout(h))
+    if self.conv_shortcut is not None:
+        input_tensor = self.conv_shortcut(
+            input_tensor.contiguous() if self.training else input_tensor
+        )
+    return (input_tensor + h) / self.output_scale_factor
+
+
+class NormOnly(GroupNorm):
+    """A GroupNorm whose plain call is the fused kernel where that runs (CUDA)."""
+
+    @classmethod
+    def adopt(cls, norm: nn.GroupNorm) -> GroupNorm:
+        norm.__class__ = cls  # the same parameters and state
+        norm.fused = True
+        return norm
+
+    def forward(self, x):
+        return self.act(x, silu=False) if self.runs_fused(x) else super().forward(x)
+
+
+class NormSiLU(NormOnly):
+    """GroupNorm then SiLU as one module (diffusers' conv_norm_out followed by conv_act)."""
+
+    def forward(self, x):
+        return self.act(x) if self.runs_fused(x) else nn.functional.silu(GroupNorm.forward(self, x))
 
 
 def randomise_zero_weights(model: nn.Module, std: float = 0.02) -> nn.Module:

@@ -12,6 +12,9 @@ non-finite steps) with the best variant.
     python3 benchmarks/train_throughput.py --cases cifar10 --sweep 256,512
     python3 benchmarks/train_throughput.py --cases cifar10 --variants bf16+CL+graphs \
         --peer-variants bf16+CL+graphs --sweep ""            # both with CUDA graphs
+    python3 benchmarks/train_throughput.py --cases cifar10 --sweep "" \
+        --variants bf16+CL+graphs,bf16+CL+graphs+fused \
+        --peer-variants bf16+CL+graphs,bf16+CL+graphs+fused  # the fused GroupNorm, both sides
 
 diffusers is optional: without it only our models run.
 
@@ -38,6 +41,7 @@ from common import (
     diffusers_or_none,
     environment,
     free_memory,
+    fuse_peer_norms,
     kernel_profile,
     matmul_peak_tflops,
     median,
@@ -52,6 +56,7 @@ from common import (
 )
 
 from ddpm.diffusion.schedule import make_schedule
+from ddpm.models.layers import fuse_norms
 from ddpm.models.presets import build_model, preset
 from ddpm.speed import compile_model, mark_step, use_channels_last
 
@@ -71,6 +76,7 @@ class Variant:
     channels_last: bool
     compile_mode: str | None  # None: eager
     cudnn_benchmark: bool = False  # let cuDNN time its convolution algorithms
+    fused: bool = False  # GroupNorm + scale/shift + SiLU as Triton kernels (--fused-norm)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -83,6 +89,9 @@ VARIANTS: dict[str, Variant] = {
     "bf16+CL+graphs+bench": Variant(True, True, "reduce-overhead", True),
     "bf16+CL+compile+bench": Variant(True, True, "default", True),
     "bf16+CL+autotune+bench": Variant(True, True, "max-autotune", True),
+    "bf16+CL+fused": Variant(True, True, None, fused=True),
+    "bf16+CL+compile+fused": Variant(True, True, "default", fused=True),
+    "bf16+CL+graphs+fused": Variant(True, True, "reduce-overhead", fused=True),
 }
 
 
@@ -178,6 +187,8 @@ def measure(
     flops = flops_cache[key] * B  # FLOPs are linear in the batch
     if variant.channels_last:
         use_channels_last(model)
+    if variant.fused:  # the peer gets the same kernels where they are a drop-in
+        fuse_norms(model) if who == "ours" else fuse_peer_norms(model)
     if variant.compile_mode is not None:
         compile_model(model, device, variant.compile_mode)
     step = (
@@ -239,7 +250,10 @@ def main() -> None:
     p.add_argument("--cases", default="cifar10,cars64,tutorial")
     p.add_argument("--models", default="ours,diffusers")
     p.add_argument("--variants", default=",".join(VARIANTS), help="ours")
-    p.add_argument("--peer-variants", default="fp32,bf16,bf16+CL,bf16+compile,bf16+CL+compile")
+    p.add_argument(
+        "--peer-variants",
+        default="fp32,bf16,bf16+CL,bf16+compile,bf16+CL+compile,bf16+CL+compile+fused",
+    )
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--sweep", default="256", help="more batch sizes for each best variant")
     p.add_argument("--warmup", type=int, default=5)

@@ -9,6 +9,7 @@ vector added to it (`ClassEmbedding`).
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
@@ -84,6 +85,53 @@ def check_num_classes(num_classes: int | None) -> None:
         raise ConfigError(f"num_classes must be a positive integer or None, got {num_classes!r}")
 
 
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (the same parameters and state dict) that also applies, in `act`, what
+    follows it in a block: silu(GN(x + add) * (1 + scale) + shift), each part optional. With
+    `fused` set (`fuse_norms`) and x on CUDA, that is two Triton kernels a direction
+    (`ddpm.models.fused_norm`); otherwise the plain modules, operation by operation."""
+
+    fused = False
+
+    def runs_fused(self, x: Tensor) -> bool:
+        return self.fused and (x.is_cuda or _interpreting())
+
+    def act(
+        self,
+        x: Tensor,
+        *,
+        add: Tensor | None = None,
+        scale: Tensor | None = None,
+        shift: Tensor | None = None,
+        silu: bool = True,
+    ) -> Tensor:
+        if self.runs_fused(x):
+            from ddpm.models.fused_norm import group_norm_act
+
+            extra = dict(add=add, scale=scale, shift=shift)
+            return group_norm_act(x, self.num_groups, self.weight, self.bias, self.eps, **extra,
+                                  act=silu)  # fmt: skip
+        h = self(x if add is None else x + add)
+        if scale is not None:
+            h = h * (1 + scale)
+        if shift is not None:
+            h = h + shift
+        return F.silu(h) if silu else h
+
+
+def _interpreting() -> bool:
+    """Triton's CPU interpreter is on (the fused kernels' tests on a machine without a GPU)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def fuse_norms(model: nn.Module, on: bool = True) -> nn.Module:
+    """Run every `GroupNorm` of `model` through the fused kernels (on CUDA) or not."""
+    for m in model.modules():
+        if isinstance(m, GroupNorm):
+            m.fused = on
+    return model
+
+
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, plus the projected time embedding, GroupNorm-SiLU-dropout-conv, skip.
 
@@ -107,10 +155,10 @@ class ResBlock(nn.Module):
     ):
         super().__init__()
         self.scale_shift = scale_shift
-        self.norm1 = nn.GroupNorm(groups, c_in, eps)
+        self.norm1 = GroupNorm(groups, c_in, eps)
         self.conv1 = conv_nd(dims, c_in, c_out, 3, padding=1)
         self.time_proj = nn.Linear(t_dim, 2 * c_out if scale_shift else c_out)
-        self.norm2 = nn.GroupNorm(groups, c_out, eps)
+        self.norm2 = GroupNorm(groups, c_out, eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = conv_nd(dims, c_out, c_out, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (as Ho et al.)
@@ -118,15 +166,15 @@ class ResBlock(nn.Module):
         self.skip = conv_nd(dims, c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv1(self.norm1.act(x))
         e = self.time_proj(F.silu(emb))  # (B, c_out), or (B, 2 c_out) with scale_shift
         e = e.view(*e.shape, *([1] * (h.ndim - 2)))
         if self.scale_shift:
             scale, shift = e.chunk(2, dim=1)
-            h = self.norm2(h) * (1 + scale) + shift
+            h = self.norm2.act(h, scale=scale, shift=shift)
         else:
-            h = self.norm2(h + e)
-        h = self.conv2(self.dropout(F.silu(h)))
+            h = self.norm2.act(h, add=e)
+        h = self.conv2(self.dropout(h))
         return self.skip(x) + h
 
 
@@ -142,7 +190,7 @@ class Attention(nn.Module):
         if channels % num_heads:
             raise ConfigError(f"{channels} channels do not split into {num_heads} heads")
         self.num_heads = num_heads
-        self.norm = nn.GroupNorm(groups, channels, eps)
+        self.norm = GroupNorm(groups, channels, eps)
         self.qkv = conv_nd(dims, channels, 3 * channels, 1)
         self.proj = conv_nd(dims, channels, channels, 1)
         nn.init.zeros_(self.proj.weight)
@@ -156,7 +204,7 @@ class Attention(nn.Module):
         # Work on tokens (B, N, C): the 1x1 convs are linear maps, and q, k, v come out with
         # a unit-stride head dimension, which the fused (flash) attention kernels require. For
         # a channels-last x the token view is free and the result is channels-last again.
-        tokens = self.norm(x).movedim(1, -1).reshape(B, N, C)
+        tokens = self.norm.act(x, silu=False).movedim(1, -1).reshape(B, N, C)
         qkv = F.linear(tokens, self.qkv.weight.flatten(1), self.qkv.bias)  # (B, N, 3C)
         q, k, v = qkv.view(B, N, 3, heads, d).permute(2, 0, 3, 1, 4)  # (B, heads, N, d)
         h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddpm.errors import ConfigError
@@ -23,6 +22,7 @@ from ddpm.models.layers import (
     Attention,
     ClassEmbedding,
     Downsample,
+    GroupNorm,
     Level,
     ResBlock,
     Upsample,
@@ -163,7 +163,7 @@ class UNet(nn.Module):
             self.up.append(Level(blocks, attns if level in config.attention_levels else None))
             self.upsamplers.append(Upsample(c, dims) if level > 0 else nn.Identity())
 
-        self.norm_out = nn.GroupNorm(groups, c, eps)
+        self.norm_out = GroupNorm(groups, c, eps)
         self.conv_out = conv_nd(dims, c, config.out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
@@ -198,4 +198,4 @@ class UNet(nn.Module):
                     h = level.attns[i](h)
             h = up(h)
 
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(self.norm_out.act(h))

@@ -342,8 +342,7 @@ class TrainConfig:
     )
     sample_eta: float = NO_FLAG(1.0, "the grids' DDIM eta", rule=NONNEG)
     sample_clip: bool = NO_FLAG(True, "clip x_0 predictions to [-1, 1] when sampling")
-    # a sample grid may take this fraction of the training time before it (at least 30 s);
-    # beyond that it is drawn with fewer DDIM steps (`ddpm.sampling.generate.picture_plan`)
+    # a grid's share of the training time before it (>= 30 s; else fewer steps: picture_plan)
     picture_budget: float = NO_FLAG(0.25, "a picture's share of the training time", rule=NONNEG)
     # `ddpm distill` (ddpm.train.distill): a round's teacher checkpoint and its student's steps
     distill_from: str | None = NO_FLAG(None, "the teacher checkpoint of a distillation round")
@@ -374,6 +373,12 @@ class TrainConfig:
     channels_last: bool = SPEED(
         False,
         "NHWC memory layout on CUDA (faster convolutions with --compile; ignored on the CPU)",
+        switch="both",
+    )
+    fused_norm: bool = SPEED(  # benchmarks/fused_norm_check.py checks and times it
+        False,
+        "on CUDA, each GroupNorm with the time scale/shift and SiLU around it as Triton "
+        "kernels (ddpm.models.fused_norm): the same numerics; ignored elsewhere",
         switch="both",
     )
     data_on_device: bool = SPEED(  # flips are done there too

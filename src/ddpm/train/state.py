@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from ddpm.data.arrays import ArrayDataset, ArrayInfo, is_array_spec, load_arrays
 from ddpm.data.images import BUNDLED_SOURCE, Dataset, ImageDataset, load_dataset, parse_size
 from ddpm.errors import ConfigError
 from ddpm.io import checkpoint as ckpt_io
+from ddpm.models.layers import fuse_norms
 from ddpm.models.presets import (
     ARCH_DATA,
     DEFAULT_PRESETS,
@@ -358,6 +360,10 @@ def setup(
     model.to(device)
     if cfg.channels_last and device.type == "cuda":
         use_channels_last(model)  # before the EMA copy, so that both share one layout
+    if cfg.fused_norm and device.type == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            raise ConfigError("--fused-norm needs Triton: pip install triton")
+        fuse_norms(model)  # the EMA copy too
     state = TrainState(
         model=model,
         ema=EMA(model),
