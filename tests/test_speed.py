@@ -19,7 +19,7 @@ from ddpm import speed
 from ddpm.diffusion.schedule import make_schedule
 from ddpm.diffusion.timesteps import make_timestep_sampler
 from ddpm.errors import ConfigError
-from ddpm.models.layers import Attention, ResBlock
+from ddpm.models.layers import Attention
 from ddpm.models.tutorial_unet import TutorialUNet, TutorialUNetConfig
 from ddpm.models.unet import UNet, UNetConfig
 from ddpm.sampling.generate import generate
@@ -103,42 +103,8 @@ def test_compiled_model_matches_eager_and_keeps_parameter_names():
     assert rel_err(model(x, t), ref) < 1e-5
 
 
-@pytest.mark.slow
-def test_compiling_the_blocks_matches_eager_in_outputs_and_gradients():
-    if speed.compile_unavailable("cpu") is not None:
-        pytest.skip(speed.compile_unavailable("cpu"))
-    model = tiny_unet().train()
-    x, t = torch.randn(2, 3, 8, 8), torch.tensor([10, 900])
-    ref = model(x, t)
-    ref.square().mean().backward()
-    ref_grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    assert speed.compile_model(model, "cpu", scope="blocks")
-    out = model(x, t)
-    out.square().mean().backward()
-    assert rel_err(out, ref) < 1e-5
-    for p, g in zip(model.parameters(), ref_grads):
-        assert rel_err(p.grad, g) < 1e-4
-
-
-def test_the_blocks_scope_compiles_each_repeated_block_and_not_the_model(monkeypatch):
-    monkeypatch.setattr(speed, "compile_unavailable", lambda device: None)
-    model = tiny_unet()
-    blocks = speed.compile_blocks(model)
-    kinds = {type(b).__name__ for b in blocks}
-    assert kinds == {"ResBlock", "Attention"}
-    n_res = sum(isinstance(m, ResBlock) for m in model.modules())
-    assert sum(type(b).__name__ == "ResBlock" for b in blocks) == n_res
-    names = [n for n, _ in model.named_parameters()]
-    assert speed.compile_model(model, "cpu", scope="blocks")  # lazy: nothing compiles yet
-    assert model._compiled_call_impl is None
-    assert all(b._compiled_call_impl is not None for b in blocks)
-    assert [n for n, _ in model.named_parameters()] == names  # checkpoints and the EMA pairing
-    tutorial = TutorialUNet(TutorialUNetConfig())
-    assert {type(b).__name__ for b in speed.compile_blocks(tutorial)} == {"TutorialBlock"}
-    with pytest.raises(ConfigError, match="compile scope"):
-        speed.compile_model(tiny_unet(), "cpu", scope="layers")
-    with pytest.raises(TypeError, match="compile_scope"):  # training compiles the whole model
+def test_training_compiles_the_whole_model():
+    with pytest.raises(TypeError, match="compile_scope"):  # regional compilation is gone
         TrainConfig(compile_scope="blocks")
 
 

@@ -53,46 +53,14 @@ def use_channels_last(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
-COMPILE_SCOPES = ("model", "blocks")
-
-
-def compile_blocks(model: nn.Module) -> list[nn.Module]:
-    """The repeated blocks that `compile_model(scope="blocks")` compiles one by one: the U-Nets'
-    residual and attention blocks, the tutorial network's conv blocks (outermost ones only).
-    A block says so itself, with a class attribute `compile_as_block = True`, so this layer
-    needs no knowledge of the networks above it."""
-    found: list[nn.Module] = []
-
-    def visit(module: nn.Module) -> None:
-        for child in module.children():
-            if getattr(type(child), "compile_as_block", False):
-                found.append(child)
-            else:
-                visit(child)
-
-    visit(model)
-    return found
-
-
-def compile_model(
-    model: nn.Module, device: torch.device | str, mode: str = "default", scope: str = "model"
-) -> bool:
-    """Compile `model` in place for `device`; False (and a warning) when that is impossible.
-
-    scope "model" compiles the whole network as one graph (the fastest steps); "blocks"
-    compiles each of its repeated blocks on its own (regional compilation: blocks of the same
-    shapes share one compiled graph, and the glue between blocks runs eagerly). Meant to bring
-    the first step sooner; on an H100 it did not, and its steps ran at 0.56-0.89x the speed
-    (docs/benchmarks.md). A network without such blocks is compiled whole.
+def compile_model(model: nn.Module, device: torch.device | str, mode: str = "default") -> bool:
+    """Compile `model` in place for `device`, the whole network as one graph; False (and a
+    warning) when that is impossible.
 
     Compilation happens lazily at the first call. `suppress_errors` makes a graph that the
     compiler then fails on run eagerly (with torch's own warning) instead of stopping a run.
     """
     check_compile_mode(mode)
-    if scope not in COMPILE_SCOPES:
-        raise ConfigError(
-            f"compile scope must be one of {', '.join(COMPILE_SCOPES)}, got {scope!r}"
-        )
     reason = compile_unavailable(device)
     if reason is not None:
         warnings.warn(f"compile ignored, running eagerly: {reason}", stacklevel=2)
@@ -102,20 +70,7 @@ def compile_model(
     torch._dynamo.config.suppress_errors = True
     # Timesteps and sizes stay fixed in a run; recompiling for a new batch size beats
     # dynamic-shape kernels, and the cache limit keeps a long sampling run from thrashing.
-    kwargs = {"mode": None if mode == "default" else mode, "dynamic": False}
-    blocks = compile_blocks(model) if scope == "blocks" else []
-    if not blocks:
-        model.compile(**kwargs)
-        return True
-    # One block class's forward is one code object, compiled once per shape it meets (each
-    # level's widths and sizes, train and eval mode): far more than dynamo's default limit of 8.
-    limit = max(torch._dynamo.config.cache_size_limit, 8 * len(blocks))
-    torch._dynamo.config.cache_size_limit = limit
-    torch._dynamo.config.accumulated_cache_size_limit = max(
-        torch._dynamo.config.accumulated_cache_size_limit, 4 * limit
-    )
-    for block in blocks:
-        block.compile(**kwargs)
+    model.compile(mode=None if mode == "default" else mode, dynamic=False)
     return True
 
 

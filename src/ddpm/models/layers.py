@@ -140,8 +140,6 @@ class ResBlock(nn.Module):
     instead of being added to h. `dims` 2 for images (B, C, H, W), 1 for sequences (B, C, L).
     """
 
-    compile_as_block = True  # compiled one by one by `ddpm.speed.compile_model(scope="blocks")`
-
     def __init__(
         self,
         c_in: int,
@@ -180,8 +178,6 @@ class ResBlock(nn.Module):
 
 class Attention(nn.Module):
     """Self-attention over the N = H*W (or L) positions, with a residual connection."""
-
-    compile_as_block = True  # compiled one by one by `ddpm.speed.compile_model(scope="blocks")`
 
     def __init__(
         self, channels: int, num_heads: int, groups: int, eps: float = 1e-5, dims: int = 2

@@ -49,8 +49,6 @@ class TutorialBlock(nn.Module):
     """Conv-ReLU-BatchNorm, plus the projected time embedding, conv-ReLU-BatchNorm, then a
     stride-2 conv down (or a transposed conv up, its input the skip concatenated)."""
 
-    compile_as_block = True  # compiled one by one by `ddpm.speed.compile_model(scope="blocks")`
-
     def __init__(self, c_in: int, c_out: int, t_dim: int, up: bool):
         super().__init__()
         self.time_mlp = nn.Linear(t_dim, c_out)
