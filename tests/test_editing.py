@@ -311,6 +311,12 @@ def test_the_commands_write_what_the_measurements_need(capsys, run_folder):
         ["edit", *c, "--image", str(d / "pics"), "--strength", "0", "--out", str(d / "e.npy")],
     )
     assert code == 0 and np.array_equal(np.load(d / "e.npy"), inputs)
+    # a grid of edits is enlarged as ddpm sample's grid of as many images is
+    grids = {}
+    for cmd in (["edit", "--image", str(d / "pics"), "--strength", "0"], ["sample", "--n", "3"]):
+        grids[cmd[0]] = d / f"{cmd[0]}.png"
+        assert run(capsys, [cmd[0], *c, *cmd[1:], "--out", str(grids[cmd[0]])])[0] == 0
+    assert Image.open(grids["edit"]).size == Image.open(grids["sample"]).size
     code, out, _ = run(
         capsys,
         [
