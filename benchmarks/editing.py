@@ -1,14 +1,14 @@
 """Editing measured: inversion against steps, imputation of held-out sequences against simple
 baselines, and inpainting (RePaint, the replacement baseline, diffusers' RePaint).
 
-invert   DDIM inversion then decoding of held-out pictures (ddpm.sampling.inversion) at each
+invert   DDIM inversion then decoding of test pictures (ddpm.sampling.inversion) at each
          --steps: PSNR of the round trip (mean and median) and seconds.
 impute   --hide of the time steps of each held-out series hidden at random (all channels of a
          step together), filled by the model (ddpm.sampling.editing.inpaint, the series' own
          class given to a class-conditional model) and by two baselines: linear interpolation
          between the known steps and the training series' mean at each step. RMSE on the
          hidden steps in the data's units.
-inpaint  the centre of held-out pictures (--mask) filled by RePaint and by the replacement
+inpaint  the centre of test pictures (--mask) filled by RePaint and by the replacement
          method, and with --diffusers FOLDER (the same weights: `ddpm export --format
          diffusers`) by diffusers' RePaintScheduler in its pipeline's loop, on the same masks,
          steps, jumps and eta (1: DDPM). RMSE on the filled pixels in 0-255 levels, seconds,
@@ -42,16 +42,15 @@ from ddpm.sampling.spec import SamplingSpec
 
 
 def held_out_pictures(spec: str, n: int, shape, seed: int) -> torch.Tensor:
-    """n pictures (uint8 (n, C, H, W)) of the data's test split (the bundled digits: the last
-    1,000; a folder: all of it), drawn at random with `seed`, at the model's size."""
+    """n pictures (uint8 (n, C, H, W)) of the data's test split (the bundled digits and a
+    folder have none: all of it), drawn at random with `seed`, at the model's size."""
     from ddpm.data.images import load_dataset
 
     bundled = spec in ("mnist", "")
     split = "test" if spec.partition(":")[0] in ("cifar10", "stanford-cars") else None
     data = load_dataset(None if bundled else spec, tuple(shape[1:]), shape[0], split=split)
-    images = data.images[-1000:] if bundled else data.images
-    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
-    return images[pick]
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
+    return data.images[pick]
 
 
 def run_invert(loaded, args) -> list[dict[str, Any]]:
@@ -187,8 +186,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=("invert", "impute", "inpaint"))
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", default="mnist", help="the held-out data (its test split)")
-    p.add_argument("--n", type=int, default=256, help="held-out inputs (impute: 0 = all)")
+    p.add_argument("--data", default="mnist", help="the data (its test split where it has one)")
+    p.add_argument("--n", type=int, default=256, help="inputs (impute: 0 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", default="10,50,200", help="invert: the inversion steps")
     p.add_argument("--model-steps", type=int, default=100, help="impute / inpaint: the steps")
