@@ -5,7 +5,8 @@ invert   DDIM inversion then decoding of test pictures (ddpm.sampling.inversion)
          --steps: PSNR of the round trip (mean and median) and seconds.
 impute   --hide of the time steps of each held-out series hidden at random (all channels of a
          step together), filled by the model (ddpm.sampling.editing.inpaint, the series' own
-         class given to a class-conditional model) and by two baselines: linear interpolation
+         class given to a class-conditional model; with --samples K the mean of K fills, an
+         estimate of the posterior mean) and by two baselines: linear interpolation
          between the known steps and the training series' mean at each step. RMSE on the
          hidden steps in the data's units.
 inpaint  the centre of test pictures (--mask) filled by RePaint and by the replacement
@@ -97,10 +98,14 @@ def run_impute(loaded, args) -> list[dict[str, Any]]:
     spec = SamplingSpec(args.sampler, args.model_steps, seed=args.seed, batch_size=args.batch_size)
     if loaded.class_names is None:
         labels = None
-    ours = inpaint(loaded, x, keep, spec=spec, method=args.method, jump=args.jump,
+    k = args.samples  # output i fills input i % n: k fills of each, averaged
+    labels = None if labels is None else labels.repeat(k)
+    ours = inpaint(loaded, x, keep, n * k, spec=spec, method=args.method, jump=args.jump,
                    resample=args.resample, class_labels=labels)  # fmt: skip
+    ours = ours.view(k, *x.shape).mean(0)
     seconds = {"model": time.perf_counter() - t0}
-    fills[f"model ({args.method}, {spec.sampler} {args.model_steps} steps)"] = ours
+    mean_of = f", mean of {k}" if k > 1 else ""
+    fills[f"model ({args.method}, {spec.sampler} {args.model_steps} steps{mean_of})"] = ours
     fills["linear interpolation"] = torch.from_numpy(linear_fill(raw, keep[:, 0].numpy()))
     mean = loaded.to_data(train.x).double().mean(0, keepdim=True)
     fills["training mean"] = mean.expand(n, -1, -1)
@@ -196,6 +201,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jump", type=int, default=10)
     p.add_argument("--resample", type=int, default=5)
     p.add_argument("--hide", type=float, default=0.3, help="impute: the share of steps hidden")
+    p.add_argument("--samples", type=int, default=1, help="impute: fills averaged per series")
     p.add_argument("--mask", default="center", help="inpaint: a built-in mask")
     p.add_argument("--eta", type=float, default=1.0, help="inpaint: 1 = DDPM steps")
     p.add_argument("--diffusers", help="inpaint: the same weights as a diffusers folder")

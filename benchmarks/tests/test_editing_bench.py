@@ -67,8 +67,9 @@ def test_imputation_reports_the_model_and_both_baselines(tmp_path):
     assert main(argv) == 0
     rows = bench.main(["impute", "--checkpoint", str(run), "--data", f"timeseries:{folder}",
                        "--model-steps", "5", "--jump", "2", "--resample", "2", "--n", "0",
-                       "--device", "cpu"])  # fmt: skip
+                       "--samples", "2", "--device", "cpu"])  # fmt: skip
     by = {r["filled_by"].split(" ")[0]: r for r in rows}
     assert set(by) == {"model", "linear", "training"} and by["model"]["n"] == 8
+    assert "mean of 2" in by["model"]["filled_by"]
     # smooth waves of random phase: their neighbours say more than the mean of all of them
     assert by["linear"]["rmse"] < by["training"]["rmse"]
