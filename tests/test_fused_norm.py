@@ -18,6 +18,7 @@ from ddpm.models.layers import fuse_norms
 from ddpm.models.unet import UNet, UNetConfig
 
 
+@pytest.mark.slow  # 15 s: CI runs it with the slow tests
 @pytest.mark.subprocess
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 def test_the_kernels_match_the_plain_modules_on_the_triton_interpreter():
