@@ -424,3 +424,15 @@ def test_a_corrupt_picture_is_named_in_one_line_before_sampling(capsys, monkeypa
     line = err.strip().splitlines()[-1]
     assert f"--image {bad}: not a readable picture (not an image format Pillow" in line
     assert "BytesIO" not in err
+
+
+def test_editing_a_trained_network_keeps_no_autograd_graph(run_folder):
+    # the network's parameters require grad: without no_grad every step of every batch would
+    # be kept for a backward pass that never comes (and the results could not become arrays)
+    from ddpm.sampling.loaded import load_model
+
+    loaded = load_model(run_folder / "run")
+    x = torch.zeros(2, *loaded.shape)
+    keep = E.named_mask("center", loaded.shape)
+    assert not E.inpaint(loaded, x, keep, sampler="ddpm", steps=3, resample=2).requires_grad
+    assert not E.sdedit(loaded, x, 0.5, steps=3).requires_grad

@@ -227,6 +227,7 @@ def inpaint_batch(
     return x
 
 
+@torch.no_grad()
 def inpaint(
     loaded: Loaded,
     x_0: Tensor,
@@ -284,6 +285,7 @@ def inpaint(
 # --- SDEdit -------------------------------------------------------------------------------------
 
 
+@torch.no_grad()
 def sdedit(
     loaded: Loaded,
     x_0: Tensor,
