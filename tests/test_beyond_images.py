@@ -188,3 +188,25 @@ def test_labelled_sequences_through_the_cli_with_tstr(tmp_path, capsys, tiny_net
     # --split picks the training split as held-out: the floor is then exactly zero
     assert main([*argv, "--split", "train", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["rows"][1]["energy"] == pytest.approx(0, abs=1e-6)
+
+
+def test_a_sequence_with_missing_steps_is_imputed_through_the_cli(tmp_path, capsys, tiny_nets):
+    data = np.sin(np.linspace(0, 6, 24))[None, None] * np.linspace(0.5, 1.5, 16)[:, None, None]
+    np.save(tmp_path / "train.npy", data.astype(np.float32))
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "train.npy"), "--steps", "5", "--T", "20",
+            "--batch-size", "8", "--out", str(run), "--quiet", "--no-final-pictures"]  # fmt: skip
+    assert main(argv) == 0
+    gaps = data[:3].copy()
+    gaps[:, :, [2, 3, 10, 17]] = np.nan
+    np.save(tmp_path / "gaps.npy", gaps)
+    for out in ("imputed.npy", "imputed.png"):
+        argv = ["inpaint", "--checkpoint", str(run), "--image", str(tmp_path / "gaps.npy"),
+                "--steps", "4", "--resample", "2", "--jump", "2",
+                "--out", str(tmp_path / out)]  # fmt: skip
+        assert main(argv) == 0
+        assert "Traceback" not in capsys.readouterr().err
+    filled = np.load(tmp_path / "imputed.npy")
+    known = ~np.isnan(gaps)
+    assert np.array_equal(filled[known], gaps[known]) and np.isfinite(filled).all()
+    assert Image.open(tmp_path / "imputed.png").size[0] > 0

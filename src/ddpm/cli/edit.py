@@ -373,6 +373,10 @@ def write_results(args, loaded, x, originals, keep, words: str) -> None:
             data = torch.where(m, originals[rows], data)
         if suffix == ".npy":
             save_npy(data.numpy(), args.out)
+        elif keep is not None:  # imputed: the known steps as dots on each filled curve
+            from ddpm.viz.arrayplots import save_imputation
+
+            save_imputation(data.numpy(), m.numpy(), args.out)
         else:
             from ddpm.viz.arrayplots import save_samples
 
