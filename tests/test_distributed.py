@@ -291,7 +291,7 @@ AUDITED = textwrap.dedent(
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize("nproc", [2, 4])
+@pytest.mark.parametrize("nproc", [2, pytest.param(4, marks=pytest.mark.slow)])  # 4: 13 s
 def test_several_processes_reproduce_one_process_and_only_rank_0_writes(tmp_path, nproc):
     data = image_folder(tmp_path / "data")
     one, two = tmp_path / "one", tmp_path / "two"
@@ -388,6 +388,7 @@ def recipe_flags(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
     return argv
 
 
+@pytest.mark.slow  # 14 s: CI runs it with the slow tests
 @pytest.mark.subprocess
 def test_the_recipe_killed_at_four_processes_finishes_in_one_as_if_never_stopped(tmp_path):
     """The fault drill: SIGKILL to one rank mid-run stops the job; --resume at another number
