@@ -100,7 +100,8 @@ def fuse_peer_norms(model: nn.Module) -> nn.Module:
 
     for m in list(model.modules()):
         if isinstance(m, ResnetBlock2D) and _resnet_fusable(m):
-            NormOnly.adopt(m.norm1), NormOnly.adopt(m.norm2)
+            NormOnly.adopt(m.norm1)
+            NormOnly.adopt(m.norm2)
             m.forward = types.MethodType(_fused_resnet_forward, m)
         elif isinstance(getattr(m, "group_norm", None), nn.GroupNorm):  # attention
             NormOnly.adopt(m.group_norm)

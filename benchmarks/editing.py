@@ -47,9 +47,8 @@ def held_out_pictures(spec: str, n: int, shape, seed: int) -> torch.Tensor:
     folder have none: all of it), drawn at random with `seed`, at the model's size."""
     from ddpm.data.images import load_dataset
 
-    bundled = spec in ("mnist", "")
     split = "test" if spec.partition(":")[0] in ("cifar10", "stanford-cars") else None
-    data = load_dataset(None if bundled else spec, tuple(shape[1:]), shape[0], split=split)
+    data = load_dataset(spec, tuple(shape[1:]), shape[0], split=split)
     pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
     return data.images[pick]
 
@@ -82,7 +81,6 @@ def linear_fill(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return out
 
 
-@torch.no_grad()
 def run_impute(loaded, args) -> list[dict[str, Any]]:
     from ddpm.data.arrays import load_arrays
 
@@ -93,29 +91,26 @@ def run_impute(loaded, args) -> list[dict[str, Any]]:
     keep = named_mask(f"random:{args.hide}", (1, x.shape[-1]), n, args.seed)  # (n, 1, L)
     raw = loaded.to_data(x).double().numpy()
     hidden = ~keep.expand_as(x).numpy()
-    fills = {}
     t0 = time.perf_counter()
     spec = SamplingSpec(args.sampler, args.model_steps, seed=args.seed, batch_size=args.batch_size)
-    if loaded.class_names is None:
-        labels = None
     k = args.samples  # output i fills input i % n: k fills of each, averaged
-    labels = None if labels is None else labels.repeat(k)
+    labels = None if labels is None or loaded.class_names is None else labels.repeat(k)
     ours = inpaint(loaded, x, keep, n * k, spec=spec, method=args.method, jump=args.jump,
                    resample=args.resample, class_labels=labels)  # fmt: skip
-    ours = ours.view(k, *x.shape).mean(0)
-    seconds = {"model": time.perf_counter() - t0}
+    ours = loaded.to_data(ours.view(k, *x.shape).mean(0)).double().numpy()
     mean_of = f", mean of {k}" if k > 1 else ""
-    fills[f"model ({args.method}, {spec.sampler} {args.model_steps} steps{mean_of})"] = ours
-    fills["linear interpolation"] = torch.from_numpy(linear_fill(raw, keep[:, 0].numpy()))
-    mean = loaded.to_data(train.x).double().mean(0, keepdim=True)
-    fills["training mean"] = mean.expand(n, -1, -1)
+    fills = {  # (values in the data's units, seconds)
+        f"model ({args.method}, {spec.sampler} {args.model_steps} steps{mean_of})": (
+            ours,
+            time.perf_counter() - t0,
+        ),
+        "linear interpolation": (linear_fill(raw, keep[:, 0].numpy()), 0.0),
+        "training mean": (loaded.to_data(train.x).double().mean(0, keepdim=True).numpy(), 0.0),
+    }
     rows = []
     print("| filled by | RMSE on hidden steps | seconds |\n|---|---:|---:|")
-    for name, filled in fills.items():
-        values = filled if name.startswith("linear") or name.startswith("training") else None
-        values = loaded.to_data(filled).double() if values is None else values.double()
-        rmse = float(np.sqrt(((values.numpy() - raw)[hidden] ** 2).mean()))
-        secs = seconds.get(name.split(" ")[0], 0.0)
+    for name, (values, secs) in fills.items():
+        rmse = float(np.sqrt(((values - raw)[hidden] ** 2).mean()))  # the mean broadcasts
         rows.append(dict(filled_by=name, rmse=rmse, seconds=secs, n=n, hide=args.hide))
         print(f"| {name} | {rmse:.4f} | {secs:.1f} |", flush=True)
     return rows

@@ -347,7 +347,7 @@ def write_results(args, loaded, x, originals, keep, words: str) -> None:
     import torch
 
     from ddpm.data.arrays import save_npy
-    from ddpm.data.images import to_uint8
+    from ddpm.data.images import to_model_range, to_uint8
     from ddpm.viz.grids import grid_scale, save_grid, save_images
 
     n = x.shape[0]
@@ -361,11 +361,9 @@ def write_results(args, loaded, x, originals, keep, words: str) -> None:
         if suffix == ".npy":
             save_npy(u8.numpy(), args.out)
         else:
-            save_grid(
-                u8.float() / 127.5 - 1, args.out, None, grid_scale(loaded.shape)
-            )  # as sample's
+            save_grid(to_model_range(u8), args.out, None, grid_scale(loaded.shape))  # as sample's
         if getattr(args, "folder", None):
-            save_images(u8.float() / 127.5 - 1, args.folder)
+            save_images(to_model_range(u8), args.folder)
     else:
         data = loaded.to_data(x).double()
         if keep is not None:

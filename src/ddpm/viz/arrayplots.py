@@ -308,32 +308,25 @@ def curve_frames(frames: Sequence[np.ndarray], labels: Sequence[str]) -> list[Im
     return out
 
 
-def imputation_figure(
-    filled: np.ndarray, known: np.ndarray, truth: np.ndarray | None = None, n: int = 4
-) -> Image.Image:
+def imputation_figure(filled: np.ndarray, known: np.ndarray, n: int = 4) -> Image.Image:
     """The first channel of up to n imputed sequences (n, C, L), a panel each: the filled
-    curve in colour, the known steps (`known`, bool like `filled`) as black dots, and where
-    given the `truth` of the hidden steps in grey."""
+    curve in colour and the known steps (`known`, bool like `filled`) as black dots."""
     L = filled.shape[-1]
     ts = np.arange(L)
     panels = []
     for i in range(min(n, len(filled))):
         f, k = filled[i, 0], known[i, 0]
-        ylim = limits(f, *([truth[i, 0]] if truth is not None else []), q=0.0)
-        p = Panel((0, L - 1), ylim, size=(360, 170), title=f"sequence {i + 1}",
+        p = Panel((0, L - 1), limits(f, q=0.0), size=(360, 170), title=f"sequence {i + 1}",
                   xlabel="time step", ylabel="value")  # fmt: skip
-        if truth is not None:
-            p.line(ts, truth[i, 0], GREY, width=2, alpha=200)
         p.line(ts, f, PALETTE[0], width=2, alpha=220)
         p.scatter(np.stack([ts[k], f[k]], 1), (0, 0, 0), radius=1.2, alpha=200)
         panels.append(p.render())
     legend = [("filled", PALETTE[0]), ("known steps", (0, 0, 0))]
-    legend += [("truth", GREY)] if truth is not None else []
     return figure(panels, 2 if len(panels) > 1 else 1, legend)
 
 
-def save_imputation(filled, known, path, truth=None) -> None:
-    _save(imputation_figure(np.asarray(filled), np.asarray(known), _np(truth)), path)
+def save_imputation(filled, known, path) -> None:
+    _save(imputation_figure(np.asarray(filled), np.asarray(known)), path)
 
 
 # --- samples of a model ------------------------------------------------------------------------
