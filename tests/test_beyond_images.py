@@ -210,3 +210,6 @@ def test_a_sequence_with_missing_steps_is_imputed_through_the_cli(tmp_path, caps
     known = ~np.isnan(gaps)
     assert np.array_equal(filled[known], gaps[known]) and np.isfinite(filled).all()
     assert Image.open(tmp_path / "imputed.png").size[0] > 0
+    argv = ["inpaint", "--checkpoint", str(run), "--image", str(tmp_path), "--out", "x.png"]
+    assert main(argv) != 0  # a folder: one line saying what a sequence model takes
+    assert "takes a .npy or .csv, not a folder" in error_line(capsys)

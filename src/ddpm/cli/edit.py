@@ -245,6 +245,8 @@ def read_sequences(path: Path, loaded):
     import numpy as np
     import torch
 
+    if path.is_dir():
+        raise ConfigError(f"--image {path}: a sequence model takes a .npy or .csv, not a folder")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
