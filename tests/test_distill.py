@@ -149,3 +149,21 @@ def test_a_round_stopped_short_is_not_trained_again_once_the_next_began(tmp_path
     final = C.list_checkpoints(out)[-1]
     assert final.name == "ckpt-0000012.pt"
     assert C.load_checkpoint(final)["train_config"]["distill_from"].endswith("ckpt-0000006.pt")
+
+
+@pytest.mark.subprocess
+def test_distillation_under_torchrun_reproduces_one_process_and_says_it_once(tmp_path):
+    from ddpm.cli import main
+    from test_distributed import assert_same_weights, flags, torchrun
+
+    data = image_folder(tmp_path / "data")
+    assert main(flags(data, tmp_path / "teacher", 20)) == 0
+    argv = ["distill", "--checkpoint", str(tmp_path / "teacher"), "--steps", "2",
+            "--from-steps", "8", "--round-steps", "6", "--quiet"]  # fmt: skip
+    proc = torchrun([*argv, "--out", str(tmp_path / "two")])
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0  # meanwhile, one process here
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert out.count("distilled to 2 steps") == 1  # rank 0 alone speaks
+    for name in ("round-4/ckpt-0000006.pt", "ckpt-0000006.pt"):
+        assert_same_weights(tmp_path / "one" / name, tmp_path / "two" / name)

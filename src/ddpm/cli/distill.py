@@ -108,7 +108,7 @@ def rounds_of(args: argparse.Namespace, teacher: dict) -> list[int]:
 def run_distill(args: argparse.Namespace) -> int:
     from ddpm.io import checkpoint as ckpt_io
     from ddpm.io.interchange import model_path
-    from ddpm.train import train
+    from ddpm.train import distributed
 
     source = model_path(args.checkpoint)
     ckpt = ckpt_io.load_checkpoint(source)
@@ -119,6 +119,20 @@ def run_distill(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise ConfigError(f"--out {out} is not empty: pass --resume to finish its rounds")
+    # one process, or this process of a torchrun job: every round trains in DDP like ddpm train
+    first = round_config(teacher, args, rounds[0], source, out)
+    dist = distributed.init(first.device, first.batch_size)
+    try:
+        return _distill(args, teacher, rounds, source, out, dist)
+    finally:
+        distributed.shutdown()
+
+
+def _distill(args, teacher: dict, rounds: list[int], source: Path, out: Path, dist) -> int:
+    from ddpm.io import checkpoint as ckpt_io
+    from ddpm.train import train
+
+    say = print if dist.is_main else lambda *_: None
     folders = [out / f"round-{k}" for k in rounds[:-1]] + [out]
     kept = [ckpt_io.list_checkpoints(f) if f.is_dir() else [] for f in folders]
     for j, (k, folder, done) in enumerate(zip(rounds, folders, kept)):
@@ -128,11 +142,12 @@ def run_distill(args: argparse.Namespace) -> int:
             source = done[-1]
             continue
         if not args.quiet:
-            print(f"round {j + 1} of {len(rounds)}: {2 * k} teacher steps -> {k}")
-        result = train(cfg, resume="auto" if done else None, progress=not args.quiet)
+            say(f"round {j + 1} of {len(rounds)}: {2 * k} teacher steps -> {k}")
+        result = train(cfg, resume="auto" if done else None, progress=not args.quiet, dist=dist)
         if result.stopped_early or result.last_checkpoint is None:
-            print(f"stopped; finish with: ddpm distill ... --out {out} --resume")
+            say(f"stopped; finish with: ddpm distill ... --out {out} --resume")
+            dist.barrier()
             return 130
         source = result.last_checkpoint
-    print(f"distilled to {args.steps} steps: {source}; sample: ddpm sample --checkpoint {out}")
+    say(f"distilled to {args.steps} steps: {source}; sample: ddpm sample --checkpoint {out}")
     return 0
