@@ -102,18 +102,18 @@ def peer_stats(unet, new_scheduler, net, nfe: int, args, shape) -> FIDStats:
     return acc.stats()
 
 
-def our_cases(loaded, nfes: list[int]) -> list[tuple[str, str, list[int]]]:
+def our_cases(loaded, nfes: list[int], samplers=OURS) -> list[tuple[str, str, list[int]]]:
     """(sampler, spacing, NFEs) of our rows: each default grid, and a tuned one where it exists."""
-    cases = [(s, DEFAULT_SPACING[s], nfes) for s in OURS]
+    cases = [(s, DEFAULT_SPACING[s], nfes) for s in samplers]
     tuned = [k for k in nfes if k in loaded.tuned]
-    return cases + [(s, "tuned", tuned) for s in OURS if tuned]
+    return cases + [(s, "tuned", tuned) for s in samplers if tuned]
 
 
 def run_ours(loaded, net, ref, args, nfes: list[int], rows: list[dict], save) -> None:
     """Our rows, appended to `rows`; the network's calls are counted (NFE per batch)."""
     calls = [0]
     loaded.model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-    for sampler, spacing, ks in our_cases(loaded, nfes):
+    for sampler, spacing, ks in our_cases(loaded, nfes, args.ours):
         row = new_row("ours", sampler, spacing, clip=not args.no_clip)
         rows.append(row)
         for k in ks:
@@ -139,7 +139,7 @@ def run_peers(diffusers, folder, device, net, ref, args, nfes, shape, rows, save
     unet = diffusers.UNet2DModel.from_pretrained(folder, subfolder="unet").to(device).eval()
     config = diffusers.DDPMScheduler.from_pretrained(folder, subfolder="scheduler").config
     for name, (_, _, spacings) in PEERS.items():
-        for spacing in spacings:
+        for spacing in [s for s in spacings if s in args.peer_spacings]:
             row = new_row("diffusers", name, spacing, clip=False)
             rows.append(row)
             new = functools.partial(peer_scheduler, diffusers, config, name, spacing)
@@ -205,8 +205,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=Path("few-step-peers.json"))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--bf16", action="store_true", help="both networks under bf16 autocast (CUDA)")
+    p.add_argument("--ours", default=",".join(OURS), help="our samplers (default: all)")
+    p.add_argument("--peer-spacings", default="linspace,trailing,karras",
+                   help="diffusers' timestep spacings tried (default: all)")  # fmt: skip
     p.add_argument("--no-clip", action="store_true", help="ours without clipping x̂_0")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.ours = [s for s in args.ours.split(",") if s]
+    args.peer_spacings = [s for s in args.peer_spacings.split(",") if s]
+    unknown = sorted(set(args.ours) - set(OURS))
+    if unknown:
+        p.error(f"--ours: unknown sampler {unknown[0]} (choose from {', '.join(OURS)})")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
