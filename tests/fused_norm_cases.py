@@ -99,3 +99,20 @@ def test_diffusers_unet_given_the_same_kernels_computes_as_before(kernels, norm)
     torch.testing.assert_close(twin(x, t).sample, model(x, t).sample, rtol=1e-5, atol=1e-6)
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_torch_compile_traces_the_fused_norms_whole(kernels):
+    """fullgraph: the kernels are custom operators, no graph break at any GroupNorm; the
+    compiled network gives the plain one's loss and gradients."""
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(**TINY_UNET, in_channels=1, scale_shift=True))
+    twin = UNet(UNetConfig(**TINY_UNET, in_channels=1, scale_shift=True))
+    twin.load_state_dict(model.state_dict())
+    compiled = torch.compile(fuse_norms(twin), fullgraph=True)
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([3, 700])
+    losses = [m(x, t).square().mean() for m in (model, compiled)]
+    for loss in losses:
+        loss.backward()
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-6)
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=name)

@@ -191,25 +191,89 @@ def _coefficient_grads(P, Q, S, N, groups, gamma, beta, a, u, saved):
     return d_gamma, d_beta, d_add, d_scale, d_shift, C1, C2
 
 
+# The four kernel launches as custom operators: torch.compile sees each as one opaque call with
+# known output shapes (`register_fake`) and traces the (B, C) arithmetic around them, instead
+# of tracing into Triton's launcher.
+@torch.library.custom_op("ddpm::gn_sums", mutates_args=())
+def _op_sums(x: Tensor) -> tuple[Tensor, Tensor]:
+    xf = _flat(x)
+    Bn, C, N = xf.shape
+    S = torch.empty(Bn, C, device=x.device, dtype=torch.float32)
+    SS = torch.empty_like(S)
+    _sums[_grid_reduce(Bn, C)](xf, S, SS, C, N, *xf.stride(), BLOCK_HW, BLOCK_C)
+    return S, SS
+
+
+@torch.library.custom_op("ddpm::gn_affine_act", mutates_args=())
+def _op_affine_act(x: Tensor, A: Tensor, K: Tensor, act: bool) -> Tensor:
+    xf = _flat(x)
+    Bn, C, N = xf.shape
+    y = torch.empty_like(x)  # x's strides, so that yf is a view of y
+    yf = _flat(y)
+    _affine_act[_grid_map(Bn, C, N)](
+        xf, yf, A, K, C, N, *xf.stride(), *yf.stride(), act, BLOCK_HW, BLOCK_C
+    )
+    return y
+
+
+@torch.library.custom_op("ddpm::gn_grad_sums", mutates_args=())
+def _op_grad_sums(x: Tensor, dy: Tensor, A: Tensor, K: Tensor, act: bool) -> tuple[Tensor, Tensor]:
+    xf, dyf = _flat(x), _flat(dy)
+    Bn, C, N = xf.shape
+    P, Q = torch.empty_like(A), torch.empty_like(A)
+    _grad_sums[_grid_reduce(Bn, C)](
+        xf, dyf, A, K, P, Q, C, N, *xf.stride(), *dyf.stride(), act, BLOCK_HW, BLOCK_C
+    )
+    return P, Q
+
+
+@torch.library.custom_op("ddpm::gn_input_grad", mutates_args=())
+def _op_input_grad(
+    x: Tensor, dy: Tensor, A: Tensor, K: Tensor, C1: Tensor, C2: Tensor, act: bool
+) -> Tensor:
+    xf, dyf = _flat(x), _flat(dy)
+    Bn, C, N = xf.shape
+    dx = torch.empty_like(x)
+    dxf = _flat(dx)
+    _input_grad[_grid_map(Bn, C, N)](
+        xf, dyf, dxf, A, K, C1, C2, C, N, *xf.stride(), *dyf.stride(), act, BLOCK_HW, BLOCK_C
+    )
+    return dx
+
+
+@_op_sums.register_fake
+def _(x):
+    S = x.new_empty(x.shape[:2], dtype=torch.float32)
+    return S, torch.empty_like(S)
+
+
+@_op_affine_act.register_fake
+def _(x, A, K, act):
+    return torch.empty_like(x)
+
+
+@_op_grad_sums.register_fake
+def _(x, dy, A, K, act):
+    return torch.empty_like(A), torch.empty_like(A)
+
+
+@_op_input_grad.register_fake
+def _(x, dy, A, K, C1, C2, act):
+    return torch.empty_like(x)
+
+
 class _GroupNormAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, gamma, beta, add, scale, shift, groups, eps, act):
-        xf = _flat(x)
-        Bn, C, N = xf.shape
-        f32 = dict(device=x.device, dtype=torch.float32)
-        zeros = torch.zeros(Bn, C, **f32)
+        Bn, C, N = _flat(x).shape
+        zeros = x.new_zeros(Bn, C, dtype=torch.float32)
         a = zeros if add is None else add.reshape(Bn, C).float()
         u = 1 + (zeros if scale is None else scale.reshape(Bn, C).float())
         sh = zeros if shift is None else shift.reshape(Bn, C).float()
         g, bt = gamma.float(), beta.float()
-        S, SS = torch.empty(Bn, C, **f32), torch.empty(Bn, C, **f32)
-        _sums[_grid_reduce(Bn, C)](xf, S, SS, C, N, *xf.stride(), BLOCK_HW, BLOCK_C)
+        S, SS = _op_sums(x)
         A, K, saved = _coefficients(S, SS, N, groups, eps, g, bt, a, u, sh)
-        y = torch.empty_like(x)  # x's strides, so that yf is a view of y
-        yf = _flat(y)
-        _affine_act[_grid_map(Bn, C, N)](
-            xf, yf, A, K, C, N, *xf.stride(), *yf.stride(), act, BLOCK_HW, BLOCK_C
-        )
+        y = _op_affine_act(x, A, K, act)
         ctx.save_for_backward(x, S, A, K, g, bt, a, u, *saved)
         forms = [None if t is None else (t.shape, t.dtype) for t in (add, scale, shift)]
         ctx.setup = (groups, act, gamma.dtype, forms)
@@ -219,22 +283,12 @@ class _GroupNormAct(torch.autograd.Function):
     def backward(ctx, dy):
         x, S, A, K, g, bt, a, u, *saved = ctx.saved_tensors
         groups, act, dtype, forms = ctx.setup
-        xf, dyf = _flat(x), _flat(dy)
-        Bn, C, N = xf.shape
-        P, Q = torch.empty_like(S), torch.empty_like(S)
-        _grad_sums[_grid_reduce(Bn, C)](
-            xf, dyf, A, K, P, Q, C, N, *xf.stride(), *dyf.stride(), act, BLOCK_HW, BLOCK_C
-        )
+        N = _flat(x).shape[2]
+        P, Q = _op_grad_sums(x, dy, A, K, act)
         d_gamma, d_beta, d_add, d_scale, d_shift, C1, C2 = _coefficient_grads(
             P, Q, S, N, groups, g, bt, a, u, saved
         )
-        dx = torch.empty_like(x)
-        dxf = _flat(dx)
-        _input_grad[_grid_map(Bn, C, N)](
-            xf, dyf, dxf, A, K, C1, C2, C, N, *xf.stride(), *dyf.stride(), act,
-            BLOCK_HW, BLOCK_C,
-        )  # fmt: skip
-
+        dx = _op_input_grad(x, dy, A, K, C1, C2, act)
         extra = [
             None if form is None else grad.reshape(form[0]).to(form[1])
             for grad, form in zip((d_add, d_scale, d_shift), forms)
