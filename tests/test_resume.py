@@ -98,6 +98,20 @@ def test_the_runs_own_values_given_again_are_accepted(stopped):
     assert C.list_checkpoints(run)[-1].name == "ckpt-0000010.pt"
 
 
+def test_a_batch_larger_than_the_data_resumes_with_the_same_command(tmp_path, capsys):
+    """16 images and --batch-size 32: the run trains with batches of 16 but keeps the 32 asked
+    for, so that the first command given again with --resume is accepted."""
+    data, run = images(tmp_path / "data"), tmp_path / "run"
+    argv = first_run(data, run, 4)
+    argv[argv.index("--batch-size") + 1] = "32"
+    assert main(argv) == 0
+    assert "training with batches of 16" in capsys.readouterr().err
+    assert settings(run / "ckpt-0000004.pt")["batch_size"] == 32
+    argv[argv.index("--steps") + 1] = "6"
+    assert main([*argv, "--resume"]) == 0, capsys.readouterr().err
+    assert C.list_checkpoints(run)[-1].name == "ckpt-0000006.pt"
+
+
 def test_the_help_says_which_settings_may_change_on_resume():
     helps = {a.dest: a.help for a in build_parser().commands["train"]._actions}
     for name in ("steps", "max_minutes", "log_every", "sample_every", "device", "eval_every"):

@@ -9,6 +9,7 @@ only rank 0 writes files.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -73,7 +74,8 @@ class Hook:
 @dataclass
 class Run:
     """What the hooks share: the run's settings, the model's description (for checkpoints) and
-    where it reports."""
+    where it reports. Checkpoints keep the batch size asked for (`asked_batch`), not the one a
+    small dataset cut it to, so that the same command resumes the run."""
 
     cfg: TrainConfig
     schedule: NoiseSchedule
@@ -83,13 +85,21 @@ class Run:
     log: Log
     bar: Progress
     progress: bool = False  # show the grids' sampling
+    asked_batch: int | None = None
 
     @property
     def out(self) -> Path:
         return Path(self.cfg.out)
 
+    @property
+    def saved_cfg(self) -> TrainConfig:
+        """The settings a checkpoint keeps."""
+        if self.asked_batch is None:
+            return self.cfg
+        return dataclasses.replace(self.cfg, batch_size=self.asked_batch)
+
     def checkpoint(self, state: TrainState) -> dict:
-        return checkpoint_dict(state, self.cfg, self.arch, self.model_cfg)
+        return checkpoint_dict(state, self.saved_cfg, self.arch, self.model_cfg)
 
 
 class StopAfter(Hook):
@@ -274,7 +284,7 @@ class Snapshots(Hook):
 
     def on_step(self, state: TrainState, at: At) -> None:
         run = self.run
-        data = snapshot_dict(state, run.cfg, run.arch, run.model_cfg)
+        data = snapshot_dict(state, run.saved_cfg, run.arch, run.model_cfg)
         data["minutes"] = at.seconds / 60
         path = run.out / f"snapshot-{at.snapshot:g}min.pt"
         thread = threading.Thread(target=ckpt_io.atomic_save, args=(data, path), daemon=False)
@@ -303,7 +313,7 @@ class Checkpoints(Hook):
         if self.loss_log is not None:
             state.log_window = self.loss_log.window()
         if run.dist.is_main:
-            self.last = save_checkpoint(state, run.cfg, run.arch, run.model_cfg)
+            self.last = save_checkpoint(state, run.saved_cfg, run.arch, run.model_cfg)
         else:
             self.last = checkpoint_path(run.cfg, state.step)
 

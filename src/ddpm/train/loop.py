@@ -85,6 +85,7 @@ def train(
 
         device, data, arch, model_cfg, state = setup(cfg, data, resume, dist.device, read, progress)
     distributed.seed_process(cfg.seed, dist, state.step)  # dropout: a generator per process
+    asked_batch = cfg.batch_size
     cfg = with_steps(clamp_batch_size(cfg, len(data), dist.world_size), len(data))
     if announce is not None and main:
         W = dist.world_size
@@ -107,7 +108,7 @@ def train(
         initial=state.step,
         time_limit=budget.seconds_left(),
     )
-    run = Run(cfg, schedule, arch, model_cfg, dist, log, bar, progress)
+    run = Run(cfg, schedule, arch, model_cfg, dist, log, bar, progress, asked_batch)
     std = Standard.make(run, evaluator, state, hooks)
     stopped = run_steps(state, step, stream, budget, bar, std.all())
     budget.close()
