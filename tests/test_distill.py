@@ -151,6 +151,7 @@ def test_a_round_stopped_short_is_not_trained_again_once_the_next_began(tmp_path
     assert C.load_checkpoint(final)["train_config"]["distill_from"].endswith("ckpt-0000006.pt")
 
 
+@pytest.mark.slow  # 12 s: CI runs it with the slow tests
 @pytest.mark.subprocess
 def test_distillation_under_torchrun_reproduces_one_process_and_says_it_once(tmp_path):
     from ddpm.cli import main

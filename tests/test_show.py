@@ -141,7 +141,8 @@ def test_sixteen_images_train_with_the_default_batch_size(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("larger than the dataset (16 images): training with batches of 16") == 1
     ckpt = C.load_checkpoint(run / "ckpt-0000003.pt")
-    assert ckpt["train_config"]["batch_size"] == 16 and ckpt["step"] == 3
+    # kept as asked (the default, 64), so that the same command resumes the run
+    assert ckpt["train_config"]["batch_size"] == 64 and ckpt["step"] == 3
     with (run / "log.csv").open() as f:
         assert [r["step"] for r in csv.DictReader(f)] == ["1", "2", "3"]
     # the library function that cuts batches still refuses a batch it cannot fill
