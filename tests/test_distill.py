@@ -2,8 +2,10 @@
 step land where the teacher's two do; a round brings the student's K steps nearer its
 teacher's 2K; the student is an ordinary checkpoint that samples in its K steps."""
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import run
 from ddpm.diffusion.schedule import make_schedule
@@ -168,3 +170,49 @@ def test_distillation_under_torchrun_reproduces_one_process_and_says_it_once(tmp
     assert out.count("distilled to 2 steps") == 1  # rank 0 alone speaks
     for name in ("round-4/ckpt-0000006.pt", "ckpt-0000006.pt"):
         assert_same_weights(tmp_path / "one" / name, tmp_path / "two" / name)
+
+
+def test_a_guided_teacher_is_learnt_by_the_first_round_and_refused_when_unconditional(
+    tmp_path, capsys
+):
+    from ddpm.cli import main
+    from ddpm.train.distill import load_teacher
+
+    data = tmp_path / "data"
+    for k, name in enumerate(["top", "bottom"]):
+        (data / name).mkdir(parents=True)
+        for i in range(8):
+            img = np.zeros((8, 8), np.uint8)
+            img[4 * k : 4 * k + 4, i % 8 :] = 255
+            Image.fromarray(img).save(data / name / f"{i}.png")
+    teacher = tmp_path / "teacher"
+    argv = ["train", "--data", str(data), "--channels", "1", "--image-size", "8", "--preset",
+            "tiny", "--T", "40", "--steps", "30", "--batch-size", "8", "--class-cond",
+            "--checkpoint-every", "1000", "--sample-every", "1000", "--num-samples", "4",
+            "--quiet", "--no-final-pictures", "--threads", "1", "--out", str(teacher)]  # fmt: skip
+    assert main(argv) == 0
+    out = tmp_path / "student"
+    argv = ["distill", "--checkpoint", str(teacher), "--out", str(out), "--steps", "2",
+            "--from-steps", "8", "--round-steps", "4", "--guidance", "2", "--quiet"]  # fmt: skip
+    code, _, err = run(capsys, argv)
+    assert code == 0, err
+    first = C.load_checkpoint(out / "round-4" / "ckpt-0000004.pt")["train_config"]
+    assert first["distill_guidance"] == 2.0  # the first round's teacher is guided...
+    assert C.load_checkpoint(out / "ckpt-0000004.pt")["train_config"]["distill_guidance"] == 0
+    # ...as sampling guides it: (1 + w) eps(x, t, y) - w eps(x, t, null)
+    from ddpm.train.config import TrainConfig
+
+    cfg = TrainConfig(**first)
+    guided = load_teacher(cfg, torch.device("cpu"), None)
+    master = load_model(teacher)
+    z, t, y = torch.randn(4, 1, 8, 8), torch.tensor([30, 20, 10, 5]), torch.tensor([0, 1, 0, 1])
+    want = master.eps_given(y, 2.0)(z, t)
+    torch.testing.assert_close(guided.eps(z, t, y), want)
+    assert not torch.allclose(master.eps_given(y, 0.0)(z, t), want)
+    # an unconditional teacher has nothing to guide: one line, before --out is made
+    (tmp_path / "plain").mkdir()
+    _, plain = teacher_run(tmp_path / "plain")
+    code, _, err = run(capsys, [*argv[:2], str(plain), "--out",
+                                str(tmp_path / "nothing"), *argv[5:]])  # fmt: skip
+    assert code != 0 and "is not class-conditional" in err
+    assert not (tmp_path / "nothing").exists()

@@ -331,9 +331,8 @@ class TrainConfig:
         "settings to OUT/tensorboard (pip install tensorboard)",
         switch="store_true",
     )
-    # Sample grids: DDIM-50 with eta 1 (stochastic) scored as well as 1000-step ancestral
-    # sampling on the default run's digits and clearly better than eta 0 or DPM-Solver-20
-    # (docs/benchmarks.md, "End-of-training sampler"); FID during training keeps eta 0.
+    # Sample grids and FID during training: DDIM-50 with eta 1 (stochastic), on the default
+    # run's digits as good as 1000-step ancestral sampling, better than eta 0 (docs/benchmarks.md)
     sample_sampler: str = NO_FLAG("ddim", "the sample grids' sampler", rule=one_of(SAMPLERS))
     sample_steps: int | None = NO_FLAG(
         None,
@@ -347,6 +346,7 @@ class TrainConfig:
     # `ddpm distill` (ddpm.train.distill): a round's teacher checkpoint and its student's steps
     distill_from: str | None = NO_FLAG(None, "the teacher checkpoint of a distillation round")
     distill_steps: int | None = NO_FLAG(None, "the steps its student learns to take")
+    distill_guidance: float = NO_FLAG(0.0, "the teacher's guidance weight, learnt by the student")
 
     # --- speed ------------------------------------------------------------------------------
     device: str = SPEED(

@@ -106,8 +106,9 @@ def check_steps(steps: int, start: int, T: int) -> list[int]:
 
 
 def load_teacher(cfg: TrainConfig, device: torch.device, student: nn.Module | None) -> Teacher:
-    """The teacher of a round (cfg.distill_from, its EMA weights), frozen; with `student`, its
-    weights are copied there first: the student starts as its teacher."""
+    """The teacher of a round (cfg.distill_from, its EMA weights), frozen, classifier-free
+    guided at w = cfg.distill_guidance; with `student`, its weights are copied there first:
+    the student starts as its teacher."""
     from ddpm.sampling.loaded import load_model
 
     if not cfg.distill_steps:
@@ -122,7 +123,13 @@ def load_teacher(cfg: TrainConfig, device: torch.device, student: nn.Module | No
                 f"{cfg.distill_from}: the teacher's network is not the student's ({e})"
             ) from None
 
+    w = cfg.distill_guidance
+    if w and loaded.num_classes is None:
+        raise ConfigError(f"--guidance {w:g}: the teacher is not class-conditional")
+
     def eps(z: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
-        return loaded.eps_given(y, 0.0)(z, t)
+        # guided (Meng et al. 2023's first stage, at one w): the student's one network call a
+        # step learns the teacher's two; y = None (no labels) only for an unguided teacher
+        return loaded.eps_given(y, w)(z, t)
 
     return Teacher(eps, loaded.schedule, cfg.distill_steps, clip=loaded.data is None)
