@@ -215,6 +215,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json")
     args = p.parse_args(argv)
     args.steps = [int(s) for s in args.steps.split(",") if s]
+    # speed_up applies bf16 and channels-last on CUDA only: the peer gets them where ours does
+    args.bf16 = args.bf16 and torch.device(args.device).type == "cuda"
     return args
 
 
