@@ -110,11 +110,13 @@ RECIPES: dict[str, Recipe] = {
         "GroupNorm (the cifar10-8min preset, 25.9M parameters), no dropout, twice Ho et al.'s "
         "learning rate after 500 warm-up steps, cosine decay to zero at the time limit, "
         "Min-SNR-5 loss weighting, a power-function EMA of length 0.1 (and one of 0.2 kept "
-        "beside it), snapshots at 1, 2, 4 and 8 minutes, and the whole training step as one "
-        "CUDA graph. Measured on 2026-11-27: FID-10k 12.8 and 12.9 with DDIM-50 (`ddpm "
-        "eval`, two runs) after 21,837-21,850 steps, 12.1-12.6 with DPM-Solver-50, and "
-        "at the same 50 network evaluations, guided (w 1.5) by the run's own 4-minute "
-        "snapshot, 8.2-9.6 with DPM-Solver++(3M) at 25 steps (median 9.1, five runs; "
+        "beside it), snapshots at 1, 2, 4 and 8 minutes, the whole training step as one "
+        "CUDA graph, and the fused GroupNorm kernels of --fused-norm. Measured on 2026-12-07: "
+        "27,656 steps (8,665 img/s once compiled, 75 s to compile), FID-10k 12.2 with DDIM-50 "
+        "and 11.9 with DPM-Solver-50. Without the fused kernels (2026-11-27): 12.8 and 12.9 "
+        "with DDIM-50 (`ddpm eval`, two runs) after 21,837-21,850 steps, 12.1-12.6 with "
+        "DPM-Solver-50, and at the same 50 network evaluations, guided (w 1.5) by the run's "
+        "own 4-minute snapshot, 8.2-9.6 with DPM-Solver++(3M) at 25 steps (median 9.1, five runs; "
         "`ddpm eval --guide-model snapshot-4min.pt --guidance 1.5 --sampler dpm-solver-3m "
         "--steps 25`) and 8.5-10.1 with (2M) (median 9.4, eight runs; 2026-11-28); Ho et al.'s "
         "network with the same training: 14.0-14.4; diffusers' "
@@ -145,6 +147,9 @@ RECIPES: dict[str, Recipe] = {
             # one CUDA graph for the whole step: 4,744 img/s, steady to 1%, where the steps
             # around the model's own graphs were host-bound (3,821-4,566; docs/benchmarks.md)
             "step_graph": True,
+            # inside that graph the Triton GroupNorm kernels win (27,656 steps in the 8
+            # minutes against 21,837); outside a graph they lose to inductor's own fusion
+            "fused_norm": True,
         },
         # at 50 network evaluations, median of five runs 9.1 against 12.1-12.6 for
         # DPM-Solver-50 unguided; 0.3-0.5 below (2M) guided alike on each of the five

@@ -362,7 +362,7 @@ def setup(
         use_channels_last(model)  # before the EMA copy, so that both share one layout
     if cfg.fused_norm and device.type == "cuda":
         if importlib.util.find_spec("triton") is None:
-            raise ConfigError("--fused-norm needs Triton: pip install triton")
+            raise ConfigError("--fused-norm needs Triton: pip install triton, or --no-fused-norm")
         fuse_norms(model)  # the EMA copy too
     state = TrainState(
         model=model,
