@@ -5,6 +5,7 @@ For data x_0 ~ N(0, c² I), the exact noise predictor is linear, eps(x_t) = s x_
 solution x̃(σ) ∝ √(c² + σ²): from x_T the ODE lands on x_0 = x̃_T c / √(c² + σ_T²).
 """
 
+import functools
 import math
 
 import pytest
@@ -183,21 +184,41 @@ def test_unip_2_is_dpm_solver_2m():
     )
 
 
-def ipndm_local_error(k: int, h: float) -> float:
+def ipndm_local_error(k: int, h: float, ratio: float = 1.0) -> float:
     """One Adams-Bashforth step of order k on dx̃/dσ = eps down the exact path
-    x̃ = √(c² + σ²) (eps = σ/√(c² + σ²)), from the exact slopes at equal steps h in σ."""
-    sigmas = [1.0 + h * (k - 1 - j) for j in range(k)]  # oldest (noisiest) first
+    x̃ = √(c² + σ²) (eps = σ/√(c² + σ²)), from the exact slopes at the k σs before it: equal
+    steps h in σ (ratio 1), or steps that shrink by `ratio` each (h the last one, as on EDM's
+    grid)."""
+    sigmas = [1.0]
+    for j in range(1, k):
+        sigmas.insert(0, sigmas[0] + h * ratio**j)  # oldest (noisiest) first
     eps = [torch.tensor(s / math.sqrt(C**2 + s**2), dtype=torch.float64) for s in sigmas]
     x = torch.tensor(math.sqrt(C**2 + sigmas[-1] ** 2), dtype=torch.float64)
-    return abs(V.ipndm_update(x, eps, -h) - math.sqrt(C**2 + (sigmas[-1] - h) ** 2)).item()
+    out = V.ipndm_update(x, eps, sigmas, sigmas[-1] - h)
+    return abs(out - math.sqrt(C**2 + (sigmas[-1] - h) ** 2)).item()
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
-def test_an_ipndm_step_has_its_adams_bashforth_order(k):
-    """Order k from k slopes: halving h divides one step's error by about 2^(k+1)
-    (measured 2.0, 3.0, 3.97, 4.93 at h = 0.025 -> 0.0125)."""
-    errors = [ipndm_local_error(k, h) for h in (0.05, 0.025, 0.0125)]
+@pytest.mark.parametrize("ratio", [1.0, 2.0])
+def test_an_ipndm_step_has_its_adams_bashforth_order(k, ratio):
+    """Order k from k slopes, on an even grid and on one whose steps halve each time: halving
+    h divides one step's error by about 2^(k+1) (measured 2.0, 3.0, 3.97, 4.93 at h = 0.025 ->
+    0.0125 on the even grid, 4.86 for k = 4 at 0.00625 -> 0.003125 on the other). The
+    equal-step weights iPNDM's reference keeps on every grid are of order 1 on the second."""
+    steps = (0.05, 0.025, 0.0125) if ratio == 1 else (0.0125, 0.00625, 0.003125)
+    errors = [ipndm_local_error(k, h, ratio) for h in steps]
     assert math.log2(errors[-2] / errors[-1]) == pytest.approx(k + 1, abs=0.15)
+
+
+def test_adams_bashforth_weights_are_the_textbook_ones_on_an_even_grid():
+    """(Hairer, Nørsett & Wanner, §III.1, Table 1.1), whatever the step and the origin."""
+    textbook = {1: [1], 2: [-1 / 2, 3 / 2], 3: [5 / 12, -16 / 12, 23 / 12],
+                4: [-9 / 24, 37 / 24, -59 / 24, 55 / 24]}  # fmt: skip
+    for k, weights in textbook.items():
+        for h, start in ((1.0, 0.0), (-0.3, 80.0)):
+            nodes = [start + h * j for j in range(k)]
+            got = V.adams_bashforth_weights(nodes, start + h * k)
+            assert got == pytest.approx(weights, abs=1e-12)
 
 
 def linear_logsnr_schedule(T: int = 4001, lam_max: float = 3.0, lam_min: float = -3.0):
@@ -221,14 +242,16 @@ def chain_error(sampler: str, schedule, steps: int, spacing: str) -> float:
 
 
 @pytest.mark.parametrize(
-    "sampler, order", [("ddim", 1), ("dpm-solver-3m", 2), ("unipc", 3), ("ipndm", 2)]
+    "sampler, order", [("ddim", 1), ("dpm-solver-3m", 2), ("unipc", 3), ("ipndm", 3.65)]
 )
 def test_the_chains_converge_at_the_order_of_their_lowest_order_step(sampler, order):
     """Error against steps on even log-SNR steps (41 -> 81 -> 161 steps; measured slopes: DDIM
-    0.99, DPM-Solver++(3M) 2.04, UniPC 2.93, iPNDM 2.00). A chain is only as good as its
-    worst step: 3M's and iPNDM's first steps are Euler's (error h², global order 2), and
-    UniPC's first (UniP-1 + UniC-1) and last (UniP-2, whose corrector would follow the last
-    network call) are h³, so UniPC-3 converges as h³ though its middle steps are h⁵."""
+    0.99, DPM-Solver++(3M) 2.04, UniPC 2.93, iPNDM 3.63 and 3.70). A chain is only as good as
+    its worst step: 3M's first step is Euler's (error h², global order 2), and UniPC's first
+    (UniP-1 + UniC-1) and last (UniP-2, whose corrector would follow the last network call)
+    are h³, so UniPC-3 converges as h³ though its middle steps are h⁵. iPNDM's Euler start is
+    in σ, where the path is nearly straight at the noisy end; its steps, even in λ, are uneven
+    in σ, where the equal-step weights made it a second-order chain."""
     schedule = linear_logsnr_schedule()
     errors = [chain_error(sampler, schedule, n, "logsnr") for n in (41, 81, 161)]
     for coarse, fine in zip(errors, errors[1:]):
@@ -236,14 +259,28 @@ def test_the_chains_converge_at_the_order_of_their_lowest_order_step(sampler, or
 
 
 @pytest.mark.parametrize("steps", [5, 10, 20])
-def test_unipc_and_ipndm_lead_the_older_samplers_at_few_steps(schedule, steps):
+def test_unipc_leads_the_older_samplers_at_few_steps(schedule, steps):
     """On the DDPM schedule with each sampler's default grid, as `ddpm sample` runs them: at 5,
-    10 and 20 steps both are at least 1.5x closer than DDIM, DPM-Solver++(2M/3M) and Heun
-    (measured at 10 steps: unipc 0.17, ipndm 0.11 against 0.29-0.40)."""
+    10 and 20 steps UniPC is at least 1.5x closer than DDIM, DPM-Solver++(2M/3M) and Heun
+    (measured at 10 steps: 0.08 against 0.29-0.40). On this one-Gaussian path iPNDM is not
+    (0.30 at 10 steps; 0.11 with the equal-step weights, which were 3x further than the
+    grid's own weights on a small CIFAR-10 model's paths: ipndm_sample's docstring)."""
     older = min(ode_error(s, schedule, steps) for s in ("ddim", "dpm-solver", "dpm-solver-3m"))
     older = min(older, ode_error("heun", schedule, steps))
-    for sampler in ("unipc", "ipndm"):
-        assert ode_error(sampler, schedule, steps) * 1.5 < older
+    assert ode_error("unipc", schedule, steps) * 1.5 < older
+
+
+def test_unipc_takes_order_2_below_20_steps_and_3_from_20(schedule):
+    """Its default order: on the log-SNR grid order 3 was up to 3x further from the ODE's
+    solution at 5-8 steps of three small models (unipc_sample's docstring)."""
+    x_T = torch.randn(4, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    eps = gaussian_eps(schedule)
+    for steps, order in ((5, 2), (19, 2), (20, 3)):
+        default = S.unipc_sample(eps, schedule, x_T, steps=steps)
+        other = 5 - order  # 3 or 2
+        run = functools.partial(S.unipc_sample, eps, schedule, x_T, steps=steps)
+        assert torch.equal(default, run(order=order))
+        assert not torch.equal(default, run(order=other))
 
 
 # The time grids

@@ -270,7 +270,7 @@ SAMPLER_HELP = (
     "ddpm: ancestral sampling (Ho et al. Alg. 2); ddim (Song et al.); dpm-solver: "
     "DPM-Solver++(2M), good at 10-25 steps; dpm-solver-3m: DPM-Solver++(3M), as diffusers' "
     "solver_order=3; heun: Karras et al.'s 2nd-order ODE solver (2 steps - 1 network calls); "
-    "unipc: UniPC (Zhao et al. 2023), predictor-corrector of order 3, bh2, for 5-20 steps; "
+    "unipc: UniPC (Zhao et al. 2023), predictor-corrector of order 2 (3 from 20 steps), bh2; "
     "ipndm: iPNDM (Zhang & Chen 2023), 4th-order Adams-Bashforth in sigma, for 5-20 steps"
 )
 STEPS_HELP = (

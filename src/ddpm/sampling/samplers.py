@@ -357,15 +357,16 @@ def unipc_sample(
     generator: Generators = None,
     callback: Callback | None = None,
     spacing: Spacing = DEFAULT_SPACING["unipc"],
-    order: int = 3,
+    order: int | None = None,
 ) -> Tensor:
     """UniPC, Zhao et al. 2023: the multistep predictor UniP-p and, after every step but the
     last, the corrector UniC-p, which reuses the network call at the predicted point (so still
     one call a step) and raises the step's order by one; data prediction, B(h) = e^{-h} - 1
     ("bh2"). The updates are `solvers.unipc_update`.
 
-    `order` 3 by default: diffusers' UniPCMultistepScheduler defaults to solver_order=2 and
-    recommends 3 for unconditional sampling, the paper's pixel-space setting. Each step takes
+    `order` None: 2 below 20 steps, 3 from 20 (diffusers defaults to 2 and recommends 3 for
+    unconditional models): with 5-8 steps on log-SNR and EDM grids, order 3 was 1.3-3.1x
+    further from the ODE's solution (docs/benchmarks.md, "Few-step sampling"). Each step takes
     the order its history allows (1, 2, then `order`) and at most the number of steps left, as
     diffusers' `lower_order_final` does: the last update is second order. The last network
     call returns its x̂_0 (ᾱ = 1), so no corrector follows it, as in the paper's Algorithm.
@@ -373,6 +374,7 @@ def unipc_sample(
     models).
     """
     del generator  # deterministic
+    order = (2 if steps < 20 else 3) if order is None else order
     if order not in (1, 2, 3):
         raise ValueError(f"UniPC order must be 1, 2 or 3, got {order}")
     ts = timesteps_for(schedule, steps, spacing)
@@ -411,15 +413,12 @@ def ipndm_sample(
     spacing: Spacing = DEFAULT_SPACING["ipndm"],
     order: int = 4,
 ) -> Tensor:
-    """iPNDM, Zhang & Chen 2023 (DEIS, the improved PNDM of its appendix), as zju-pi's
-    diff-sampler runs it: Adams-Bashforth on dx̃/dσ = eps in the variance-exploding view
-    (x̃ = x_t/√ᾱ_t, σ = `NoiseSchedule.sigmas`), one network call a step, of order 1, 2, 3 and
-    then `order` (4) as the history of eps fills (`solvers.ipndm_update`). PNDM's
-    Runge-Kutta warm start is what the lower orders replace.
-
-    The weights are the equal-step ones even on an uneven grid, as in the reference; EDM's
-    timesteps by default (the reference's "polynomial" ρ = 7 schedule). The last call returns
-    its x̂_0 = x̃ - σ eps, an Euler step to σ = 0 (Heun's last step too).
+    """iPNDM, Zhang & Chen 2023 (DEIS, App. "iPNDM"): Adams-Bashforth on dx̃/dσ = eps (x̃ =
+    x_t/√ᾱ_t, σ = `NoiseSchedule.sigmas`), one network call a step, of order 1, 2, 3, then
+    `order` as the history of eps fills (`solvers.ipndm_update`), with the weights of the grid
+    as it is. zju-pi's diff-sampler keeps the equal-step weights on every grid, which lose the
+    order where the steps in σ shrink fast (FID 193 on EDM's 10 timesteps: docs/benchmarks.md,
+    "Few-step sampling"). EDM's ρ = 7 timesteps by default; the last call returns x̃ - σ eps.
     """
     del generator  # deterministic
     if order not in (1, 2, 3, 4):
@@ -438,7 +437,8 @@ def ipndm_sample(
         if i + 1 == len(ts):
             return x_0
         eps_hist = [*eps_hist[1 - order :], eps] if order > 1 else [eps]
-        x = ipndm_update(x, eps_hist, sigma[ts[i + 1]] - sigma[t])
+        at = [sigma[u] for u in ts[i + 1 - len(eps_hist) : i + 1]]
+        x = ipndm_update(x, eps_hist, at, sigma[ts[i + 1]])
     raise AssertionError("unreachable")
 
 
@@ -466,9 +466,9 @@ def sample(
 ) -> Tensor:
     """Dispatch by name: "ddpm" (all T steps when `steps` is None, else the respaced K-step
     chain of Nichol & Dhariwal §4), "ddim", "dpm-solver" (2M), "dpm-solver-3m", "heun",
-    "unipc" (order 3) or "ipndm" (order 4) (`steps` steps on `spacing`'s timesteps; None:
-    `DEFAULT_SPACING`'s). `eta` is DDIM's
-    alone and `variance` DDPM's alone; the other samplers ignore them."""
+    "unipc" (order 2, from 20 steps 3) or "ipndm" (order 4) (`steps` steps on `spacing`'s
+    timesteps; None: `DEFAULT_SPACING`'s). `eta` is DDIM's alone and `variance` DDPM's alone;
+    the other samplers ignore them."""
     if sampler == "ddpm":
         return ddpm_sample(
             model,

@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from numpy.polynomial import polynomial as P
 from torch import Tensor
 
 
@@ -110,19 +112,30 @@ def unipc_update(
     return x_next - alpha_next * math.expm1(-h) * sum(ak * d for ak, d in zip(a, diffs))
 
 
-def ipndm_update(x: Tensor, eps: Sequence[Tensor], d_sigma: float) -> Tensor:
-    """One iPNDM step of dx̃/dσ = eps over d_sigma (Zhang & Chen 2023, DEIS, App. "iPNDM"; as
-    in zju-pi/diff-sampler's `ipndm_sampler`): the Adams-Bashforth rule of order len(eps)
-    (1 to 4) with its equal-step coefficients, `eps` oldest first, the newest at x."""
-    weights = AB_WEIGHTS[len(eps)]
-    slope = sum(w * e for w, e in zip(weights, reversed(eps)))
-    return x + d_sigma * slope
+def ipndm_update(x: Tensor, eps: Sequence[Tensor], sigmas: Sequence[float], sigma_next: float):
+    """One iPNDM step of dx̃/dσ = eps from σ = sigmas[-1] to `sigma_next` (Zhang & Chen 2023,
+    DEIS, App. "iPNDM"): the Adams-Bashforth rule of order len(eps) (1 to 4), `eps` the slopes
+    at `sigmas`, oldest first, the newest at x. The weights integrate the polynomial through
+    the slopes over the step on the grid as it is (`adams_bashforth_weights`), so on an even
+    grid they are the textbook ones (55, -59, 37, -9)/24 and on an uneven one the step keeps
+    its order, where those fixed weights lose it."""
+    weights = adams_bashforth_weights(sigmas, sigma_next)
+    return x + (sigma_next - sigmas[-1]) * sum(w * e for w, e in zip(weights, eps))
 
 
-# Adams-Bashforth weights, newest slope first (Hairer, Nørsett & Wanner, §III.1, Table 1.1).
-AB_WEIGHTS = {
-    1: (1.0,),
-    2: (3 / 2, -1 / 2),
-    3: (23 / 12, -16 / 12, 5 / 12),
-    4: (55 / 24, -59 / 24, 37 / 24, -9 / 24),
-}
+def adams_bashforth_weights(nodes: Sequence[float], end: float) -> list[float]:
+    """w_j with ∫ p = (end - nodes[-1]) Σ_j w_j p(nodes[j]) over [nodes[-1], end] for every
+    polynomial p of degree below len(nodes): the variable-step Adams-Bashforth weights
+    (Hairer, Nørsett & Wanner, §III.5), each the mean of a Lagrange basis polynomial over the
+    step. Computed in u = (s - nodes[-1]) / (end - nodes[-1]), where the step is [0, 1], so
+    a grid and its rescalings give the same weights."""
+    h = end - nodes[-1]
+    us = [(n - nodes[-1]) / h for n in nodes]
+    weights = []
+    for j, uj in enumerate(us):
+        coef = np.ones(1)  # the basis polynomial ℓ_j(u), lowest power first
+        for m, um in enumerate(us):
+            if m != j:
+                coef = P.polymul(coef, np.array([-um, 1.0]) / (uj - um))
+        weights.append(float(P.polyval(1.0, P.polyint(coef))))  # ∫_0^1 ℓ_j(u) du
+    return weights
