@@ -4,9 +4,10 @@ sampled by both at the same number of network evaluations (NFE), image i from th
 (`per_sample_noise` of (seed, i), as `ddpm.sampling.generate.generate` draws it), and both are
 scored by the same FID code (`ddpm.eval.evaluate.model_stats`'s features and accumulator).
 
-Ours: `dpm-solver` (DPM-Solver++(2M)), `dpm-solver-3m`, `unipc` (order 3) and `ipndm`, each on
-its default time grid and, at the NFEs `ddpm tune-steps` made one for (DIR/tuned-steps.json),
-on the tuned grid; x̂_0 is clipped at every step as `ddpm eval` does (`--no-clip`: not).
+Ours: `dpm-solver` (DPM-Solver++(2M)), `dpm-solver-3m`, `unipc` (order 2, 3 from 20 steps) and
+`ipndm`, each on its default time grid and, at the NFEs `ddpm tune-steps` made one for
+(DIR/tuned-steps.json), on the tuned grid (`--our-spacings`: other grids too); x̂_0 is clipped
+at every step as `ddpm eval` does (`--no-clip`: not).
 Diffusers': `DPMSolverMultistepScheduler` (dpmsolver++, orders 2 and 3) and
 `UniPCMultistepScheduler` (bh2, its default order 2 and the order 3 it recommends for
 unconditional pixel models), each built `from_config` of the folder's scheduler, with
@@ -43,6 +44,7 @@ from common import diffusers_or_none
 from ddpm.data.images import to_uint8
 from ddpm.eval.evaluate import load_inception, load_stats, model_stats
 from ddpm.eval.fid import FIDStats, StatsAccumulator, features, fid_from_stats
+from ddpm.sampling.grids import GRIDS
 from ddpm.sampling.loaded import load_model
 from ddpm.sampling.samplers import DEFAULT_SPACING, per_sample_noise, sample_generators
 from ddpm.sampling.spec import SamplingSpec
@@ -102,18 +104,27 @@ def peer_stats(unet, new_scheduler, net, nfe: int, args, shape) -> FIDStats:
     return acc.stats()
 
 
-def our_cases(loaded, nfes: list[int], samplers=OURS) -> list[tuple[str, str, list[int]]]:
-    """(sampler, spacing, NFEs) of our rows: each default grid, and a tuned one where it exists."""
-    cases = [(s, DEFAULT_SPACING[s], nfes) for s in samplers]
+def our_cases(
+    loaded, nfes: list[int], samplers=OURS, spacings=("default", "tuned")
+) -> list[tuple[str, str, list[int]]]:
+    """(sampler, spacing, NFEs) of our rows, grid by grid: "default" is each sampler's own,
+    "tuned" the model's where `ddpm tune-steps` made one, any other name that grid."""
     tuned = [k for k in nfes if k in loaded.tuned]
-    return cases + [(s, "tuned", tuned) for s in samplers if tuned]
+    cases: list[tuple[str, str, list[int]]] = []
+    for spacing in spacings:
+        for s in samplers:
+            grid = DEFAULT_SPACING[s] if spacing == "default" else spacing
+            ks = tuned if grid == "tuned" else nfes
+            if ks and (s, grid, ks) not in cases:
+                cases.append((s, grid, ks))
+    return cases
 
 
 def run_ours(loaded, net, ref, args, nfes: list[int], rows: list[dict], save) -> None:
     """Our rows, appended to `rows`; the network's calls are counted (NFE per batch)."""
     calls = [0]
     loaded.model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-    for sampler, spacing, ks in our_cases(loaded, nfes, args.ours):
+    for sampler, spacing, ks in our_cases(loaded, nfes, args.ours, args.our_spacings):
         row = new_row("ours", sampler, spacing, clip=not args.no_clip)
         rows.append(row)
         for k in ks:
@@ -206,15 +217,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--bf16", action="store_true", help="both networks under bf16 autocast (CUDA)")
     p.add_argument("--ours", default=",".join(OURS), help="our samplers (default: all)")
+    p.add_argument("--our-spacings", default="default,tuned",
+                   help="our grids: default (each sampler's), tuned, or any of "
+                   f"{', '.join(GRIDS)}")  # fmt: skip
     p.add_argument("--peer-spacings", default="linspace,trailing,karras",
                    help="diffusers' timestep spacings tried (default: all)")  # fmt: skip
     p.add_argument("--no-clip", action="store_true", help="ours without clipping x̂_0")
     args = p.parse_args(argv)
     args.ours = [s for s in args.ours.split(",") if s]
     args.peer_spacings = [s for s in args.peer_spacings.split(",") if s]
+    args.our_spacings = [s for s in args.our_spacings.split(",") if s]
     unknown = sorted(set(args.ours) - set(OURS))
     if unknown:
         p.error(f"--ours: unknown sampler {unknown[0]} (choose from {', '.join(OURS)})")
+    unknown = sorted(set(args.our_spacings) - {"default", "tuned", *GRIDS})
+    if unknown:
+        p.error(f"--our-spacings: unknown grid {unknown[0]} (default, tuned, {', '.join(GRIDS)})")
     return args
 
 

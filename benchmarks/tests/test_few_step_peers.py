@@ -139,3 +139,19 @@ def test_the_script_writes_a_row_per_solver_and_an_fid_per_nfe(folder, tmp_path,
         a = rows["ours", mine, "trailing"]["fid"]
         b = rows["diffusers", peers, "trailing"]["fid"]
         assert a == pytest.approx(b, rel=1e-3)
+
+
+def test_our_rows_follow_our_spacings_grid_by_grid():
+    """Each sampler's own grid, then the ones named; a grid named twice is one row, and the
+    tuned grid only at the NFEs it was tuned for; an unknown name is a one-line error."""
+    loaded = type("Loaded", (), {"tuned": {5: [9, 5, 2, 1, 0]}})()
+    spacings = ["default", "trailing", "edm", "tuned"]
+    cases = fsp.our_cases(loaded, [5, 10], ["unipc", "ipndm"], spacings)
+    assert cases == [
+        ("unipc", "logsnr", [5, 10]), ("ipndm", "edm", [5, 10]),
+        ("unipc", "trailing", [5, 10]), ("ipndm", "trailing", [5, 10]),
+        ("unipc", "edm", [5, 10]),
+        ("unipc", "tuned", [5]), ("ipndm", "tuned", [5]),
+    ]  # fmt: skip
+    with pytest.raises(SystemExit):
+        fsp.parse_args(["--model", "m", "--stats", "s", "--our-spacings", "default,even"])
