@@ -35,6 +35,8 @@ import shutil
 import time
 from pathlib import Path
 
+from common import run_script
+
 from ddpm.cli import main as ddpm
 
 TOYS = ("moons", "swissroll", "8gaussians", "checkerboard", "circles")
@@ -165,4 +167,4 @@ def copy_pictures(out: Path, name: str, dest: Path | None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -18,6 +18,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from ddpm.errors import USER_ERRORS
 from ddpm.models.layers import GroupNorm
 
 # The peer's models. "ddpm-cifar10": Ho et al.'s CIFAR-10 network as diffusers writes it
@@ -378,3 +379,15 @@ def flops_by_kind(fn: Callable[[], Any]) -> dict[str, int]:
         else:
             out["other"] += n
     return {k: int(v) for k, v in out.items()}
+
+
+def run_script(main: Callable[[], Any]) -> None:
+    """A script's `main()`, whose input errors (a missing checkpoint, unreadable data, a bad
+    value) end it with one line on stderr, as `ddpm` prints them, not a traceback; an int it
+    returns is the exit status."""
+    try:
+        status = main()
+    except USER_ERRORS as e:
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {e}")
+    if isinstance(status, int):
+        sys.exit(status)

@@ -23,6 +23,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
+from common import run_script
 from torch import Tensor, nn
 
 from ddpm.data.images import load_dataset
@@ -116,4 +117,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

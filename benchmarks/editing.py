@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import environment, write_json
+from common import environment, run_script, write_json
 
 from ddpm.data.images import to_model_range, to_uint8
 from ddpm.sampling.editing import inpaint, named_mask
@@ -234,4 +234,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from common import diffusers_or_none
+from common import diffusers_or_none, run_script
 
 from ddpm.data.images import to_uint8
 from ddpm.eval.evaluate import load_inception, load_stats, model_stats
@@ -275,4 +275,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -41,6 +41,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from common import run_script
+
 from ddpm.cli.args import interval
 from ddpm.eval.evaluate import load_inception, load_stats, model_stats
 from ddpm.eval.fid import fid_from_stats
@@ -218,4 +220,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

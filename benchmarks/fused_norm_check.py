@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import environment, median, reset_compiler, sync, time_windows, write_json
+from common import environment, median, reset_compiler, run_script, sync, time_windows, write_json
 
 from ddpm.models.layers import fuse_norms
 from ddpm.models.presets import build_model, preset
@@ -239,4 +239,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

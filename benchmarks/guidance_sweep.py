@@ -40,6 +40,8 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from common import run_script
+
 from ddpm.data.images import ImageDataset, load_dataset, to_uint8
 from ddpm.eval.evaluate import load_inception, load_stats
 from ddpm.eval.fid import FIDStats, StatsAccumulator, features, fid_from_stats
@@ -360,4 +362,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PEER_CONFIGS, diffusers_or_none
+from common import PEER_CONFIGS, diffusers_or_none, run_script
 
 from ddpm.data.images import load_dataset
 from ddpm.data.stream import batches
@@ -252,4 +252,4 @@ class GraphedStep:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -67,6 +67,7 @@ from common import (
     median,
     randomise_zero_weights,
     reset_compiler,
+    run_script,
     sync,
     time_windows,
     write_json,
@@ -438,4 +439,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

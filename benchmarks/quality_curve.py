@@ -39,6 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from common import run_script
+
 from ddpm.sampling.samplers import network_evaluations
 from ddpm.viz.plots import Panel, Series, plot
 
@@ -183,4 +185,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

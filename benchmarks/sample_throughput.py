@@ -36,6 +36,7 @@ from common import (
     peer_unet,
     randomise_zero_weights,
     reset_compiler,
+    run_script,
     sync,
     write_json,
 )
@@ -187,4 +188,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

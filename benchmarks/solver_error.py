@@ -25,6 +25,7 @@ import argparse
 import math
 
 import torch
+from common import run_script
 from torch import Tensor
 
 from ddpm.sampling import samplers as S
@@ -97,4 +98,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

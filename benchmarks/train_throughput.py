@@ -52,6 +52,7 @@ from common import (
     print_profile,
     randomise_zero_weights,
     reset_compiler,
+    run_script,
     sync,
     time_windows,
     write_json,
@@ -324,4 +325,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -5,6 +5,7 @@ finite table row per (grid, steps)."""
 
 import math
 
+import pytest
 import torch
 
 from conftest import load_benchmark, tiny_config
@@ -44,3 +45,16 @@ def test_the_script_prints_a_finite_row_per_grid_and_steps(tmp_path, tiny_preset
                                             ("trailing", "5")]  # fmt: skip
     assert all(len(r) == 2 + len(se.SOLVERS) and all(math.isfinite(float(v)) for v in r[2:])
                for r in rows)  # fmt: skip
+
+
+def test_a_missing_checkpoint_ends_the_script_in_one_line(tmp_path, monkeypatch):
+    """Every script's __main__ runs through common.run_script: the library's input errors
+    become one line naming the script and the file, not a traceback."""
+    import common
+
+    missing = tmp_path / "no-run"
+    monkeypatch.setattr("sys.argv", ["solver_error.py", "--checkpoint", str(missing)])
+    with pytest.raises(SystemExit) as e:
+        common.run_script(se.main)
+    assert str(e.value).startswith(f"solver_error.py: error: {missing}: no such file")
+    assert "\n" not in str(e.value)

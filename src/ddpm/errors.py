@@ -25,3 +25,7 @@ class FIDError(DataError):
 
 class CheckpointError(Exception):
     """A checkpoint could not be read or does not fit; the message names the file."""
+
+
+# What a user's input can raise: `ddpm` and the benchmark scripts print these as one line.
+USER_ERRORS = (ConfigError, ScheduleError, DataError, CheckpointError)

@@ -27,10 +27,7 @@ from ddpm.cli import show as show_cmd
 from ddpm.cli import train as train_cmd
 from ddpm.cli import tune as tune_cmd
 from ddpm.cli.args import HelpFormatter, Parser, group, positive_int
-from ddpm.errors import CheckpointError, ConfigError, DataError, ScheduleError
-
-USER_ERRORS = (ConfigError, ScheduleError, DataError, CheckpointError)
-
+from ddpm.errors import USER_ERRORS, ConfigError
 
 # name, help, description, examples, argument adders, what runs it
 COMMANDS = (
