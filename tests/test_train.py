@@ -1,5 +1,5 @@
 import csv
-import time
+import types
 
 import pytest
 import torch
@@ -175,18 +175,19 @@ def test_a_time_budget_ends_the_run_with_a_checkpoint(tmp_path, blobs):
 def test_a_time_limited_decay_spans_the_budget_left_after_the_warm_up(tmp_path, blobs, monkeypatch):
     """The first step stands in for a compile that takes half of a 3-second budget: the cosine
     decay starts when the warm-up is over, so the steps after it run at about the full rate
-    (they ran at half of it when the decay counted the compile), and still ends near zero."""
-    from ddpm.train import backend
+    (they ran at half of it when the decay counted the compile), and still ends near zero.
+    The budget reads a clock that each step moves on by a fixed amount (1.5 s the first, 20 ms
+    the others), so the result does not depend on how busy the machine is."""
+    from ddpm.train import backend, budget
 
-    real, calls = backend.train_step, []
+    real, clock = backend.train_step, [0.0]
 
     def compiling_first(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            time.sleep(1.5)
+        clock[0] += 1.5 if clock[0] == 0 else 0.02
         return real(*args, **kwargs)
 
     monkeypatch.setattr(backend, "train_step", compiling_first)
+    monkeypatch.setattr(budget, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     cfg = tiny_config(
         tmp_path,
         steps=100_000,
@@ -199,6 +200,7 @@ def test_a_time_limited_decay_spans_the_budget_left_after_the_warm_up(tmp_path, 
     train(cfg, data=blobs, progress=False)
     with open(tmp_path / "run" / "log.csv") as f:
         lr = {int(r["step"]): float(r["lr"]) for r in csv.DictReader(f)}
+    assert 70 <= max(lr) <= 80  # the budget (3 s) ran out on the fake clock after ~76 steps
     assert lr[4] > 0.9 * cfg.lr, lr[4]
     assert lr[max(lr)] < 0.05 * cfg.lr, lr[max(lr)]
 
