@@ -50,10 +50,10 @@ def sample(
     """n images (n, C, H, W) in [-1, 1] on the CPU, drawn exactly as `ddpm sample` draws them
     (the same `ddpm.sampling.generate.generate`): image i depends on (seed, i) only. `spec` says how
     (`ddpm.SamplingSpec`); keyword `fields` override it: `sampler` ("ddim", "ddpm",
-    "dpm-solver", "dpm-solver-3m", "heun"), `steps`, `eta`, `clip`, `spacing`, `guidance`,
-    `seed`, `batch_size`. On the CPU the thread count is chosen as the CLI chooses it
-    (`ddpm.speed.set_cpu_threads`: all cores, or one when the others are busy), so the
-    images agree with `ddpm sample`'s to float rounding, not bit for bit."""
+    "dpm-solver", "dpm-solver-3m", "heun", "unipc", "ipndm"), `steps`, `eta`, `clip`,
+    `spacing`, `guidance`, `seed`, `batch_size`. On the CPU the thread count is chosen as the
+    CLI chooses it (`ddpm.speed.set_cpu_threads`: all cores, or one when the others are busy),
+    so the images agree with `ddpm sample`'s to float rounding, not bit for bit."""
     threads = torch.get_num_threads()
     if next(model.model.parameters()).device.type == "cpu":
         set_cpu_threads(None)
