@@ -2,12 +2,15 @@
 step land where the teacher's two do; a round brings the student's K steps nearer its
 teacher's 2K; the student is an ordinary checkpoint that samples in its K steps."""
 
+import argparse
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import run
+from conftest import run, tiny_config
 from ddpm.diffusion.schedule import make_schedule
 from ddpm.errors import ConfigError
 from ddpm.io import checkpoint as C
@@ -216,3 +219,15 @@ def test_a_guided_teacher_is_learnt_by_the_first_round_and_refused_when_uncondit
                                 str(tmp_path / "nothing"), *argv[5:]])  # fmt: skip
     assert code != 0 and "is not class-conditional" in err
     assert not (tmp_path / "nothing").exists()
+
+
+def test_a_round_takes_its_teachers_settings_but_not_its_step_graph(tmp_path):
+    """A teacher trained with --step-graph (as --recipe cifar10-8min is) passes its settings
+    on, but its rounds run without the one-graph step, which has not captured a teacher."""
+    from ddpm.cli.distill import round_config
+
+    teacher = dataclasses.asdict(tiny_config(tmp_path, step_graph=True, bf16=False))
+    flags = dict(steps=2, from_steps=8, round_steps=10, warmup=0, max_minutes=None, device="cpu")
+    args = argparse.Namespace(**flags, guidance=0.0, lr=None, batch_size=None, data=None)
+    cfg = round_config(teacher, args, 4, tmp_path / "teacher.pt", tmp_path / "round-4")
+    assert (cfg.step_graph, cfg.bf16, cfg.distill_steps, cfg.steps) == (False, False, 4, 10)

@@ -81,6 +81,8 @@ def test_where_a_step_graph_cannot_run_it_says_why(tmp_path):
     assert "DDP" in step_graph_unavailable(config(tmp_path), cuda, 2)
     vlb = config(tmp_path, loss="vlb", learn_sigma=True, loss_weight="none", min_snr_gamma=None)
     assert "importance" in step_graph_unavailable(vlb, cuda, 1)
+    student = config(tmp_path, distill_from=str(tmp_path / "teacher.pt"), distill_steps=4)
+    assert "distillation" in step_graph_unavailable(student, cuda, 1)
 
 
 def test_inside_a_step_graph_the_model_compiles_without_graphs_of_its_own():

@@ -102,6 +102,7 @@ def round_config(teacher: dict, args: argparse.Namespace, k: int, source: Path, 
         sample_eta=0.0,
         sample_sampler="ddim",
         device=args.device,
+        step_graph=False,  # the teacher is not captured in a step graph (step_graph_unavailable)
     )
     for key in ("lr", "batch_size", "data"):
         if getattr(args, key) is not None:
