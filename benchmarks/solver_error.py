@@ -31,15 +31,13 @@ from torch import Tensor
 from ddpm.sampling import samplers as S
 from ddpm.sampling.loaded import load_model
 from ddpm.sampling.samplers import predict_x0, timesteps_for
-
-# Adams-Bashforth weights for equal steps, newest slope first (Hairer et al., §III.1).
-EQUAL_STEP = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12),
-              4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}  # fmt: skip
+from ddpm.sampling.solvers import ipndm_update
 
 
 @torch.no_grad()
 def equal_step_ipndm(model, schedule, x_T: Tensor, steps: int, spacing: str) -> Tensor:
-    """iPNDM with the equal-step weights whatever the grid (diff-sampler's `ipndm`)."""
+    """iPNDM with the equal-step weights whatever the grid (diff-sampler's `ipndm`): our
+    `ipndm_update` told that the slopes lie at even steps of the one it takes."""
     ts = timesteps_for(schedule, steps, spacing)
     abar, sigma = schedule.alphas_cumprod.tolist(), schedule.sigmas.tolist()
     x, history = x_T / math.sqrt(abar[ts[0]]), []
@@ -48,9 +46,10 @@ def equal_step_ipndm(model, schedule, x_T: Tensor, steps: int, spacing: str) -> 
         eps, x_0 = predict_x0(model, schedule, math.sqrt(abar[t]) * x, tt, True)
         if i + 1 == len(ts):
             return x_0
-        history = [eps, *history][:4]  # newest first
-        slope = sum(w * e for w, e in zip(EQUAL_STEP[len(history)], history))
-        x = x + (sigma[ts[i + 1]] - sigma[t]) * slope
+        history = [*history[-3:], eps]  # oldest first, the last 4
+        step = sigma[ts[i + 1]] - sigma[t]
+        even = [sigma[t] - step * (len(history) - 1 - j) for j in range(len(history))]
+        x = ipndm_update(x, history, even, sigma[ts[i + 1]])
     raise AssertionError("unreachable")
 
 
