@@ -28,7 +28,9 @@ import torch
 from common import run_script
 from torch import Tensor
 
+from ddpm.errors import ConfigError
 from ddpm.sampling import samplers as S
+from ddpm.sampling.grids import GRIDS
 from ddpm.sampling.loaded import load_model
 from ddpm.sampling.samplers import predict_x0, timesteps_for
 from ddpm.sampling.solvers import ipndm_update
@@ -67,10 +69,11 @@ SOLVERS = {
 }
 
 
-def table(path: str, n: int, steps: list[int], grids: list[str]) -> None:
-    loaded = load_model(path)
+def table(path: str, loaded, n: int, steps: list[int], grids: list[str]) -> None:
     labels = torch.arange(n) % loaded.num_classes if loaded.num_classes else None
     model, schedule = loaded.eps_given(labels), loaded.schedule
+    if max(steps) > schedule.T:
+        raise ConfigError(f"--steps {max(steps)}: {path} has only T = {schedule.T} timesteps")
     x_T = torch.randn(n, *loaded.shape, generator=torch.Generator().manual_seed(0))
     fine = min(200, schedule.T)  # the reference chain
     ref = S.sample("dpm-solver", model, schedule, x_T, steps=fine, spacing="logsnr", clip=True)
@@ -87,13 +90,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", action="append", required=True, help="repeat for several")
     p.add_argument("--n", type=int, default=64, help="samples per checkpoint")
-    p.add_argument("--steps", default="5,8,10,15,20,30")
-    p.add_argument("--grids", default="edm,logsnr,trailing")
+    p.add_argument("--steps", default="5,8,10,15,20,30", help="comma-separated step counts")
+    p.add_argument("--grids", default="edm,logsnr,trailing", help=f"any of {', '.join(GRIDS)}")
     args = p.parse_args()
-    steps = [int(k) for k in args.steps.split(",")]
+    try:
+        steps = [int(k) for k in args.steps.split(",")]
+    except ValueError:
+        p.error(f"--steps {args.steps}: expected positive integers such as 5,10,20")
+    grids = args.grids.split(",")
+    if args.n < 1 or min(steps) < 1:
+        p.error("--n and --steps must be positive")
+    if set(grids) - set(GRIDS):
+        p.error(
+            f"--grids: unknown {sorted(set(grids) - set(GRIDS))[0]} (any of {', '.join(GRIDS)})"
+        )
+    models = [load_model(path) for path in args.checkpoint]  # each one readable, before any work
     torch.set_grad_enabled(False)
-    for path in args.checkpoint:
-        table(path, args.n, steps, args.grids.split(","))
+    for path, loaded in zip(args.checkpoint, models):
+        table(path, loaded, args.n, steps, grids)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ def test_equal_step_ipndm_is_ours_on_an_even_grid_and_not_on_edms():
 
 def test_the_script_prints_a_finite_row_per_grid_and_steps(tmp_path, tiny_preset, blobs, capsys):
     train(tiny_config(tmp_path), data=blobs, progress=False)
-    se.table(str(tmp_path / "run"), n=4, steps=[3, 5], grids=["edm", "trailing"])
+    run = str(tmp_path / "run")
+    se.table(run, se.load_model(run), n=4, steps=[3, 5], grids=["edm", "trailing"])
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[3:]]
     assert [(r[0], r[1]) for r in rows] == [("edm", "3"), ("edm", "5"), ("trailing", "3"),
                                             ("trailing", "5")]  # fmt: skip
@@ -58,3 +59,17 @@ def test_a_missing_checkpoint_ends_the_script_in_one_line(tmp_path, monkeypatch)
         common.run_script(se.main)
     assert str(e.value).startswith(f"solver_error.py: error: {missing}: no such file")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--steps", "5,x"], "--steps 5,x: expected positive integers"),
+     (["--grids", "even"], "--grids: unknown even"), (["--n", "0"], "must be positive")],
+)  # fmt: skip
+def test_bad_flags_are_refused_in_one_line_before_any_model_loads(
+    flags, message, monkeypatch, capsys
+):
+    monkeypatch.setattr("sys.argv", ["solver_error.py", "--checkpoint", "no-run", *flags])
+    with pytest.raises(SystemExit):
+        se.main()
+    assert message in capsys.readouterr().err
