@@ -226,8 +226,11 @@ def test_a_round_takes_its_teachers_settings_but_not_its_step_graph(tmp_path):
     on, but its rounds run without the one-graph step, which has not captured a teacher."""
     from ddpm.cli.distill import round_config
 
-    teacher = dataclasses.asdict(tiny_config(tmp_path, step_graph=True, bf16=False))
+    teacher = dataclasses.asdict(
+        tiny_config(tmp_path, step_graph=True, fused_norm=True, bf16=False)
+    )
     flags = dict(steps=2, from_steps=8, round_steps=10, warmup=0, max_minutes=None, device="cpu")
     args = argparse.Namespace(**flags, guidance=0.0, lr=None, batch_size=None, data=None)
     cfg = round_config(teacher, args, 4, tmp_path / "teacher.pt", tmp_path / "round-4")
     assert (cfg.step_graph, cfg.bf16, cfg.distill_steps, cfg.steps) == (False, False, 4, 10)
+    assert not cfg.fused_norm  # its kernels gain only inside the one-graph step

@@ -103,6 +103,7 @@ def round_config(teacher: dict, args: argparse.Namespace, k: int, source: Path, 
         sample_sampler="ddim",
         device=args.device,
         step_graph=False,  # the teacher is not captured in a step graph (step_graph_unavailable)
+        fused_norm=False,  # whose kernels gain only inside that graph (the recipe's note)
     )
     for key in ("lr", "batch_size", "data"):
         if getattr(args, key) is not None:

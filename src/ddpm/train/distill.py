@@ -108,8 +108,9 @@ def check_steps(steps: int, start: int, T: int) -> list[int]:
 def load_teacher(cfg: TrainConfig, device: torch.device, student: nn.Module | None) -> Teacher:
     """The teacher of a round (cfg.distill_from, its EMA weights), frozen, classifier-free
     guided at w = cfg.distill_guidance; with `student`, its weights are copied there first:
-    the student starts as its teacher."""
-    from ddpm.sampling.loaded import load_model
+    the student starts as its teacher. On CUDA with cfg.bf16 the teacher runs as sampling
+    does: bf16 autocast, channels-last (`speed_up`); its targets stay float32."""
+    from ddpm.sampling.loaded import load_model, speed_up
 
     if not cfg.distill_steps:
         raise ConfigError("a distillation round needs the student's steps (distill_steps)")
@@ -123,6 +124,8 @@ def load_teacher(cfg: TrainConfig, device: torch.device, student: nn.Module | No
                 f"{cfg.distill_from}: the teacher's network is not the student's ({e})"
             ) from None
 
+    if cfg.bf16 and device.type == "cuda":
+        loaded = speed_up(loaded, channels_last=cfg.channels_last)
     w = cfg.distill_guidance
     if w and loaded.num_classes is None:
         raise ConfigError(f"--guidance {w:g}: the teacher is not class-conditional")
