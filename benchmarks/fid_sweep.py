@@ -127,12 +127,14 @@ def weights_on_device(
         return cache[key]
     ready = cache[key]
     ready.model.load_state_dict(loaded.model.state_dict())
+    # everything but the network is this checkpoint's own: its schedule, step, classes and
+    # sampling defaults (a distilled student's steps are not its teacher's)
     return dataclasses.replace(
-        ready,
+        loaded,
+        model=ready.model,
         schedule=loaded.schedule.to(device),
-        prediction=loaded.prediction,
-        shape=loaded.shape,
-        step=loaded.step,
+        bf16=ready.bf16,
+        fixed_batch=ready.fixed_batch,
     )
 
 

@@ -3,7 +3,7 @@ sampling options reach ddpm eval's settings, and the curves keep them apart."""
 
 import pytest
 
-from conftest import load_benchmark
+from conftest import load_benchmark, tiny_config
 
 
 def test_a_case_parses_its_fixed_fields_and_options():
@@ -125,3 +125,28 @@ def test_a_grid_must_name_one_of_the_cases():
     for bad in ("3:c.png", "x:c.png", "1", "-1:c.png"):
         with pytest.raises(ValueError, match="--grid.*from 0 to 2"):
             parse_grids([bad], 3, error)
+
+
+def test_a_case_keeps_its_own_checkpoints_settings_in_a_shared_network(tmp_path, tiny_preset):
+    """Cases of one architecture share a compiled network, but each keeps its checkpoint's
+    step and sampling defaults: a distilled student's 4 steps do not bind its teacher's
+    8-step round after it (they did, refusing the case), nor the teacher's none the student."""
+    import torch
+
+    from ddpm.train import train
+
+    weights_on_device = load_benchmark("fid_sweep").weights_on_device
+    teacher = train(tiny_config(tmp_path, steps=10, checkpoint_every=10), progress=False)
+    ckpt = torch.load(teacher.last_checkpoint, weights_only=True)
+    paths = {}
+    for k in (4, 8):
+        ckpt["train_config"] = {**ckpt["train_config"], "distill_steps": k}
+        ckpt["step"] = 100 + k
+        paths[k] = tmp_path / f"student-{k}.pt"
+        torch.save(ckpt, paths[k])
+    cache: dict = {}
+    order = [(paths[4], 4, 104), (paths[8], 8, 108), (teacher.last_checkpoint, None, 10)]
+    for path, distilled, step in order:
+        loaded = weights_on_device(str(path), "ema", cache, torch.device("cpu"), False)
+        assert (loaded.sampling.get("distilled"), loaded.step) == (distilled, step)
+    assert len(cache) == 1  # one network for all three
