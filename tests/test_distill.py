@@ -233,4 +233,10 @@ def test_a_round_takes_its_teachers_settings_but_not_its_step_graph(tmp_path):
     args = argparse.Namespace(**flags, guidance=0.0, lr=None, batch_size=None, data=None)
     cfg = round_config(teacher, args, 4, tmp_path / "teacher.pt", tmp_path / "round-4")
     assert (cfg.step_graph, cfg.bf16, cfg.distill_steps, cfg.steps) == (False, False, 4, 10)
+    # without --round-steps: 300 a round, or with --max-minutes as many as its share allows
+    args.round_steps = None
+    assert round_config(teacher, args, 4, tmp_path / "t.pt", tmp_path / "r").steps == 300
+    args.max_minutes = 3.0
+    cfg = round_config(teacher, args, 4, tmp_path / "t.pt", tmp_path / "r")
+    assert cfg.steps >= 1_000_000 and cfg.max_minutes == 1.5  # two rounds: 4 and 2 steps
     assert not cfg.fused_norm  # its kernels gain only inside the one-graph step

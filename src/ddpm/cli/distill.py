@@ -50,8 +50,8 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--round-steps",
         type=positive_int,
-        default=300,
-        help="optimisation steps of each round (default: %(default)s)",
+        help="optimisation steps of each round (default: 300; with --max-minutes, as many as "
+        "its share of the time allows)",
     )
     g.add_argument(
         "--max-minutes",
@@ -89,15 +89,15 @@ def round_config(teacher: dict, args: argparse.Namespace, k: int, source: Path, 
         distill_from=str(source),
         distill_steps=k,
         distill_guidance=args.guidance if k == rounds[0] else 0.0,  # later teachers are guided
-        steps=args.round_steps,
+        steps=round_steps(args),
         epochs=None,
         warmup=args.warmup,
         lr_decay="cosine",
         max_minutes=args.max_minutes / len(rounds) if args.max_minutes else None,
         snapshot_minutes=(),
         eval_every=None,
-        sample_every=args.round_steps,
-        checkpoint_every=args.round_steps,
+        sample_every=round_steps(args),
+        checkpoint_every=round_steps(args),
         sample_steps=k,
         sample_eta=0.0,
         sample_sampler="ddim",
@@ -109,6 +109,14 @@ def round_config(teacher: dict, args: argparse.Namespace, k: int, source: Path, 
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     return TrainConfig(**settings)
+
+
+def round_steps(args: argparse.Namespace) -> int:
+    """--round-steps, or without it 300 steps a round, or with --max-minutes no limit but
+    the time (as `ddpm train --recipe` sets its steps)."""
+    if args.round_steps is not None:
+        return args.round_steps
+    return 10_000_000 if args.max_minutes else 300
 
 
 def rounds_of(args: argparse.Namespace, teacher: dict) -> list[int]:
