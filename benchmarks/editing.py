@@ -53,7 +53,7 @@ def held_out_pictures(spec: str, n: int, shape, seed: int) -> torch.Tensor:
     return data.images[pick]
 
 
-def run_invert(loaded, args) -> list[dict[str, Any]]:
+def run_invert(loaded, args, save) -> list[dict[str, Any]]:
     x = to_model_range(held_out_pictures(args.data, args.n, loaded.shape, args.seed))
     rows = []
     print("| steps | PSNR mean (dB) | PSNR median (dB) | seconds |\n|---:|---:|---:|---:|")
@@ -65,6 +65,7 @@ def run_invert(loaded, args) -> list[dict[str, Any]]:
         p = psnr(back.clamp(-1, 1), x)
         rows.append(dict(steps=k, psnr_mean=float(p.mean()), psnr_median=float(p.median()),
                          seconds=secs))  # fmt: skip
+        save(rows)
         print(f"| {k} | {p.mean():.2f} | {p.median():.2f} | {secs:.1f} |", flush=True)
     return rows
 
@@ -81,7 +82,7 @@ def linear_fill(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return out
 
 
-def run_impute(loaded, args) -> list[dict[str, Any]]:
+def run_impute(loaded, args, save) -> list[dict[str, Any]]:
     from ddpm.data.arrays import load_arrays
 
     train = load_arrays(args.data, split="train")
@@ -112,6 +113,7 @@ def run_impute(loaded, args) -> list[dict[str, Any]]:
     for name, (values, secs) in fills.items():
         rmse = float(np.sqrt(((values - raw)[hidden] ** 2).mean()))  # the mean broadcasts
         rows.append(dict(filled_by=name, rmse=rmse, seconds=secs, n=n, hide=args.hide))
+        save(rows)
         print(f"| {name} | {rmse:.4f} | {secs:.1f} |", flush=True)
     return rows
 
@@ -150,7 +152,7 @@ def diffusers_repaint(folder: str, x: torch.Tensor, keep: torch.Tensor, args) ->
     return torch.cat(out)
 
 
-def run_inpaint(loaded, args) -> list[dict[str, Any]]:
+def run_inpaint(loaded, args, save) -> list[dict[str, Any]]:
     u8 = held_out_pictures(args.data, args.n, loaded.shape, args.seed)
     x = to_model_range(u8)
     keep = named_mask(args.mask, loaded.shape, x.shape[0], args.seed)
@@ -181,6 +183,7 @@ def run_inpaint(loaded, args) -> list[dict[str, Any]]:
         rmse = float((done.float() - u8.float())[fill].square().mean().sqrt())
         fid = fid_from_stats(images_stats(net, done), ref) if net is not None else float("nan")
         rows.append(dict(method=name, rmse=rmse, fid=fid, seconds=secs, n=x.shape[0]))
+        save(rows)  # after each method: a long run cut short keeps what it measured
         print(f"| {name} | {rmse:.2f} | {fid:.2f} | {secs:.1f} |", flush=True)
     return rows
 
@@ -228,9 +231,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     run = {"invert": run_invert, "impute": run_impute, "inpaint": run_inpaint}[args.what]
     env = environment()
     print(f"{env}\n{args.what}: {args.checkpoint} on {args.data}, n {args.n}")
-    rows = run(loaded, args)
-    write_json(args.json, rows, {**env, "argv": sys.argv[1:] if argv is None else argv})
-    return rows
+    meta = {**env, "argv": sys.argv[1:] if argv is None else argv}
+    return run(loaded, args, lambda rows: write_json(args.json, rows, meta))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,18 @@ def test_inversion_and_inpainting_run_end_to_end(run_folder, tmp_path):  # noqa:
     common = ["--checkpoint", str(d / "run"), "--data", str(d / "pics"), "--n", "3"]
     rows = bench.main(["invert", *common, "--steps", "2,5", "--device", "cpu"])
     assert [r["steps"] for r in rows] == [2, 5] and all(np.isfinite(r["psnr_mean"]) for r in rows)
+    # a run cut short (here at its second step count) keeps the rows it measured
+    invert, cut = bench.ddim_invert, tmp_path / "cut.json"
+
+    def stop_at_five(loaded, x, k, **kw):
+        if k == 5:
+            raise KeyboardInterrupt
+        return invert(loaded, x, k, **kw)
+
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        mp.setattr(bench, "ddim_invert", stop_at_five)
+        bench.main(["invert", *common, "--steps", "2,5", "--device", "cpu", "--json", str(cut)])
+    assert [r["steps"] for r in json.loads(cut.read_text())["records"]] == [2]
 
     diffusers = pytest.importorskip("diffusers")
     assert diffusers is not None
