@@ -61,6 +61,9 @@ def test_the_students_grid_is_every_other_timestep_of_its_teachers():
     assert teacher.t.tolist() == [999, 749, 499, 249]
     assert teacher.t_mid.tolist() == [874, 624, 374, 124]
     assert teacher.t_end.tolist() == [749, 499, 249, -1]
+    # kept on the student's device, so that no step copies it from the host
+    on = Teacher(teacher.eps, teacher.schedule, 4, clip=False, device="meta")
+    assert {v.device.type for v in (on.t, on.t_mid, on.t_end)} == {"meta"}
 
 
 @pytest.mark.parametrize(

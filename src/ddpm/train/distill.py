@@ -38,13 +38,15 @@ class Teacher:
     schedule: NoiseSchedule
     steps: int  # K, the student's
     clip: bool  # images: x̂_0 clipped to [-1, 1], as sampling does
+    device: torch.device | str = "cpu"  # the student's: where the grid is kept
 
     def __post_init__(self) -> None:
         grid = timesteps_for(self.schedule, 2 * self.steps, "trailing")
-        # t, t', t'' of each student step; t'' = -1 is the data (ᾱ = 1)
-        self.t = torch.tensor(grid[0::2])
-        self.t_mid = torch.tensor(grid[1::2])
-        self.t_end = torch.tensor([*grid[2::2], -1])
+        # t, t', t'' of each student step; t'' = -1 is the data (ᾱ = 1). On the student's
+        # device from the start: a copy from the host in each step would wait for the GPU
+        self.t = torch.tensor(grid[0::2], device=self.device)
+        self.t_mid = torch.tensor(grid[1::2], device=self.device)
+        self.t_end = torch.tensor([*grid[2::2], -1], device=self.device)
 
     def draw_t(self, batch_size: int, generator: torch.Generator, device) -> Tensor:
         """The student step of each image, uniform over the K (as indices into `t`)."""
@@ -135,4 +137,4 @@ def load_teacher(cfg: TrainConfig, device: torch.device, student: nn.Module | No
         # step learns the teacher's two; y = None (no labels) only for an unguided teacher
         return loaded.eps_given(y, w)(z, t)
 
-    return Teacher(eps, loaded.schedule, cfg.distill_steps, clip=loaded.data is None)
+    return Teacher(eps, loaded.schedule, cfg.distill_steps, loaded.data is None, device)

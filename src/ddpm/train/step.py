@@ -253,6 +253,6 @@ def step_graph_unavailable(cfg: TrainConfig, device: torch.device, world_size: i
         return "several processes (DDP) replay their all-reduces outside a graph"
     if cfg.timestep_sampling == "importance":
         return "the importance sampler keeps its loss history on the host"
-    if cfg.distill_from is not None:  # its grid and schedule move to the device in the step
+    if cfg.distill_from is not None:  # never run under a capture on a GPU: not offered
         return "a distillation round's teacher has not been captured in one yet"
     return None
