@@ -84,20 +84,21 @@ def round_config(teacher: dict, args: argparse.Namespace, k: int, source: Path, 
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = {key: value for key, value in teacher.items() if key in known}
     rounds = rounds_of(args, teacher)
+    steps = round_steps(args)
     settings.update(
         out=str(out),
         distill_from=str(source),
         distill_steps=k,
         distill_guidance=args.guidance if k == rounds[0] else 0.0,  # later teachers are guided
-        steps=round_steps(args),
+        steps=steps,
         epochs=None,
         warmup=args.warmup,
         lr_decay="cosine",
         max_minutes=args.max_minutes / len(rounds) if args.max_minutes else None,
         snapshot_minutes=(),
         eval_every=None,
-        sample_every=round_steps(args),
-        checkpoint_every=round_steps(args),
+        sample_every=steps,
+        checkpoint_every=steps,
         sample_steps=k,
         sample_eta=0.0,
         sample_sampler="ddim",
