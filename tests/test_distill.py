@@ -125,6 +125,13 @@ def test_distill_gives_a_student_that_samples_in_its_steps_nearer_its_teacher(tm
     assert code != 0 and "distilled to draw in 2 steps" in err
     code, _, err = run(capsys, argv)
     assert code != 0 and "pass --resume" in err
+    # an export (weights without the training settings) is no teacher: one line saying so
+    export = tmp_path / "teacher.safetensors"
+    assert run(capsys, ["export", str(teacher), "--out", str(export)])[0] == 0
+    code, _, err = run(capsys, ["distill", "--checkpoint", str(export), "--out",
+                                str(tmp_path / "none")])  # fmt: skip
+    assert code != 0 and "must be a training checkpoint (.pt), not an export" in err
+    assert not (tmp_path / "none").exists()
 
 
 def test_a_cut_short_distillation_resumes_its_rounds(tmp_path, capsys):

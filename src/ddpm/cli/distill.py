@@ -132,10 +132,12 @@ def run_distill(args: argparse.Namespace) -> int:
     from ddpm.train import distributed
 
     source = model_path(args.checkpoint)
-    ckpt = ckpt_io.load_checkpoint(source)
-    teacher = ckpt.get("train_config")
-    if not teacher or source.suffix != ".pt":
-        raise ConfigError(f"{args.checkpoint}: the teacher must be a training checkpoint (.pt)")
+    must = f"{args.checkpoint}: the teacher must be a training checkpoint (.pt)"
+    if source.suffix != ".pt":  # an export: refused before its loader calls it malformed
+        raise ConfigError(f"{must}, not an export")
+    teacher = (ckpt := ckpt_io.load_checkpoint(source)).get("train_config")
+    if not teacher:
+        raise ConfigError(must)
     if args.guidance and not (ckpt.get("model_config") or {}).get("num_classes"):
         raise ConfigError(f"--guidance {args.guidance:g}: {source} is not class-conditional")
     rounds = rounds_of(args, teacher)
