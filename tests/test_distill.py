@@ -101,8 +101,10 @@ def distance(a, b) -> float:
 def test_distill_gives_a_student_that_samples_in_its_steps_nearer_its_teacher(tmp_path, capsys):
     data, teacher = teacher_run(tmp_path)
     out = tmp_path / "student"
+    # the teacher's own output (v, the default for 2 steps, is the next test's)
     argv = ["distill", "--checkpoint", str(teacher), "--out", str(out), "--steps", "2",
-            "--from-steps", "8", "--round-steps", "60", "--lr", "1e-3", "--quiet"]  # fmt: skip
+            "--from-steps", "8", "--round-steps", "60", "--lr", "1e-3", "--quiet",
+            "--prediction", "eps"]  # fmt: skip
     code, said, err = run(capsys, argv)
     assert code == 0, err
     assert "distilled to 2 steps" in said
@@ -132,6 +134,29 @@ def test_distill_gives_a_student_that_samples_in_its_steps_nearer_its_teacher(tm
                                 str(tmp_path / "none")])  # fmt: skip
     assert code != 0 and "must be a training checkpoint (.pt), not an export" in err
     assert not (tmp_path / "none").exists()
+
+
+def test_a_v_student_takes_one_step_where_an_eps_student_cannot(tmp_path, capsys):
+    """From pure noise an eps student's x̂_0 = (z - σ ε̂)/α multiplies its error by 1/α; a v
+    student (the default below 2 steps) learns the output it needs from the teacher's weights."""
+    _, teacher = teacher_run(tmp_path)
+    master = load_model(teacher)
+    same = dict(eta=0.0, spacing="trailing", seed=3)
+    reference = generate(master, 64, steps=8, **same)
+    ends = {}
+    for prediction in ("eps", "v"):
+        out = tmp_path / prediction
+        argv = ["distill", "--checkpoint", str(teacher), "--out", str(out), "--steps", "1",
+                "--from-steps", "2", "--round-steps", "60", "--lr", "1e-3", "--prediction",
+                prediction, "--quiet"]  # fmt: skip
+        code, said, err = run(capsys, argv)
+        assert code == 0 and "distilled to 1 step:" in said, err
+        student = load_model(out)
+        assert student.sampling["distilled"] == 1
+        ends[prediction] = distance(generate(student, 64, **same), reference)
+    last = C.load_checkpoint(C.list_checkpoints(tmp_path / "v")[-1])
+    assert last["train_config"]["prediction"] == "v"
+    assert ends["v"] < 0.7 * ends["eps"], ends
 
 
 def test_a_cut_short_distillation_resumes_its_rounds(tmp_path, capsys):
@@ -240,9 +265,23 @@ def test_a_round_takes_its_teachers_settings_but_not_its_step_graph(tmp_path):
         tiny_config(tmp_path, step_graph=True, fused_norm=True, bf16=False)
     )
     flags = dict(steps=2, from_steps=8, round_steps=10, warmup=0, max_minutes=None, device="cpu")
-    args = argparse.Namespace(**flags, guidance=0.0, lr=None, batch_size=None, data=None)
+    args = argparse.Namespace(
+        **flags, guidance=0.0, lr=None, batch_size=None, data=None, prediction=None
+    )
     cfg = round_config(teacher, args, 4, tmp_path / "teacher.pt", tmp_path / "round-4")
     assert (cfg.step_graph, cfg.bf16, cfg.distill_steps, cfg.steps) == (False, False, 4, 10)
+    # the teacher's prediction, but v where an eps student would end in 1 or 2 steps
+    assert teacher["prediction"] == "eps" and cfg.prediction == "v"
+    for steps, given, want in [(4, None, "eps"), (4, "v", "v"), (1, "x0", "x0")]:
+        args.steps, args.prediction = steps, given
+        assert round_config(teacher, args, 8, tmp_path / "t.pt", tmp_path / "r").prediction == want
+    # a new output takes its plain loss (for v: SNR + 1 on x_0), the teacher's output its weights
+    weighted = dict(teacher, loss_weight="min-snr", min_snr_gamma=5.0)
+    for steps, want in [(1, ("v", "none", None)), (4, ("eps", "min-snr", 5.0))]:
+        args.steps, args.prediction = steps, None
+        cfg = round_config(weighted, args, 8, tmp_path / "t.pt", tmp_path / "r")
+        assert (cfg.prediction, cfg.loss_weight, cfg.min_snr_gamma) == want
+    args.steps = 2
     # without --round-steps: 300 a round, or with --max-minutes as many as its share allows
     args.round_steps = None
     assert round_config(teacher, args, 4, tmp_path / "t.pt", tmp_path / "r").steps == 300

@@ -30,6 +30,11 @@ def plural(unit: str) -> str:
     return unit + ("es" if unit.endswith(("s", "sh", "ch", "x")) else "s")
 
 
+def count(n: int, unit: str) -> str:
+    """1 step, 2 steps."""
+    return f"{n} {unit if n == 1 else plural(unit)}"
+
+
 def _clock(seconds: float) -> str:
     s = round(seconds)
     h, rest = divmod(s, 3600)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ddpm.errors import ConfigError
-from ddpm.progress import Progress
+from ddpm.progress import Progress, count
 from ddpm.sampling.grids import Spacing
 from ddpm.sampling.loaded import UNCONDITIONAL, Loaded
 from ddpm.sampling.samplers import (
@@ -58,7 +58,8 @@ def with_model_defaults(loaded: Loaded, spec: SamplingSpec) -> SamplingSpec:
     distilled = own.get("distilled")
     if distilled and spec.steps is not None and spec.steps > distilled:
         raise ConfigError(
-            f"--steps {spec.steps}: this model was distilled to draw in {distilled} steps; "
+            f"--steps {spec.steps}: this model was distilled to draw in "
+            f"{count(distilled, 'step')}; "
             f"give at most {distilled} (or sample its teacher)"
         )
     fill = {k: v for k, v in own.items() if k in ("eta", "steps", "spacing")}

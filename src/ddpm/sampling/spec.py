@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ddpm.errors import SpecError
+from ddpm.progress import count
 from ddpm.sampling.guidance import CLASS_DISTRIBUTIONS
 from ddpm.sampling.samplers import SAMPLERS, SPACINGS, default_steps
 
@@ -76,7 +77,8 @@ class SamplingSpec:
             respaced = f" {self.steps} respaced steps," if self.steps is not None else ""
             steps = f"{respaced} variance {self.variance}"
         else:
-            steps = f" {self.steps} steps" + (f" ({self.spacing})" if self.spacing else "")
+            grid = f" ({self.spacing})" if self.spacing else ""
+            steps = f" {count(self.steps or 0, 'step')}{grid}"
         eta = f", eta {self.eta:g}" if self.sampler == "ddim" else ""
         cond = f", classes {self.classes}, guidance w={self.guidance:g}" if conditional else ""
         clip = "on" if self.clip else "off"
@@ -90,4 +92,4 @@ class SamplingSpec:
             )
         eta = f", eta {self.eta:g}" if self.sampler == "ddim" and self.eta is not None else ""
         grid = f" ({self.spacing})" if self.spacing else ""
-        return f"{self.sampler}, {self.steps} steps{grid}{eta}"
+        return f"{self.sampler}, {count(self.steps or 0, 'step')}{grid}{eta}"

@@ -12,7 +12,9 @@ lands where they did (Algorithm 2):
     x̃ = (z_t'' - (σ_t''/σ_t) z_t) / (α_t'' - (σ_t''/σ_t) α_t),   ε̃ = (z_t - α_t x̃) / σ_t.
 
 The pair (x̃, ε̃) makes the same z_t as (x, ε), so the run's own loss on it (its prediction
-target, weighting and all) trains the student towards the teacher's two steps.
+target, weighting and all) trains the student towards the teacher's two steps. The student
+may predict another output than its teacher (`ddpm distill --prediction`, v by default for 1
+or 2 steps from an eps teacher): the targets are the same, only its loss changes.
 """
 
 from __future__ import annotations
