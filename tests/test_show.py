@@ -48,6 +48,7 @@ def test_both_backends_draw_every_series_inside_labelled_axes(tmp_path, backend)
     panels = [
         Panel("a", "step", "loss", [Series("one", [0, 1, 2], [3.0, 1.0, 0.5])], logy=True),
         Panel("b", "t / T", "value", [Series("x", [0, 1], [0, 1]), Series("y", [0, 1], [1, 0])]),
+        Panel("c", "NFE", "FID", [Series("z", [1, 4, 50], [30, 14, 12])], logx=True, logy=True),
     ]
     assert plot(panels, tmp_path / "p.png", backend) == backend
     img = Image.open(tmp_path / "p.png").convert("RGB")

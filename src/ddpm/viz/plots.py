@@ -36,6 +36,7 @@ class Panel:
     ylabel: str
     series: list[Series] = field(default_factory=list)
     logy: bool = False
+    logx: bool = False
 
 
 def plot(
@@ -74,11 +75,11 @@ def training_curve(rows: Sequence[dict], key: str) -> Panel | None:
     return Panel("FID of the EMA weights", "step", "FID", [Series("FID", steps, values)])
 
 
-def _finite(s: Series, logy: bool) -> list[tuple[float, float]]:
+def _finite(s: Series, logy: bool, logx: bool = False) -> list[tuple[float, float]]:
     return [
         (float(x), float(y))
         for x, y in zip(s.x, s.y)
-        if math.isfinite(x) and math.isfinite(y) and (y > 0 or not logy)
+        if math.isfinite(x) and math.isfinite(y) and (y > 0 or not logy) and (x > 0 or not logx)
     ]
 
 
@@ -94,7 +95,7 @@ def _plot_matplotlib(panels: Sequence[Panel], path: str | os.PathLike, dpi: int)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels):
         for i, s in enumerate(panel.series):
-            pts = _finite(s, panel.logy)
+            pts = _finite(s, panel.logy, panel.logx)
             ax.plot(
                 [p[0] for p in pts],
                 [p[1] for p in pts],
@@ -105,13 +106,14 @@ def _plot_matplotlib(panels: Sequence[Panel], path: str | os.PathLike, dpi: int)
                 marker="o" if len(pts) <= MARKED else None,  # a few measured points: show them
                 markersize=4,
             )
-        if panel.logy:
-            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-            ax.set_yscale("log")
-            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _label(v)))
-            ax.yaxis.set_minor_formatter(NullFormatter())
+        for axis, log in ((ax.yaxis, panel.logy), (ax.xaxis, panel.logx)):
+            if log:
+                (ax.set_yscale if axis is ax.yaxis else ax.set_xscale)("log")
+                axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                axis.set_major_formatter(FuncFormatter(lambda v, _: _label(v)))
+                axis.set_minor_formatter(NullFormatter())
         ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel)
         ax.grid(alpha=0.3)
         if len(panel.series) > 1:
@@ -203,10 +205,11 @@ def _draw_panel(img: Image.Image, panel: Panel, x0: int, W: int, H: int, S: int)
     d = ImageDraw.Draw(img)
     big, small = font(16 * S), font(13 * S)
     left, right, top, bottom = x0 + 84 * S, x0 + W - 20 * S, 40 * S, H - 64 * S
-    series = [(s, _finite(s, panel.logy)) for s in panel.series]
-    xs = [p[0] for _, pts in series for p in pts] or [0.0, 1.0]
+    series = [(s, _finite(s, panel.logy, panel.logx)) for s in panel.series]
+    xs = [p[0] for _, pts in series for p in pts] or ([1.0, 10.0] if panel.logx else [0.0, 1.0])
     ys = [p[1] for _, pts in series for p in pts] or ([1.0, 10.0] if panel.logy else [0.0, 1.0])
-    xlo, xhi = _axis(min(xs), max(xs), 0.03)
+    fx = math.log10 if panel.logx else float
+    xlo, xhi = _axis(fx(min(xs)), fx(max(xs)), 0.03)
     if panel.logy:
         fy = math.log10
         ylo, yhi = _axis(fy(min(ys)), fy(max(ys)), 0.05)
@@ -217,12 +220,13 @@ def _draw_panel(img: Image.Image, panel: Panel, x0: int, W: int, H: int, S: int)
         fy = float
         ylo, yhi = _axis(min(ys), max(ys), 0.05)
         yt = nice_ticks(ylo, yhi)
-    xt = [t for t in nice_ticks(xlo, xhi) if xlo <= t <= xhi]
+    xt = log_ticks(10**xlo, 10**xhi) if panel.logx else nice_ticks(xlo, xhi)
+    xt = [t for t in xt if xlo - 1e-9 <= fx(t) <= xhi + 1e-9]
     yt = [t for t in yt if t > 0 or not panel.logy]
     yt = [t for t in yt if ylo - 1e-9 <= fy(t) <= yhi + 1e-9]
 
     def px(x: float, y: float) -> tuple[float, float]:
-        u = left + (x - xlo) / (xhi - xlo) * (right - left)
+        u = left + (fx(x) - xlo) / (xhi - xlo) * (right - left)
         v = bottom - (fy(y) - ylo) / (yhi - ylo) * (bottom - top)
         return u, v
 
@@ -233,7 +237,7 @@ def _draw_panel(img: Image.Image, panel: Panel, x0: int, W: int, H: int, S: int)
         d.line([(u, bottom), (u, bottom + 5 * S)], fill="black", width=S)
         _text(d, (u, bottom + 8 * S), _label(t), small, "mt")
     for t in yt:
-        v = px(xlo, t)[1]
+        v = px(10**xlo if panel.logx else xlo, t)[1]
         d.line([(left, v), (right, v)], fill=grid, width=S)
         d.line([(left - 5 * S, v), (left, v)], fill="black", width=S)
         _text(d, (left - 8 * S, v), _label(t), small, "rm")
