@@ -213,3 +213,32 @@ def test_a_sequence_with_missing_steps_is_imputed_through_the_cli(tmp_path, caps
     argv = ["inpaint", "--checkpoint", str(run), "--image", str(tmp_path), "--out", "x.png"]
     assert main(argv) != 0  # a folder: one line saying what a sequence model takes
     assert "takes a .npy or .csv, not a folder" in error_line(capsys)
+
+
+def test_points_and_sequences_distil_as_pictures_do(tmp_path, capsys, tiny_nets):
+    argv = ["train", "--data", "toy:moons", "--steps", "150", "--batch-size", "128", "--T", "40",
+            "--lr", "3e-3", "--quiet", "--no-final-pictures", "--sample-every", "1000",
+            "--out", str(tmp_path / "points")]  # fmt: skip
+    assert main(argv) == 0
+    argv = ["distill", "--checkpoint", str(tmp_path / "points"), "--out", str(tmp_path / "two"),
+            "--steps", "2", "--from-steps", "8", "--round-steps", "60", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    teacher, student = load_model(tmp_path / "points"), load_model(tmp_path / "two")
+    assert student.kind == "points" and student.sampling["distilled"] == 2
+    same = dict(sampler="ddim", eta=0.0, spacing="trailing", seed=3)
+    reference = generate(teacher, 256, steps=8, **same)
+    ours = float((generate(student, 256, **same) - reference).pow(2).mean().sqrt())
+    theirs = float((generate(teacher, 256, steps=2, **same) - reference).pow(2).mean().sqrt())
+    assert ours < 0.8 * theirs, (ours, theirs)
+    # sequences: a round trains and its student draws sequences of the data's shape
+    np.save(tmp_path / "seq.npy", np.sin(np.linspace(0, 6, 24))[None, None].repeat(8, 0))
+    argv = ["train", "--data", str(tmp_path / "seq.npy"), "--steps", "5", "--T", "20",
+            "--batch-size", "8", "--quiet", "--no-final-pictures",
+            "--out", str(tmp_path / "s")]  # fmt: skip
+    assert main(argv) == 0
+    argv = ["distill", "--checkpoint", str(tmp_path / "s"), "--out", str(tmp_path / "s1"),
+            "--steps", "1", "--from-steps", "2", "--round-steps", "3", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["sample", "--checkpoint", str(tmp_path / "s1"), "--n", "3",
+                 "--out", str(tmp_path / "x.npy")]) == 0  # fmt: skip
+    assert np.load(tmp_path / "x.npy").shape == (3, 1, 24)
