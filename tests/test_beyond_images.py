@@ -230,6 +230,12 @@ def test_points_and_sequences_distil_as_pictures_do(tmp_path, capsys, tiny_nets)
     ours = float((generate(student, 256, **same) - reference).pow(2).mean().sqrt())
     theirs = float((generate(teacher, 256, steps=2, **same) - reference).pow(2).mean().sqrt())
     assert ours < 0.8 * theirs, (ours, theirs)
+    # points of another dimension than the teacher's: one line, no traceback
+    np.save(tmp_path / "d4.npy", np.zeros((16, 4), np.float32))
+    argv = ["distill", "--checkpoint", str(tmp_path / "points"), "--out", str(tmp_path / "x"),
+            "--from-steps", "8", "--data", str(tmp_path / "d4.npy")]  # fmt: skip
+    assert main(argv) == 2
+    assert "the teacher draws (2,), --data" in error_line(capsys)
     # sequences: a round trains and its student draws sequences of the data's shape
     np.save(tmp_path / "seq.npy", np.sin(np.linspace(0, 6, 24))[None, None].repeat(8, 0))
     argv = ["train", "--data", str(tmp_path / "seq.npy"), "--steps", "5", "--T", "20",

@@ -133,6 +133,11 @@ def test_distill_gives_a_student_that_samples_in_its_steps_nearer_its_teacher(tm
     code, _, err = run(capsys, ["distill", "--checkpoint", str(export), "--out",
                                 str(tmp_path / "none")])  # fmt: skip
     assert code != 0 and "must be a training checkpoint (.pt), not an export" in err
+    # data of another kind than the teacher's: one line, before any work
+    code, _, err = run(capsys, ["distill", "--checkpoint", str(teacher), "--out",
+                                str(tmp_path / "none"), "--data", "toy:moons"])  # fmt: skip
+    assert code != 0 and "--data toy:moons: points or sequences, but the teacher" in err
+    assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "none").exists()
 
 

@@ -153,6 +153,7 @@ def rounds_of(args: argparse.Namespace, teacher: dict) -> list[int]:
 
 
 def run_distill(args: argparse.Namespace) -> int:
+    from ddpm.data.arrays import is_array_spec
     from ddpm.io import checkpoint as ckpt_io
     from ddpm.io.interchange import model_path
     from ddpm.train import distributed
@@ -164,6 +165,12 @@ def run_distill(args: argparse.Namespace) -> int:
     teacher = (ckpt := ckpt_io.load_checkpoint(source)).get("train_config")
     if not teacher:
         raise ConfigError(must)
+    if args.data is not None and is_array_spec(args.data) != is_array_spec(teacher.get("data")):
+        kinds = ("pictures", "points or sequences")
+        raise ConfigError(
+            f"--data {args.data}: {kinds[is_array_spec(args.data)]}, but the teacher {source} "
+            f"is a model of {kinds[is_array_spec(teacher.get('data'))]}; distil on its own data"
+        )
     if args.guidance and not (ckpt.get("model_config") or {}).get("num_classes"):
         raise ConfigError(f"--guidance {args.guidance:g}: {source} is not class-conditional")
     rounds = rounds_of(args, teacher)

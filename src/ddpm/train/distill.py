@@ -123,9 +123,10 @@ def load_teacher(cfg: TrainConfig, device: torch.device, student: nn.Module | No
     if student is not None:
         try:
             student.load_state_dict(loaded.model.state_dict())
-        except RuntimeError as e:
+        except RuntimeError:  # torch lists every tensor: the shapes say it in one line
             raise ConfigError(
-                f"{cfg.distill_from}: the teacher's network is not the student's ({e})"
+                f"{cfg.distill_from}: the teacher's network does not fit the student's: the "
+                f"teacher draws {tuple(loaded.shape)}, --data {cfg.data} gives other shapes"
             ) from None
 
     if cfg.bf16 and device.type == "cuda":
