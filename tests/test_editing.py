@@ -1,6 +1,6 @@
 """Editing (`ddpm.sampling.editing`, `ddpm inpaint | edit | invert | interpolate`) against
-oracle models whose exact noise predictor is known: a point mass (the data is one image) and
-independent Gaussian pixels (the exact eps acts on each pixel alone)."""
+oracle models whose exact noise predictor is known: a point mass (the data is one image),
+independent Gaussian pixels (the exact eps acts on each pixel alone) and a 2-D mixture."""
 
 import math
 
@@ -396,14 +396,53 @@ def test_a_points_model_given_a_picture_is_refused(capsys, monkeypatch, run_fold
     info = ArrayInfo("points", Standardizer(torch.zeros(2), torch.ones(2)))
     points = point_mass(torch.zeros(2), data=info)
     monkeypatch.setattr("ddpm.sampling.loaded.load_model", lambda *a, **k: points)
-    argv = ["inpaint", "--checkpoint", "x.pt", "--image", str(run_folder / "pics" / "000000.png")]
-    code, _, err = run(capsys, argv)
+    picture = run_folder / "pics" / "000000.png"
+    code, _, err = run(capsys, ["inpaint", "--checkpoint", "x.pt", "--image", str(picture)])
+    assert code == 2
     assert (
-        code == 2
-        and err.strip()
-        == "ddpm inpaint: error: editing needs a model of images or sequences; this one draws "
-        "points"
+        err.strip()
+        == f"ddpm inpaint: error: --image {picture}: a points model takes a .npy or .csv"
     )
+
+
+MU, S = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 0.0]]), 0.3  # a 2-D mixture, std S
+
+
+def mixture(T=100) -> Loaded:
+    """Points from an equal mixture of N(MU_k, S² I): the exact eps of its noised density,
+    -√(1-ᾱ) ∇ log p_t with p_t = Σ_k N(√ᾱ MU_k, (ᾱ S² + 1 - ᾱ) I) / 3."""
+    schedule = make_schedule("linear", T)
+
+    def eps(x_t, t):
+        a = schedule.alphas_cumprod[t].float().view(-1, 1)
+        var = a * S**2 + 1 - a
+        d = x_t[:, None, :] - a.sqrt()[..., None] * MU[None]  # (B, 3, 2)
+        r = (-(d**2).sum(-1) / (2 * var)).softmax(1)  # each component's share
+        return (1 - a).sqrt() * (r[..., None] * d).sum(1) / var
+
+    info = ArrayInfo("points", Standardizer(torch.zeros(2), torch.ones(2)))
+    return Loaded(Oracle(eps), schedule, "eps", (2,), 0, data=info)
+
+
+@pytest.mark.parametrize("x", [1.0, -1.0])
+def test_repaint_with_a_mixtures_exact_eps_draws_y_given_x(x):
+    """Conditioning a 2-D sample on one coordinate: given x, y follows p(y | x), whose
+    components are weighted by N(x; MU_k,x, S²); at x = 1 half the draws are near +1, half near
+    -1, at x = -1 all near 0. Compared with exact draws by the 1-D Wasserstein distance."""
+    g = torch.Generator().manual_seed(0)
+    n = 1000
+    w = torch.exp(-((x - MU[:, 0]) ** 2) / (2 * S**2))
+    k = torch.multinomial(w / w.sum(), n, replacement=True, generator=g)
+    exact = MU[k, 1] + S * torch.randn(n, generator=g)
+    keep = torch.tensor([[True, False]])
+    out = E.inpaint(mixture(), torch.tensor([[x, 0.0]]), keep, n, sampler="ddpm", steps=50,
+                  jump=5, resample=5, seed=1, batch_size=n)  # fmt: skip
+    assert bool((out[:, 0] == x).all())  # the given coordinate, exactly
+    w1 = float((out[:, 1].sort().values - exact.sort().values).abs().mean())
+    assert w1 < 0.08, w1
+    # and hardly a draw between the components' y
+    far = (out[:, 1, None] - MU[None, :, 1]).abs().min(1).values > 3 * S
+    assert float(far.float().mean()) < 0.02
 
 
 def test_inversion_psnr_is_defined_for_images():
@@ -436,3 +475,24 @@ def test_editing_a_trained_network_keeps_no_autograd_graph(run_folder):
     keep = E.named_mask("center", loaded.shape)
     assert not E.inpaint(loaded, x, keep, sampler="ddpm", steps=3, resample=2).requires_grad
     assert not E.sdedit(loaded, x, 0.5, steps=3).requires_grad
+
+
+def test_points_through_the_cli_fill_their_nan_coordinates(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr("ddpm.sampling.loaded.load_model", lambda *a, **k: mixture())
+    given = tmp_path / "given.csv"
+    given.write_text("x,y\n1.0,nan\nnan,-1.0\n")  # a header row of names, then two points
+    argv = ["inpaint", "--checkpoint", "x.pt", "--image", str(given), "--n", "4", "--steps", "10"]
+    code, said, err = run(capsys, [*argv, "--out", str(tmp_path / "filled.csv")])
+    assert code == 0, err
+    assert "wrote 4 inpainted points" in said
+    lines = (tmp_path / "filled.csv").read_text().splitlines()
+    rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    assert rows.shape == (4, 2) and np.isfinite(rows).all()
+    assert rows[0::2, 0].tolist() == [1.0, 1.0] and rows[1::2, 1].tolist() == [-1.0, -1.0]
+    assert run(capsys, [*argv, "--out", str(tmp_path / "filled.png")])[0] == 0
+    # a built-in mask means nothing for points; a point of another dimension is refused
+    code, _, err = run(capsys, [*argv, "--mask", "center"])
+    assert code == 2 and "a points model fills the NaN coordinates of --image" in err
+    np.save(tmp_path / "three.npy", np.zeros((2, 3)))
+    code, _, err = run(capsys, [*argv[:4], str(tmp_path / "three.npy")])
+    assert code == 2 and "holds 2x3 values; the model's points have 2" in err

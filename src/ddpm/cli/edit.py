@@ -38,8 +38,9 @@ from ddpm.sampling.samplers import SAMPLERS, SPACINGS
 
 IMAGE_HELP = (
     "a picture (.png, .jpg, ...), or a folder or .zip of pictures (one result each, in sorted "
-    "order); for a sequence model, a .npy (N, C, L) / (N, L) or .csv (one sequence a row) in "
-    "the data's units, NaN where values are missing"
+    "order); for a sequence model, a .npy (N, C, L) / (N, L) or .csv (one sequence a row), for "
+    "a points model a .npy (N, D) or .csv (one point a row, a header row allowed), in the "
+    "data's units, NaN where values are missing (inpaint fills them: y given x)"
 )
 
 
@@ -137,8 +138,8 @@ def add_inpaint_args(p: argparse.ArgumentParser) -> None:
         help="a picture of the input's size: white = keep, black = fill (a folder or .zip: one "
         "mask per input); or a built-in region to fill: center, left, right, top, bottom, "
         "random:P (each pixel filled with probability P, per result from (--seed, i)); for "
-        "sequences a .npy/.csv of 1 = keep, 0 = fill over the time steps (default: the NaNs of "
-        "a sequence input, else center)",
+        "sequences and points a .npy/.csv of 1 = keep, 0 = fill (default: the NaNs of such an "
+        "input, else center)",
     )
     g.add_argument("--invert-mask", action="store_true", help="swap kept and filled")
     g.add_argument(
@@ -241,24 +242,35 @@ def read_pictures(path: Path, shape, resize: str | None, what: str = "--image", 
 
 
 def read_sequences(path: Path, loaded):
-    """(N, C, L) float64 in the data's units, NaN where missing, from a .npy or .csv."""
+    """(N, C, L) sequences or (N, D) points, float64 in the data's units, NaN where missing,
+    from a .npy or .csv (a points .csv may have a header row of names)."""
     import numpy as np
     import torch
 
+    unit = "sequence" if loaded.kind == "sequences" else "points"
     if path.is_dir():
-        raise ConfigError(f"--image {path}: a sequence model takes a .npy or .csv, not a folder")
+        raise ConfigError(f"--image {path}: a {unit} model takes a .npy or .csv, not a folder")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    if suffix not in (".npy", ".csv"):
+        raise ConfigError(f"--image {path}: a {unit} model takes a .npy or .csv")
     try:
         if suffix == ".npy":
             a = np.load(path, allow_pickle=False).astype(np.float64)
-        elif suffix == ".csv":
-            a = np.genfromtxt(path, delimiter=",", ndmin=2)
         else:
-            raise ConfigError(f"--image {path}: a sequence model takes a .npy or .csv")
+            a = np.genfromtxt(path, delimiter=",", ndmin=2)
+            if loaded.kind == "points" and len(a) > 1 and np.isnan(a[0]).all():
+                a = a[1:]  # the header row of names
     except ValueError as err:
         raise DataError(f"{path}: not a numeric array ({err})") from None
+    if loaded.kind == "points":
+        (D,) = loaded.shape
+        a = a.reshape(1, -1) if a.ndim == 1 else a
+        if a.ndim != 2 or a.shape[1] != D:
+            got = "x".join(map(str, a.shape))
+            raise ConfigError(f"--image {path} holds {got} values; the model's points have {D}")
+        return torch.from_numpy(a)
     C, L = loaded.shape
     if a.ndim == 1 or (a.ndim == 2 and C == 1):
         a = a.reshape(-1, 1, a.shape[-1])
@@ -292,9 +304,14 @@ def read_mask(args: argparse.Namespace, loaded, n_inputs: int, missing):
             and not spec.startswith("random:")
         ):
             keep = read_pictures(path, loaded.shape, args.resize, "--mask", gray=True) >= 128
-        elif loaded.kind == "sequences" and path.suffix.lower() in (".npy", ".csv"):
+        elif loaded.kind != "images" and path.suffix.lower() in (".npy", ".csv"):
             a = read_sequences(path, loaded).numpy()
             keep = torch.from_numpy(np.nan_to_num(a) > 0.5)
+        elif loaded.kind == "points":
+            raise ConfigError(
+                f"--mask {spec}: a points model fills the NaN coordinates of --image, or those "
+                "a --mask .npy or .csv marks 0 (1 = keep)"
+            )
         else:
             keep = named_mask(spec, loaded.shape, max(args.n or 0, n_inputs), args.seed)
     return ~keep if args.invert_mask else keep
@@ -308,15 +325,13 @@ def read_inputs(args: argparse.Namespace, loaded, path: Path | None = None):
     from ddpm.data.images import to_model_range
 
     path = path or args.image
-    if loaded.kind == "points":
-        raise ConfigError("editing needs a model of images or sequences; this one draws points")
     if loaded.kind == "images":
         if path.suffix.lower() in (".npy", ".csv"):
             raise ConfigError(f"--image {path}: this model draws images; give a picture")
         u8 = read_pictures(path, loaded.shape, args.resize)
         return to_model_range(u8), u8, None
     if args.resize is not None:
-        raise ConfigError("--resize fits pictures; sequences are taken as they are")
+        raise ConfigError(f"--resize fits pictures; {loaded.kind} are taken as they are")
     raw = read_sequences(path, loaded)
     missing = raw.isnan()
     x = loaded.data.scaler.apply(torch.nan_to_num(raw).float())
@@ -373,7 +388,11 @@ def write_results(args, loaded, x, originals, keep, words: str) -> None:
             data = torch.where(m, originals[rows], data)
         if suffix == ".npy":
             save_npy(data.numpy(), args.out)
-        elif keep is not None:  # imputed: the known steps as dots on each filled curve
+        elif suffix == ".csv":  # points (_check_out)
+            from ddpm.data.arrays import save_csv
+
+            save_csv(data.numpy(), args.out, loaded.data.columns)
+        elif keep is not None and loaded.kind == "sequences":  # the known steps as dots
             from ddpm.viz.arrayplots import save_imputation
 
             save_imputation(data.numpy(), m.numpy(), args.out)
@@ -389,10 +408,16 @@ def write_results(args, loaded, x, originals, keep, words: str) -> None:
 
 def _check_out(args, loaded) -> None:
     suffix = args.out.suffix.lower()
-    if suffix == ".csv" or (loaded.kind == "sequences" and suffix not in (".npy", ".png")):
-        raise ConfigError(f"--out {args.out}: write a picture or .npy")
-    if loaded.kind == "sequences" and getattr(args, "folder", None):
-        raise ConfigError("--folder writes one PNG per image; for sequences use --out FILE.npy")
+    allowed = {"images": (), "sequences": (".npy", ".png"), "points": (".npy", ".csv", ".png")}
+    if (suffix == ".csv" or allowed[loaded.kind]) and suffix not in allowed[loaded.kind]:
+        raise ConfigError(
+            f"--out {args.out}: write a picture or .npy"
+            + (" or .csv" if loaded.kind == "points" else "")
+        )
+    if loaded.kind != "images" and getattr(args, "folder", None):
+        raise ConfigError(
+            f"--folder writes one PNG per image; for {loaded.kind} use --out FILE.npy"
+        )
 
 
 def _load(args):

@@ -6,11 +6,12 @@
 - inversion and interpolation live beside it, in `ddpm.sampling.inversion`.
 
 Shapes: inputs x_0 are (N, *shape) in the model's units (images (N, C, H, W) in [-1, 1],
-sequences (N, C, L) standardised); a mask `keep` is bool (M, C or 1, *spatial) with M = 1 or N,
-True where x_0 is kept. Output i edits input i % N and, as in `ddpm.sampling.generate`, draws
-its noise from (spec.seed, first_index + i) alone, so it does not depend on the batch size; the
-noise of the known region and of RePaint's jumps comes from a second stream of the same (seed,
-i) (`side_generators`), so that the model's own steps draw exactly what `generate` draws.
+sequences (N, C, L) and points (N, D) standardised); a mask `keep` is bool (M, C or 1,
+*spatial) (points: (M, D)) with M = 1 or N, True where x_0 is kept. Output i edits input
+i % N and, as in `ddpm.sampling.generate`, draws its noise from (spec.seed, first_index + i)
+alone, so it does not depend on the batch size; the noise of the known region and of
+RePaint's jumps comes from a second stream of the same (seed, i) (`side_generators`), so that
+the model's own steps draw exactly what `generate` draws.
 """
 
 from __future__ import annotations
@@ -51,11 +52,9 @@ INPAINT_SAMPLERS = ("ddpm", "ddim")
 def check_inputs(loaded: Loaded, x_0: Tensor, what: str = "the input") -> Tensor:
     """x_0 as (N, *shape), or a ConfigError that says how it differs from the model's."""
     shape = tuple(loaded.shape)
-    if loaded.kind == "points":
-        raise ConfigError("editing needs a model of images or sequences; this one draws points")
     x = x_0.unsqueeze(0) if x_0.ndim == len(shape) else x_0
     if tuple(x.shape[1:]) != shape:
-        unit = "image" if loaded.kind == "images" else "sequence"
+        unit = {"images": "image", "sequences": "sequence"}.get(loaded.kind, "point")
         got = "x".join(map(str, x.shape[1:]))
         raise ConfigError(
             f"{what} is a {got} {unit} (channels first); the model's are "
