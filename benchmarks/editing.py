@@ -9,6 +9,10 @@ impute   --hide of the time steps of each held-out series hidden at random (all 
          estimate of the posterior mean) and by two baselines: linear interpolation
          between the known steps and the training series' mean at each step. RMSE on the
          hidden steps in the data's units.
+condition  a 2-D toy with an exact density (toy:8gaussians, toy:checkerboard): y filled given
+         x (each of --given) by RePaint and by the replacement method, --n draws each;
+         the 1-D Wasserstein distance of the draws to the exact p(y | x) (its CDF on a
+         fine grid of y) in the data's units, and seconds.
 inpaint  the centre of test pictures (--mask) filled by RePaint and by the replacement
          method, and with --diffusers FOLDER (the same weights: `ddpm export --format
          diffusers`) by diffusers' RePaintScheduler in its pipeline's loop, on the same masks,
@@ -17,6 +21,7 @@ inpaint  the centre of test pictures (--mask) filled by RePaint and by the repla
 
     python benchmarks/editing.py invert --checkpoint runs/default --data mnist --n 256
     python benchmarks/editing.py impute --checkpoint runs/gunpoint --data timeseries:UCR/GunPoint
+    python benchmarks/editing.py condition --checkpoint runs/8g --data toy:8gaussians
     python benchmarks/editing.py inpaint --checkpoint runs/cifar/snapshot-8min.pt \\
         --data cifar10:cifar10/test.zip --n 10000 --stats test.npz --inception INC \\
         --diffusers runs/cifar-diffusers --model-steps 100 --jump 10 --resample 5 --bf16
@@ -118,6 +123,51 @@ def run_impute(loaded, args, save) -> list[dict[str, Any]]:
     return rows
 
 
+def exact_cdf(toy: str, x: float) -> tuple[np.ndarray, np.ndarray]:
+    """(y, F(y | x)) on a fine grid of y, for a toy with an exact density."""
+    from ddpm.data.toys import log_density
+
+    grid = torch.linspace(-8, 8, 16_001, dtype=torch.float64)
+    p = log_density(toy, torch.stack([torch.full_like(grid, x), grid], 1)).exp()
+    return grid.numpy(), (p.cumsum(0) / p.sum()).numpy()
+
+
+def exact_w1(toy: str, x: float, ys: np.ndarray) -> float:
+    """The 1-D Wasserstein distance of draws `ys` to p(y | x): the integral of
+    |F_draws - F_exact| over the grid."""
+    grid, exact = exact_cdf(toy, x)
+    draws = np.searchsorted(np.sort(ys), grid, side="right") / len(ys)
+    return float(np.abs(draws - exact).sum() * (grid[1] - grid[0]))
+
+
+def run_condition(loaded, args, save) -> list[dict[str, Any]]:
+    if loaded.kind != "points" or tuple(loaded.shape) != (2,):
+        sys.exit("condition: the checkpoint must be a 2-D points model (a toy)")
+    toy = args.data.removeprefix("toy:")
+    keep = torch.tensor([[True, False]])
+    spec = SamplingSpec(args.sampler, args.model_steps, seed=args.seed, batch_size=args.batch_size)
+    rows = []
+    print("| x | filled by | W1 to p(y given x) | seconds |\n|---:|---|---:|---:|")
+    for x in [float(v) for v in args.given.split(",")]:
+        x_0 = loaded.data.scaler.apply(torch.tensor([[x, 0.0]]))
+        grid, cdf = exact_cdf(toy, x)  # the floor: as many exact draws (inverse CDF)
+        u = np.random.default_rng(args.seed).uniform(size=args.n)
+        floor = exact_w1(toy, x, np.interp(u, cdf, grid))
+        rows.append(dict(x=x, filled_by="exact draws", w1=floor, seconds=0.0, n=args.n))
+        print(f"| {x:g} | exact draws (the floor) | {floor:.4f} | 0.0 |")
+        for method in ("repaint", "replace"):
+            t0 = time.perf_counter()
+            out = inpaint(loaded, x_0, keep, args.n, spec=spec, method=method, jump=args.jump,
+                          resample=args.resample)  # fmt: skip
+            secs = time.perf_counter() - t0
+            ys = loaded.to_data(out)[:, 1].double().numpy()
+            w1 = exact_w1(toy, x, ys)
+            rows.append(dict(x=x, filled_by=method, w1=w1, seconds=secs, n=args.n))
+            save(rows)
+            print(f"| {x:g} | {method} | {w1:.4f} | {secs:.1f} |", flush=True)
+    return rows
+
+
 def diffusers_repaint(folder: str, x: torch.Tensor, keep: torch.Tensor, args) -> torch.Tensor:
     """diffusers' RePaintScheduler in RePaintPipeline's own loop (mask 1 = keep), one
     generator a batch seeded from (seed, first index)."""
@@ -190,19 +240,20 @@ def run_inpaint(loaded, args, save) -> list[dict[str, Any]]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("invert", "impute", "inpaint"))
+    p.add_argument("what", choices=("invert", "impute", "condition", "inpaint"))
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", default="mnist", help="the data (its test split where it has one)")
     p.add_argument("--n", type=int, default=256, help="inputs (impute: 0 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", default="10,50,200", help="invert: the inversion steps")
     p.add_argument("--model-steps", type=int, default=100, help="impute / inpaint: the steps")
-    p.add_argument("--sampler", default="ddpm", help="impute: ddpm or ddim")
+    p.add_argument("--sampler", default="ddpm", help="impute / condition: ddpm or ddim")
     p.add_argument("--method", default="repaint", help="impute: repaint or replace")
     p.add_argument("--jump", type=int, default=10)
     p.add_argument("--resample", type=int, default=5)
     p.add_argument("--hide", type=float, default=0.3, help="impute: the share of steps hidden")
     p.add_argument("--samples", type=int, default=1, help="impute: fills averaged per series")
+    p.add_argument("--given", default="0,2,2.83", help="condition: the values of x")
     p.add_argument("--mask", default="center", help="inpaint: a built-in mask")
     p.add_argument("--eta", type=float, default=1.0, help="inpaint: 1 = DDPM steps")
     p.add_argument("--diffusers", help="inpaint: the same weights as a diffusers folder")
@@ -228,7 +279,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     loaded = load_model(args.checkpoint, device=args.device)
     if args.bf16:
         loaded = speed_up(loaded)
-    run = {"invert": run_invert, "impute": run_impute, "inpaint": run_inpaint}[args.what]
+    run = {"invert": run_invert, "impute": run_impute, "condition": run_condition,
+           "inpaint": run_inpaint}[args.what]  # fmt: skip
     env = environment()
     print(f"{env}\n{args.what}: {args.checkpoint} on {args.data}, n {args.n}")
     meta = {**env, "argv": sys.argv[1:] if argv is None else argv}

@@ -85,3 +85,24 @@ def test_imputation_reports_the_model_and_both_baselines(tmp_path):
     assert "mean of 2" in by["model"]["filled_by"]
     # smooth waves of random phase: their neighbours say more than the mean of all of them
     assert by["linear"]["rmse"] < by["training"]["rmse"]
+
+
+def test_the_exact_conditional_of_8gaussians_and_conditioning_end_to_end(tmp_path, tiny_nets):  # noqa: F811
+    # at x = 0 the two centres on the y axis, ±4/1.414, share p(y | x) equally: its own
+    # draws are near it, and draws at the wrong height are not
+    g = np.random.default_rng(0)
+    c = 4 / 1.414
+    right = np.where(g.uniform(size=4000) < 0.5, c, -c) + 0.5 / 1.414 * g.normal(size=4000)
+    assert bench.exact_w1("8gaussians", 0.0, right) < 0.1
+    assert bench.exact_w1("8gaussians", 0.0, right + 1.0) > 0.9
+    from ddpm.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", "--data", "toy:8gaussians", "--steps", "5", "--batch-size", "32",
+            "--T", "20", "--quiet", "--no-final-pictures", "--out", str(run)]  # fmt: skip
+    assert main(argv) == 0
+    rows = bench.main(["condition", "--checkpoint", str(run), "--data", "toy:8gaussians",
+                       "--n", "16", "--model-steps", "5", "--jump", "2", "--resample", "2",
+                       "--given", "0,2", "--device", "cpu"])  # fmt: skip
+    assert [r["filled_by"] for r in rows[:3]] == ["exact draws", "repaint", "replace"]
+    assert len(rows) == 6 and all(np.isfinite(r["w1"]) for r in rows)
