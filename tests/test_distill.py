@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run, tiny_config
+from conftest import TINY_UNET, run, tiny_config
 from ddpm.diffusion.schedule import make_schedule
 from ddpm.errors import ConfigError
 from ddpm.io import checkpoint as C
+from ddpm.models.presets import PRESETS, ModelSpec
 from ddpm.sampling.generate import generate
 from ddpm.sampling.loaded import load_model
 from ddpm.train.distill import Teacher, check_steps
@@ -81,6 +82,14 @@ def test_impossible_rounds_are_refused(steps, start, T, message):
     assert check_steps(4, 32, 100) == [16, 8, 4]
 
 
+@pytest.fixture(scope="module")
+def trained_teacher(tmp_path_factory):
+    """One trained teacher for the module's tests, which only read it (its run folder)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(PRESETS, "tiny", ModelSpec("unet", dict(TINY_UNET), (8, 8)))
+        return teacher_run(tmp_path_factory.mktemp("teacher"))[1]
+
+
 def teacher_run(tmp_path) -> tuple:
     from ddpm.cli import main
 
@@ -98,8 +107,10 @@ def distance(a, b) -> float:
     return float((a - b).pow(2).mean().sqrt())
 
 
-def test_distill_gives_a_student_that_samples_in_its_steps_nearer_its_teacher(tmp_path, capsys):
-    data, teacher = teacher_run(tmp_path)
+def test_distill_gives_a_student_that_samples_in_its_steps_nearer_its_teacher(
+    tmp_path, capsys, trained_teacher
+):
+    teacher = trained_teacher
     out = tmp_path / "student"
     # the teacher's own output (v, the default for 2 steps, is the next test's)
     argv = ["distill", "--checkpoint", str(teacher), "--out", str(out), "--steps", "2",
@@ -141,10 +152,10 @@ def test_distill_gives_a_student_that_samples_in_its_steps_nearer_its_teacher(tm
     assert not (tmp_path / "none").exists()
 
 
-def test_a_v_student_takes_one_step_where_an_eps_student_cannot(tmp_path, capsys):
+def test_a_v_student_takes_one_step_where_an_eps_student_cannot(tmp_path, capsys, trained_teacher):
     """From pure noise an eps student's x̂_0 = (z - σ ε̂)/α multiplies its error by 1/α; a v
     student (the default below 2 steps) learns the output it needs from the teacher's weights."""
-    _, teacher = teacher_run(tmp_path)
+    teacher = trained_teacher
     master = load_model(teacher)
     same = dict(eta=0.0, spacing="trailing", seed=3)
     reference = generate(master, 64, steps=8, **same)
@@ -164,8 +175,8 @@ def test_a_v_student_takes_one_step_where_an_eps_student_cannot(tmp_path, capsys
     assert ends["v"] < 0.7 * ends["eps"], ends
 
 
-def test_a_cut_short_distillation_resumes_its_rounds(tmp_path, capsys):
-    _, teacher = teacher_run(tmp_path)
+def test_a_cut_short_distillation_resumes_its_rounds(tmp_path, capsys, trained_teacher):
+    teacher = trained_teacher
     out = tmp_path / "student"
     argv = ["distill", "--checkpoint", str(teacher), "--out", str(out), "--steps", "2",
             "--from-steps", "8", "--round-steps", "6", "--quiet"]  # fmt: skip
@@ -180,10 +191,12 @@ def test_a_cut_short_distillation_resumes_its_rounds(tmp_path, capsys):
     assert C.load_checkpoint(final)["train_config"]["distill_from"].endswith("ckpt-0000006.pt")
 
 
-def test_a_round_stopped_short_is_not_trained_again_once_the_next_began(tmp_path, capsys):
+def test_a_round_stopped_short_is_not_trained_again_once_the_next_began(
+    tmp_path, capsys, trained_teacher
+):
+    teacher = trained_teacher
     # a time-limited round ends before its --round-steps; resuming with more steps a round
     # must continue the round in progress (the last), not reopen the one it was taught by
-    _, teacher = teacher_run(tmp_path)
     out = tmp_path / "student"
     argv = ["distill", "--checkpoint", str(teacher), "--out", str(out), "--steps", "2",
             "--from-steps", "8", "--quiet"]  # fmt: skip
@@ -216,7 +229,7 @@ def test_distillation_under_torchrun_reproduces_one_process_and_says_it_once(tmp
 
 
 def test_a_guided_teacher_is_learnt_by_the_first_round_and_refused_when_unconditional(
-    tmp_path, capsys
+    tmp_path, capsys, trained_teacher
 ):
     from ddpm.cli import main
     from ddpm.train.distill import load_teacher
@@ -253,8 +266,7 @@ def test_a_guided_teacher_is_learnt_by_the_first_round_and_refused_when_uncondit
     torch.testing.assert_close(guided.eps(z, t, y), want)
     assert not torch.allclose(master.eps_given(y, 0.0)(z, t), want)
     # an unconditional teacher has nothing to guide: one line, before --out is made
-    (tmp_path / "plain").mkdir()
-    _, plain = teacher_run(tmp_path / "plain")
+    plain = trained_teacher
     code, _, err = run(capsys, [*argv[:2], str(plain), "--out",
                                 str(tmp_path / "nothing"), *argv[5:]])  # fmt: skip
     assert code != 0 and "is not class-conditional" in err
