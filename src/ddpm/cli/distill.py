@@ -120,7 +120,7 @@ def round_config(teacher: dict, args: argparse.Namespace, k: int, source: Path, 
     settings["prediction"] = student_prediction(teacher, args)
     if settings["prediction"] != teacher.get("prediction"):
         # a new output, with its plain loss: for v Salimans & Ho's SNR + 1 weight on x_0 (on the
-        # digits 0.19 RMSE in 1 step where the teacher's Min-SNR-5 weights gave 0.22)
+        # digits 0.19 RMSE in 1 step, where Min-SNR-5 weights gave 0.22)
         settings.update(loss_weight="none", min_snr_gamma=None)
     for key in ("lr", "batch_size", "data"):
         if getattr(args, key) is not None:
