@@ -87,9 +87,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--peers", type=Path, required=True, help="few_step_peers.py's JSON")
     p.add_argument("--students", type=Path, help="fid_sweep.py's JSON of the distilled rounds")
     p.add_argument("--teacher", type=Path, help="fid_sweep.py's JSON of the teacher (many steps)")
-    p.add_argument("--distill-minutes", type=float, default=8.0, help="ddpm distill --max-minutes")
-    p.add_argument("--from-steps", type=int, default=32, help="ddpm distill --from-steps")
-    p.add_argument("--steps", type=int, default=1, help="ddpm distill --steps")
+    p.add_argument(
+        "--distill-minutes",
+        type=float,
+        default=8.0,
+        help="ddpm distill --max-minutes (default: %(default)s)",
+    )
+    p.add_argument(
+        "--from-steps",
+        type=int,
+        default=32,
+        help="ddpm distill --from-steps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--steps", type=int, default=1, help="ddpm distill --steps (default: %(default)s)"
+    )
     p.add_argument("--out", type=Path, help="PNG with both panels")
     args = p.parse_args(argv)
 

@@ -144,6 +144,10 @@ def test_distill_gives_a_student_that_samples_in_its_steps_nearer_its_teacher(
     code, _, err = run(capsys, ["distill", "--checkpoint", str(export), "--out",
                                 str(tmp_path / "none")])  # fmt: skip
     assert code != 0 and "must be a training checkpoint (.pt), not an export" in err
+    # a teacher that is not there is said to be missing (not an export)
+    code, _, err = run(capsys, ["distill", "--checkpoint", str(tmp_path / "nope"), "--out",
+                                str(tmp_path / "none")])  # fmt: skip
+    assert code != 0 and "nope: no such file or folder" in err
     # data of another kind than the teacher's: one line, before any work
     code, _, err = run(capsys, ["distill", "--checkpoint", str(teacher), "--out",
                                 str(tmp_path / "none"), "--data", "toy:moons"])  # fmt: skip

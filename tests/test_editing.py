@@ -480,7 +480,7 @@ def test_editing_a_trained_network_keeps_no_autograd_graph(run_folder):
 def test_points_through_the_cli_fill_their_nan_coordinates(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr("ddpm.sampling.loaded.load_model", lambda *a, **k: mixture())
     given = tmp_path / "given.csv"
-    given.write_text("x,y\n1.0,nan\nnan,-1.0\n")  # a header row of names, then two points
+    given.write_text("x,y\n1.0,\nnan,-1.0\n")  # a header row of names; empty or nan: missing
     argv = ["inpaint", "--checkpoint", "x.pt", "--image", str(given), "--n", "4", "--steps", "10"]
     code, said, err = run(capsys, [*argv, "--out", str(tmp_path / "filled.csv")])
     assert code == 0, err
@@ -495,4 +495,11 @@ def test_points_through_the_cli_fill_their_nan_coordinates(capsys, monkeypatch, 
     assert code == 2 and "a points model fills the NaN coordinates of --image" in err
     np.save(tmp_path / "three.npy", np.zeros((2, 3)))
     code, _, err = run(capsys, [*argv[:4], str(tmp_path / "three.npy")])
-    assert code == 2 and "holds 2x3 values; the model's points have 2" in err
+    assert code == 2 and "holds points of 3 coordinates; the model's have 2" in err
+    # a cell that is not a number is named, not taken for a missing value; nothing known: no
+    (tmp_path / "typo.csv").write_text("x,y\n1.0,\n2.0,abc\n")
+    code, _, err = run(capsys, [*argv[:4], str(tmp_path / "typo.csv")])
+    assert code != 0 and "typo.csv:3: 'abc' in column 'y' is not a number (leave a missing" in err
+    (tmp_path / "none.csv").write_text("x,y\n1.0,\nnan,nan\n")
+    code, _, err = run(capsys, [*argv[:4], str(tmp_path / "none.csv")])
+    assert code == 2 and "an input has no known value: that is plain sampling" in err

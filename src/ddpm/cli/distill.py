@@ -160,7 +160,9 @@ def run_distill(args: argparse.Namespace) -> int:
 
     source = model_path(args.checkpoint)
     must = f"{args.checkpoint}: the teacher must be a training checkpoint (.pt)"
-    if source.suffix != ".pt":  # an export: refused before its loader calls it malformed
+    if (
+        source.exists() and source.suffix != ".pt"
+    ):  # an export, before its loader calls it malformed
         raise ConfigError(f"{must}, not an export")
     teacher = (ckpt := ckpt_io.load_checkpoint(source)).get("train_config")
     if not teacher:

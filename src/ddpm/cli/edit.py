@@ -247,6 +247,8 @@ def read_sequences(path: Path, loaded):
     import numpy as np
     import torch
 
+    from ddpm.data.arrays import read_csv
+
     unit = "sequence" if loaded.kind == "sequences" else "points"
     if path.is_dir():
         raise ConfigError(f"--image {path}: a {unit} model takes a .npy or .csv, not a folder")
@@ -258,18 +260,16 @@ def read_sequences(path: Path, loaded):
     try:
         if suffix == ".npy":
             a = np.load(path, allow_pickle=False).astype(np.float64)
-        else:
-            a = np.genfromtxt(path, delimiter=",", ndmin=2)
-            if loaded.kind == "points" and len(a) > 1 and np.isnan(a[0]).all():
-                a = a[1:]  # the header row of names
+        else:  # empty cells or nan are missing; a first row of names is a header
+            a = read_csv(path, missing=True)[0]
     except ValueError as err:
         raise DataError(f"{path}: not a numeric array ({err})") from None
     if loaded.kind == "points":
         (D,) = loaded.shape
         a = a.reshape(1, -1) if a.ndim == 1 else a
         if a.ndim != 2 or a.shape[1] != D:
-            got = "x".join(map(str, a.shape))
-            raise ConfigError(f"--image {path} holds {got} values; the model's points have {D}")
+            got = f"of {a.shape[1]} coordinates" if a.ndim == 2 else "x".join(map(str, a.shape))
+            raise ConfigError(f"--image {path} holds points {got}; the model's have {D}")
         return torch.from_numpy(a)
     C, L = loaded.shape
     if a.ndim == 1 or (a.ndim == 2 and C == 1):
@@ -309,8 +309,8 @@ def read_mask(args: argparse.Namespace, loaded, n_inputs: int, missing):
             keep = torch.from_numpy(np.nan_to_num(a) > 0.5)
         elif loaded.kind == "points":
             raise ConfigError(
-                f"--mask {spec}: a points model fills the NaN coordinates of --image, or those "
-                "a --mask .npy or .csv marks 0 (1 = keep)"
+                f"--mask {spec}: built-in masks are for pictures and sequences; a points model "
+                "fills the NaN coordinates of --image, or those a --mask .npy or .csv marks 0"
             )
         else:
             keep = named_mask(spec, loaded.shape, max(args.n or 0, n_inputs), args.seed)

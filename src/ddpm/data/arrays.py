@@ -206,8 +206,10 @@ def read_npy(path: Path) -> np.ndarray:
     return a
 
 
-def read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
-    """Numeric columns of a .csv (N, D); a first row with any non-number is a header."""
+def read_csv(path: Path, missing: bool = False) -> tuple[np.ndarray, list[str] | None]:
+    """Numeric columns of a .csv (N, D); a first row with any non-number is a header. With
+    `missing`, an empty cell (or nan) is a missing value, NaN, as editing fills them."""
+    number = _number if not missing else lambda c: _number(c) if c.strip() else float("nan")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     with path.open(newline="", encoding="utf-8", errors="replace") as f:
@@ -216,7 +218,7 @@ def read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
         raise DataError(f"{path}: no rows")
     header = None
     first = rows[0]
-    if not all(_number(c) is not None for c in first):
+    if not all(number(c) is not None for c in first):
         header, rows = [c.strip() for c in first], rows[1:]
     width = len(header) if header is not None else len(rows[0]) if rows else 0
     values = np.empty((len(rows), width), dtype=np.float64)
@@ -225,17 +227,22 @@ def read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
         if len(row) != width:
             raise DataError(f"{path}:{i + start}: {len(row)} columns, expected {width}")
         for j, cell in enumerate(row):
-            v = _number(cell)
+            v = number(cell)
             if v is None:
                 col = f"column {header[j]!r}" if header else f"column {j + 1}"
+                hint = (
+                    "leave a missing value empty or write nan"
+                    if missing
+                    else "only numeric columns can be modelled; drop or encode the others"
+                )
                 raise DataError(
-                    f"{path}:{i + start}: {cell.strip()!r} in {col} is not a number (only "
-                    "numeric columns can be modelled; drop or encode the others)"
+                    f"{path}:{i + start}: {cell.strip()!r} in {col} is not a number ({hint})"
                 )
             values[i, j] = v
     if not len(values):
         raise DataError(f"{path}: a header but no data rows")
-    _check_finite(str(path), values)
+    if not missing:
+        _check_finite(str(path), values)
     return values, header
 
 

@@ -79,10 +79,13 @@ def check_mask(loaded: Loaded, keep: Tensor) -> Tensor:
         )
     m = m.bool()
     kept = m.flatten(1).float().mean(1)
+    pictures = loaded.kind == "images"
     if bool((kept == 1).any()):
-        raise ConfigError("the mask keeps everything: nothing to fill (black = fill)")
+        how = "black = fill" if pictures else "NaN in the input, or 0 in a mask, marks what to fill"
+        raise ConfigError(f"the mask keeps everything: nothing to fill ({how})")
     if bool((kept == 0).any()):
-        raise ConfigError("the mask keeps nothing: that is plain sampling (white = keep)")
+        what = "the mask keeps nothing" if pictures else "an input has no known value"
+        raise ConfigError(f"{what}: that is plain sampling" + (" (white = keep)" * pictures))
     return m
 
 
