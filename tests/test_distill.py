@@ -167,10 +167,12 @@ def test_a_v_student_takes_one_step_where_an_eps_student_cannot(tmp_path, capsys
     for prediction in ("eps", "v"):
         out = tmp_path / prediction
         argv = ["distill", "--checkpoint", str(teacher), "--out", str(out), "--steps", "1",
-                "--from-steps", "2", "--round-steps", "60", "--lr", "1e-3", "--prediction",
-                prediction, "--quiet"]  # fmt: skip
-        code, said, err = run(capsys, argv)
+                "--from-steps", "2", "--round-steps", "60", "--lr", "1e-3"]  # fmt: skip
+        # v by default for 1 step, and said so; eps asked for
+        extra = ["--prediction", "eps", "--quiet"] if prediction == "eps" else []
+        code, said, err = run(capsys, [*argv, *extra])
         assert code == 0 and "distilled to 1 step:" in said, err
+        assert ("(the student predicts v, the teacher eps)" in said) == (prediction == "v")
         student = load_model(out)
         assert student.sampling["distilled"] == 1
         ends[prediction] = distance(generate(student, 64, **same), reference)

@@ -202,7 +202,11 @@ def _distill(args, teacher: dict, rounds: list[int], source: Path, out: Path, di
             source = done[-1]
             continue
         if not args.quiet:
-            say(f"round {j + 1} of {len(rounds)}: {2 * k} teacher steps -> {k}")
+            new = cfg.prediction != teacher.get("prediction") and j == 0
+            own = (
+                f" (the student predicts {cfg.prediction}, the teacher {teacher.get('prediction')})"
+            )
+            say(f"round {j + 1} of {len(rounds)}: {2 * k} teacher steps -> {k}" + own * new)
         result = train(cfg, resume="auto" if done else None, progress=not args.quiet, dist=dist)
         if result.stopped_early or result.last_checkpoint is None:
             say(f"stopped; finish with: ddpm distill ... --out {out} --resume")
