@@ -486,6 +486,7 @@ def test_points_through_the_cli_fill_their_nan_coordinates(capsys, monkeypatch, 
     assert code == 0, err
     assert "wrote 4 inpainted points" in said
     lines = (tmp_path / "filled.csv").read_text().splitlines()
+    assert lines[0] == "x,y"  # the input's names (the model has none)
     rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
     assert rows.shape == (4, 2) and np.isfinite(rows).all()
     assert rows[0::2, 0].tolist() == [1.0, 1.0] and rows[1::2, 1].tolist() == [-1.0, -1.0]

@@ -388,10 +388,11 @@ def write_results(args, loaded, x, originals, keep, words: str) -> None:
             data = torch.where(m, originals[rows], data)
         if suffix == ".npy":
             save_npy(data.numpy(), args.out)
-        elif suffix == ".csv":  # points (_check_out)
-            from ddpm.data.arrays import save_csv
+        elif suffix == ".csv":  # points (_check_out), under the model's names or the input's
+            from ddpm.data.arrays import read_csv, save_csv
 
-            save_csv(data.numpy(), args.out, loaded.data.columns)
+            given = read_csv(args.image, True)[1] if args.image.suffix.lower() == ".csv" else None
+            save_csv(data.numpy(), args.out, loaded.data.columns or given)
         elif keep is not None and loaded.kind == "sequences":  # the known steps as dots
             from ddpm.viz.arrayplots import save_imputation
 
