@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ddpm.data.arrays import is_array_spec
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.io import checkpoint as ckpt_io
 from ddpm.progress import Progress
@@ -185,7 +186,8 @@ class LossLog(Hook):
             seconds=f"{dt:.2f}",
         )
         self.losses.append((step, mean))
-        bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{img_s:.0f}")
+        rate = "samples_s" if is_array_spec(cfg.data) else "img_s"  # points and sequences
+        bar.set_postfix(loss=f"{mean:.4f}", **{rate: f"{img_s:.0f}"})
         if worst >= cfg.max_nonfinite:
             bar.close()
             log.close()
