@@ -1,5 +1,5 @@
-"""benchmarks/solver_error.py: its reference iPNDM (equal-step weights on every grid) and our
-`ipndm_sample` (the grid's own weights) draw the same result where the grid is even in σ and
+"""benchmarks/solver_error.py: its iPNDM with the grid's own weights and our `ipndm_sample`
+(equal-step weights on every grid) draw the same result where the grid is even in σ and
 different ones where it is not; and the script runs end to end on a tiny trained model to one
 finite table row per (grid, steps)."""
 
@@ -24,7 +24,7 @@ def even_sigma_schedule(T: int = 100) -> NoiseSchedule:
     return NoiseSchedule.from_betas(1 - abar / torch.cat([abar.new_ones(1), abar[:-1]]))
 
 
-def test_equal_step_ipndm_is_ours_on_an_even_grid_and_not_on_edms():
+def test_grid_weights_ipndm_is_ours_on_an_even_grid_and_not_on_edms():
     schedule = even_sigma_schedule()
     x_T = torch.randn(8, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     eps = gaussian_eps(schedule)
@@ -33,7 +33,7 @@ def test_equal_step_ipndm_is_ours_on_an_even_grid_and_not_on_edms():
     assert len(gaps) == 1  # the grid is even in σ
     for spacing, same in (("trailing", True), ("edm", False)):
         ours = S.ipndm_sample(eps, schedule, x_T, steps=10, spacing=spacing)
-        reference = se.equal_step_ipndm(eps, schedule, x_T, 10, spacing)
+        reference = se.grid_weights_ipndm(eps, schedule, x_T, 10, spacing, order=3)
         assert torch.allclose(ours, reference, rtol=0, atol=1e-9) == same, spacing
 
 
@@ -46,6 +46,10 @@ def test_the_script_prints_a_finite_row_per_grid_and_steps(tmp_path, tiny_preset
                                             ("trailing", "5")]  # fmt: skip
     assert all(len(r) == 2 + len(se.SOLVERS) and all(math.isfinite(float(v)) for v in r[2:])
                for r in rows)  # fmt: skip
+    # the solvers' network under bf16 autocast: another table, its header says so
+    se.table(run, se.load_model(run), n=4, steps=[3], grids=["edm"], bf16=True)
+    out = capsys.readouterr().out
+    assert "4 samples, bf16" in out and len(out.strip().splitlines()) == 3
 
 
 def test_a_missing_checkpoint_ends_the_script_in_one_line(tmp_path, monkeypatch):

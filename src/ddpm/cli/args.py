@@ -271,7 +271,7 @@ SAMPLER_HELP = (
     "DPM-Solver++(2M), good at 10-25 steps; dpm-solver-3m: DPM-Solver++(3M), as diffusers' "
     "solver_order=3; heun: Karras et al.'s 2nd-order ODE solver (2 steps - 1 network calls); "
     "unipc: UniPC (Zhao et al. 2023), predictor-corrector of order 2 (3 from 20 steps), bh2; "
-    "ipndm: iPNDM (Zhang & Chen 2023), 4th-order Adams-Bashforth in sigma, for 5-20 steps"
+    "ipndm: iPNDM (Zhang & Chen 2023), 3rd-order Adams-Bashforth in sigma, for 5-20 steps"
 )
 STEPS_HELP = (
     "steps of every sampler but ddpm (default 50, or T if the model has fewer); with --sampler "

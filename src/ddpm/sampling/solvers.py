@@ -116,9 +116,9 @@ def ipndm_update(x: Tensor, eps: Sequence[Tensor], sigmas: Sequence[float], sigm
     """One iPNDM step of dx̃/dσ = eps from σ = sigmas[-1] to `sigma_next` (Zhang & Chen 2023,
     DEIS, App. "iPNDM"): the Adams-Bashforth rule of order len(eps) (1 to 4), `eps` the slopes
     at `sigmas`, oldest first, the newest at x. The weights integrate the polynomial through
-    the slopes over the step on the grid as it is (`adams_bashforth_weights`), so on an even
-    grid they are the textbook ones (55, -59, 37, -9)/24 and on an uneven one the step keeps
-    its order, where those fixed weights lose it."""
+    the slopes over the step (`adams_bashforth_weights`): on nodes as far apart as the step
+    the textbook ones, (55, -59, 37, -9)/24 at order 4, which `ipndm_sample` takes on any grid;
+    on the grid's real nodes the variable-step ones."""
     weights = adams_bashforth_weights(sigmas, sigma_next)
     return x + (sigma_next - sigmas[-1]) * sum(w * e for w, e in zip(weights, eps))
 
