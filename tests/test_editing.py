@@ -492,15 +492,17 @@ def test_points_through_the_cli_fill_their_nan_coordinates(capsys, monkeypatch, 
     assert rows[0::2, 0].tolist() == [1.0, 1.0] and rows[1::2, 1].tolist() == [-1.0, -1.0]
     assert run(capsys, [*argv, "--out", str(tmp_path / "filled.png")])[0] == 0
     # a built-in mask means nothing for points; a point of another dimension is refused
-    code, _, err = run(capsys, [*argv, "--mask", "center"])
+    refused = ["--out", str(tmp_path / "refused.csv")]  # never into the working directory
+    code, _, err = run(capsys, [*argv, "--mask", "center", *refused])
     assert code == 2 and "a points model fills the NaN coordinates of --image" in err
     np.save(tmp_path / "three.npy", np.zeros((2, 3)))
-    code, _, err = run(capsys, [*argv[:4], str(tmp_path / "three.npy")])
+    code, _, err = run(capsys, [*argv[:4], str(tmp_path / "three.npy"), *refused])
     assert code == 2 and "holds points of 3 coordinates; the model's have 2" in err
     # a cell that is not a number is named, not taken for a missing value; nothing known: no
     (tmp_path / "typo.csv").write_text("x,y\n1.0,\n2.0,abc\n")
-    code, _, err = run(capsys, [*argv[:4], str(tmp_path / "typo.csv")])
+    code, _, err = run(capsys, [*argv[:4], str(tmp_path / "typo.csv"), *refused])
     assert code != 0 and "typo.csv:3: 'abc' in column 'y' is not a number (leave a missing" in err
     (tmp_path / "none.csv").write_text("x,y\n1.0,\nnan,nan\n")
-    code, _, err = run(capsys, [*argv[:4], str(tmp_path / "none.csv")])
+    code, _, err = run(capsys, [*argv[:4], str(tmp_path / "none.csv"), *refused])
     assert code == 2 and "an input has no known value: that is plain sampling" in err
+    assert not (tmp_path / "refused.csv").exists()
