@@ -21,7 +21,7 @@ inpaint  the centre of test pictures (--mask) filled by RePaint and by the repla
 
     python benchmarks/editing.py invert --checkpoint runs/default --data mnist --n 256
     python benchmarks/editing.py impute --checkpoint runs/gunpoint --data timeseries:UCR/GunPoint
-    python benchmarks/editing.py condition --checkpoint runs/8g --data toy:8gaussians
+    python benchmarks/editing.py condition --checkpoint runs/8gaussians --data toy:8gaussians
     python benchmarks/editing.py inpaint --checkpoint runs/cifar/snapshot-8min.pt \\
         --data cifar10:cifar10/test.zip --n 10000 --stats test.npz --inception INC \\
         --diffusers runs/cifar-diffusers --model-steps 100 --jump 10 --resample 5 --bf16
@@ -132,10 +132,9 @@ def exact_cdf(toy: str, x: float) -> tuple[np.ndarray, np.ndarray]:
     return grid.numpy(), (p.cumsum(0) / p.sum()).numpy()
 
 
-def exact_w1(toy: str, x: float, ys: np.ndarray) -> float:
-    """The 1-D Wasserstein distance of draws `ys` to p(y | x): the integral of
-    |F_draws - F_exact| over the grid."""
-    grid, exact = exact_cdf(toy, x)
+def exact_w1(grid: np.ndarray, exact: np.ndarray, ys: np.ndarray) -> float:
+    """The 1-D Wasserstein distance of draws `ys` to the distribution of CDF `exact` on `grid`
+    (`exact_cdf`): the integral of |F_draws - F_exact| over the grid."""
     draws = np.searchsorted(np.sort(ys), grid, side="right") / len(ys)
     return float(np.abs(draws - exact).sum() * (grid[1] - grid[0]))
 
@@ -152,7 +151,7 @@ def run_condition(loaded, args, save) -> list[dict[str, Any]]:
         x_0 = loaded.data.scaler.apply(torch.tensor([[x, 0.0]]))
         grid, cdf = exact_cdf(toy, x)  # the floor: as many exact draws (inverse CDF)
         u = np.random.default_rng(args.seed).uniform(size=args.n)
-        floor = exact_w1(toy, x, np.interp(u, cdf, grid))
+        floor = exact_w1(grid, cdf, np.interp(u, cdf, grid))
         rows.append(dict(x=x, filled_by="exact draws", w1=floor, seconds=0.0, n=args.n))
         print(f"| {x:g} | exact draws (the floor) | {floor:.4f} | 0.0 |")
         for method in ("repaint", "replace"):
@@ -161,7 +160,7 @@ def run_condition(loaded, args, save) -> list[dict[str, Any]]:
                           resample=args.resample)  # fmt: skip
             secs = time.perf_counter() - t0
             ys = loaded.to_data(out)[:, 1].double().numpy()
-            w1 = exact_w1(toy, x, ys)
+            w1 = exact_w1(grid, cdf, ys)
             rows.append(dict(x=x, filled_by=method, w1=w1, seconds=secs, n=args.n))
             save(rows)
             print(f"| {x:g} | {method} | {w1:.4f} | {secs:.1f} |", flush=True)
@@ -246,7 +245,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=256, help="inputs (impute: 0 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", default="10,50,200", help="invert: the inversion steps")
-    p.add_argument("--model-steps", type=int, default=100, help="impute / inpaint: the steps")
+    p.add_argument(
+        "--model-steps", type=int, default=100, help="impute / condition / inpaint: the steps"
+    )
     p.add_argument("--sampler", default="ddpm", help="impute / condition: ddpm or ddim")
     p.add_argument("--method", default="repaint", help="impute: repaint or replace")
     p.add_argument("--jump", type=int, default=10)
