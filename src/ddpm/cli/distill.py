@@ -160,9 +160,8 @@ def run_distill(args: argparse.Namespace) -> int:
 
     source = model_path(args.checkpoint)
     must = f"{args.checkpoint}: the teacher must be a training checkpoint (.pt)"
-    if (
-        source.exists() and source.suffix != ".pt"
-    ):  # an export, before its loader calls it malformed
+    # an export is refused as one, before its loader calls it malformed
+    if source.exists() and source.suffix != ".pt":
         raise ConfigError(f"{must}, not an export")
     teacher = (ckpt := ckpt_io.load_checkpoint(source)).get("train_config")
     if not teacher:
@@ -202,11 +201,10 @@ def _distill(args, teacher: dict, rounds: list[int], source: Path, out: Path, di
             source = done[-1]
             continue
         if not args.quiet:
-            new = cfg.prediction != teacher.get("prediction") and j == 0
-            own = (
-                f" (the student predicts {cfg.prediction}, the teacher {teacher.get('prediction')})"
-            )
-            say(f"round {j + 1} of {len(rounds)}: {2 * k} teacher steps -> {k}" + own * new)
+            was = teacher.get("prediction")
+            new = f" (the student predicts {cfg.prediction}, the teacher {was})"
+            new = new if j == 0 and cfg.prediction != was else ""
+            say(f"round {j + 1} of {len(rounds)}: {2 * k} teacher steps -> {k}{new}")
         result = train(cfg, resume="auto" if done else None, progress=not args.quiet, dist=dist)
         if result.stopped_early or result.last_checkpoint is None:
             say(f"stopped; finish with: ddpm distill ... --out {out} --resume")

@@ -409,11 +409,14 @@ def write_results(args, loaded, x, originals, keep, words: str) -> None:
 
 def _check_out(args, loaded) -> None:
     suffix = args.out.suffix.lower()
-    allowed = {"images": (), "sequences": (".npy", ".png"), "points": (".npy", ".csv", ".png")}
-    if (suffix == ".csv" or allowed[loaded.kind]) and suffix not in allowed[loaded.kind]:
+    points = loaded.kind == "points"
+    if loaded.kind == "images":
+        wrong = suffix == ".csv"  # any picture format, or .npy
+    else:
+        wrong = suffix not in ((".npy", ".csv", ".png") if points else (".npy", ".png"))
+    if wrong:
         raise ConfigError(
-            f"--out {args.out}: write a picture or .npy"
-            + (" or .csv" if loaded.kind == "points" else "")
+            f"--out {args.out}: write a picture or .npy" + (" or .csv" if points else "")
         )
     if loaded.kind != "images" and getattr(args, "folder", None):
         raise ConfigError(
