@@ -23,6 +23,11 @@ steps ends at log2(F/k) M / log2(F/K) minutes.
         --out docs/cifar10-few-step.png
 
 Expected output: a table of (NFE, FID) per series, then the students' (minutes, FID).
+docs/cifar10-few-step.png is redrawn byte for byte from the results kept in the repository:
+
+    R=docs/results/cifar10-few-step
+    python benchmarks/few_step_curve.py --peers $R/peers.json --students $R/students.json \\
+        --teacher $R/teacher.json --out docs/cifar10-few-step.png
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from common import run_script
 
+from ddpm.progress import count
 from ddpm.viz.plots import Panel, Series, plot
 
 SIDES = {"ours": "ours: best solver and grid", "diffusers": "diffusers: best scheduler"}
@@ -126,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.students:
         kept = students(load(args.students, "--students"), args)
         for k, f, _ in kept:
-            print(f"| distilled | {k} | {f:.2f} | DDIM, {k} steps |")
+            print(f"| distilled | {k} | {f:.2f} | DDIM, {count(k, 'step')} |")
         xs, ys = [k for k, *_ in kept], [f for _, f, _ in kept]
         nfe_panel.series.append(Series("distilled students", xs, ys, dashed=True))
         time_panel.series.append(Series("student", [m for *_, m in kept], ys))

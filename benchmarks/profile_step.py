@@ -22,7 +22,7 @@ forward + backward + fused AdamW of train_throughput.Step.
 
 The output, one table a preset (here the CPU smoke setting above: 2-core CPU, torch 2.14.1,
 2026-12-07; on a GPU the rows are kernel times and "of peak" is filled in: the H100 tables for
-ddpm-cifar10 and cifar10-8min at batch 128 are in docs/benchmarks.md, "Where a training step's
+ddpm-cifar10 and cifar10-8min at batch 128 are in docs/speed.md, "Where a training step's
 time goes"; there, for cifar10-8min: conv forward 1.96 ms at 64% of peak, normalisation 4.78
 ms, elementwise/casts/copies 4.90 ms of 18.20 ms of kernels):
 

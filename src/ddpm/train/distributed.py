@@ -251,7 +251,7 @@ def wrap(model: nn.Module, dist: Dist, bucket_mb: float = 25.0) -> nn.Module:
     # Channels-last 1x1 convolution weights have strides (C, 1, C, C) and their gradients
     # (C, 1, 1, 1): the same memory, which DDP's reducer takes for a layout mismatch and warns
     # about on every rank ("may impair performance"). The copy it then makes is part of the
-    # 95-97% scaling efficiency measured on H100s (docs/benchmarks.md): not worth a warning.
+    # 95-97% scaling efficiency measured on H100s (docs/speed.md): not worth a warning.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return DDP(
         model,
