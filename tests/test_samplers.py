@@ -86,6 +86,17 @@ def test_per_sample_generators_make_images_independent_of_the_batch():
     assert torch.equal(ddim[3:5], ddim_part)
 
 
+@pytest.mark.parametrize("shape, dtype", [((3, 8, 8), torch.float32), ((2,), torch.float64)])
+def test_per_sample_noise_row_i_is_its_generators_own_randn(shape, dtype):
+    """Filled in place, the rows keep the values torch.randn draws from each generator alone,
+    so images drawn before the change are drawn again."""
+    noise = S.per_sample_noise(shape, S.sample_generators(5, range(4)), dtype=dtype)
+    alone = [torch.randn(shape, generator=g, dtype=dtype) for g in S.sample_generators(5, range(4))]
+    assert noise.shape == (4, *shape) and noise.dtype == dtype
+    assert torch.equal(noise, torch.stack(alone))
+    assert not torch.equal(noise[0], noise[1])
+
+
 def test_ddim_eta1_all_steps_matches_ddpm_small_variance():
     """With eta = 1 and every timestep, DDIM's sigma is the posterior std (Song et al. §4.1)."""
     schedule = make_schedule("linear", 40)

@@ -7,9 +7,8 @@ iPNDM, `spacing` for Heun, `variance` for DDPM, whose `steps` may be None for al
 grids (`spacing`) are `grids.py`'s; the multistep updates, `solvers.py`'s.
 
 `model(x_t, t)` predicts the noise eps; x_T and the result are (B, C, H, W); t is int64 (B,).
-A model with learned variances returns (B, 2C, H, W), eps then its variance output
-(`var_values`, Nichol & Dhariwal 2021, §3.1): the DDPM sampler uses it with
-variance="learned"; the ODE samplers ignore it.
+A model with learned variances returns (B, 2C, H, W): eps, then its variance output (`var_values`,
+Nichol & Dhariwal 2021, §3.1), which DDPM uses with variance="learned" and the ODE samplers drop.
 `generator` is one torch.Generator for the whole batch, or a list with one per sample so
 that image i depends only on its own generator (and not on the batch it was drawn in).
 `callback(i, t, x_t, x0_pred)`, if given, sees every step (for pictures of the chain).
@@ -71,10 +70,12 @@ def per_sample_noise(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """(len(generators), *shape) standard normal noise; row i is drawn from generators[i] alone."""
-    return torch.stack(
-        [torch.randn(shape, generator=g, device=device, dtype=dtype) for g in generators]
-    )
+    """(len(generators), *shape) standard normal noise, row i as `torch.randn(shape, generator=
+    generators[i])`, filled in place: no tensor a row and no stack, the host's cost of a batch."""
+    out = torch.empty(len(generators), *shape, device=device, dtype=dtype)
+    for row, g in zip(out, generators):
+        row.normal_(generator=g)
+    return out
 
 
 def sample_generators(seed: int, indices: Sequence[int], device: torch.device | str = "cpu"):
@@ -111,8 +112,7 @@ def predict_x0_and_var(
     return eps, x_0, var_values
 
 
-# Each few-step sampler's timesteps when none are asked for (dpm_solver_sample says why its own;
-# unipc_sample and ipndm_sample say why theirs).
+# Each sampler's timesteps when none are asked for (the sampler's docstring says why)
 DEFAULT_SPACING = {
     "ddim": "leading",
     "dpm-solver": "trailing",
