@@ -124,8 +124,7 @@ def test_the_script_writes_a_row_per_solver_and_an_fid_per_nfe(folder, tmp_path,
     assert result["diffusers"] == diffusers.__version__ and result["torch"] == torch.__version__
     rows = {(r["side"], r["sampler"], r["spacing"]): r for r in result["rows"]}
     assert len(rows) == len(result["rows"])  # one row per (side, sampler, spacing)
-    ours = {("dpm-solver", "trailing"), ("dpm-solver-3m", "trailing"), ("unipc", "logsnr")}
-    ours |= {("ipndm", "edm")} | {(s, "tuned") for s in fsp.OURS}
+    ours = {(s, fsp.DEFAULT_SPACING[s]) for s in fsp.OURS} | {(s, "tuned") for s in fsp.OURS}
     theirs = {(n, s) for n, (_, _, spacings) in fsp.PEERS.items() for s in spacings}
     assert set(rows) == {("ours", *k) for k in ours} | {("diffusers", *k) for k in theirs}
     for (_, _, spacing), row in rows.items():  # tuned: only the NFE a grid was tuned for
@@ -148,9 +147,9 @@ def test_our_rows_follow_our_spacings_grid_by_grid():
     spacings = ["default", "trailing", "edm", "tuned"]
     cases = fsp.our_cases(loaded, [5, 10], ["unipc", "ipndm"], spacings)
     assert cases == [
-        ("unipc", "logsnr", [5, 10]), ("ipndm", "edm", [5, 10]),
-        ("unipc", "trailing", [5, 10]), ("ipndm", "trailing", [5, 10]),
-        ("unipc", "edm", [5, 10]),
+        ("unipc", "logsnr", [5, 10]), ("ipndm", "trailing", [5, 10]),
+        ("unipc", "trailing", [5, 10]),
+        ("unipc", "edm", [5, 10]), ("ipndm", "edm", [5, 10]),
         ("unipc", "tuned", [5]), ("ipndm", "tuned", [5]),
     ]  # fmt: skip
     with pytest.raises(SystemExit):
