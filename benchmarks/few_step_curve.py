@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from common import run_script
 
+from ddpm.io.paths import check_output_file
 from ddpm.progress import count
 from ddpm.viz.plots import Panel, Series, plot
 
@@ -67,7 +68,8 @@ def student_minutes(steps: int, start: int, final: int, minutes: float) -> float
     done = math.log2(start / steps)
     if not (rounds >= 1 and done.is_integer() and 1 <= done <= rounds):
         raise SystemExit(
-            f"a student of {steps} steps is no round of --from-steps {start} to --steps {final}"
+            f"a student of {count(steps, 'step')} is no round of --from-steps {start} to --steps "
+            f"{final}"
         )
     return done * minutes / rounds
 
@@ -110,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--out", type=Path, help="PNG with both panels")
     args = p.parse_args(argv)
+    if args.out:  # a path it cannot write is said before the tables, not after them
+        check_output_file(args.out, "image", "picture")
 
     peers = load(args.peers, "--peers")
     nfe_panel = Panel(

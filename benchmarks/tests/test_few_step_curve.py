@@ -55,3 +55,13 @@ def test_the_picture_and_tables_from_the_three_files(tmp_path, capsys):
     with pytest.raises(SystemExit, match="--students .*bad.json: not a readable JSON file"):
         curve.main(["--peers", str(tmp_path / "peers.json"), "--students",
                     str(tmp_path / "bad.json")])  # fmt: skip
+
+
+def test_an_out_it_cannot_write_is_said_before_any_table(tmp_path, capsys):
+    from ddpm.errors import ConfigError
+
+    (tmp_path / "peers.json").write_text(json.dumps(PEERS))
+    for out, why in ((tmp_path / "few.txt", "must end in .png"), (tmp_path, "is a folder")):
+        with pytest.raises(ConfigError, match=why):
+            curve.main(["--peers", str(tmp_path / "peers.json"), "--out", str(out)])
+        assert capsys.readouterr().out == ""
