@@ -46,7 +46,8 @@ from ddpm.eval.evaluate import load_inception, load_stats, model_stats
 from ddpm.eval.fid import FIDStats, StatsAccumulator, features, fid_from_stats
 from ddpm.sampling.grids import GRIDS
 from ddpm.sampling.loaded import load_model
-from ddpm.sampling.samplers import DEFAULT_SPACING, per_sample_noise, sample_generators
+from ddpm.sampling.noise import per_sample_noise, sample_generators
+from ddpm.sampling.samplers import DEFAULT_SPACING
 from ddpm.sampling.spec import SamplingSpec
 
 OURS = ("dpm-solver", "dpm-solver-3m", "unipc", "ipndm")

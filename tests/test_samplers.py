@@ -3,6 +3,7 @@ import torch
 
 from ddpm.diffusion.process import predict_eps_from_x0
 from ddpm.diffusion.schedule import make_schedule, respaced_timesteps
+from ddpm.sampling import noise as N
 from ddpm.sampling import samplers as S
 
 
@@ -72,7 +73,7 @@ def test_ddpm_is_reproducible_with_a_generator_and_varies_without():
 def test_per_sample_generators_make_images_independent_of_the_batch():
     schedule = make_schedule("linear", 30)
     model = lambda x, t: 0.05 * x  # noqa: E731
-    gens = lambda idx: S.sample_generators(7, idx)  # noqa: E731
+    gens = lambda idx: N.sample_generators(7, idx)  # noqa: E731
     x_T = lambda idx: torch.stack([torch.randn(1, 4, 4, generator=g) for g in gens(idx)])  # noqa: E731
     full = S.ddpm_sample(model, schedule, x_T(range(6)), generator=gens(range(6)))
     part = S.ddpm_sample(model, schedule, x_T(range(3, 5)), generator=gens(range(3, 5)))
@@ -87,14 +88,29 @@ def test_per_sample_generators_make_images_independent_of_the_batch():
 
 
 @pytest.mark.parametrize("shape, dtype", [((3, 8, 8), torch.float32), ((2,), torch.float64)])
-def test_per_sample_noise_row_i_is_its_generators_own_randn(shape, dtype):
-    """Filled in place, the rows keep the values torch.randn draws from each generator alone,
-    so images drawn before the change are drawn again."""
-    noise = S.per_sample_noise(shape, S.sample_generators(5, range(4)), dtype=dtype)
-    alone = [torch.randn(shape, generator=g, dtype=dtype) for g in S.sample_generators(5, range(4))]
-    assert noise.shape == (4, *shape) and noise.dtype == dtype
-    assert torch.equal(noise, torch.stack(alone))
-    assert not torch.equal(noise[0], noise[1])
+def test_noise_rows_draw_what_each_generator_draws_alone(shape, dtype):
+    """On the CPU the rows keep the values of successive torch.randn calls on each generator
+    alone, so seeds draw the same images and points as before draws were taken in blocks."""
+    rows = N.sample_generators(5, range(4))
+    draws = torch.stack([N.per_sample_noise(shape, rows, dtype=dtype) for _ in range(40)], 1)
+    alone = [
+        torch.stack([torch.randn(shape, generator=g, dtype=dtype) for _ in range(40)])
+        for g in N.sample_generators(5, range(4))
+    ]
+    assert draws.shape == (4, 40, *shape) and draws.dtype == dtype
+    assert torch.equal(draws, torch.stack(alone))
+    assert not torch.equal(draws[0, 0], draws[1, 0]) and not torch.equal(draws[0, 1], draws[0, 2])
+
+
+def test_noise_rows_in_blocks_do_not_depend_on_the_batch(monkeypatch):
+    """Drawn ahead in blocks (as on a GPU), where a block is not successive draws (numel 150),
+    a row's stream is still its index's alone: the same in a batch of 6 and of 2."""
+    monkeypatch.setattr(N, "block_size", lambda shape, device: 7)
+    full, part = N.sample_generators(3, range(6)), N.sample_generators(3, range(3, 5))
+    for _ in range(20):
+        assert torch.equal(
+            N.per_sample_noise((1, 150), full)[3:5], N.per_sample_noise((1, 150), part)
+        )
 
 
 def test_ddim_eta1_all_steps_matches_ddpm_small_variance():

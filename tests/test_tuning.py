@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import run
+from ddpm.sampling import noise as N
 from ddpm.sampling import samplers as S
 from ddpm.sampling.generate import generate
 from ddpm.sampling.loaded import load_model
@@ -71,7 +72,7 @@ def test_tune_steps_keeps_the_grid_beside_the_checkpoint_for_spacing_tuned(tiny_
     for sampler in ("ddim", "dpm-solver", "ipndm"):
         x = generate(loaded, 2, sampler=sampler, steps=4, spacing="tuned", eta=0.0)
         y = S.sample(sampler, loaded.eps_given(None, 0.0), loaded.schedule,
-                     S.per_sample_noise(loaded.shape, S.sample_generators(0, range(2), "cpu"),
+                     N.per_sample_noise(loaded.shape, N.sample_generators(0, range(2), "cpu"),
                                         "cpu"), steps=4, spacing=grid, clip=True)  # fmt: skip
         torch.testing.assert_close(x, y)
         seen.append(x)

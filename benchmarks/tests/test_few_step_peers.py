@@ -19,7 +19,7 @@ from ddpm.eval import evaluate  # noqa: E402
 from ddpm.eval.fid import FIDStats  # noqa: E402
 from ddpm.sampling.generate import generate  # noqa: E402
 from ddpm.sampling.loaded import load_model  # noqa: E402
-from ddpm.sampling.samplers import per_sample_noise, sample_generators  # noqa: E402
+from ddpm.sampling.noise import per_sample_noise, sample_generators  # noqa: E402
 from ddpm.sampling.spec import SamplingSpec  # noqa: E402
 from test_evaluate import FakeInception  # noqa: E402
 

@@ -29,14 +29,13 @@ from ddpm.errors import ConfigError
 from ddpm.progress import Progress
 from ddpm.sampling.generate import counted, draw_labels, grid_of, resolve, run_sampler
 from ddpm.sampling.loaded import Loaded
+from ddpm.sampling.noise import per_sample_noise, sample_generators, side_generators
 from ddpm.sampling.samplers import (
     DEFAULT_SPACING,
     ddim_step,
     ddpm_step,
     network_evaluations,
-    per_sample_noise,
     predict_x0,
-    sample_generators,
     timesteps_for,
 )
 from ddpm.sampling.spec import SamplingSpec
@@ -124,17 +123,6 @@ def named_mask(name: str, shape: Sequence[int], n: int = 1, seed: int = 0) -> Te
             f"--mask {name}: expected a file, random:P or one of {', '.join(allowed)}"
         )
     return (~fill)[None, None]
-
-
-def side_generators(seed: int, indices: Sequence[int], device: torch.device | str = "cpu"):
-    """A second generator per image index, from (seed, index) alone: the noise of the known
-    region and of the forward jumps, kept apart from the model's (`sample_generators`)."""
-    gens = []
-    for i in indices:
-        g = torch.Generator(device=device)
-        g.manual_seed((seed * 1_000_037 + i + 104_729) % (2**63))
-        gens.append(g)
-    return gens
 
 
 # --- inpainting ---------------------------------------------------------------------------------

@@ -19,14 +19,13 @@ from ddpm.errors import ConfigError
 from ddpm.progress import Progress, count
 from ddpm.sampling.grids import Spacing
 from ddpm.sampling.loaded import UNCONDITIONAL, Loaded
+from ddpm.sampling.noise import per_sample_noise, sample_generators
 from ddpm.sampling.samplers import (
     DEFAULT_SPACING,
     Callback,
     EpsModel,
     network_evaluations,
-    per_sample_noise,
     sample,
-    sample_generators,
 )
 from ddpm.sampling.spec import SamplingSpec
 from ddpm.viz import arrayplots

@@ -17,7 +17,7 @@ that image i depends only on its own generator (and not on the batch it was draw
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -39,9 +39,9 @@ from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.sampling.grids import SPACINGS as SPACINGS  # re-exported: the CLI's choices
 from ddpm.sampling.grids import Spacing, check_steps, timesteps_for
 from ddpm.sampling.grids import ddim_timesteps as ddim_timesteps
+from ddpm.sampling.noise import Generators, randn_like
 from ddpm.sampling.solvers import dpm_solver_update, ipndm_update, unipc_update
 
-Generators = torch.Generator | Sequence[torch.Generator] | None
 Callback = Callable[[int, int, Tensor, Tensor], None]
 SAMPLERS = ("ddpm", "ddim", "dpm-solver", "dpm-solver-3m", "heun", "unipc", "ipndm")
 DEFAULT_STEPS = 50  # the steps of every sampler but DDPM when none are given
@@ -53,39 +53,6 @@ def default_steps(sampler: str, steps: int | None, T: int) -> int | None:
     if steps is not None or sampler == "ddpm":
         return steps
     return min(DEFAULT_STEPS, T)
-
-
-def randn_like(x: Tensor, generator: Generators) -> Tensor:
-    """Standard normal noise shaped like x, drawn per sample when given a list of generators."""
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    if len(generator) != x.shape[0]:
-        raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
-    return per_sample_noise(x.shape[1:], generator, x.device, x.dtype)
-
-
-def per_sample_noise(
-    shape: Sequence[int],
-    generators: Sequence[torch.Generator],
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """(len(generators), *shape) standard normal noise, row i as `torch.randn(shape, generator=
-    generators[i])`, filled in place: no tensor a row and no stack, the host's cost of a batch."""
-    out = torch.empty(len(generators), *shape, device=device, dtype=dtype)
-    for row, g in zip(out, generators):
-        row.normal_(generator=g)
-    return out
-
-
-def sample_generators(seed: int, indices: Sequence[int], device: torch.device | str = "cpu"):
-    """One generator per image index, seeded from (seed, index) alone (as EDM's generate.py)."""
-    gens = []
-    for i in indices:
-        g = torch.Generator(device=device)
-        g.manual_seed((seed * 1_000_003 + i) % (2**63))
-        gens.append(g)
-    return gens
 
 
 def predict_x0(

@@ -28,7 +28,8 @@ from ddpm.errors import ConfigError
 from ddpm.sampling.generate import draw_labels, resolve, run_sampler
 from ddpm.sampling.grids import Spacing
 from ddpm.sampling.loaded import Loaded
-from ddpm.sampling.samplers import per_sample_noise, predict_x0, sample_generators
+from ddpm.sampling.noise import per_sample_noise, sample_generators
+from ddpm.sampling.samplers import predict_x0
 from ddpm.sampling.spec import SamplingSpec
 
 
