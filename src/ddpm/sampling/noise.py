@@ -49,6 +49,7 @@ class NoiseRows(Sequence[torch.Generator]):
         self.generators = list(generators)
         self._ahead: Tensor | None = None  # (B, k, *shape): draws not yet taken
         self._taken = 0
+        self._key: tuple = ()  # (shape, dtype, device) asked for the draws ahead
 
     def __len__(self) -> int:
         return len(self.generators)
@@ -63,17 +64,11 @@ class NoiseRows(Sequence[torch.Generator]):
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         """The next (B, *shape) of every row's stream."""
-        shape, ahead = tuple(shape), self._ahead
-        if (
-            ahead is None
-            or self._taken == ahead.shape[1]
-            or ahead.shape[2:] != shape
-            or ahead.dtype != dtype
-            or ahead.device != torch.device(device)
-        ):
+        key, ahead = (tuple(shape), dtype, str(device)), self._ahead
+        if ahead is None or self._taken == ahead.shape[1] or key != self._key:
             block = 1 if ahead is None else block_size(shape, torch.device(device))
             self._ahead = ahead = per_sample_noise((block, *shape), self.generators, device, dtype)
-            self._taken = 0
+            self._key, self._taken = key, 0
         self._taken += 1
         return ahead[:, self._taken - 1]
 
