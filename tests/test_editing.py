@@ -17,6 +17,7 @@ from ddpm.diffusion.process import predict_eps_from_x0
 from ddpm.diffusion.schedule import make_schedule
 from ddpm.sampling import editing as E
 from ddpm.sampling import inversion as V
+from ddpm.sampling import noise
 from ddpm.sampling.generate import generate
 from ddpm.sampling.loaded import Loaded
 
@@ -104,11 +105,13 @@ def test_repaint_schedule_jumps_back_and_resamples_each_stretch():
     assert downs == 20 + ups
 
 
+@pytest.mark.parametrize("block", [1, 3])
 @pytest.mark.parametrize("fields", [dict(sampler="ddpm"), dict(sampler="ddim", steps=10, eta=1.0)])
-def test_with_a_per_pixel_oracle_the_filled_pixels_are_generates(fields):
+def test_with_a_per_pixel_oracle_the_filled_pixels_are_generates(fields, block, monkeypatch):
     """Each pixel of the Gaussian oracle evolves alone, so the filled ones take exactly the
     steps and the noise that `generate` takes for the same seed: the known region's noise
-    comes from another stream."""
+    comes from another stream. So too with the noise drawn ahead in blocks, as on a GPU."""
+    monkeypatch.setattr(noise, "block_size", lambda shape, device: block)
     loaded = gaussian()
     keep = E.named_mask("center", loaded.shape)[0]
     out = E.inpaint(loaded, images(), keep, 5, method="replace", seed=2, batch_size=2, **fields)
