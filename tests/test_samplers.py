@@ -107,10 +107,12 @@ def test_noise_rows_in_blocks_do_not_depend_on_the_batch(monkeypatch):
     a row's stream is still its index's alone: the same in a batch of 6 and of 2."""
     monkeypatch.setattr(N, "block_size", lambda shape, device: 7)
     full, part = N.sample_generators(3, range(6)), N.sample_generators(3, range(3, 5))
+    draws = []
     for _ in range(20):
-        assert torch.equal(
-            N.per_sample_noise((1, 150), full)[3:5], N.per_sample_noise((1, 150), part)
-        )
+        draws.append(N.per_sample_noise((1, 150), full))
+        assert torch.equal(draws[-1][3:5], N.per_sample_noise((1, 150), part))
+    assert full._ahead is not None and full._ahead.shape[1] == 7  # taken ahead, 7 at a time
+    assert len({float(d[0].sum()) for d in draws}) == 20  # each draw new
 
 
 def test_ddim_eta1_all_steps_matches_ddpm_small_variance():

@@ -32,7 +32,8 @@ def per_sample_noise(
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """(len(generators), *shape) standard normal noise, row i as `torch.randn(shape, generator=
-    generators[i])`, filled in place: no tensor a row and no stack."""
+    generators[i])`, filled in place: no tensor a row and no stack. Given `NoiseRows`, the next
+    draw of each row's stream (`NoiseRows.draw`)."""
     if isinstance(generators, NoiseRows):
         return generators.draw(shape, device, dtype)
     out = torch.empty(len(generators), *shape, device=device, dtype=dtype)
