@@ -32,6 +32,7 @@ Each prints a table and, with --json, writes its rows.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from typing import Any
@@ -41,7 +42,7 @@ import torch
 from common import environment, run_script, write_json
 
 from ddpm.data.images import to_model_range, to_uint8
-from ddpm.sampling.editing import inpaint, named_mask
+from ddpm.sampling.editing import inpaint, named_mask, repaint_calls
 from ddpm.sampling.inversion import ddim_invert, decode, psnr
 from ddpm.sampling.loaded import load_model, speed_up
 from ddpm.sampling.spec import SamplingSpec
@@ -209,14 +210,20 @@ def run_inpaint(loaded, args, save) -> list[dict[str, Any]]:
     spec = SamplingSpec("ddpm" if args.eta == 1 else "ddim", args.model_steps, eta=args.eta,
                         seed=args.seed, batch_size=args.batch_size)  # fmt: skip
 
-    def ours(method: str):
+    def ours(method: str, steps: int):
+        at = dataclasses.replace(spec, steps=steps)
         return lambda: inpaint(
-            loaded, x, keep, spec=spec, method=method, jump=args.jump, resample=args.resample
+            loaded, x, keep, spec=at, method=method, jump=args.jump, resample=args.resample
         )
 
-    ways = {m: ours(m) for m in ("repaint", "replace")}
+    calls = repaint_calls(args.model_steps, args.jump, args.resample)
+    ways = {("repaint", calls): ours("repaint", args.model_steps)}
+    for k in args.replace_steps or [args.model_steps]:
+        ways[("replace", k)] = ours("replace", k)
     if args.diffusers:
-        ways["diffusers RePaint"] = lambda: diffusers_repaint(args.diffusers, x, keep, args)
+        ways[("diffusers RePaint", calls)] = lambda: diffusers_repaint(
+            args.diffusers, x, keep, args
+        )
     net = ref = None
     if args.stats:
         from ddpm.eval.evaluate import images_stats, load_inception, load_stats
@@ -224,16 +231,17 @@ def run_inpaint(loaded, args, save) -> list[dict[str, Any]]:
 
         ref, net = load_stats(args.stats), load_inception(args.inception, args.device)
     rows = []
-    print("| method | RMSE on filled pixels (0-255) | FID | seconds |\n|---|---:|---:|---:|")
-    for name, way in ways.items():
+    print("| method | network calls | RMSE on filled pixels (0-255) | FID | seconds |")
+    print("|---|---:|---:|---:|---:|")
+    for (name, nfe), way in ways.items():
         t0 = time.perf_counter()
         done = to_uint8(way().clamp(-1, 1))
         secs = time.perf_counter() - t0
         rmse = float((done.float() - u8.float())[fill].square().mean().sqrt())
         fid = fid_from_stats(images_stats(net, done), ref) if net is not None else float("nan")
-        rows.append(dict(method=name, rmse=rmse, fid=fid, seconds=secs, n=x.shape[0]))
+        rows.append(dict(method=name, nfe=nfe, rmse=rmse, fid=fid, seconds=secs, n=x.shape[0]))
         save(rows)  # after each method: a long run cut short keeps what it measured
-        print(f"| {name} | {rmse:.2f} | {fid:.2f} | {secs:.1f} |", flush=True)
+        print(f"| {name} | {nfe} | {rmse:.2f} | {fid:.2f} | {secs:.1f} |", flush=True)
     return rows
 
 
@@ -250,6 +258,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--sampler", default="ddpm", help="impute / condition: ddpm or ddim")
     p.add_argument("--method", default="repaint", help="impute: repaint or replace")
+    p.add_argument(
+        "--replace-steps",
+        default="",
+        help="inpaint: the replacement method's steps, comma-separated (default: --model-steps; "
+        "give RePaint's network calls too for the control at equal cost)",
+    )
     p.add_argument("--jump", type=int, default=10)
     p.add_argument("--resample", type=int, default=5)
     p.add_argument("--hide", type=float, default=0.3, help="impute: the share of steps hidden")
@@ -270,6 +284,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json")
     args = p.parse_args(argv)
     args.steps = [int(s) for s in args.steps.split(",") if s]
+    args.replace_steps = [int(s) for s in args.replace_steps.split(",") if s]
     # speed_up applies bf16 and channels-last on CUDA only: the peer gets them where ours does
     args.bf16 = args.bf16 and torch.device(args.device).type == "cuda"
     return args

@@ -105,6 +105,19 @@ def test_repaint_schedule_jumps_back_and_resamples_each_stretch():
     assert downs == 20 + ups
 
 
+@pytest.mark.parametrize(("steps", "jump", "resample"), [(12, 3, 2), (12, 5, 3), (7, 1, 1)])
+def test_repaint_calls_is_the_network_calls_inpainting_makes(steps, jump, resample):
+    loaded = gaussian()
+    calls = []
+    eps = loaded.model.eps
+    loaded.model.eps = lambda x_t, t: calls.append(t) or eps(x_t, t)
+    keep = E.named_mask("center", loaded.shape)
+    E.inpaint(loaded, images(2), keep, jump=jump, resample=resample, sampler="ddpm", steps=steps,
+              batch_size=2)  # fmt: skip
+    assert len(calls) == E.repaint_calls(steps, jump, resample)
+    assert E.repaint_calls(steps, 1, 1) == steps  # replacement: one call a step
+
+
 @pytest.mark.parametrize("block", [1, 3])
 @pytest.mark.parametrize("fields", [dict(sampler="ddpm"), dict(sampler="ddim", steps=10, eta=1.0)])
 def test_with_a_per_pixel_oracle_the_filled_pixels_are_generates(fields, block, monkeypatch):

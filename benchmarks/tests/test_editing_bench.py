@@ -52,12 +52,14 @@ def test_inversion_and_inpainting_run_end_to_end(run_folder, tmp_path):  # noqa:
     assert main(["fid-stats", str(d / "pics"), "-o", str(stats), "--quiet"]) == 0
     out = tmp_path / "inpaint.json"
     argv = ["inpaint", *common, "--model-steps", "4", "--jump", "2", "--resample", "2",
-            "--diffusers", str(d / "hf"), "--stats", str(stats), "--json", str(out),
-            "--device", "cpu"]  # fmt: skip
+            "--replace-steps", "4,6", "--diffusers", str(d / "hf"), "--stats", str(stats),
+            "--json", str(out), "--device", "cpu"]  # fmt: skip
     rows = bench.main(argv)
-    assert [r["method"] for r in rows] == ["repaint", "replace", "diffusers RePaint"]
+    assert [(r["method"], r["nfe"]) for r in rows] == [
+        ("repaint", 6), ("replace", 4), ("replace", 6), ("diffusers RePaint", 6)
+    ]  # fmt: skip
     assert all(np.isfinite(r["rmse"]) and np.isfinite(r["fid"]) for r in rows)
-    assert len(json.loads(out.read_text())["records"]) == 3
+    assert len(json.loads(out.read_text())["records"]) == 4
 
 
 @pytest.mark.usefixtures("tiny_nets")

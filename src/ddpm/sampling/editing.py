@@ -146,6 +146,12 @@ def repaint_schedule(K: int, jump: int, resample: int) -> list[int]:
     return states
 
 
+def repaint_calls(K: int, jump: int, resample: int) -> int:
+    """Network evaluations of RePaint on a chain of K timesteps: one per step down."""
+    states = repaint_schedule(K, jump, resample)
+    return sum(b < a for a, b in zip(states, states[1:]))
+
+
 def _chain(loaded: Loaded, spec: SamplingSpec, model: EpsModel):
     """(model, schedule, timesteps) of the reverse chain: DDPM's respaced one, or DDIM's grid."""
     if spec.sampler == "ddpm":
@@ -260,7 +266,7 @@ def inpaint(
         raise ConfigError(f"got {keep.shape[0]} masks for {x_0.shape[0]} inputs")
     labels = draw_labels(loaded, n, spec, first_index, class_labels)
     states = repaint_schedule(len(ts), jump, resample)
-    calls = sum(b < a for a, b in zip(states, states[1:]))
+    calls = repaint_calls(len(ts), jump, resample)
     bar = _bar(progress, math.ceil(n / spec.batch_size) * calls, f"inpainting {n} {loaded.kind}")
 
     def run(idx: range, y: Tensor | None, gens, side) -> Tensor:
