@@ -115,7 +115,8 @@ def test_a_model_samples_with_the_eta_of_its_own_training_pictures(tmp_path, cap
     for flags in ([], ["--eta", "1"]):
         folder = tmp_path / f"pngs{len(flags)}"
         argv = ["sample", "--checkpoint", str(run), "--n", "3", "--steps", "5", "--seed", "4"]
-        assert main([*argv, "--folder", str(folder), *flags]) == 0
+        grid = tmp_path / f"grid{len(flags)}.png"  # never into the working directory
+        assert main([*argv, "--folder", str(folder), "--out", str(grid), *flags]) == 0
     assert torch.equal(folder_images(tmp_path / "pngs0", 3), folder_images(tmp_path / "pngs2", 3))
     assert "eta 1" in capsys.readouterr().out
     # the recipe measured at eta 0 keeps it; a safetensors export keeps the run's own
