@@ -96,6 +96,12 @@ def test_points_through_the_cli(tmp_path, capsys, tiny_nets):
     assert exit_.value.code == 2
     assert "a sample grid must end in" in capsys.readouterr().err
     assert not (tmp_path / "c.npy").exists()
+    # show reverse draws the points' own process (no --clip of pictures unless asked for)
+    shown = ["show", "reverse", "--checkpoint", ckpt, "--steps", "10", "--quiet"]
+    assert main([*shown, "--out", str(tmp_path / "r.png"), "--gif", str(tmp_path / "r.gif")]) == 0
+    assert Image.open(tmp_path / "r.gif").n_frames > 5 and (tmp_path / "r.png").is_file()
+    assert main([*shown, "--clip", "--out", str(tmp_path / "c.png")]) == 2
+    assert "--clip clips x_0 to [-1, 1]" in error_line(capsys)
 
     out = tmp_path / "eval.json"
     argv = ["eval", "--checkpoint", ckpt, "--data", "toy:moons", "--n", "100", "--steps", "10"]

@@ -303,7 +303,7 @@ def test_a_tiny_model_samples_the_colour_each_class_name_asks_for(tmp_path, caps
         argv = ["sample", "--checkpoint", ckpt, "--class", "red", "--class", "blue", "--n", "6"]
         argv += ["--steps", "10", "--guidance", w, "--folder", str(folder)]
         assert main([*argv, "--out", str(tmp_path / f"w{w}.png")]) == 0
-        assert "classes red, blue; guidance" in capsys.readouterr().out
+        assert "(2 classes: red, blue; guidance" in capsys.readouterr().out
         for i in range(6):
             with Image.open(folder / f"{i:06d}.png") as im:
                 r, _, b = mean_rgb(im)
@@ -418,6 +418,6 @@ def test_stanford_cars_samples_by_its_devkit_class_names(tmp_path, capsys):
     ckpt = str(next(run.glob("ckpt-*.pt")))
     argv = ["sample", "--checkpoint", ckpt, "--class", "AM General Hummer SUV 2000", "--n", "2"]
     assert main([*argv, "--steps", "3", "--guidance", "2", "--out", str(tmp_path / "h.png")]) == 0
-    assert "(classes AM General Hummer SUV 2000; guidance w=2)" in capsys.readouterr().out
+    assert "(1 class: AM General Hummer SUV 2000; guidance w=2)" in capsys.readouterr().out
     assert main([*argv[:4], "Hummer", "--steps", "3"]) == 2
     assert "close names: 'AM General Hummer SUV 2000'" in error_line(capsys)

@@ -136,6 +136,24 @@ def test_distill_gives_a_student_that_samples_in_its_steps_nearer_its_teacher(
     code, _, err = run(capsys, ["sample", "--checkpoint", str(out), "--steps", "4", "--out",
                                 str(tmp_path / "t.png")])  # fmt: skip
     assert code != 0 and "distilled to draw in 2 steps" in err
+    # inversion too: its own 2 steps by default, more refused before anything is written
+    png = sorted((teacher.parent / "data").glob("*.png"))[0]
+    z = tmp_path / "z.npy"
+    code, said, err = run(capsys, ["invert", "--checkpoint", str(out), "--image", str(png),
+                                   "--out", str(z), "--steps", "4"])  # fmt: skip
+    assert code != 0 and "distilled to draw in 2 steps" in err and not z.exists()
+    code, said, _ = run(capsys, ["invert", "--checkpoint", str(out), "--image", str(png),
+                                 "--out", str(z), "--psnr"])  # fmt: skip
+    assert code == 0 and "wrote the noise of 1 image to" in said and "(2 DDIM steps)" in said
+    # its grid is the one it was trained for: tune-steps says so, not a flag never given
+    code, _, err = run(capsys, ["tune-steps", "--checkpoint", str(out), "--nfe", "2"])
+    assert code != 0 and "distilled to draw in 2 steps on its own grid" in err
+    # a student is distilled on from its own 2 steps: other teacher steps are refused
+    on = ["distill", "--checkpoint", str(out), "--out", str(tmp_path / "on"), "--steps", "1"]
+    code, _, err = run(capsys, [*on, "--from-steps", "8"])
+    assert code != 0 and "distilled to draw in 2 steps; distil it on from --from-steps 2" in err
+    code, said, err = run(capsys, [*on, "--round-steps", "2"])
+    assert code == 0 and "round 1 of 1: 2 teacher steps -> 1" in said, err
     code, _, err = run(capsys, argv)
     assert code != 0 and "pass --resume" in err
     # an export (weights without the training settings) is no teacher: one line saying so

@@ -15,6 +15,7 @@ from ddpm.data.arrays import ArrayInfo, Standardizer
 from ddpm.data.images import to_model_range, to_uint8
 from ddpm.diffusion.process import predict_eps_from_x0
 from ddpm.diffusion.schedule import make_schedule
+from ddpm.errors import ConfigError
 from ddpm.sampling import editing as E
 from ddpm.sampling import inversion as V
 from ddpm.sampling import noise
@@ -116,6 +117,13 @@ def test_repaint_calls_is_the_network_calls_inpainting_makes(steps, jump, resamp
               batch_size=2)  # fmt: skip
     assert len(calls) == E.repaint_calls(steps, jump, resample)
     assert E.repaint_calls(steps, 1, 1) == steps  # replacement: one call a step
+
+
+def test_the_default_jump_is_ten_or_a_fifth_of_a_short_chain_and_a_useless_one_is_refused():
+    assert [E.resolve_jump(None, k, 10) for k in (3, 10, 49, 50, 250)] == [1, 2, 9, 10, 10]
+    assert E.resolve_jump(4, 5, 2) == 4 and E.resolve_jump(9, 5, 1) == 9  # r = 1: no jumps
+    with pytest.raises(ConfigError, match="--jump 5: the chain has only 5 steps"):
+        E.resolve_jump(5, 5, 2)
 
 
 @pytest.mark.parametrize("block", [1, 3])
@@ -379,8 +387,20 @@ BAD = [
     (["inpaint", "--sampler", "heun"], "argument --sampler"),
     (["edit", "--strength", "1.5"], "--strength must lie in [0, 1], got 1.5"),
     (["edit", "--strength", "-0.1"], "--strength must lie in [0, 1]"),
+    (["edit", "--strength", "abc"], "--strength: expected a number, got 'abc'"),
+    (
+        ["interpolate", "--image", "{pic}", "--frames", "x"],
+        "--frames: expected an integer, got 'x'",
+    ),
     (["interpolate", "--image", "{pic}", "--frames", "1"], "--frames must be at least 2"),
     (["invert", "--out", "{d}/z.txt"], "must end in"),
+    (["inpaint", "--steps", "5", "--jump", "5"], "--jump 5: the chain has only 5 steps, so"),
+    (
+        ["inpaint", "--sampler", "ddpm", "--eta", "0.5"],
+        "--eta is DDIM's noise: give it with --sampler ddim, not ddpm",
+    ),
+    (["inpaint", "--sampler", "ddim", "--eta", "1.5"], "--eta 1.5: expected 0 to 1"),
+    (["edit", "--sampler", "ddpm", "--spacing", "edm"], "--spacing applies to every sampler but"),
 ]
 
 

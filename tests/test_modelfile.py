@@ -117,5 +117,11 @@ def test_a_non_safetensors_or_foreign_file_is_refused_with_one_line(tmp_path, ca
     save_file({"w": torch.zeros(2)}, str(foreign))
     assert main(["sample", "--checkpoint", str(foreign)]) == 1
     assert "without a ddpm-from-scratch description" in capsys.readouterr().err
-    assert main(["export", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x")]) == 1
+    assert (
+        main(["export", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x.safetensors")]) == 1
+    )
     assert "none.pt: no such file or folder" in capsys.readouterr().err
+    # an export named as another kind of file is refused before the checkpoint is read
+    assert main(["export", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x.txt")]) == 2
+    assert "x.txt: a safetensors export must end in .safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "x.txt").exists()

@@ -157,6 +157,8 @@ decay_float = _number(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
 open_unit_float = _number(float, "a number in (0, 1)", lambda v: 0 < v < 1)
 probability = _number(float, "a probability in [0, 1)", lambda v: 0 <= v < 1)
 seed_int = _number(int, "an integer in [0, 2^63)", lambda v: 0 <= v < 2**63)
+number = _number(float, "a number", lambda v: True)  # ranges checked where they are used
+integer = _number(int, "an integer", lambda v: True)
 
 
 sigma_rel = _number(float, "a number in (0, 0.288)", lambda v: 0 < v < 12**-0.5)
@@ -347,9 +349,18 @@ def add_speed_args(p: argparse.ArgumentParser) -> None:
 def sampling_spec(args: argparse.Namespace):
     """The one `ddpm.sampling.spec.SamplingSpec` that a command's sampling flags describe
     (`ddpm sample`, `ddpm eval`, `ddpm show reverse`): every flag that changes the samples
-    goes through here, so none is parsed and then dropped on one path."""
+    goes through here, so none is parsed and then dropped on one path; a flag that the
+    sampler would ignore is refused."""
     from ddpm.sampling.spec import SamplingSpec
 
+    if args.eta is not None and args.sampler != "ddim":
+        raise ConfigError(f"--eta is DDIM's noise: give it with --sampler ddim, not {args.sampler}")
+    if args.eta is not None and args.eta > 1:
+        raise ConfigError(f"--eta {args.eta:g}: expected 0 to 1 (0 deterministic, 1 DDPM's noise)")
+    if getattr(args, "spacing", None) is not None and args.sampler == "ddpm":
+        raise ConfigError(
+            "--spacing applies to every sampler but ddpm, whose --steps are spread evenly"
+        )
     return SamplingSpec(
         sampler=args.sampler,
         steps=args.steps,

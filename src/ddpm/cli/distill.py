@@ -45,9 +45,9 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--from-steps",
         type=positive_int,
-        default=64,
         help="the teacher's DDIM steps in the first round, a power of two; each round halves "
-        "them (Salimans & Ho 2022 start from 1024 or more; default: %(default)s)",
+        "them (Salimans & Ho 2022 start from 1024 or more; default: 64, or the steps a "
+        "distilled teacher was distilled to)",
     )
     g.add_argument(
         "--round-steps",
@@ -147,9 +147,17 @@ def round_steps(args: argparse.Namespace) -> int:
 
 
 def rounds_of(args: argparse.Namespace, teacher: dict) -> list[int]:
+    """The rounds' student steps. A distilled teacher is distilled on from its own steps, the
+    only ones it was trained to take."""
     from ddpm.train.distill import check_steps
 
-    return check_steps(args.steps, args.from_steps, int(teacher["T"]))
+    own = teacher.get("distill_steps")
+    if own and args.from_steps not in (None, own):
+        raise ConfigError(
+            f"--from-steps {args.from_steps}: the teacher {args.checkpoint} was distilled to "
+            f"draw in {count(own, 'step')}; distil it on from --from-steps {own}"
+        )
+    return check_steps(args.steps, args.from_steps or own or 64, int(teacher["T"]))
 
 
 def run_distill(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from ddpm.cli.args import (
     group,
     guided_by,
     nonneg_float,
+    number,
     output_file,
     output_folder,
     positive_int,
@@ -152,8 +153,8 @@ def add_inpaint_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--jump",
         type=positive_int,
-        default=10,
-        help="RePaint: jump back J steps by the forward process",
+        help="RePaint: jump back J steps by the forward process (default: 10, or a fifth of "
+        "--steps below 50)",
     )
     g.add_argument(
         "--resample",
@@ -173,7 +174,7 @@ def add_edit_args(p: argparse.ArgumentParser) -> None:
     add_input_args(p)
     group(p, "input").add_argument(
         "--strength",
-        type=float,
+        type=number,
         required=True,
         metavar="S",
         help="in [0, 1]: noise to t = S*T, then denoise; 0 returns the input, 1 ignores it",
@@ -436,7 +437,7 @@ def _load(args):
 
 
 def run_inpaint(args: argparse.Namespace) -> int:
-    from ddpm.sampling.editing import check_inputs, check_mask, inpaint
+    from ddpm.sampling.editing import chain_steps, check_inputs, check_mask, inpaint, resolve_jump
     from ddpm.sampling.generate import resolve
 
     loaded = guided_by(_load(args), args)
@@ -449,7 +450,8 @@ def run_inpaint(args: argparse.Namespace) -> int:
     n = args.n or (8 if x_0.shape[0] == 1 else x_0.shape[0])
     spec = resolve(loaded, sampling_spec(args))
     labels = class_labels(args, loaded, n)
-    method = dict(method=args.method, jump=args.jump, resample=args.resample)
+    jump = resolve_jump(args.jump, chain_steps(loaded, spec), args.resample)
+    method = dict(method=args.method, jump=jump, resample=args.resample)
     x = inpaint(
         fast_path(loaded, args),
         x_0,
@@ -461,7 +463,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
         **method,
     )
     how = args.method + (
-        f", jump {args.jump}, resample {args.resample}" if args.method == "repaint" else ""
+        f", jump {jump}, resample {args.resample}" if args.method == "repaint" else ""
     )
     write_results(
         args, loaded, x, originals, keep, f"inpainted {loaded.kind} ({how}; {spec.short()})"

@@ -39,6 +39,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     if args.format == "safetensors" and args.out.is_dir():
         raise ConfigError(f"--out {args.out} is a folder; --format safetensors writes one file")
+    if args.format == "safetensors" and args.out.suffix.lower() != ".safetensors":
+        raise ConfigError(f"--out {args.out}: a safetensors export must end in .safetensors")
     try:  # before the checkpoint is read: a bad --out costs nothing
         if args.format == "safetensors":
             check_writable_file(args.out)

@@ -93,13 +93,16 @@ def add_fid_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_fid(args: argparse.Namespace) -> int:
+    from ddpm.data.datasets import resolve
     from ddpm.eval.evaluate import load_inception, load_stats, source_stats
     from ddpm.eval.fid import fid_from_stats
 
     size = parse_size(args.image_size) if args.image_size else None
-    for spec in (args.a, args.b):  # statistics files are checked before any images are read
+    for spec in (args.a, args.b):  # both sets are found before any images are read
         if spec.endswith(".npz"):
             load_stats(spec)
+        else:
+            resolve(spec, args.split)
     needs_net = not (args.a.endswith(".npz") and args.b.endswith(".npz"))
     net = load_inception(args.inception, resolve_device(args.device)) if needs_net else None
     a, b = (

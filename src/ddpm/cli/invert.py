@@ -11,6 +11,7 @@ from ddpm.cli.args import (
     add_device_arg,
     add_quiet_arg,
     group,
+    integer,
     output_file,
     positive_int,
 )
@@ -23,13 +24,16 @@ from ddpm.cli.edit import (
     read_inputs,
 )
 from ddpm.errors import ConfigError
+from ddpm.progress import count
 
 
 def add_invert_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     add_input_args(p)
     g = group(p, "inversion")
-    g.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
+    g.add_argument(
+        "--steps", type=positive_int, help="DDIM steps (default: 50, a distilled model's own)"
+    )
     g.add_argument(
         "--psnr",
         action="store_true",
@@ -52,8 +56,10 @@ def add_interpolate_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     add_input_args(p, several=True)
     g = group(p, "interpolation")
-    g.add_argument("--frames", type=int, default=8, help="pictures on the path, ends included")
-    g.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
+    g.add_argument("--frames", type=integer, default=8, help="pictures on the path, ends included")
+    g.add_argument(
+        "--steps", type=positive_int, help="DDIM steps (default: 50, a distilled model's own)"
+    )
     add_class_args(p, guide=False)
     o = group(p, "output")
     o.add_argument(
@@ -75,7 +81,7 @@ def picture_or_gif(text: str) -> Path:
 def run_invert(args: argparse.Namespace) -> int:
     from ddpm.data.arrays import save_npy
     from ddpm.sampling.editing import check_inputs
-    from ddpm.sampling.inversion import ddim_invert, decode, psnr
+    from ddpm.sampling.inversion import ddim_invert, decode, decode_spec, psnr
 
     if args.out.suffix.lower() != ".npy":
         raise ConfigError(f"--out {args.out}: the noise is written as a .npy array")
@@ -84,17 +90,15 @@ def run_invert(args: argparse.Namespace) -> int:
     if missing is not None and bool(missing.any()):
         raise ConfigError(f"--image {args.image} has missing values (NaN): nothing to invert")
     check_inputs(loaded, x_0)
-    if args.steps > loaded.schedule.T:
-        raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
+    steps = decode_spec(loaded, args.steps, None).steps  # refuses a distilled model's excess
     labels = class_labels(args, loaded, x_0.shape[0])
     guide = dict(class_labels=labels, guidance=args.guidance, batch_size=args.batch_size)
-    z = ddim_invert(loaded, x_0, args.steps, **guide)
+    z = ddim_invert(loaded, x_0, steps, **guide)
     save_npy(z.numpy(), args.out)
-    print(
-        f"wrote the noise of {x_0.shape[0]} {loaded.kind} to {args.out} ({args.steps} DDIM steps)"
-    )
+    noise = f"{count(x_0.shape[0], loaded.kind[:-1])}"
+    print(f"wrote the noise of {noise} to {args.out} ({count(steps, 'DDIM step')})")
     if args.psnr:
-        r = decode(loaded, z, args.steps, **guide)
+        r = decode(loaded, z, steps, **guide)
         err = (r - x_0).abs().max().item()
         if loaded.kind == "images":
             print(
@@ -106,7 +110,7 @@ def run_invert(args: argparse.Namespace) -> int:
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
-    from ddpm.sampling.inversion import check_frames, interpolate
+    from ddpm.sampling.inversion import check_frames, decode_spec, interpolate
     from ddpm.viz.grids import make_grid, save_gif, to_pil
 
     check_frames(args.frames)
@@ -115,8 +119,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
     loaded = _load(args)
     if loaded.kind != "images":
         raise ConfigError(f"interpolate draws pictures; this model draws {loaded.kind}")
-    if args.steps > loaded.schedule.T:
-        raise ConfigError(f"--steps {args.steps} exceeds the model's T = {loaded.schedule.T}")
+    decode_spec(loaded, args.steps, None)  # refuses steps the model cannot take, before reading
     a, _, _ = read_inputs(args, loaded, args.image[0])
     b, _, _ = read_inputs(args, loaded, args.image[1])
     if a.shape[0] != 1 or b.shape[0] != 1:

@@ -33,6 +33,7 @@ from ddpm.cli.args import (
 )
 from ddpm.diffusion.process import VARIANCES
 from ddpm.errors import ConfigError
+from ddpm.progress import count
 from ddpm.sampling.samplers import SAMPLERS, SPACINGS
 
 
@@ -226,9 +227,9 @@ def run_sample(args: argparse.Namespace) -> int:
     if labels is not None:
         names = loaded.names
         shown = [names[c] for c in dict.fromkeys(labels.tolist())]
-        kinds = ", ".join(shown[:8]) + (f", ... ({len(shown)} classes)" if len(shown) > 8 else "")
+        kinds = ", ".join(shown[:8]) + (", ..." if len(shown) > 8 else "")
         drawn = " drawn uniformly" if classes is None else ""
-        what = f" (classes{drawn} {kinds}; guidance w={spec.guidance:g})"
+        what = f" ({count(len(shown), 'class')}{drawn}: {kinds}; guidance w={spec.guidance:g})"
         if args.folder is not None:
             write_labels(Path(args.folder), labels, names)
     print(f"wrote {x.shape[0]} samples to {where} ({spec.short()}){what}{guide_words(args)}")

@@ -130,8 +130,9 @@ def _add_reverse(sub: Any) -> None:
     r.add_argument(
         "--clip",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="clip each x_0 prediction to [-1, 1]",
+        default=None,
+        help="clip each x_0 prediction to [-1, 1] (default: on for images, off for points and "
+        "sequences)",
     )
     add_device_arg(r)
     add_quiet_arg(r)
@@ -186,14 +187,17 @@ def run_show(args: argparse.Namespace) -> int:
         plot(show.schedule_panels(args.T), args.out, args.backend)
         path = args.out
     elif args.what == "reverse":
-        from ddpm.sampling.generate import denoising_process, save_process
+        from ddpm.sampling.generate import denoising_process, save_array_process, save_process
         from ddpm.sampling.loaded import load_model
 
         loaded = load_model(args.checkpoint, resolve_device(args.device))
-        frames = denoising_process(
-            loaded, args.n, sampling_spec(args), args.frames, progress=not args.quiet
-        )
-        save_process(frames, args.out, args.gif)
+        if loaded.data is not None:  # points or sequences: their own pictures, in data units
+            save_array_process(loaded, args.out, args.gif, sampling_spec(args))
+        else:
+            frames = denoising_process(
+                loaded, args.n, sampling_spec(args), args.frames, progress=not args.quiet
+            )
+            save_process(frames, args.out, args.gif)
         path = args.out
     else:
         path = _curves(args, plot, show.run_panels)

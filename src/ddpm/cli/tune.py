@@ -9,6 +9,7 @@ import time
 from ddpm.cli.args import add_device_arg, add_quiet_arg, group, positive_int
 from ddpm.cli.edit import _load, add_model_args
 from ddpm.errors import ConfigError
+from ddpm.progress import count
 from ddpm.sampling.samplers import DEFAULT_SPACING
 
 COMPARED = ("ddim", "dpm-solver", "unipc", "ipndm")  # the report's samplers: one call a step
@@ -48,6 +49,11 @@ def run_tune(args: argparse.Namespace) -> int:
     from ddpm.sampling.tuning import end_error, tune_grid
 
     loaded = _load(args)
+    if distilled := loaded.sampling.get("distilled"):
+        raise ConfigError(
+            f"{args.checkpoint} was distilled to draw in {count(distilled, 'step')} on its "
+            "own grid, which it was trained for: tune the grid of its teacher instead"
+        )
     if args.nfe > loaded.schedule.T:
         raise ConfigError(f"--nfe {args.nfe} exceeds the model's T = {loaded.schedule.T}")
     target = model_path(args.checkpoint)

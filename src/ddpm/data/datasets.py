@@ -57,7 +57,7 @@ def resolve(spec: str, split: str | None = None) -> Source:
     if sep and len(kind) > 1 and not Path(spec).exists():
         raise DataError(
             f"{spec}: unknown dataset kind {kind!r}; expected stanford-cars:PATH, cifar10:PATH, "
-            "mnist, or a folder or .zip of images"
+            "toy:NAME, timeseries:FOLDER, mnist, or a folder or .zip of images"
         )
     if split is not None:
         raise DataError(f"--split applies to stanford-cars:PATH and cifar10:PATH, not to {spec}")
@@ -70,7 +70,8 @@ def resolve(spec: str, split: str | None = None) -> Source:
             hint = f" (did you mean --data {close[0]}:PATH?)"
         raise DataError(
             f"--data {spec}: no such file or folder; expected a folder or .zip of images, "
-            f"mnist, cifar10:PATH or stanford-cars:PATH{hint}"
+            f"mnist, cifar10:PATH, stanford-cars:PATH, or for points and sequences toy:NAME, "
+            f"PATH.csv, PATH.npy or timeseries:FOLDER{hint}"
         )
     return image_folder(Path(spec))
 

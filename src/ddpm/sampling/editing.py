@@ -26,7 +26,7 @@ from torch import Tensor
 from ddpm.diffusion.process import EpsModel, respace_model
 from ddpm.diffusion.schedule import NoiseSchedule
 from ddpm.errors import ConfigError
-from ddpm.progress import Progress
+from ddpm.progress import Progress, count
 from ddpm.sampling.generate import counted, draw_labels, grid_of, resolve, run_sampler
 from ddpm.sampling.loaded import Loaded
 from ddpm.sampling.noise import per_sample_noise, sample_generators, side_generators
@@ -146,6 +146,22 @@ def repaint_schedule(K: int, jump: int, resample: int) -> list[int]:
     return states
 
 
+def resolve_jump(jump: int | None, K: int, resample: int) -> int:
+    """RePaint's jump on a chain of K steps: `jump`, by default Lugmayr et al.'s 10 or a fifth
+    of a chain shorter than 50 steps. A jump that leaves nothing to resample is refused."""
+    if jump is None:
+        return min(10, max(1, K // 5))
+    if resample > 1 and jump >= K:
+        raise ConfigError(f"--jump {jump}: the chain has only {count(K, 'step')}, so nothing "
+                          f"would be resampled; give --jump below {K}")  # fmt: skip
+    return jump
+
+
+def chain_steps(loaded: Loaded, spec: SamplingSpec) -> int:
+    """The steps of inpainting's reverse chain for `spec` (resolved): RePaint's K."""
+    return len(_chain(loaded, spec, lambda x, t: x)[2])
+
+
 def repaint_calls(K: int, jump: int, resample: int) -> int:
     """Network evaluations of RePaint on a chain of K timesteps: one per step down."""
     states = repaint_schedule(K, jump, resample)
@@ -232,7 +248,7 @@ def inpaint(
     spec: SamplingSpec | None = None,
     *,
     method: str = "repaint",
-    jump: int = 10,
+    jump: int | None = None,
     resample: int = 10,
     first_index: int = 0,
     class_labels: Tensor | None = None,
@@ -247,26 +263,26 @@ def inpaint(
     method "repaint": Lugmayr et al. 2022, "RePaint: Inpainting using Denoising Diffusion
     Probabilistic Models", Algorithm 1, with the jumps of §4.2 (`jump` steps back, each segment
     denoised `resample` times; the paper's j = 10, r = 10 on 250 steps costs about 10x the
-    sampler's evaluations). method "replace": the same with r = 1, no jumps: the replacement
-    method the paper compares with (known values from q(x_{t-1} | x_0) at every step).
+    sampler's evaluations; `jump` None: `resolve_jump`'s default). method "replace": the
+    same with r = 1, no jumps: the replacement method the paper compares with (known values
+    from q(x_{t-1} | x_0) at every step).
     The kept values come back exactly as given.
     """
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if jump < 1 or resample < 1:
+    if (jump is not None and jump < 1) or resample < 1:
         raise ConfigError("--jump and --resample must be at least 1")
-    if method == "replace":
-        jump, resample = 1, 1
     spec = resolve(loaded, spec, **fields)
     x_0 = check_inputs(loaded, x_0)
     keep = check_mask(loaded, keep)
-    _, _, ts = _chain(loaded, spec, lambda x, t: x)  # refuses the samplers inpainting cannot run
+    K = chain_steps(loaded, spec)  # refuses the samplers inpainting cannot run
+    jump, resample = (1, 1) if method == "replace" else (resolve_jump(jump, K, resample), resample)
     n = x_0.shape[0] if n is None else n
     if keep.shape[0] not in (1, x_0.shape[0], n):  # output i takes mask i % M
         raise ConfigError(f"got {keep.shape[0]} masks for {x_0.shape[0]} inputs")
     labels = draw_labels(loaded, n, spec, first_index, class_labels)
-    states = repaint_schedule(len(ts), jump, resample)
-    calls = repaint_calls(len(ts), jump, resample)
+    states = repaint_schedule(K, jump, resample)
+    calls = repaint_calls(K, jump, resample)
     bar = _bar(progress, math.ceil(n / spec.batch_size) * calls, f"inpainting {n} {loaded.kind}")
 
     def run(idx: range, y: Tensor | None, gens, side) -> Tensor:
@@ -363,7 +379,9 @@ def _rows(x: Tensor, idx: range, first_index: int) -> Tensor:
 
 def _bar(progress: bool | str, total: int, label: str) -> Progress:
     label = progress if isinstance(progress, str) else label
-    return Progress(total, label, enabled=bool(progress), leave=not isinstance(progress, str))
+    return Progress(
+        total, label, "network call", bool(progress), leave=not isinstance(progress, str)
+    )
 
 
 def _in_batches(

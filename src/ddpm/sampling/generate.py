@@ -117,7 +117,9 @@ def generate(
         spec.sampler, spec.steps, loaded.schedule.T
     )
     label = progress if isinstance(progress, str) else f"sampling {n} {loaded.kind}"
-    bar = Progress(calls, label, enabled=bool(progress), leave=not isinstance(progress, str))
+    bar = Progress(
+        calls, label, "network call", bool(progress), leave=not isinstance(progress, str)
+    )
     out = []
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
@@ -284,7 +286,7 @@ def chain_snapshots(
             times.append(t)
 
     calls = network_evaluations(spec.sampler, spec.steps, loaded.schedule.T)
-    with Progress(calls, "denoising chain", enabled=progress) as bar:
+    with Progress(calls, "denoising chain", "network call", enabled=progress) as bar:
         model = counted(loaded.eps_given(labels, spec.guidance), bar)
         x = run_sampler(loaded, spec, model, x_T, gens, callback=record)
     return [*times, -1], [*snaps, x.cpu()]

@@ -17,7 +17,7 @@ from ddpm.errors import ConfigError
 from ddpm.sampling.editing import check_inputs
 from ddpm.sampling.generate import resolve, run_sampler
 from ddpm.sampling.loaded import Loaded
-from ddpm.sampling.samplers import timesteps_for
+from ddpm.sampling.samplers import DEFAULT_SPACING, timesteps_for
 from ddpm.sampling.spec import SamplingSpec
 
 
@@ -25,9 +25,9 @@ from ddpm.sampling.spec import SamplingSpec
 def ddim_invert(
     loaded: Loaded,
     x_0: Tensor,
-    steps: int = 50,
+    steps: int | None = None,
     *,
-    spacing: str = "leading",
+    spacing: str | None = None,
     class_labels: Tensor | None = None,
     guidance: float = 0.0,
     batch_size: int = 256,
@@ -38,9 +38,10 @@ def ddim_invert(
     current x (as Mokady et al.'s null-text inversion and diffusers' DDIMInverseScheduler):
     x' = √ᾱ_{t'} x̂_0 + √(1 - ᾱ_{t'}) eps with x̂_0 = (x - √(1 - ᾱ) eps)/√ᾱ, the exact mirror
     of a decoding step but for where eps is taken; the error falls as steps grow. No clipping
-    (it would make the map not invertible)."""
+    (it would make the map not invertible). `steps` and `spacing` as `decode_spec`'s."""
+    spec = decode_spec(loaded, steps, spacing)
     x_0 = check_inputs(loaded, x_0)
-    ts = timesteps_for(loaded.schedule, steps, spacing)[::-1]  # increasing
+    ts = timesteps_for(loaded.schedule, spec.steps, spec.spacing)[::-1]  # increasing
     abar = loaded.schedule.alphas_cumprod.tolist()
     out = []
     for start in range(0, x_0.shape[0], batch_size):
@@ -58,22 +59,28 @@ def ddim_invert(
     return torch.cat(out)
 
 
+def decode_spec(loaded: Loaded, steps: int | None, spacing: str | None) -> SamplingSpec:
+    """DDIM with eta 0 and no clipping, on `steps` timesteps of `spacing`: by default the model's
+    own (a distilled model's, which refuses more), else 50 on DDIM's leading grid."""
+    spec = SamplingSpec(sampler="ddim", steps=steps, eta=0.0, clip=False, spacing=spacing)
+    spec = resolve(loaded, spec)
+    return spec.replace(spacing=spec.spacing or DEFAULT_SPACING["ddim"])
+
+
 @torch.no_grad()
 def decode(
     loaded: Loaded,
     z: Tensor,
-    steps: int = 50,
+    steps: int | None = None,
     *,
-    spacing: str = "leading",
+    spacing: str | None = None,
     class_labels: Tensor | None = None,
     guidance: float = 0.0,
     batch_size: int = 256,
 ) -> Tensor:
     """x_0 (N, *shape) from noise z: DDIM with eta 0, no clipping, on `steps` timesteps
     (`ddpm.sampling.samplers.ddim_sample`): the inverse of `ddim_invert`."""
-    spec = resolve(
-        loaded, SamplingSpec(sampler="ddim", steps=steps, eta=0.0, clip=False, spacing=spacing)
-    )
+    spec = decode_spec(loaded, steps, spacing)
     z = check_inputs(loaded, z, "the noise")
     out = []
     for start in range(0, z.shape[0], batch_size):
@@ -106,7 +113,7 @@ def interpolate(
     x_a: Tensor,
     x_b: Tensor,
     frames: int,
-    steps: int = 50,
+    steps: int | None = None,
     *,
     class_labels: Tensor | None = None,
     guidance: float = 0.0,

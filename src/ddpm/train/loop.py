@@ -86,7 +86,8 @@ def train(
         device, data, arch, model_cfg, state = setup(cfg, data, resume, dist.device, read, progress)
     distributed.seed_process(cfg.seed, dist, state.step)  # dropout: a generator per process
     asked_batch = cfg.batch_size
-    cfg = with_steps(clamp_batch_size(cfg, len(data), dist.world_size), len(data))
+    kind = getattr(data, "kind", "images")
+    cfg = with_steps(clamp_batch_size(cfg, len(data), dist.world_size, kind), len(data))
     if announce is not None and main:
         W = dist.world_size
         procs = f" (rank 0 of {W} processes, {cfg.batch_size // W} images each)" if W > 1 else ""
@@ -185,7 +186,9 @@ def refuse_a_used_folder(out: str) -> None:
         )
 
 
-def clamp_batch_size(cfg: TrainConfig, n: int, processes: int = 1) -> TrainConfig:
+def clamp_batch_size(
+    cfg: TrainConfig, n: int, processes: int = 1, kind: str = "images"
+) -> TrainConfig:
     """A batch larger than the dataset becomes the whole dataset, said once (16 images train
     with the default batch size, as in diffusers' and lucidrains' trainers); under DDP, the
     largest multiple of the number of processes that fits."""
@@ -193,9 +196,9 @@ def clamp_batch_size(cfg: TrainConfig, n: int, processes: int = 1) -> TrainConfi
         return cfg
     n -= n % processes
     if n < processes:
-        raise ConfigError(f"the dataset has fewer images than there are processes ({processes})")
+        raise ConfigError(f"the dataset has fewer {kind} than there are processes ({processes})")
     warnings.warn(
-        f"batch size {cfg.batch_size} (--batch-size) is larger than the dataset ({n} images): "
+        f"batch size {cfg.batch_size} (--batch-size) is larger than the dataset ({n} {kind}): "
         f"training with batches of {n}",
         stacklevel=3,
     )
