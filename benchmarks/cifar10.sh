@@ -65,6 +65,7 @@ done
 if [[ $STAGES == *" train "* ]]; then
   ddpm train --recipe cifar10-8min --data "cifar10:$CIFAR/train.zip" --out "$RUN" \
     --max-minutes "$MINUTES" --snapshot-minutes "$HALF,$MINUTES" --quiet ${TRAIN_ARGS:-}
+  rm -rf "$DEST/diffusers"  # an export of an earlier run
 fi
 
 if [[ $STAGES == *" eval "* ]]; then
@@ -76,9 +77,13 @@ if [[ $STAGES == *" eval "* ]]; then
     "${INC[@]}" --json "$DEST/teacher.json" ${RUN_ARGS:-}
 fi
 
-if [[ $STAGES == *" fewstep "* ]]; then
+export_diffusers() {  # the final weights as a diffusers folder, made again from this run
   rm -rf "$DEST/diffusers"
   ddpm export "$SNAP" --format diffusers --out "$DEST/diffusers"
+}
+
+if [[ $STAGES == *" fewstep "* ]]; then
+  export_diffusers
   for k in ${NFES//,/ }; do
     ddpm tune-steps --checkpoint "$DEST/diffusers" --nfe "$k" --quiet ${RUN_ARGS:-} ${TUNE_ARGS:-}
   done
@@ -105,6 +110,7 @@ if [[ $STAGES == *" distill "* ]]; then
 fi
 
 if [[ $STAGES == *" edit "* ]]; then
+  [[ -d $DEST/diffusers ]] || export_diffusers
   test_data=(--data "cifar10:$CIFAR/test.zip")
   bench editing.py inpaint --checkpoint "$SNAP" "${test_data[@]}" --n "$N" \
     --stats "$TEST_STATS" --diffusers "$DEST/diffusers" --mask center $BF16 \
