@@ -318,6 +318,7 @@ def test_several_processes_reproduce_one_process_and_only_rank_0_writes(tmp_path
     assert {"log.csv", "loss.png", "process.gif"} <= set(rank0)
 
 
+@pytest.mark.slow  # 10 s: CI runs it with the slow tests
 @pytest.mark.subprocess
 def test_importance_sampled_t_stays_the_same_at_two_processes(tmp_path):
     """L_vlb with importance-sampled t (Nichol & Dhariwal §3.3): the loss history that picks t
@@ -337,6 +338,7 @@ def test_importance_sampled_t_stays_the_same_at_two_processes(tmp_path):
     assert_same_weights(one / "ckpt-0000048.pt", two / "ckpt-0000048.pt")
 
 
+@pytest.mark.slow  # 14 s: CI runs it with the slow tests
 @pytest.mark.subprocess
 def test_sigterm_to_one_process_saves_once_and_resume_works_at_any_world_size(tmp_path):
     data = image_folder(tmp_path / "data")
@@ -359,6 +361,7 @@ def test_sigterm_to_one_process_saves_once_and_resume_works_at_any_world_size(tm
     assert_same_weights(ref / f"ckpt-{stop + 4:07d}.pt", run / f"ckpt-{stop + 4:07d}.pt")
 
 
+@pytest.mark.slow  # 12 s: CI runs it with the slow tests
 @pytest.mark.subprocess
 def test_a_killed_process_ends_the_job_and_resume_loses_nothing(tmp_path):
     data = image_folder(tmp_path / "data")

@@ -89,7 +89,10 @@ def test_bad_inputs_give_one_line(tmp_path, capsys):
     assert "junk.npz: not a readable .npz statistics file" in error_line(capsys)
     # a folder that is not there is named before the Inception network is looked for
     assert main(["fid", str(tmp_path / "nope"), str(tmp_path), "--inception", "none.pt"]) == 1
-    assert "nope: no such file or folder" in error_line(capsys)
+    line = error_line(capsys)
+    assert "nope: no such file or folder" in line and "--data" not in line
+    assert main(["fid", "toy:moons", str(tmp_path), "--inception", "none.pt"]) == 1
+    assert "toy:moons: points or sequences, but this takes images" in error_line(capsys)
     small = tmp_path / "small.npz"
     with small.open("wb") as f:
         np.savez(f, mu=np.zeros(64), sigma=np.eye(64))

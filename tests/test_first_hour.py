@@ -112,6 +112,13 @@ def test_a_model_samples_with_the_eta_of_its_own_training_pictures(tmp_path, cap
     default = ddpm.sample(model, **same)
     torch.testing.assert_close(default, ddpm.sample(model, eta=1.0, **same))
     assert not torch.allclose(default, ddpm.sample(model, eta=0.0, **same))
+    # a wrong argument is named in the user's terms, not from deep inside
+    with pytest.raises(ValueError, match="n must be a positive int, got 0"):
+        ddpm.sample(model, n=0)
+    with pytest.raises(TypeError, match="what ddpm.load returns, got str"):
+        ddpm.sample(str(run), n=2)
+    with pytest.raises(TypeError, match="unknown keywords stepz; it takes sampler, steps"):
+        ddpm.sample(model, n=2, stepz=5)
     for flags in ([], ["--eta", "1"]):
         folder = tmp_path / f"pngs{len(flags)}"
         argv = ["sample", "--checkpoint", str(run), "--n", "3", "--steps", "5", "--seed", "4"]

@@ -13,6 +13,7 @@ import torch
 
 from ddpm.cli import build_parser, main
 from ddpm.io import checkpoint as C
+from ddpm.train.budget import AGAIN, FIRST
 from test_before_layout import BEFORE, images, losses
 
 COMMON = ["--threads", "1", "--quiet", "--no-final-pictures"]  # no settings of the run
@@ -156,7 +157,7 @@ def test_a_second_ctrl_c_during_the_last_checkpoint_waits_for_it(
     assert C.load_checkpoint(run / "ckpt-0000004.pt")["step"] == 4
     assert not list(run.glob(".*.tmp"))
     assert code == 130 and "stopped at step 5" in out
-    assert err == "ddpm train: stopping: finishing the checkpoint, then exiting\n"  # no traceback
+    assert err == (FIRST + AGAIN).decode()  # each said once, no traceback
 
 
 def test_every_log_row_averages_its_whole_window_across_a_stop_and_a_resume(finished, tmp_path):
@@ -180,3 +181,17 @@ def test_every_log_row_averages_its_whole_window_across_a_stop_and_a_resume(fini
 def log_rows(run) -> list[dict]:
     with (run / "log.csv").open() as f:
         return list(csv.DictReader(f))
+
+
+def test_resuming_on_data_of_other_channels_names_the_field_that_differs(stopped, tmp_path, capsys):
+    from PIL import Image
+
+    _, run = stopped
+    gray = tmp_path / "gray"
+    gray.mkdir()
+    for i in range(8):
+        Image.new("L", (8, 8), 16 * i).save(gray / f"{i}.png")
+    assert resume(run, "--data", str(gray)) != 0
+    err = capsys.readouterr().err.strip()
+    assert "the checkpoint's model differs from this run's (in_channels 3 vs 1" in err, err
+    assert len(err.splitlines()) == 1 and len(err) < 300

@@ -87,6 +87,14 @@ def test_output_paths_under_a_file_or_onto_a_folder_are_refused(tmp_path, capsys
         assert expected in err.splitlines()[0], (argv, err)
 
 
+def test_training_flags_that_clash_or_do_nothing_are_refused_before_any_work(tmp_path, capsys):
+    code, _, err = run(capsys, ["train", "--steps", "5", "--epochs", "1", "--out", str(tmp_path)])
+    assert code == 2 and "--steps and --epochs both say how long to train" in err
+    code, _, err = run(capsys, ["train", "--fid-stats", "s.npz", "--out", str(tmp_path)])
+    assert code == 2 and "give --eval-every N" in err
+    assert not list(tmp_path.iterdir())
+
+
 def test_output_checks_have_no_side_effects_and_accept_new_folders(tmp_path):
     deep = tmp_path / "a" / "b" / "grid.PNG"
     assert check_output_file(deep, "image", "grid") == deep
@@ -260,6 +268,9 @@ def test_top_level_help_lists_each_command_on_one_line_with_an_example(capsys):
             line.split()[:1] == [name] and len(line.split()) > 3 for line in out.splitlines()
         )
     assert "example:" in out and "ddpm train" in out
+    with pytest.raises(SystemExit) as done:  # not "a command is required"
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("ddpm 0.")
 
 
 # --- 4. a bad flag is two lines -------------------------------------------------------------

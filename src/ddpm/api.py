@@ -13,6 +13,7 @@ The defaults are those of `ddpm sample`; every piece underneath (`ddpm.sampling.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -32,8 +33,9 @@ __all__ = ["SamplingSpec", "load", "sample", "save_grid"]
 def load(
     path: str | os.PathLike, device: str | torch.device = "auto", raw_weights: bool = False
 ) -> Loaded:
-    """A checkpoint file, or a run folder (its newest ckpt-<step>.pt), ready to sample: the
-    EMA weights (`raw_weights` for the others) in eval mode, on CUDA when torch sees a GPU."""
+    """A checkpoint file, a run folder (its newest ckpt-<step>.pt), a safetensors export or a
+    diffusers folder, ready to sample: the EMA weights (`raw_weights` for the others) in eval
+    mode, on CUDA when torch sees a GPU."""
     device = resolve_device(device) if isinstance(device, str) else device
     return load_model(path, device, raw_weights)
 
@@ -54,6 +56,16 @@ def sample(
     `spacing`, `guidance`, `seed`, `batch_size`. On the CPU the thread count is chosen as the
     CLI chooses it (`ddpm.speed.set_cpu_threads`: all cores, or one when the others are busy),
     so the images agree with `ddpm sample`'s to float rounding, not bit for bit."""
+    if not isinstance(model, Loaded):
+        raise TypeError(f"model must be what ddpm.load returns, got {type(model).__name__}: "
+                        "ddpm.sample(ddpm.load(path), ...)")  # fmt: skip
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    known = [f.name for f in dataclasses.fields(SamplingSpec)]
+    if unknown := sorted(set(fields) - set(known)):
+        raise TypeError(
+            f"ddpm.sample got unknown keywords {', '.join(unknown)}; it takes {', '.join(known)}"
+        )
     threads = torch.get_num_threads()
     if next(model.model.parameters()).device.type == "cpu":
         set_cpu_threads(None)

@@ -164,6 +164,15 @@ def _examples(text: str) -> str:
     return "example:\n" + "\n".join(f"  {line}" for line in text.splitlines())
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ddpm-from-scratch")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> Parser:
     width = max(len(c[0]) for c in COMMANDS)
     listing = "\n".join(f"  {name:<{width}}  {help_}" for name, help_, *_ in COMMANDS)
@@ -178,6 +187,7 @@ def build_parser() -> Parser:
         ),
         formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"ddpm {_version()}")
     # the commands are listed in the description (one line each), not again by argparse
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help=SUPPRESS)
     parser.commands = {}

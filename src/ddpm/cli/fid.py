@@ -94,6 +94,7 @@ def add_fid_args(p: argparse.ArgumentParser) -> None:
 
 def run_fid(args: argparse.Namespace) -> int:
     from ddpm.data.datasets import resolve
+    from ddpm.errors import DataError
     from ddpm.eval.evaluate import load_inception, load_stats, source_stats
     from ddpm.eval.fid import fid_from_stats
 
@@ -102,7 +103,10 @@ def run_fid(args: argparse.Namespace) -> int:
         if spec.endswith(".npz"):
             load_stats(spec)
         else:
-            resolve(spec, args.split)
+            try:
+                resolve(spec, args.split)
+            except DataError as e:  # named as the argument it is, not as a --data flag
+                raise DataError(str(e).removeprefix("--data ")) from None
     needs_net = not (args.a.endswith(".npz") and args.b.endswith(".npz"))
     net = load_inception(args.inception, resolve_device(args.device)) if needs_net else None
     a, b = (

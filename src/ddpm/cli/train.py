@@ -206,7 +206,11 @@ def resumed_config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run_train(args: argparse.Namespace) -> int:
     from ddpm.train import distributed
 
+    if {"steps", "epochs"} <= set(getattr(args, GIVEN, ())):
+        raise ConfigError("--steps and --epochs both say how long to train: give one of them")
     cfg = config_from_args(args) if args.resume is None else resumed_config_from_args(args)
+    if cfg.fid_stats is not None and cfg.eval_every is None:
+        raise ConfigError("--fid-stats is what the FID check compares with: give --eval-every N")
     # one process, or this process of a torchrun job
     dist = distributed.init(cfg.device, cfg.batch_size)
     try:

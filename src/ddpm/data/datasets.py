@@ -54,10 +54,12 @@ def resolve(spec: str, split: str | None = None) -> Source:
         )
     if spec in ("stanford-cars", "cifar10"):
         raise DataError(f"{spec} needs a path: --data {spec}:PATH")
+    if (sep and kind in ("toy", "timeseries")) or Path(spec).suffix.lower() in (".csv", ".npy"):
+        raise DataError(f"{spec}: points or sequences, but this takes images")
     if sep and len(kind) > 1 and not Path(spec).exists():
         raise DataError(
             f"{spec}: unknown dataset kind {kind!r}; expected stanford-cars:PATH, cifar10:PATH, "
-            "toy:NAME, timeseries:FOLDER, mnist, or a folder or .zip of images"
+            "mnist, or a folder or .zip of images"
         )
     if split is not None:
         raise DataError(f"--split applies to stanford-cars:PATH and cifar10:PATH, not to {spec}")
@@ -70,8 +72,8 @@ def resolve(spec: str, split: str | None = None) -> Source:
             hint = f" (did you mean --data {close[0]}:PATH?)"
         raise DataError(
             f"--data {spec}: no such file or folder; expected a folder or .zip of images, "
-            f"mnist, cifar10:PATH, stanford-cars:PATH, or for points and sequences toy:NAME, "
-            f"PATH.csv, PATH.npy or timeseries:FOLDER{hint}"
+            f"mnist, cifar10:PATH or stanford-cars:PATH (ddpm train also takes toy:NAME, "
+            f"PATH.csv, PATH.npy and timeseries:FOLDER){hint}"
         )
     return image_folder(Path(spec))
 

@@ -18,6 +18,10 @@ from ddpm.train.distributed import Dist
 from ddpm.train.hooks import At
 from ddpm.train.state import TrainState
 
+# what a first and a second Ctrl-C say (a FID check or pictures due at the step still run)
+FIRST = b"ddpm train: stopping after this step and the work due at it, then a checkpoint\n"
+AGAIN = b"ddpm train: still stopping: finishing the work under way and the checkpoint\n"
+
 
 class StopRequested:
     """SIGINT/SIGTERM set a flag; the loop finishes its step, checkpoints and exits. Once
@@ -39,13 +43,16 @@ class StopRequested:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        said = os.environ.get("RANK", "0") == "0"  # from one process
+        # os.write: print() here could re-enter a write to stderr that the signal cut into
         if self.signal is None:
             self.signal = signum
+            if said:
+                os.write(2, FIRST)
             return
         self.again += 1
-        if self.again == 1 and os.environ.get("RANK", "0") == "0":  # once, from one process
-            # os.write: print() here could re-enter a write to stderr that the signal cut into
-            os.write(2, b"ddpm train: stopping: finishing the checkpoint, then exiting\n")
+        if self.again == 1 and said:
+            os.write(2, AGAIN)
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():

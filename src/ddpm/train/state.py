@@ -122,8 +122,8 @@ def data_classes(
     if data.labels is None or len(data.labels) == 0:
         raise ConfigError(
             f"--class-cond needs labelled data, and {data.source or 'this data'} has no labels: "
-            "use a folder (or .zip) with one sub-folder per class, cifar10:PATH, mnist, "
-            "stanford-cars:PATH with --split train (its test photos have no labels), or "
+            "use a folder (or .zip) with one sub-folder per class (two or more), cifar10:PATH, "
+            "mnist, stanford-cars:PATH with --split train (its test photos have no labels), or "
             "timeseries:PATH"
         )
     K = int(data.labels.max()) + 1
@@ -275,15 +275,18 @@ def save_checkpoint(state: TrainState, cfg: TrainConfig, arch: str, model_cfg: d
 def restore(state: TrainState, ckpt: dict, arch: str, model_cfg: dict, path: Path) -> None:
     """Load a checkpoint's weights, optimizer, step and RNG states into `state`."""
     try:  # fields added since the checkpoint was written compare at their defaults
-        same = full_config(ckpt["arch"], ckpt["model_config"]) == full_config(arch, model_cfg)
+        theirs, ours = full_config(ckpt["arch"], ckpt["model_config"]), full_config(arch, model_cfg)
     except ConfigError as e:
         raise ckpt_io.CheckpointError(
             f"{path}: the checkpoint's model config is invalid ({e})"
         ) from None
-    if ckpt["arch"] != arch or not same:
+    if ckpt["arch"] != arch or theirs != ours:
+        keys = sorted(k for k in {*theirs, *ours} if theirs.get(k) != ours.get(k))
+        diff = [f"arch {ckpt['arch']} vs {arch}"] if ckpt["arch"] != arch else []
+        diff += [f"{k} {theirs.get(k)} vs {ours.get(k)}" for k in keys]
         raise ckpt_io.CheckpointError(
-            f"{path}: the checkpoint's model ({ckpt['arch']}, {ckpt['model_config']}) differs "
-            f"from this run's ({arch}, {model_cfg}); resume with the same preset and data shape"
+            f"{path}: the checkpoint's model differs from this run's ({'; '.join(diff)}); "
+            "resume with the same preset, data shape and classes"
         )
     if tuple(ckpt["shape"]) != tuple(state.shape):
         raise ckpt_io.CheckpointError(
