@@ -48,7 +48,7 @@ ddpm() { python3 -m ddpm "$@"; }
 bench() { python3 "$BENCH/$1" "${@:2}"; }
 INC=()
 [[ -n ${INCEPTION:-} ]] && INC=(--inception "$INCEPTION")
-# ${VAR:-} below are word-split on purpose: each holds flags
+# ${VAR:-} below are word-split on purpose: each holds flags (${A[@]+...}: bash < 4.4 and set -u)
 RUN=$DEST/run
 SNAP=$RUN/snapshot-$(python3 -c "import sys; print(f'{float(sys.argv[1]):g}')" "$MINUTES")min.pt
 GUIDE=$RUN/snapshot-${HALF}min.pt
@@ -58,23 +58,23 @@ mkdir -p "$DEST"
 for split in train test; do
   stats=$TRAIN_STATS
   [[ $split == test ]] && stats=$TEST_STATS
-  [[ -f $stats ]] || ddpm fid-stats "cifar10:$CIFAR/$split.zip" --out "$stats" "${INC[@]}" \
-    --quiet ${RUN_ARGS:-}
+  [[ -f $stats ]] || ddpm fid-stats "cifar10:$CIFAR/$split.zip" --out "$stats" \
+    ${INC[@]+"${INC[@]}"} --quiet ${RUN_ARGS:-}
 done
 
 if [[ $STAGES == *" train "* ]]; then
   ddpm train --recipe cifar10-8min --data "cifar10:$CIFAR/train.zip" --out "$RUN" \
     --max-minutes "$MINUTES" --snapshot-minutes "$HALF,$MINUTES" --quiet ${TRAIN_ARGS:-}
-  rm -rf "$DEST/diffusers"  # an export of an earlier run
+  rm -rf "$DEST/diffusers" "$DEST/distilled"  # made from an earlier run
 fi
 
 if [[ $STAGES == *" eval "* ]]; then
-  fid=(--fid-stats "$TRAIN_STATS" --n "$N" "${INC[@]}" --quiet ${RUN_ARGS:-})
+  fid=(--fid-stats "$TRAIN_STATS" --n "$N" ${INC[@]+"${INC[@]}"} --quiet ${RUN_ARGS:-})
   ddpm eval --checkpoint "$SNAP" --sampler ddim --steps 50 "${fid[@]}" --json "$DEST/ddim-50.json"
   ddpm eval --checkpoint "$SNAP" --guide-model "$GUIDE" --guidance 1.5 \
     --sampler dpm-solver-3m --steps 25 "${fid[@]}" --json "$DEST/guided-50.json"
   bench fid_sweep.py --stats "$TRAIN_STATS" --n "$N" --case "$SNAP:ema:dpm-solver:50" \
-    "${INC[@]}" --json "$DEST/teacher.json" ${RUN_ARGS:-}
+    ${INC[@]+"${INC[@]}"} --json "$DEST/teacher.json" ${RUN_ARGS:-}
 fi
 
 export_diffusers() {  # the final weights as a diffusers folder, made again from this run
@@ -89,10 +89,17 @@ if [[ $STAGES == *" fewstep "* ]]; then
   done
   bench few_step_peers.py --model "$DEST/diffusers" --stats "$TRAIN_STATS" --n "$N" \
     --nfe "$NFES" $BF16 --ours ipndm,unipc,dpm-solver --our-spacings default,tuned \
-    --peer-spacings trailing,karras "${INC[@]}" --json "$DEST/few-step-peers.json" ${RUN_ARGS:-}
+    --peer-spacings trailing,karras ${INC[@]+"${INC[@]}"} --json "$DEST/few-step-peers.json" \
+    ${RUN_ARGS:-}
 fi
 
 if [[ $STAGES == *" distill "* ]]; then
+  for needed in teacher few-step-peers; do  # the picture's other series, before any work
+    if [[ ! -f $DEST/$needed.json ]]; then
+      echo "cifar10.sh: the distill stage needs $needed.json: run eval and fewstep first" >&2
+      exit 2
+    fi
+  done
   last=${ROUNDS##* }
   ddpm distill --checkpoint "$SNAP" --out "$DEST/distilled" --steps "$last" --from-steps 32 \
     --max-minutes "$MINUTES" --quiet ${RUN_ARGS:-}
@@ -102,8 +109,8 @@ if [[ $STAGES == *" distill "* ]]; then
     [[ $k == "$last" ]] && student=$DEST/distilled
     cases+=(--case "$student:ema:ddim:$k")
   done
-  bench fid_sweep.py --stats "$TRAIN_STATS" --n "$N" --no-compile "${cases[@]}" "${INC[@]}" \
-    --json "$DEST/students.json" ${RUN_ARGS:-}
+  bench fid_sweep.py --stats "$TRAIN_STATS" --n "$N" --no-compile "${cases[@]}" \
+    ${INC[@]+"${INC[@]}"} --json "$DEST/students.json" ${RUN_ARGS:-}
   bench few_step_curve.py --peers "$DEST/few-step-peers.json" --students "$DEST/students.json" \
     --teacher "$DEST/teacher.json" --distill-minutes "$MINUTES" --from-steps 32 \
     --steps "$last" --out "$DEST/few-step.png"
@@ -115,8 +122,9 @@ if [[ $STAGES == *" edit "* ]]; then
   bench editing.py inpaint --checkpoint "$SNAP" "${test_data[@]}" --n "$N" \
     --stats "$TEST_STATS" --diffusers "$DEST/diffusers" --mask center $BF16 \
     ${EDIT_ARGS:---model-steps 50 --jump 5 --resample 3 --replace-steps 50,140} \
-    --batch-size "${EDIT_BATCH:-1000}" "${INC[@]}" --json "$DEST/inpaint.json" ${RUN_ARGS:-}
-  bench editing.py invert --checkpoint "$SNAP" "${test_data[@]}" --n "$((N < 1000 ? N : 1000))" \
-    --steps "${INVERT_STEPS:-10,50,200}" --batch-size "${EDIT_BATCH:-1000}" --json "$DEST/invert.json" \
+    --batch-size "${EDIT_BATCH:-1000}" ${INC[@]+"${INC[@]}"} --json "$DEST/inpaint.json" \
     ${RUN_ARGS:-}
+  bench editing.py invert --checkpoint "$SNAP" "${test_data[@]}" --n "$((N < 1000 ? N : 1000))" \
+    --steps "${INVERT_STEPS:-10,50,200}" --batch-size "${EDIT_BATCH:-1000}" \
+    --json "$DEST/invert.json" ${RUN_ARGS:-}
 fi

@@ -428,6 +428,15 @@ def test_bad_input_is_one_line_exit_2_and_no_sampling(
     assert len(err.strip().splitlines()) <= 2 and err.startswith(f"ddpm {argv[0]}: error:")
 
 
+def test_the_replacement_method_takes_no_jump_to_refuse(capsys, run_folder):
+    d = run_folder
+    argv = ["inpaint", "--checkpoint", str(d / "run"), "--image", str(d / "pics" / "000000.png"),
+            "--method", "replace", "--steps", "4", "--jump", "5", "--n", "1",
+            "--out", str(d / "replaced.png"), "--quiet"]  # fmt: skip
+    code, said, err = run(capsys, argv)
+    assert code == 0 and "(replace; ddim, 4 steps" in said, err
+
+
 def test_a_points_model_given_a_picture_is_refused(capsys, monkeypatch, run_folder):
     info = ArrayInfo("points", Standardizer(torch.zeros(2), torch.ones(2)))
     points = point_mass(torch.zeros(2), data=info)

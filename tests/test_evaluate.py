@@ -92,7 +92,9 @@ def test_bad_inputs_give_one_line(tmp_path, capsys):
     line = error_line(capsys)
     assert "nope: no such file or folder" in line and "--data" not in line
     assert main(["fid", "toy:moons", str(tmp_path), "--inception", "none.pt"]) == 1
-    assert "toy:moons: points or sequences, but this takes images" in error_line(capsys)
+    assert "toy:moons: points or sequences, but FID compares images" in error_line(capsys)
+    assert main(["fid", "mnist", str(tmp_path / "none"), "--inception", "none.pt"]) == 1
+    assert "none: no such file or folder" in error_line(capsys)  # mnist itself is fine
     small = tmp_path / "small.npz"
     with small.open("wb") as f:
         np.savez(f, mu=np.zeros(64), sigma=np.eye(64))

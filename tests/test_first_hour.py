@@ -119,6 +119,9 @@ def test_a_model_samples_with_the_eta_of_its_own_training_pictures(tmp_path, cap
         ddpm.sample(str(run), n=2)
     with pytest.raises(TypeError, match="unknown keywords stepz; it takes sampler, steps"):
         ddpm.sample(model, n=2, stepz=5)
+    # numpy's ints are ints, and generate's own keywords pass through: image 1 alone
+    one = ddpm.sample(model, n=np.int64(1), first_index=1, steps=5, seed=4)
+    torch.testing.assert_close(one, default[1:2])
     for flags in ([], ["--eta", "1"]):
         folder = tmp_path / f"pngs{len(flags)}"
         argv = ["sample", "--checkpoint", str(run), "--n", "3", "--steps", "5", "--seed", "4"]

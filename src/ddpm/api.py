@@ -14,6 +14,7 @@ The defaults are those of `ddpm sample`; every piece underneath (`ddpm.sampling.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import os
 from typing import Any
 
@@ -59,9 +60,11 @@ def sample(
     if not isinstance(model, Loaded):
         raise TypeError(f"model must be what ddpm.load returns, got {type(model).__name__}: "
                         "ddpm.sample(ddpm.load(path), ...)")  # fmt: skip
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    # ints, numpy's too; not floats, strings or bools
+    if isinstance(n, bool) or not hasattr(type(n), "__index__") or operator.index(n) < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
-    known = [f.name for f in dataclasses.fields(SamplingSpec)]
+    n = operator.index(n)
+    known = [f.name for f in dataclasses.fields(SamplingSpec)] + ["first_index", "on_batch"]
     if unknown := sorted(set(fields) - set(known)):
         raise TypeError(
             f"ddpm.sample got unknown keywords {', '.join(unknown)}; it takes {', '.join(known)}"

@@ -450,7 +450,8 @@ def run_inpaint(args: argparse.Namespace) -> int:
     n = args.n or (8 if x_0.shape[0] == 1 else x_0.shape[0])
     spec = resolve(loaded, sampling_spec(args))
     labels = class_labels(args, loaded, n)
-    jump = resolve_jump(args.jump, chain_steps(loaded, spec), args.resample)
+    repaint = args.method == "repaint"
+    jump = resolve_jump(args.jump, chain_steps(loaded, spec), args.resample) if repaint else 1
     method = dict(method=args.method, jump=jump, resample=args.resample)
     x = inpaint(
         fast_path(loaded, args),
@@ -462,9 +463,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         **method,
     )
-    how = args.method + (
-        f", jump {jump}, resample {args.resample}" if args.method == "repaint" else ""
-    )
+    how = args.method + (f", jump {jump}, resample {args.resample}" if repaint else "")
     write_results(
         args, loaded, x, originals, keep, f"inpainted {loaded.kind} ({how}; {spec.short()})"
     )

@@ -23,6 +23,15 @@ FIRST = b"ddpm train: stopping after this step and the work due at it, then a ch
 AGAIN = b"ddpm train: still stopping: finishing the work under way and the checkpoint\n"
 
 
+def _say(message: bytes) -> None:
+    """os.write: print() in a handler could re-enter a write to stderr that the signal cut
+    into. A closed stderr (`ddpm train ... | tee`, with tee gone) must not stop the stop."""
+    try:
+        os.write(2, message)
+    except OSError:
+        pass
+
+
 class StopRequested:
     """SIGINT/SIGTERM set a flag; the loop finishes its step, checkpoints and exits. Once
     stopping has begun, a further signal waits for that checkpoint: noted, said once, and the
@@ -44,15 +53,14 @@ class StopRequested:
 
     def _handle(self, signum: int, frame: Any) -> None:
         said = os.environ.get("RANK", "0") == "0"  # from one process
-        # os.write: print() here could re-enter a write to stderr that the signal cut into
         if self.signal is None:
             self.signal = signum
             if said:
-                os.write(2, FIRST)
+                _say(FIRST)
             return
         self.again += 1
         if self.again == 1 and said:
-            os.write(2, AGAIN)
+            _say(AGAIN)
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
