@@ -290,8 +290,9 @@ AUDITED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # 12 s at 2 processes, 13 at 4: CI runs both with the slow tests
 @pytest.mark.subprocess
-@pytest.mark.parametrize("nproc", [2, pytest.param(4, marks=pytest.mark.slow)])  # 4: 13 s
+@pytest.mark.parametrize("nproc", [2, 4])
 def test_several_processes_reproduce_one_process_and_only_rank_0_writes(tmp_path, nproc):
     data = image_folder(tmp_path / "data")
     one, two = tmp_path / "one", tmp_path / "two"

@@ -34,6 +34,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # 9 s: CI runs it with the slow tests
 @pytest.mark.subprocess
 def test_kill_9_while_writing_leaves_a_loadable_checkpoint(tmp_path):
     path = tmp_path / "ckpt.pt"

@@ -13,7 +13,7 @@ from ddpm.train import EMA, StopAfter, TrainConfig, train
 pytestmark = pytest.mark.usefixtures("tiny_preset")
 
 
-@pytest.mark.parametrize("prediction", ["eps", "v"])
+@pytest.mark.parametrize("prediction", ["eps", pytest.param("v", marks=pytest.mark.slow)])
 def test_a_few_hundred_steps_make_the_loss_fall(tmp_path, blobs, prediction):
     cfg = tiny_config(tmp_path, steps=300, log_every=25, prediction=prediction)
     result = train(cfg, data=blobs, progress=False)
