@@ -13,7 +13,6 @@ The defaults are those of `ddpm sample`; every piece underneath (`ddpm.sampling.
 
 from __future__ import annotations
 
-import dataclasses
 import operator
 import os
 from typing import Any
@@ -64,11 +63,6 @@ def sample(
     if isinstance(n, bool) or not hasattr(type(n), "__index__") or operator.index(n) < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     n = operator.index(n)
-    known = [f.name for f in dataclasses.fields(SamplingSpec)] + ["first_index", "on_batch"]
-    if unknown := sorted(set(fields) - set(known)):
-        raise TypeError(
-            f"ddpm.sample got unknown keywords {', '.join(unknown)}; it takes {', '.join(known)}"
-        )
     threads = torch.get_num_threads()
     if next(model.model.parameters()).device.type == "cpu":
         set_cpu_threads(None)

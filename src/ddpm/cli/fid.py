@@ -97,11 +97,12 @@ def add_fid_args(p: argparse.ArgumentParser) -> None:
 def check_images_spec(spec: str) -> None:
     """A set of images that is plainly not there, or not images, named before any work (the
     full check is the loader's, which reads the files)."""
+    from ddpm.data.arrays import is_array_spec
     from ddpm.data.images import BUNDLED
 
-    kind, sep, path = spec.partition(":")
-    if (sep and kind in ("toy", "timeseries")) or Path(spec).suffix.lower() in (".csv", ".npy"):
+    if is_array_spec(spec):
         raise DataError(f"{spec}: points or sequences, but FID compares images")
+    kind, sep, path = spec.partition(":")
     where = path if sep and kind in ("cifar10", "stanford-cars") else spec
     if spec != BUNDLED and not Path(where).exists():
         raise DataError(

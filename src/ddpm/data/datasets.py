@@ -54,7 +54,9 @@ def resolve(spec: str, split: str | None = None) -> Source:
         )
     if spec in ("stanford-cars", "cifar10"):
         raise DataError(f"{spec} needs a path: --data {spec}:PATH")
-    if (sep and kind in ("toy", "timeseries")) or Path(spec).suffix.lower() in (".csv", ".npy"):
+    from ddpm.data.arrays import is_array_spec  # arrays imports this module, through images
+
+    if is_array_spec(spec):
         raise DataError(f"{spec}: points or sequences, but this takes images")
     if sep and len(kind) > 1 and not Path(spec).exists():
         raise DataError(

@@ -60,6 +60,10 @@ class SamplingSpec:
             raise SpecError(f"classes must be one of {', '.join(CLASS_DISTRIBUTIONS)}")
 
     def replace(self, **changes: Any) -> SamplingSpec:
+        known = [f.name for f in dataclasses.fields(self)]
+        if unknown := sorted(set(changes) - set(known)):
+            raise TypeError(f"sampling got unknown keywords {', '.join(unknown)}; it takes "
+                            f"{', '.join(known)}")  # fmt: skip
         return dataclasses.replace(self, **changes)
 
     def resolved(self, T: int, images: bool, variance: str) -> SamplingSpec:
